@@ -1,0 +1,181 @@
+"""All distributed plumbing lives here.
+
+Every helper works without a process group (a plain ``python -m dist_data.<verb>`` run): it then
+returns its input unchanged, so library code never branches on "am I distributed".
+
+Ranks and world size are read from torchrun's environment (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``); the device is chosen by ``LOCAL_RANK``, never by the global rank.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pickle
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def init(timeout_minutes: int = 120) -> DistInfo:
+    """Initialise the process group from torchrun's environment (idempotent).
+
+    nccl when CUDA is available, gloo otherwise. The long timeout lets rank 0 build an index or
+    merge outputs while the others wait at a barrier.
+    """
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend=backend,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+            **({"device_id": device} if backend == "nccl" else {}),
+        )
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(timeout_minutes: int = 120) -> Iterator[DistInfo]:
+    """``with process_group() as info:`` — init, then teardown in ``finally``."""
+    info = init(timeout_minutes)
+    try:
+        yield info
+    finally:
+        teardown()
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def shard_range(n: int, rank: int, world_size: int, unit: int = 1) -> tuple[int, int]:
+    """Contiguous slice ``[start, end)`` of ``n`` items for ``rank``.
+
+    Items are dealt in whole ``unit``s (e.g. embedding blocks), so that shard boundaries never split
+    a unit and concatenating the shards in rank order gives back ``range(n)``. Earlier ranks get
+    the extra units when they do not divide evenly.
+
+    >>> [shard_range(10, r, 3) for r in range(3)]
+    [(0, 4), (4, 7), (7, 10)]
+    """
+    if n < 0 or world_size < 1 or not 0 <= rank < world_size or unit < 1:
+        raise ValueError(f"bad shard_range arguments n={n} rank={rank} world_size={world_size} unit={unit}")
+    n_units = -(-n // unit)
+    base, extra = divmod(n_units, world_size)
+    first = rank * base + min(rank, extra)
+    count = base + (1 if rank < extra else 0)
+    return min(first * unit, n), min((first + count) * unit, n)
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_gather_array(array: np.ndarray) -> np.ndarray:
+    """Concatenate ``array`` (rows may differ per rank) from all ranks, in rank order.
+
+    One collective for the sizes, one for the padded data: never a loop of per-row calls.
+    Trailing dimensions and dtype must agree across ranks.
+    """
+    if not is_distributed():
+        return array
+    array = np.ascontiguousarray(array)
+    device = _comm_device()
+    world = dist.get_world_size()
+    size = torch.tensor([array.shape[0]], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s.item()) for s in sizes]
+    max_rows = max(counts)
+    # Send raw bytes so any dtype (float16, structured hashes, ...) travels unchanged.
+    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    padded = np.zeros((max_rows, row_bytes), dtype=np.uint8)
+    if array.shape[0]:
+        padded[: array.shape[0]] = array.reshape(array.shape[0], -1).view(np.uint8).reshape(array.shape[0], row_bytes)
+    send = torch.from_numpy(padded).to(device)
+    recv = [torch.empty_like(send) for _ in range(world)]
+    dist.all_gather(recv, send)
+    parts = [r[:c].cpu().numpy() for r, c in zip(recv, counts)]
+    flat = np.concatenate(parts, axis=0)
+    return flat.view(array.dtype).reshape((sum(counts),) + array.shape[1:])
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Small picklable metadata from every rank (counts, errors, stats), in rank order."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not is_distributed():
+        return obj
+    box = [obj if dist.get_rank() == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_max(value: int) -> int:
+    return max(all_gather_object(value))
+
+
+def raise_if_any_failed(error: BaseException | None) -> None:
+    """Make every rank raise when any rank failed, instead of leaving the others at a collective.
+
+    Each rank passes its own exception (or None); the first failing rank's error is re-raised
+    everywhere, so the run exits non-zero with one clear message.
+    """
+    errors = all_gather_object(None if error is None else pickle.dumps(error))
+    for blob in errors:
+        if blob is not None:
+            raise pickle.loads(blob)

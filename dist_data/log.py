@@ -1,0 +1,30 @@
+"""Logging with a rank prefix: INFO from local rank 0 only, warnings and errors from every rank."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import tqdm
+
+logger = logging.getLogger("dist_data")
+
+
+def setup_logging(rank: int, local_rank: int, world_size: int) -> None:
+    prefix = f"[rank {rank}/{world_size}] " if world_size > 1 else ""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s", "%H:%M:%S"))
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO if local_rank == 0 else logging.WARNING)
+    # Quiet the libraries' own chatter; our stage logs say what happened.
+    for name in ("sentence_transformers", "transformers", "datasets", "faiss"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def progress(total: int, desc: str, enabled: bool, unit: str = "rows") -> tqdm.tqdm:
+    """A progress bar on rank 0 only, with rows/s."""
+    return tqdm.tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled,
+                     dynamic_ncols=True, file=sys.stderr, mininterval=1.0)

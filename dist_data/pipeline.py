@@ -1,0 +1,294 @@
+"""Stages shared by every entry point: the run folder, stats, reading a shard, global dedup,
+block embedding, and publishing the merged outputs.
+
+The output folder of a run::
+
+    args.json                 the flags (a rerun with other flags is refused)
+    cache/emb-<key>/*.npy     per-block embeddings (resume)
+    parts/part-00000.jsonl    rank-local results, merged in rank order = input order
+    parts/*.done              per-rank completion markers
+    <result>.jsonl[.gz]       the merged result
+    rejects.jsonl             bad rows set aside with --on_bad_rows=skip (file, line, reason, row)
+    stats.json                totals and per-rank counts and stage timings
+    _SUCCESS                  written last
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import distributed
+from .dedup import first_occurrence, text_hashes
+from .embed import BlockEmbedder
+from .io import BadRowError, Catalog, get_texts, merge_files, write_json, write_lines
+from .log import logger
+
+# Flags that do not change the result; a rerun may differ in these.
+NON_RESULT_FLAGS = {"output_dir", "overwrite", "progress", "timeout_minutes"}
+
+
+class RunConflictError(RuntimeError):
+    """The output folder holds another run's results."""
+
+
+def fmt_rows(n: float) -> str:
+    return f"{int(n):,}"
+
+
+# ---------------------------------------------------------------- stats
+
+@dataclass
+class Stats:
+    """Counts and stage timings of one rank; :meth:`merge` makes the run's totals."""
+
+    counts: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def add(self, key: str, n: int = 1, reason: str | None = None) -> None:
+        if reason is None:
+            self.counts[key] = self.counts.get(key, 0) + int(n)
+        else:
+            bucket = self.counts.setdefault(key, {})
+            bucket[reason] = bucket.get(reason, 0) + int(n)
+
+    @contextmanager
+    def stage(self, name: str, rows: int | None = None, log: bool = True) -> Iterator[dict[str, float]]:
+        """Time a stage; set ``rec["rows"]`` inside when the count is known only at the end."""
+        rec: dict[str, float] = {"rows": rows or 0}
+        start = time.perf_counter()
+        yield rec
+        rec["seconds"] = round(time.perf_counter() - start, 4)
+        rec["rows_per_s"] = round(rec["rows"] / rec["seconds"], 1) if rec["seconds"] > 0 else 0.0
+        self.stages[name] = rec
+        if log:
+            logger.info("%-7s %s rows in %.1f s (%s rows/s)", name, fmt_rows(rec["rows"]), rec["seconds"],
+                        fmt_rows(rec["rows_per_s"]))
+
+    def record(self, name: str, rows: int, seconds: float) -> None:
+        """A stage timed elsewhere (e.g. the index build inside the search)."""
+        self.stages[name] = {"rows": rows, "seconds": round(seconds, 4),
+                             "rows_per_s": round(rows / seconds, 1) if seconds > 0 else 0.0}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": self.counts, "stages": self.stages}
+
+    @staticmethod
+    def merge(per_rank: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Totals: counts summed; a stage's seconds are the slowest rank's (wall), rows summed."""
+        counts: dict[str, Any] = {}
+        for rank_stats in per_rank:
+            for key, value in rank_stats["counts"].items():
+                if isinstance(value, dict):
+                    bucket = counts.setdefault(key, {})
+                    for reason, n in value.items():
+                        bucket[reason] = bucket.get(reason, 0) + n
+                else:
+                    counts[key] = counts.get(key, 0) + value
+        stages: dict[str, dict[str, float]] = {}
+        for rank_stats in per_rank:
+            for name, rec in rank_stats["stages"].items():
+                total = stages.setdefault(name, {"rows": 0, "seconds": 0.0})
+                total["rows"] += rec["rows"]
+                total["seconds"] = max(total["seconds"], rec["seconds"])
+        for rec in stages.values():
+            rec["rows_per_s"] = round(rec["rows"] / rec["seconds"], 1) if rec["seconds"] > 0 else 0.0
+        return {"counts": counts, "stages": stages, "ranks": list(per_rank)}
+
+
+# ---------------------------------------------------------------- run folder
+
+class RunDir:
+    """The output folder: args identity, part files, markers, caches, final outputs."""
+
+    def __init__(self, path: str, args: dict[str, Any], result_name: str):
+        self.path = path
+        self.args = {k: v for k, v in sorted(args.items()) if k not in NON_RESULT_FLAGS}
+        self.result_name = result_name
+        self.parts_dir = os.path.join(path, "parts")
+        self.cache_dir = os.path.join(path, "cache")
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def part(self, name: str, rank: int) -> str:
+        return os.path.join(self.parts_dir, f"{name}-{rank:05d}.jsonl")
+
+    def prepare(self, overwrite: bool, is_main: bool) -> None:
+        """Refuse a folder that holds another run's results; create the folders (rank 0)."""
+        conflict = None
+        if is_main:
+            args_path = self.file("args.json")
+            if os.path.exists(args_path):
+                with open(args_path, encoding="utf-8") as f:
+                    old = json.load(f)
+                diff = {k: (old.get(k), v) for k, v in self.args.items() if old.get(k) != v}
+                diff.update({k: (v, None) for k, v in old.items() if k not in self.args})
+                if diff and not overwrite:
+                    shown = ", ".join(f"{k}={new!r} (was {was!r})" for k, (was, new) in sorted(diff.items())[:4])
+                    conflict = (f"output dir {self.path} holds another run's results ({shown}); "
+                                f"use another --output_dir or pass --overwrite=True")
+                elif diff:
+                    logger.warning("--overwrite: removing the previous run in %s", self.path)
+                    shutil.rmtree(self.path)
+            elif os.path.isdir(self.path) and os.listdir(self.path) and not overwrite:
+                conflict = (f"output dir {self.path} is not empty and holds no args.json of a dist_data run; "
+                            f"use another --output_dir or pass --overwrite=True")
+            if conflict is None:
+                os.makedirs(self.parts_dir, exist_ok=True)
+                os.makedirs(self.cache_dir, exist_ok=True)
+        conflict = distributed.broadcast_object(conflict)
+        if conflict:
+            raise RunConflictError(conflict)
+
+    def write_args(self) -> None:
+        write_json(self.file("args.json"), self.args)
+
+    def is_complete(self) -> bool:
+        return os.path.exists(self.file("_SUCCESS"))
+
+    def part_done(self, rank: int, world_size: int) -> bool:
+        return os.path.exists(self._marker(rank, world_size))
+
+    def mark_part_done(self, rank: int, world_size: int) -> None:
+        write_json(self._marker(rank, world_size), {"rank": rank, "world_size": world_size})
+
+    def _marker(self, rank: int, world_size: int) -> str:
+        return os.path.join(self.parts_dir, f"part-{rank:05d}-of-{world_size:05d}.done")
+
+
+# ---------------------------------------------------------------- reading
+
+def sample_positions(total: int, max_rows: int | None, seed: int) -> np.ndarray:
+    """Global ids to process: all rows, or a seeded sample of ``max_rows`` of them in input order."""
+    if not max_rows or max_rows >= total:
+        return np.arange(total, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(total, size=max_rows, replace=False)).astype(np.int64)
+
+
+@dataclass
+class Shard:
+    """This rank's readable rows: their positions (index into the processed rows) and texts."""
+
+    positions: np.ndarray  # (n,) int64
+    gids: np.ndarray  # (n,) int64 global line ids
+    texts: dict[str, list[str]]
+    records: list[str]  # each row as written in the output
+    rejects: list[dict[str, Any]]
+    n_read: int
+
+
+def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, keys: Sequence[str],
+               on_bad_rows: str, stats: Stats, progress: Callable[[int], None] | None = None) -> Shard:
+    """Read rows ``gids`` (this rank's slice), check their text fields, set aside or raise on bad ones.
+
+    Raises:
+        BadRowError: with ``on_bad_rows='error'``, for the first bad row (file and line named).
+    """
+    positions, good_gids, records, rejects = [], [], [], []
+    texts: dict[str, list[str]] = {k: [] for k in keys}
+    n_read = 0
+    for n_read, row in enumerate(catalog.read(gids), start=1):
+        try:
+            values = get_texts(row, keys)
+        except BadRowError as e:
+            if on_bad_rows == "error":
+                raise
+            rejects.append({"file": row.source, "line": row.line, "reason": e.reason,
+                            "row": row.raw if row.raw is not None else row.value})
+            stats.add("rejected", reason=e.reason.split(" (")[0].split(":")[0])
+            continue
+        positions.append(first_position + n_read - 1)
+        good_gids.append(row.gid)
+        for k, v in zip(keys, values):
+            texts[k].append(v)
+        records.append(row.as_json())
+        if progress and n_read % 1024 == 0:
+            progress(1024)
+    stats.add("read", n_read)
+    return Shard(np.asarray(positions, dtype=np.int64), np.asarray(good_gids, dtype=np.int64), texts, records,
+                 rejects, n_read)
+
+
+def global_text_ids(positions: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    """For each of this rank's rows, the position of the first row (on any rank) with the same text.
+
+    Ranks exchange 16-byte hashes, never the texts.
+    """
+    hashes = text_hashes(texts)
+    all_hashes = distributed.all_gather_array(hashes)
+    all_positions = distributed.all_gather_array(positions)
+    rep = first_occurrence(all_hashes, all_positions)
+    start = int(np.searchsorted(all_positions, positions[0])) if len(positions) else 0
+    return rep[start : start + len(positions)]
+
+
+# ---------------------------------------------------------------- embedding
+
+def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequence[str], block_rows: int,
+                   role: str, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Embed this rank's rows block by block (a block = ``block_rows`` consecutive positions)."""
+    blocks = positions // block_rows
+    out = []
+    bounds = np.flatnonzero(np.diff(blocks)) + 1
+    for chunk in np.split(np.arange(len(positions)), bounds):
+        if len(chunk) == 0:
+            continue
+        out.append(embedder.embed([texts[i] for i in chunk], f"{role}-{int(blocks[chunk[0]]):07d}"))
+        if progress:
+            progress(len(chunk))
+    if not out:
+        return embedder.embed([], f"{role}-empty")
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------- publishing
+
+def publish(run: RunDir, rank: int, world_size: int, result_lines: Sequence[str], ids: Sequence[int] | None,
+            rejects: Sequence[dict[str, Any]], stats: Stats, gzip_output: bool, write_ids: bool) -> dict[str, Any] | None:
+    """Write this rank's parts, then rank 0 merges every rank's parts in rank (= input) order.
+
+    Returns the merged stats on rank 0, None elsewhere.
+    """
+    write_lines(run.part("part", rank), result_lines)
+    write_lines(run.part("rejects", rank), (json.dumps(r, ensure_ascii=False, default=str) for r in rejects))
+    if write_ids:
+        write_lines(run.part("ids", rank), (str(i) for i in ids or ()))
+    write_json(run.part("stats", rank)[: -len(".jsonl")] + ".json", stats.to_dict())
+    run.mark_part_done(rank, world_size)
+    distributed.barrier()
+    if rank != 0:
+        distributed.barrier()
+        return None
+    with stats.stage("merge", rows=len(result_lines)) as rec:
+        result = run.result_name + (".gz" if gzip_output else "")
+        merge_files([run.part("part", r) for r in range(world_size)], run.file(result), gzip_output)
+        merge_files([run.part("rejects", r) for r in range(world_size)], run.file("rejects.jsonl"))
+        if write_ids:
+            kept_ids = []
+            for r in range(world_size):
+                with open(run.part("ids", r), encoding="utf-8") as f:
+                    kept_ids.extend(int(line) for line in f)
+            write_json(run.file("ids_to_keep.json"), kept_ids)
+        per_rank = []
+        for r in range(world_size):
+            with open(run.part("stats", r)[: -len(".jsonl")] + ".json", encoding="utf-8") as f:
+                per_rank.append(json.load(f))
+        rec["rows"] = sum(p["counts"].get("kept", 0) for p in per_rank)
+    per_rank[0] = stats.to_dict()
+    merged = Stats.merge(per_rank)
+    merged["world_size"] = world_size
+    merged["outputs"] = {"result": result, "rejects": "rejects.jsonl"}
+    write_json(run.file("stats.json"), merged)
+    with open(run.file("_SUCCESS"), "w") as f:
+        f.write("")
+    distributed.barrier()
+    return merged

