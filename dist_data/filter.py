@@ -28,8 +28,8 @@ from . import distributed, index
 from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
 from .io import BadRowError, InputError, build_catalog, resolve_sources
 from .log import logger, progress, setup_logging
-from .pipeline import (RunConflictError, RunDir, Stats, embed_by_block, fmt_rows, global_text_ids, publish,
-                       read_shard, sample_positions)
+from .pipeline import (RunConflictError, RunDir, Stats, embed_by_block, fmt_rows, global_text_ids, merge_outputs,
+                       read_shard, sample_positions, write_parts)
 from .select import consistency_keep
 from .wordnet import SAMPLE_PAIRS
 
@@ -111,8 +111,9 @@ def run_filter(info: distributed.DistInfo, args: dict, *, dataset: str, output_d
         stats.add("unique_documents", int(is_first.sum()))
         kept_rows = np.flatnonzero(keep)
         rec["rows"] = len(kept_rows)
-        merged = publish(run, rank, world, [shard.records[i] for i in kept_rows],
-                         shard.gids[kept_rows].tolist(), shard.rejects, stats, compress, write_ids)
+        write_parts(run, rank, [shard.records[i] for i in kept_rows],
+                    shard.gids[kept_rows].tolist() if write_ids else None, shard.rejects)
+    merged = merge_outputs(run, rank, world, stats, compress, write_ids)
     if merged is not None:
         counts = merged["counts"]
         processed = counts.get("read", 0)

@@ -154,9 +154,6 @@ class RunDir:
     def is_complete(self) -> bool:
         return os.path.exists(self.file("_SUCCESS"))
 
-    def part_done(self, rank: int, world_size: int) -> bool:
-        return os.path.exists(self._marker(rank, world_size))
-
     def mark_part_done(self, rank: int, world_size: int) -> None:
         write_json(self._marker(rank, world_size), {"rank": rank, "world_size": world_size})
 
@@ -252,43 +249,48 @@ def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequen
 
 # ---------------------------------------------------------------- publishing
 
-def publish(run: RunDir, rank: int, world_size: int, result_lines: Sequence[str], ids: Sequence[int] | None,
-            rejects: Sequence[dict[str, Any]], stats: Stats, gzip_output: bool, write_ids: bool) -> dict[str, Any] | None:
-    """Write this rank's parts, then rank 0 merges every rank's parts in rank (= input) order.
-
-    Returns the merged stats on rank 0, None elsewhere.
-    """
+def write_parts(run: RunDir, rank: int, result_lines: Sequence[str], ids: Sequence[int] | None,
+                rejects: Sequence[dict[str, Any]]) -> None:
+    """This rank's result, rejects and (when given) kept ids, each atomically."""
     write_lines(run.part("part", rank), result_lines)
     write_lines(run.part("rejects", rank), (json.dumps(r, ensure_ascii=False, default=str) for r in rejects))
-    if write_ids:
-        write_lines(run.part("ids", rank), (str(i) for i in ids or ()))
-    write_json(run.part("stats", rank)[: -len(".jsonl")] + ".json", stats.to_dict())
+    if ids is not None:
+        write_lines(run.part("ids", rank), (str(i) for i in ids))
+
+
+def merge_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, gzip_output: bool,
+                  write_ids: bool) -> dict[str, Any] | None:
+    """After every rank wrote its parts, rank 0 merges them in rank (= input) order.
+
+    Returns the run's merged stats on rank 0 (also written to stats.json), None elsewhere.
+    """
+    stats_part = os.path.join(run.parts_dir, f"stats-{rank:05d}.json")
+    write_json(stats_part, stats.to_dict())
     run.mark_part_done(rank, world_size)
     distributed.barrier()
-    if rank != 0:
-        distributed.barrier()
-        return None
-    with stats.stage("merge", rows=len(result_lines)) as rec:
-        result = run.result_name + (".gz" if gzip_output else "")
-        merge_files([run.part("part", r) for r in range(world_size)], run.file(result), gzip_output)
-        merge_files([run.part("rejects", r) for r in range(world_size)], run.file("rejects.jsonl"))
-        if write_ids:
-            kept_ids = []
+    merged = None
+    if rank == 0:
+        with stats.stage("merge") as rec:
+            result = run.result_name + (".gz" if gzip_output else "")
+            merge_files([run.part("part", r) for r in range(world_size)], run.file(result), gzip_output)
+            merge_files([run.part("rejects", r) for r in range(world_size)], run.file("rejects.jsonl"))
+            if write_ids:
+                kept_ids: list[int] = []
+                for r in range(world_size):
+                    with open(run.part("ids", r), encoding="utf-8") as f:
+                        kept_ids.extend(int(line) for line in f)
+                write_json(run.file("ids_to_keep.json"), kept_ids)
+            per_rank = []
             for r in range(world_size):
-                with open(run.part("ids", r), encoding="utf-8") as f:
-                    kept_ids.extend(int(line) for line in f)
-            write_json(run.file("ids_to_keep.json"), kept_ids)
-        per_rank = []
-        for r in range(world_size):
-            with open(run.part("stats", r)[: -len(".jsonl")] + ".json", encoding="utf-8") as f:
-                per_rank.append(json.load(f))
-        rec["rows"] = sum(p["counts"].get("kept", 0) for p in per_rank)
-    per_rank[0] = stats.to_dict()
-    merged = Stats.merge(per_rank)
-    merged["world_size"] = world_size
-    merged["outputs"] = {"result": result, "rejects": "rejects.jsonl"}
-    write_json(run.file("stats.json"), merged)
-    with open(run.file("_SUCCESS"), "w") as f:
-        f.write("")
+                with open(os.path.join(run.parts_dir, f"stats-{r:05d}.json"), encoding="utf-8") as f:
+                    per_rank.append(json.load(f))
+            rec["rows"] = sum(p["counts"].get("kept", 0) for p in per_rank)
+        per_rank[0] = stats.to_dict()
+        merged = Stats.merge(per_rank)
+        merged["world_size"] = world_size
+        merged["outputs"] = {"result": result, "rejects": "rejects.jsonl"}
+        write_json(run.file("stats.json"), merged)
+        with open(run.file("_SUCCESS"), "w", encoding="utf-8"):
+            pass
     distributed.barrier()
     return merged
