@@ -25,6 +25,7 @@ from .select import PAD_ID, canonical_topk, exact_scores, merge_topk
 TIE_SLACK = 16
 SEARCH_BATCH = 4096
 DB_CHUNK = 1 << 20
+FAISS_GPU_MAX_K = 2048
 
 
 def _faiss():
@@ -42,6 +43,7 @@ class FlatIndex:
         self.ntotal, self.dim = vectors.shape
         self.backend = "faiss-cpu"
         self._torch_vectors = None
+        self._vectors, self._device, self._fp16 = vectors, device, fp16
         faiss = _faiss()
         if device.type == "cuda":
             if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
@@ -68,6 +70,10 @@ class FlatIndex:
         out = np.full((queries.shape[0], k), PAD_ID, dtype=np.int64)
         if k_eff == 0 or queries.shape[0] == 0:
             return out
+        if self.backend == "faiss-gpu" and k_eff > FAISS_GPU_MAX_K and self._torch_vectors is None:
+            logger.warning("k=%d is above faiss-gpu's limit of %d; searching with torch matmul", k_eff, FAISS_GPU_MAX_K)
+            self._torch_vectors = torch.from_numpy(self._vectors).to(
+                self._device, torch.float16 if self._fp16 else torch.float32)
         if self._torch_vectors is not None:
             q = torch.from_numpy(np.ascontiguousarray(queries)).to(self._torch_vectors.device, self._torch_vectors.dtype)
             best_s = best_i = None

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# One node, one rank per GPU (or NPROC CPU ranks):
+#   bash launch/single_node.sh dist_data.filter --dataset=data/ --output_dir=out/filter --k=2
+set -euo pipefail
+NPROC=${NPROC:-$(python -c 'import torch; print(torch.cuda.device_count() or 1)')}
+exec torchrun --standalone --nproc-per-node="$NPROC" -m "$@"
