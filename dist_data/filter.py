@@ -90,7 +90,8 @@ def run_filter(info: distributed.DistInfo, args: dict, *, dataset: str, output_d
             doc_emb = embed_by_block(d_embedder, shard.positions[is_first], first_docs, block_rows, "document",
                                      bar.update)
         rec["rows"] = n_embed
-        cached = q_embedder.cache_hits + d_embedder.cache_hits
+        cached = sum(distributed.all_gather_object(q_embedder.cache_hits + d_embedder.cache_hits))
+        stats.add("cached_blocks", q_embedder.cache_hits + d_embedder.cache_hits)
         if cached:
             logger.info("embed: %d block(s) served from the cache in %s", cached, run.cache_dir)
 
