@@ -26,10 +26,10 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from . import distributed, index
 from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
-from .io import BadRowError, InputError, build_catalog, resolve_sources
+from .io import BadRowError, InputError
 from .log import logger, progress, setup_logging
 from .pipeline import (RunConflictError, RunDir, Stats, embed_by_block, fmt_rows, global_text_ids, merge_outputs,
-                       read_shard, sample_positions, write_parts)
+                       read_stage, write_parts)
 from .select import consistency_keep
 from .wordnet import SAMPLE_PAIRS
 
@@ -53,24 +53,9 @@ def run_filter(info: distributed.DistInfo, args: dict, *, dataset: str, output_d
             return json.load(f)
     stats = Stats()
 
-    with stats.stage("read") as rec:
-        catalog = build_catalog(resolve_sources(dataset, split), rank, world)
-        selected = sample_positions(catalog.total, max_rows, seed)
-        block_rows = BATCHES_PER_BLOCK * batch_size
-        lo, hi = distributed.shard_range(len(selected), rank, world, unit=block_rows)
-        error = None
-        try:
-            shard = read_shard(catalog, selected[lo:hi], lo, [query_key, document_key], on_bad_rows, stats)
-        except (BadRowError, InputError) as e:
-            error = e
-        distributed.raise_if_any_failed(error)
-        rec["rows"] = shard.n_read
-        if info.is_main:
-            stats.add("dropped", catalog.total - len(selected), reason="not_sampled")
-            stats.add("input_rows", catalog.total)
-            logger.info("read: %s rows in %d file(s); processing %s on %d rank(s), %s here",
-                        fmt_rows(catalog.total), len(catalog.sources), fmt_rows(len(selected)), world,
-                        fmt_rows(shard.n_read))
+    block_rows = BATCHES_PER_BLOCK * batch_size
+    shard = read_stage(info, stats, dataset, split, [query_key, document_key], max_rows, seed, block_rows,
+                       on_bad_rows)
     if info.is_main:
         run.write_args()
 

@@ -28,7 +28,8 @@ import numpy as np
 from . import distributed
 from .dedup import first_occurrence, text_hashes
 from .embed import BlockEmbedder
-from .io import BadRowError, Catalog, get_texts, merge_files, write_json, write_lines
+from .io import (BadRowError, Catalog, InputError, build_catalog, get_texts, merge_files, resolve_sources,
+                 write_json, write_lines)
 from .log import logger
 
 # Flags that do not change the result; a rerun may differ in these.
@@ -213,6 +214,33 @@ def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, keys: Se
     stats.add("read", n_read)
     return Shard(np.asarray(positions, dtype=np.int64), np.asarray(good_gids, dtype=np.int64), texts, records,
                  rejects, n_read)
+
+
+def read_stage(info: distributed.DistInfo, stats: Stats, dataset: str, split: str, keys: Sequence[str],
+               max_rows: int | None, seed: int, block_rows: int, on_bad_rows: str) -> Shard:
+    """Resolve and count the inputs, sample, and read this rank's block-aligned slice of rows.
+
+    A bad row (with ``on_bad_rows='error'``) or a bad path on any rank stops every rank with the
+    same one-line error, before anything is published.
+    """
+    with stats.stage("read") as rec:
+        catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
+        selected = sample_positions(catalog.total, max_rows, seed)
+        lo, hi = distributed.shard_range(len(selected), info.rank, info.world_size, unit=block_rows)
+        error, shard = None, None
+        try:
+            shard = read_shard(catalog, selected[lo:hi], lo, keys, on_bad_rows, stats)
+        except (BadRowError, InputError) as e:
+            error = e
+        distributed.raise_if_any_failed(error)
+        rec["rows"] = shard.n_read
+        if info.is_main:
+            stats.add("dropped", catalog.total - len(selected), reason="not_sampled")
+            stats.add("input_rows", catalog.total)
+            logger.info("read: %s rows in %d file(s); processing %s on %d rank(s), %s here",
+                        fmt_rows(catalog.total), len(catalog.sources), fmt_rows(len(selected)), info.world_size,
+                        fmt_rows(shard.n_read))
+    return shard
 
 
 def global_text_ids(positions: np.ndarray, texts: Sequence[str]) -> np.ndarray:

@@ -85,3 +85,68 @@ def exact_scores(query_emb: np.ndarray, doc_emb: np.ndarray, cand: np.ndarray, c
         d = doc_emb[np.maximum(c, 0)].astype(np.float64)
         out[s : s + chunk] = np.where(c >= 0, np.einsum("nd,ncd->nc", q, d), -np.inf)
     return out
+
+
+def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids: Sequence[np.ndarray],
+                     positive_score: np.ndarray, *, num_negatives: int, range_min: int = 0,
+                     range_max: int | None = None, max_score: float | None = None, min_score: float | None = None,
+                     absolute_margin: float | None = None, relative_margin: float | None = None,
+                     sampling: str = "top", seeds: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Hard negatives per query from its candidates, as sentence-transformers' ``mine_hard_negatives``.
+
+    Candidates that are positives, too close to the positive (margins) or outside the score bounds
+    are removed first; the remaining ones, in canonical order, form the rank window
+    ``[range_min, range_max)``, from which ``num_negatives`` are taken (``top``) or sampled
+    (``random``, seeded per query by ``seeds``, then put back in canonical order).
+
+    Args:
+        cand_ids: ``(n, c) int64`` candidate document ids, canonical order (-1 = padding).
+        cand_scores: ``(n, c) float`` their scores.
+        positive_ids: per query, the ids of all its positives (never emitted).
+        positive_score: ``(n,)`` the query's hardest (lowest) positive score, for the margins.
+        seeds: ``(n,) int`` per-query seeds for ``random`` (e.g. from the query's global id).
+
+    Returns:
+        ``(neg_ids (n, num_negatives), neg_scores, removed)``: padded with -1 / -inf where fewer
+        were found; ``removed`` counts candidates removed by each rule.
+    """
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    if range_max is None:
+        range_max = cand_ids.shape[1]
+    if not 0 <= range_min < range_max:
+        raise ValueError(f"need 0 <= range_min < range_max, got range_min={range_min}, range_max={range_max}")
+    if sampling not in ("top", "random"):
+        raise ValueError(f"sampling must be 'top' or 'random', got {sampling!r}")
+    n = cand_ids.shape[0]
+    valid = cand_ids != PAD_ID
+    removed: dict[str, int] = {}
+
+    def drop(rule: str, mask: np.ndarray) -> None:
+        hit = mask & valid
+        removed[rule] = removed.get(rule, 0) + int(hit.sum())
+        valid[hit] = False
+
+    drop("positive", np.stack([np.isin(cand_ids[i], positive_ids[i]) for i in range(n)]) if n else valid)
+    pos = np.asarray(positive_score, dtype=np.float64)[:, None]
+    if absolute_margin is not None:
+        drop("absolute_margin", cand_scores + absolute_margin > pos)
+    if relative_margin is not None:
+        drop("relative_margin", cand_scores > pos - np.abs(pos) * relative_margin)
+    if max_score is not None:
+        drop("max_score", cand_scores > max_score)
+    if min_score is not None:
+        drop("min_score", cand_scores < min_score)
+
+    neg_ids = np.full((n, num_negatives), PAD_ID, dtype=np.int64)
+    neg_scores = np.full((n, num_negatives), -np.inf)
+    for i in range(n):
+        window = np.flatnonzero(valid[i])[range_min:range_max]
+        if sampling == "random" and len(window) > num_negatives:
+            rng = np.random.default_rng(None if seeds is None else int(seeds[i]))
+            window = np.sort(rng.choice(window, size=num_negatives, replace=False))
+        window = window[:num_negatives]
+        neg_ids[i, : len(window)] = cand_ids[i, window]
+        neg_scores[i, : len(window)] = cand_scores[i, window]
+    return neg_ids, neg_scores, removed
