@@ -17,19 +17,16 @@ Outputs in ``--output_dir``: ``filtered.jsonl[.gz]`` (the kept records, input or
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from . import distributed, index
-from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
-from .io import BadRowError, InputError
-from .log import logger, progress, setup_logging
-from .pipeline import (RunConflictError, RunDir, Stats, embed_by_block, fmt_rows, global_text_ids, merge_outputs,
-                       read_stage, write_parts)
+from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL
+from .log import logger, progress
+from .pipeline import (Stats, common_flag_problems, embed_pairs, fmt_rows, merge_outputs, open_run, read_stage,
+                       run_entry_point, write_parts)
 from .select import consistency_keep
 from .wordnet import SAMPLE_PAIRS
 
@@ -44,13 +41,9 @@ def run_filter(info: distributed.DistInfo, args: dict, *, dataset: str, output_d
     """The filter pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
     rank, world = info.rank, info.world_size
-    run = RunDir(output_dir, args, RESULT_NAME)
-    run.prepare(overwrite, info.is_main)
-    if run.is_complete():
-        if info.is_main:
-            logger.info("%s is already complete (same flags); nothing to do", output_dir)
-        with open(run.file("stats.json"), encoding="utf-8") as f:
-            return json.load(f)
+    run, done = open_run(info, output_dir, args, RESULT_NAME, overwrite)
+    if done is not None:
+        return done
     stats = Stats()
 
     block_rows = BATCHES_PER_BLOCK * batch_size
@@ -60,25 +53,10 @@ def run_filter(info: distributed.DistInfo, args: dict, *, dataset: str, output_d
         run.write_args()
 
     queries, documents = shard.texts[query_key], shard.texts[document_key]
-    with stats.stage("embed") as rec:
-        doc_ids = global_text_ids(shard.positions, documents)
-        is_first = doc_ids == shard.positions
-        model = load_model(model_name, info.device, dtype, max_seq_length, revision)
-        q_embedder = BlockEmbedder(model, spec_for(model, model_name, revision, query_prompt, dtype, batch_size),
-                                   run.cache_dir)
-        d_embedder = BlockEmbedder(model, spec_for(model, model_name, revision, document_prompt, dtype, batch_size),
-                                   run.cache_dir)
-        n_embed = len(queries) + int(is_first.sum())
-        with progress(n_embed, "embed", show_progress and info.is_main) as bar:
-            query_emb = embed_by_block(q_embedder, shard.positions, queries, block_rows, "query", bar.update)
-            first_docs = [documents[i] for i in np.flatnonzero(is_first)]
-            doc_emb = embed_by_block(d_embedder, shard.positions[is_first], first_docs, block_rows, "document",
-                                     bar.update)
-        rec["rows"] = n_embed
-        cached = sum(distributed.all_gather_object(q_embedder.cache_hits + d_embedder.cache_hits))
-        stats.add("cached_blocks", q_embedder.cache_hits + d_embedder.cache_hits)
-        if cached:
-            logger.info("embed: %d block(s) served from the cache in %s", cached, run.cache_dir)
+    emb = embed_pairs(info, stats, run, shard, queries, documents, model_name=model_name, revision=revision,
+                      dtype=dtype, max_seq_length=max_seq_length, batch_size=batch_size, block_rows=block_rows,
+                      query_prompt=query_prompt, document_prompt=document_prompt, show_progress=show_progress)
+    doc_ids, is_first = emb.doc_ids, emb.is_first
 
     with stats.stage("search", rows=len(queries)) as rec:
         n_docs = distributed.all_gather_object(int(is_first.sum()))
@@ -86,7 +64,7 @@ def run_filter(info: distributed.DistInfo, args: dict, *, dataset: str, output_d
             logger.warning("k=%d is larger than the %d unique documents: every pair is kept", k, sum(n_docs))
         with progress(len(queries), "search", show_progress and info.is_main, unit="queries") as bar:
             neighbor_scores, neighbor_ids, timings = index.search(
-                query_emb, doc_emb, shard.positions[is_first], k, index_mode, info.device,
+                emb.query_emb, emb.doc_emb, shard.positions[is_first], k, index_mode, info.device,
                 fp16=dtype == "float16", on_progress=bar.update)
     stats.record("index", sum(n_docs), timings["index_seconds"])
 
@@ -155,37 +133,18 @@ def main(
         compress: gzip the merged output (filtered.jsonl.gz).
     """
     args = dict(locals())
-    problems = []
-    if not output_dir:
-        problems.append("--output_dir is required")
+    problems = common_flag_problems(batch_size, max_rows, on_bad_rows, dtype)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         problems.append(f"--k must be an integer >= 1, got {k!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        problems.append(f"--batch_size must be an integer >= 1, got {batch_size!r}")
-    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
-        problems.append(f"--max_rows must be an integer >= 1, got {max_rows!r}")
     if index not in ("gather", "sharded"):
         problems.append(f"--index must be 'gather' or 'sharded', got {index!r}")
-    if on_bad_rows not in ("error", "skip"):
-        problems.append(f"--on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
-    if dtype not in ("float32", "float16", "bfloat16"):
-        problems.append(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
-    with distributed.process_group(timeout_minutes) as info:
-        setup_logging(info.rank, info.local_rank, info.world_size)
-        try:
-            if problems:
-                raise ValueError("; ".join(problems))
-            run_filter(info, args, dataset=str(dataset), output_dir=str(output_dir), query_key=str(query_key),
-                       document_key=str(document_key), k=k, model_name=model_name, batch_size=batch_size,
-                       max_rows=max_rows, seed=seed, index_mode=index, query_prompt=query_prompt or "",
-                       document_prompt=document_prompt or "", max_seq_length=max_seq_length, dtype=dtype,
-                       on_bad_rows=on_bad_rows, write_ids=bool(write_ids), compress=bool(compress),
-                       overwrite=bool(overwrite), show_progress=bool(progress), revision=revision, split=split)
-        except (ValueError, InputError, BadRowError, RunConflictError) as e:
-            if info.is_main:
-                logger.error("%s", e)
-            sys.exit(2)
-
+    run_entry_point(problems, timeout_minutes, lambda info: run_filter(
+        info, args, dataset=str(dataset), output_dir=str(output_dir), query_key=str(query_key),
+        document_key=str(document_key), k=k, model_name=model_name, batch_size=batch_size, max_rows=max_rows,
+        seed=seed, index_mode=index, query_prompt=query_prompt or "", document_prompt=document_prompt or "",
+        max_seq_length=max_seq_length, dtype=dtype, on_bad_rows=on_bad_rows, write_ids=bool(write_ids),
+        compress=bool(compress), overwrite=bool(overwrite), show_progress=bool(progress), revision=revision,
+        split=split))
 
 if __name__ == "__main__":
     import fire

@@ -19,7 +19,6 @@ negatives). ``--output_scores`` adds the scores.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any, Iterator
 
@@ -27,11 +26,10 @@ import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from . import distributed, index
-from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
-from .io import BadRowError, InputError
-from .log import logger, progress, setup_logging
-from .pipeline import (RunConflictError, RunDir, Stats, embed_by_block, fmt_rows, global_text_ids, merge_outputs,
-                       read_stage, write_parts)
+from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL
+from .log import logger, progress
+from .pipeline import (Stats, common_flag_problems, embed_pairs, fmt_rows, global_text_ids, merge_outputs, open_run, read_stage,
+                       run_entry_point, write_parts)
 from .select import PAD_ID, exact_scores, select_negatives
 from .wordnet import SAMPLE_PAIRS
 
@@ -80,13 +78,9 @@ def run_mine(info: distributed.DistInfo, args: dict, *, dataset: str, output_dir
              query_prompt: str, document_prompt: str, max_seq_length: int | None, dtype: str, on_bad_rows: str,
              compress: bool, overwrite: bool, show_progress: bool, revision: str | None, split: str) -> dict | None:
     start = time.perf_counter()
-    run = RunDir(output_dir, args, RESULT_NAME)
-    run.prepare(overwrite, info.is_main)
-    if run.is_complete():
-        if info.is_main:
-            logger.info("%s is already complete (same flags); nothing to do", output_dir)
-        with open(run.file("stats.json"), encoding="utf-8") as f:
-            return json.load(f)
+    run, done = open_run(info, output_dir, args, RESULT_NAME, overwrite)
+    if done is not None:
+        return done
     stats = Stats()
     block_rows = BATCHES_PER_BLOCK * batch_size
     shard = read_stage(info, stats, dataset, split, [query_key, document_key], max_rows, seed, block_rows,
@@ -95,21 +89,11 @@ def run_mine(info: distributed.DistInfo, args: dict, *, dataset: str, output_dir
         run.write_args()
     queries, documents = shard.texts[query_key], shard.texts[document_key]
 
-    with stats.stage("embed") as rec:
-        query_ids = global_text_ids(shard.positions, queries)
-        doc_ids = global_text_ids(shard.positions, documents)
-        is_first = doc_ids == shard.positions
-        model = load_model(model_name, info.device, dtype, max_seq_length, revision)
-        q_embedder = BlockEmbedder(model, spec_for(model, model_name, revision, query_prompt, dtype, batch_size),
-                                   run.cache_dir)
-        d_embedder = BlockEmbedder(model, spec_for(model, model_name, revision, document_prompt, dtype, batch_size),
-                                   run.cache_dir)
-        first_docs = [documents[i] for i in np.flatnonzero(is_first)]
-        with progress(len(queries) + len(first_docs), "embed", show_progress and info.is_main) as bar:
-            query_emb = embed_by_block(q_embedder, shard.positions, queries, block_rows, "query", bar.update)
-            doc_emb = embed_by_block(d_embedder, shard.positions[is_first], first_docs, block_rows, "document",
-                                     bar.update)
-        rec["rows"] = len(queries) + len(first_docs)
+    query_ids = global_text_ids(shard.positions, queries)
+    emb = embed_pairs(info, stats, run, shard, queries, documents, model_name=model_name, revision=revision,
+                      dtype=dtype, max_seq_length=max_seq_length, batch_size=batch_size, block_rows=block_rows,
+                      query_prompt=query_prompt, document_prompt=document_prompt, show_progress=show_progress)
+    doc_ids, is_first, query_emb, first_docs = emb.doc_ids, emb.is_first, emb.query_emb, emb.first_docs
 
     with stats.stage("search", rows=len(queries)):
         positives = positives_by_query(query_ids, doc_ids)
@@ -121,10 +105,10 @@ def run_mine(info: distributed.DistInfo, args: dict, *, dataset: str, output_dir
             window_end = range_min + num_negatives * (10 if filters else 1) + max_positives
         # As sentence-transformers: room for the positives on top of the window.
         pool = window_end + max_positives
-        all_doc_emb = distributed.all_gather_array(doc_emb)
+        all_doc_emb = distributed.all_gather_array(emb.doc_emb)
         all_doc_ids = distributed.all_gather_array(shard.positions[is_first])
         with progress(len(queries), "search", show_progress and info.is_main, unit="queries") as bar:
-            cand_scores, cand_ids, timings = index.search(query_emb, doc_emb, shard.positions[is_first], pool,
+            cand_scores, cand_ids, timings = index.search(query_emb, emb.doc_emb, shard.positions[is_first], pool,
                                                           "gather", info.device, fp16=dtype == "float16",
                                                           on_progress=bar.update)
         row_of_doc = {int(d): i for i, d in enumerate(all_doc_ids)}
@@ -226,9 +210,8 @@ def main(
             them; counted either way.
     """
     args = dict(locals())
-    problems = []
-    for name, value, low in [("num_negatives", num_negatives, 1), ("batch_size", batch_size, 1),
-                             ("range_min", range_min, 0)]:
+    problems = common_flag_problems(batch_size, max_rows, on_bad_rows, dtype)
+    for name, value, low in [("num_negatives", num_negatives, 1), ("range_min", range_min, 0)]:
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             problems.append(f"--{name} must be an integer >= {low}, got {value!r}")
     if range_max is not None and (not isinstance(range_max, int) or range_max <= range_min):
@@ -243,28 +226,15 @@ def main(
         problems.append(f"--too_few must be 'keep' or 'drop', got {too_few!r}")
     if index != "gather":
         problems.append("--index=sharded is not available for mine yet; use --index=gather")
-    if on_bad_rows not in ("error", "skip"):
-        problems.append(f"--on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
-    with distributed.process_group(timeout_minutes) as info:
-        setup_logging(info.rank, info.local_rank, info.world_size)
-        try:
-            if problems:
-                raise ValueError("; ".join(problems))
-            run_mine(info, args, dataset=str(dataset), output_dir=str(output_dir), query_key=query_key,
-                     document_key=document_key, num_negatives=num_negatives, range_min=range_min,
-                     range_max=range_max, max_score=max_score, min_score=min_score,
-                     absolute_margin=absolute_margin, relative_margin=relative_margin,
-                     sampling_strategy=sampling_strategy, seed=seed, output_format=output_format,
-                     output_scores=bool(output_scores), too_few=too_few, model_name=model_name,
-                     batch_size=batch_size, max_rows=max_rows, query_prompt=query_prompt or "",
-                     document_prompt=document_prompt or "", max_seq_length=max_seq_length, dtype=dtype,
-                     on_bad_rows=on_bad_rows, compress=bool(compress), overwrite=bool(overwrite),
-                     show_progress=bool(progress), revision=revision, split=split)
-        except (ValueError, InputError, BadRowError, RunConflictError) as e:
-            if info.is_main:
-                logger.error("%s", e)
-            sys.exit(2)
-
+    run_entry_point(problems, timeout_minutes, lambda info: run_mine(
+        info, args, dataset=str(dataset), output_dir=str(output_dir), query_key=query_key,
+        document_key=document_key, num_negatives=num_negatives, range_min=range_min, range_max=range_max,
+        max_score=max_score, min_score=min_score, absolute_margin=absolute_margin, relative_margin=relative_margin,
+        sampling_strategy=sampling_strategy, seed=seed, output_format=output_format,
+        output_scores=bool(output_scores), too_few=too_few, model_name=model_name, batch_size=batch_size,
+        max_rows=max_rows, query_prompt=query_prompt or "", document_prompt=document_prompt or "",
+        max_seq_length=max_seq_length, dtype=dtype, on_bad_rows=on_bad_rows, compress=bool(compress),
+        overwrite=bool(overwrite), show_progress=bool(progress), revision=revision, split=split))
 
 if __name__ == "__main__":
     import fire

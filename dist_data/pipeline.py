@@ -275,6 +275,90 @@ def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequen
     return np.concatenate(out)
 
 
+@dataclass
+class PairEmbeddings:
+    """This rank's query vectors (one per row) and the vectors of the documents it holds first."""
+
+    query_emb: np.ndarray  # (n, d) float32
+    doc_ids: np.ndarray  # (n,) int64 id of each row's document (position of its first appearance)
+    is_first: np.ndarray  # (n,) bool: this row is its document's first appearance
+    doc_emb: np.ndarray  # (is_first.sum(), d) float32
+    first_docs: list[str]
+
+
+def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Shard, queries: Sequence[str],
+                documents: Sequence[str], *, model_name: str | None, revision: str | None, dtype: str,
+                max_seq_length: int | None, batch_size: int, block_rows: int, query_prompt: str,
+                document_prompt: str, show_progress: bool) -> PairEmbeddings:
+    """The embed stage of a pairs pipeline: every query, and each distinct document once."""
+    from .embed import load_model, spec_for
+    from .log import progress
+
+    with stats.stage("embed") as rec:
+        doc_ids = global_text_ids(shard.positions, documents)
+        is_first = doc_ids == shard.positions
+        model = load_model(model_name, info.device, dtype, max_seq_length, revision)
+        embedders = [BlockEmbedder(model, spec_for(model, model_name, revision, prompt, dtype, batch_size),
+                                   run.cache_dir) for prompt in (query_prompt, document_prompt)]
+        first_docs = [documents[i] for i in np.flatnonzero(is_first)]
+        rec["rows"] = len(queries) + len(first_docs)
+        with progress(rec["rows"], "embed", show_progress and info.is_main) as bar:
+            query_emb = embed_by_block(embedders[0], shard.positions, queries, block_rows, "query", bar.update)
+            doc_emb = embed_by_block(embedders[1], shard.positions[is_first], first_docs, block_rows, "document",
+                                     bar.update)
+        hits = sum(e.cache_hits for e in embedders)
+        stats.add("cached_blocks", hits)
+        if sum(distributed.all_gather_object(hits)):
+            logger.info("embed: %d block(s) served from the cache in %s", sum(distributed.all_gather_object(hits)),
+                        run.cache_dir)
+    return PairEmbeddings(query_emb, doc_ids, is_first, doc_emb, first_docs)
+
+
+def open_run(info: distributed.DistInfo, output_dir: str, args: dict[str, Any], result_name: str,
+             overwrite: bool) -> tuple[RunDir, dict[str, Any] | None]:
+    """The run folder, checked; with the stats of a complete run with the same flags (then nothing to do)."""
+    run = RunDir(output_dir, args, result_name)
+    run.prepare(overwrite, info.is_main)
+    if not run.is_complete():
+        return run, None
+    if info.is_main:
+        logger.info("%s is already complete (same flags); nothing to do", output_dir)
+    with open(run.file("stats.json"), encoding="utf-8") as f:
+        return run, json.load(f)
+
+
+def common_flag_problems(batch_size: Any, max_rows: Any, on_bad_rows: Any, dtype: Any) -> list[str]:
+    """Checks of the flags every pairs entry point takes; one message per bad flag."""
+    problems = []
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        problems.append(f"--batch_size must be an integer >= 1, got {batch_size!r}")
+    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
+        problems.append(f"--max_rows must be an integer >= 1, got {max_rows!r}")
+    if on_bad_rows not in ("error", "skip"):
+        problems.append(f"--on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        problems.append(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    return problems
+
+
+def run_entry_point(problems: Sequence[str], timeout_minutes: int, body: Callable[[distributed.DistInfo], Any]) -> None:
+    """Init the process group and logging, run ``body(info)``; user errors exit 2 with one line (rank 0)."""
+    import sys
+
+    from .log import setup_logging
+
+    with distributed.process_group(timeout_minutes) as info:
+        setup_logging(info.rank, info.local_rank, info.world_size)
+        try:
+            if problems:
+                raise ValueError("; ".join(problems))
+            body(info)
+        except (ValueError, InputError, BadRowError, RunConflictError) as e:
+            if info.is_main:
+                logger.error("%s", e)
+            sys.exit(2)
+
+
 # ---------------------------------------------------------------- publishing
 
 def write_parts(run: RunDir, rank: int, result_lines: Sequence[str], ids: Sequence[int] | None,

@@ -2,7 +2,6 @@
 sentence-transformers' ``mine_hard_negatives`` on real WordNet text, and torchrun end to end."""
 
 import json
-import os
 from collections import defaultdict
 
 import numpy as np
