@@ -185,7 +185,7 @@ class Shard:
 
 
 def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, keys: Sequence[str],
-               on_bad_rows: str, stats: Stats, progress: Callable[[int], None] | None = None) -> Shard:
+               on_bad_rows: str, stats: Stats) -> Shard:
     """Read rows ``gids`` (this rank's slice), check their text fields, set aside or raise on bad ones.
 
     Raises:
@@ -209,8 +209,6 @@ def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, keys: Se
         for k, v in zip(keys, values):
             texts[k].append(v)
         records.append(row.as_json())
-        if progress and n_read % 1024 == 0:
-            progress(1024)
     stats.add("read", n_read)
     return Shard(np.asarray(positions, dtype=np.int64), np.asarray(good_gids, dtype=np.int64), texts, records,
                  rejects, n_read)
@@ -308,9 +306,9 @@ def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Sh
                                      bar.update)
         hits = sum(e.cache_hits for e in embedders)
         stats.add("cached_blocks", hits)
-        if sum(distributed.all_gather_object(hits)):
-            logger.info("embed: %d block(s) served from the cache in %s", sum(distributed.all_gather_object(hits)),
-                        run.cache_dir)
+        all_hits = sum(distributed.all_gather_object(hits))
+        if all_hits:
+            logger.info("embed: %d block(s) served from the cache in %s", all_hits, run.cache_dir)
     return PairEmbeddings(query_emb, doc_ids, is_first, doc_emb, first_docs)
 
 
