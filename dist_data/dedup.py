@@ -29,20 +29,24 @@ def text_hashes(texts: Sequence[str]) -> np.ndarray:
 
 
 def first_occurrence(hashes: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """For each row, the position of the first row with the same hash.
+    """For each row, the position of the first row (lowest position) with the same hash.
 
     Args:
         hashes: ``(n,) V16`` row hashes.
-        positions: ``(n,) int64`` row positions, ascending.
+        positions: ``(n,) int64`` unique row positions, in any order.
 
     Returns:
         ``(n,) int64``: the representative position of each row's text (its own if it is the first).
     """
     if len(hashes) == 0:
         return np.zeros(0, dtype=np.int64)
-    # A stable sort keeps the earliest row first among equal hashes.
-    _, first_index, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    return positions[first_index][inverse.reshape(-1)].astype(np.int64)
+    positions = np.asarray(positions, dtype=np.int64)
+    order = np.argsort(positions, kind="stable")
+    # np.unique's first index is the earliest row of the sorted order among equal hashes.
+    _, first_index, inverse = np.unique(hashes[order], return_index=True, return_inverse=True)
+    out = np.empty(len(positions), dtype=np.int64)
+    out[order] = positions[order][first_index][inverse.reshape(-1)]
+    return out
 
 
 def content_hash(parts: Sequence[str]) -> str:

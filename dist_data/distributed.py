@@ -14,7 +14,7 @@ import os
 import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -179,3 +179,77 @@ def raise_if_any_failed(error: BaseException | None) -> None:
     for blob in errors:
         if blob is not None:
             raise pickle.loads(blob)
+
+
+def exchange(send: list[np.ndarray]) -> list[np.ndarray]:
+    """Personalised all-to-all: ``send[r]`` goes to rank ``r``; returns what each rank sent here.
+
+    Arrays may differ in length but share dtype and trailing dimensions (raw bytes travel, so any
+    dtype works). Two collectives: the sizes, then the data.
+    """
+    if not is_distributed():
+        return [send[0]]
+    world = dist.get_world_size()
+    if len(send) != world:
+        raise ValueError(f"exchange needs one array per rank ({world}), got {len(send)}")
+    proto = send[0]
+    tail, dtype = proto.shape[1:], proto.dtype
+    row_bytes = dtype.itemsize * int(np.prod(tail, dtype=np.int64))
+    device = _comm_device()
+    flat = [np.ascontiguousarray(a, dtype=dtype).reshape(-1).view(np.uint8) for a in send]
+    out_sizes = torch.empty(world, dtype=torch.int64, device=device)
+    dist.all_to_all_single(out_sizes, torch.tensor([len(f) for f in flat], dtype=torch.int64, device=device))
+    recv_sizes = out_sizes.cpu().tolist()
+    data = torch.from_numpy(np.concatenate(flat) if flat else np.zeros(0, np.uint8)).to(device)
+    recv = torch.empty(sum(recv_sizes), dtype=torch.uint8, device=device)
+    dist.all_to_all_single(recv, data, output_split_sizes=recv_sizes, input_split_sizes=[len(f) for f in flat])
+    raw = recv.cpu().numpy()
+    parts, start = [], 0
+    for size in recv_sizes:
+        chunk = raw[start : start + size]
+        parts.append(chunk.view(dtype).reshape((size // max(row_bytes, 1),) + tail))
+        start += size
+    return parts
+
+
+def _ask_owners(want: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Send each owner the keys wanted from it; returns (the send order, the keys asked of this rank)."""
+    world = get_world_size()
+    want = np.asarray(want, dtype=np.int64)
+    order = np.argsort(owner, kind="stable")
+    split = np.searchsorted(np.asarray(owner)[order], np.arange(world + 1))
+    return order, exchange([want[order[split[r] : split[r + 1]]] for r in range(world)])
+
+
+def fetch(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The values of keys held by other ranks: each key's owner is asked for it (all-to-all).
+
+    Args:
+        want: ``(n,) int64`` keys this rank needs; owner: ``(n,)`` the rank that holds each.
+        serve: ``serve(keys) -> np.ndarray`` on the owner, the values of its own keys (one row each).
+
+    Returns:
+        ``(n, ...)`` the values, in the order of ``want``.
+    """
+    order, asked = _ask_owners(want, owner)
+    answers = exchange([np.asarray(serve(keys)) for keys in asked])
+    got = np.concatenate(answers) if answers else np.zeros(0)
+    out = np.empty_like(got)
+    out[order] = got
+    return out
+
+
+def fetch_strings(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], list[str]]) -> list[str]:
+    """:func:`fetch` for text values: ``serve(keys)`` returns one string per key."""
+    order, asked = _ask_owners(want, owner)
+    encoded = [[s.encode("utf-8") for s in serve(keys)] for keys in asked]
+    lengths = exchange([np.array([len(b) for b in e], dtype=np.int64) for e in encoded])
+    blobs = exchange([np.frombuffer(b"".join(e), dtype=np.uint8) for e in encoded])
+    got: list[str] = []
+    for lens, blob in zip(lengths, blobs):
+        raw, ends = blob.tobytes(), np.cumsum(lens)
+        got.extend(raw[e - n : e].decode("utf-8") for n, e in zip(lens.tolist(), ends.tolist()))
+    out: list[str] = [""] * len(order)
+    for i, s in zip(order.tolist(), got):
+        out[i] = s
+    return out

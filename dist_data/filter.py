@@ -52,7 +52,7 @@ def run_filter(info: distributed.DistInfo, args: dict, *, dataset: str, output_d
     if info.is_main:
         run.write_args()
 
-    queries, documents = shard.texts[query_key], shard.texts[document_key]
+    queries, documents = shard.column(0), shard.column(1)
     emb = embed_pairs(info, stats, run, shard, queries, documents, model_name=model_name, revision=revision,
                       dtype=dtype, max_seq_length=max_seq_length, batch_size=batch_size, block_rows=block_rows,
                       query_prompt=query_prompt, document_prompt=document_prompt, show_progress=show_progress)

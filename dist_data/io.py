@@ -270,15 +270,28 @@ def build_catalog(sources: Sequence[Source], rank: int = 0, world_size: int = 1)
     return Catalog(tuple(sources), tuple(counts[i] for i in range(len(sources))))
 
 
+def _text(row: Row, name: str, text: Any) -> str:
+    """``text`` checked: a non-empty string, or a :class:`BadRowError` naming the row."""
+    if not isinstance(text, str):
+        raise BadRowError(row.source, row.line, f"{name!r} is {type(text).__name__}, expected a string")
+    if not text.strip():
+        raise BadRowError(row.source, row.line, f"{name!r} is empty")
+    return text
+
+
+def _parsed(row: Row) -> Any:
+    if row.error is not None:
+        raise BadRowError(row.source, row.line, row.error)
+    return row.value
+
+
 def get_texts(row: Row, keys: Sequence[str]) -> list[str]:
     """The text fields ``keys`` of a row (a dict by key, or a JSON list by position).
 
     Raises:
         BadRowError: naming file, line and what is wrong (missing key, non-string, empty text).
     """
-    if row.error is not None:
-        raise BadRowError(row.source, row.line, row.error)
-    value = row.value
+    value = _parsed(row)
     texts = []
     for pos, key in enumerate(keys):
         if isinstance(value, dict):
@@ -291,12 +304,120 @@ def get_texts(row: Row, keys: Sequence[str]) -> list[str]:
             text = value[pos]
         else:
             raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object or a list")
-        if not isinstance(text, str):
-            raise BadRowError(row.source, row.line, f"{key!r} is {type(text).__name__}, expected a string")
-        if not text.strip():
-            raise BadRowError(row.source, row.line, f"{key!r} is empty")
-        texts.append(text)
+        texts.append(_text(row, key, text))
     return texts
+
+
+def get_query_positives(row: Row, query_key: str, document_key: str) -> tuple[str, list[str]]:
+    """A query and its positives from any of the pair layouts of sentence-transformers' training data.
+
+    - ``{query_key: q, document_key: d}`` (one positive);
+    - ``{query_key: q, "pos": [d, ...]}`` (``"neg"``, if present, is not used);
+    - ``{"set": [q, d, ...]}``: the first item is the query, the rest its positives;
+    - ``[q, d, ...]``: a list row; the first item is the query, the second its positive (further
+      items, the negatives of a triplet, are not used).
+    """
+    value = _parsed(row)
+    if isinstance(value, list):
+        if len(value) < 2:
+            raise BadRowError(row.source, row.line, f"list row has {len(value)} item(s), expected [query, positive, ...]")
+        return _text(row, "item 0", value[0]), [_text(row, "item 1", value[1])]
+    if not isinstance(value, dict):
+        raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object or a list")
+    if "set" in value and query_key not in value:
+        items = value["set"]
+        if not isinstance(items, list) or len(items) < 2:
+            raise BadRowError(row.source, row.line, "'set' must be a list of at least 2 texts [query, positive, ...]")
+        return _text(row, "set[0]", items[0]), [_text(row, f"set[{i}]", t) for i, t in enumerate(items[1:], 1)]
+    if query_key not in value:
+        raise BadRowError(row.source, row.line, f"missing key {query_key!r} (has {sorted(value)[:8]})")
+    query = _text(row, query_key, value[query_key])
+    if document_key in value:
+        return query, [_text(row, document_key, value[document_key])]
+    if "pos" in value:
+        pos = value["pos"]
+        if isinstance(pos, str):
+            pos = [pos]
+        if not isinstance(pos, list) or not pos:
+            raise BadRowError(row.source, row.line, "'pos' must be a non-empty list of texts")
+        return query, [_text(row, f"pos[{i}]", t) for i, t in enumerate(pos)]
+    raise BadRowError(row.source, row.line, f"missing key {document_key!r} (or 'pos') (has {sorted(value)[:8]})")
+
+
+def _row_id(row: Row, value: dict) -> str:
+    if "_id" not in value:
+        raise BadRowError(row.source, row.line, f"missing key '_id' (has {sorted(value)[:8]})")
+    rid = value["_id"]
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or str(rid) == "":
+        raise BadRowError(row.source, row.line, f"'_id' must be a non-empty string or integer, got {rid!r}")
+    return str(rid)
+
+
+def get_beir_document(row: Row, text_key: str = "text") -> tuple[str, str, str]:
+    """``(id, title, text)`` of a BeIR corpus row ``{"_id", "title", "text"}`` (``_id`` optional).
+
+    The text a model sees is ``beir_join(title, text)``. A row without ``_id`` gets its line number.
+    """
+    value = _parsed(row)
+    if not isinstance(value, dict):
+        raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object")
+    rid = _row_id(row, value) if "_id" in value else str(row.gid)
+    if text_key not in value:
+        raise BadRowError(row.source, row.line, f"missing key {text_key!r} (has {sorted(value)[:8]})")
+    text, title = value[text_key], value.get("title") or ""
+    if not isinstance(text, str) or not isinstance(title, str):
+        raise BadRowError(row.source, row.line, "'title' and the text must be strings")
+    _text(row, "title + text", beir_join(title, text))
+    return rid, title, text
+
+
+def beir_join(title: str, text: str) -> str:
+    """A BeIR document as models embed it: title and text joined by a space, stripped."""
+    return f"{title} {text}".strip()
+
+
+def get_beir_query(row: Row) -> tuple[str, str]:
+    """``(id, text)`` of a BeIR queries row ``{"_id", "text"}``."""
+    value = _parsed(row)
+    if not isinstance(value, dict):
+        raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object")
+    return _row_id(row, value), _text(row, "text", value.get("text"))
+
+
+@dataclass(frozen=True)
+class Qrel:
+    line: int
+    query_id: str
+    doc_id: str
+    score: float
+
+
+def read_qrels(path: str) -> tuple[list[Qrel], list[BadRowError]]:
+    """A BeIR qrels TSV (``query-id  corpus-id  score``, header optional): its judgements, and its
+    malformed lines as errors naming file and line.
+
+    Raises:
+        InputError: when the file is missing.
+    """
+    if not os.path.isfile(path):
+        raise InputError(f"no such qrels file: {path}")
+    out, bad = [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            cols = line.rstrip("\r\n").split("\t")
+            if lineno == 1 and cols[-1].strip().lower() == "score":
+                continue
+            if len(cols) != 3 or not cols[0] or not cols[1]:
+                bad.append(BadRowError(path, lineno, "expected 3 tab-separated columns query-id, corpus-id, score "
+                                                     f"(got {line.strip()[:80]!r})"))
+                continue
+            try:
+                out.append(Qrel(lineno, cols[0], cols[1], float(cols[2])))
+            except ValueError:
+                bad.append(BadRowError(path, lineno, f"score {cols[2]!r} is not a number"))
+    return out, bad
 
 
 # ---------------------------------------------------------------- atomic outputs

@@ -26,9 +26,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import distributed
-from .dedup import first_occurrence, text_hashes
 from .embed import BlockEmbedder
-from .io import (BadRowError, Catalog, InputError, build_catalog, get_texts, merge_files, resolve_sources,
+from .keys import global_first
+from .io import (BadRowError, Catalog, InputError, Row, build_catalog, get_texts, merge_files, resolve_sources,
                  write_json, write_lines)
 from .log import logger
 
@@ -174,29 +174,37 @@ def sample_positions(total: int, max_rows: int | None, seed: int) -> np.ndarray:
 
 @dataclass
 class Shard:
-    """This rank's readable rows: their positions (index into the processed rows) and texts."""
+    """This rank's readable rows: their positions (index into the processed rows) and parsed values."""
 
     positions: np.ndarray  # (n,) int64
     gids: np.ndarray  # (n,) int64 global line ids
-    texts: dict[str, list[str]]
+    values: list[Any]  # what ``parse`` returned for each row
     records: list[str]  # each row as written in the output
     rejects: list[dict[str, Any]]
     n_read: int
+    lo: int = 0  # this rank's slice [lo, hi) of the processed rows
+    hi: int = 0
+    n_processed: int = 0  # processed rows on all ranks
+
+    def column(self, j: int) -> list[Any]:
+        return [v[j] for v in self.values]
 
 
-def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, keys: Sequence[str],
-               on_bad_rows: str, stats: Stats) -> Shard:
-    """Read rows ``gids`` (this rank's slice), check their text fields, set aside or raise on bad ones.
+Parse = Callable[[Row], Any]
+
+
+def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, parse: Parse, on_bad_rows: str,
+               stats: Stats) -> Shard:
+    """Read rows ``gids`` (this rank's slice), parse and check each, set aside or raise on bad ones.
 
     Raises:
         BadRowError: with ``on_bad_rows='error'``, for the first bad row (file and line named).
     """
-    positions, good_gids, records, rejects = [], [], [], []
-    texts: dict[str, list[str]] = {k: [] for k in keys}
+    positions, good_gids, values, records, rejects = [], [], [], [], []
     n_read = 0
     for n_read, row in enumerate(catalog.read(gids), start=1):
         try:
-            values = get_texts(row, keys)
+            value = parse(row)
         except BadRowError as e:
             if on_bad_rows == "error":
                 raise
@@ -206,52 +214,46 @@ def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, keys: Se
             continue
         positions.append(first_position + n_read - 1)
         good_gids.append(row.gid)
-        for k, v in zip(keys, values):
-            texts[k].append(v)
+        values.append(value)
         records.append(row.as_json())
     stats.add("read", n_read)
-    return Shard(np.asarray(positions, dtype=np.int64), np.asarray(good_gids, dtype=np.int64), texts, records,
+    return Shard(np.asarray(positions, dtype=np.int64), np.asarray(good_gids, dtype=np.int64), values, records,
                  rejects, n_read)
 
 
-def read_stage(info: distributed.DistInfo, stats: Stats, dataset: str, split: str, keys: Sequence[str],
-               max_rows: int | None, seed: int, block_rows: int, on_bad_rows: str) -> Shard:
+def read_stage(info: distributed.DistInfo, stats: Stats, dataset: str, split: str, parse: Parse | Sequence[str],
+               max_rows: int | None, seed: int, block_rows: int, on_bad_rows: str, name: str = "read") -> Shard:
     """Resolve and count the inputs, sample, and read this rank's block-aligned slice of rows.
+
+    ``parse`` turns a row into its value (or raises :class:`BadRowError`); a list of keys means
+    :func:`io.get_texts` of those keys.
 
     A bad row (with ``on_bad_rows='error'``) or a bad path on any rank stops every rank with the
     same one-line error, before anything is published.
     """
-    with stats.stage("read") as rec:
-        catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
-        selected = sample_positions(catalog.total, max_rows, seed)
-        lo, hi = distributed.shard_range(len(selected), info.rank, info.world_size, unit=block_rows)
+    if not callable(parse):
+        keys = list(parse)
+        parse = lambda row: get_texts(row, keys)  # noqa: E731
+    with stats.stage(name) as rec:
         error, shard = None, None
         try:
-            shard = read_shard(catalog, selected[lo:hi], lo, keys, on_bad_rows, stats)
+            catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
+            selected = sample_positions(catalog.total, max_rows, seed)
+            lo, hi = distributed.shard_range(len(selected), info.rank, info.world_size, unit=block_rows)
+            shard = read_shard(catalog, selected[lo:hi], lo, parse, on_bad_rows, stats)
+            shard.lo, shard.hi, shard.n_processed = lo, hi, len(selected)
         except (BadRowError, InputError) as e:
             error = e
         distributed.raise_if_any_failed(error)
         rec["rows"] = shard.n_read
         if info.is_main:
-            stats.add("dropped", catalog.total - len(selected), reason="not_sampled")
-            stats.add("input_rows", catalog.total)
-            logger.info("read: %s rows in %d file(s); processing %s on %d rank(s), %s here",
+            if name == "read":
+                stats.add("dropped", catalog.total - len(selected), reason="not_sampled")
+                stats.add("input_rows", catalog.total)
+            logger.info("%s: %s rows in %d file(s); processing %s on %d rank(s), %s here", name,
                         fmt_rows(catalog.total), len(catalog.sources), fmt_rows(len(selected)), info.world_size,
                         fmt_rows(shard.n_read))
     return shard
-
-
-def global_text_ids(positions: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-    """For each of this rank's rows, the position of the first row (on any rank) with the same text.
-
-    Ranks exchange 16-byte hashes, never the texts.
-    """
-    hashes = text_hashes(texts)
-    all_hashes = distributed.all_gather_array(hashes)
-    all_positions = distributed.all_gather_array(positions)
-    rep = first_occurrence(all_hashes, all_positions)
-    start = int(np.searchsorted(all_positions, positions[0])) if len(positions) else 0
-    return rep[start : start + len(positions)]
 
 
 # ---------------------------------------------------------------- embedding
@@ -293,7 +295,7 @@ def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Sh
     from .log import progress
 
     with stats.stage("embed") as rec:
-        doc_ids = global_text_ids(shard.positions, documents)
+        doc_ids = global_first(shard.positions, documents)
         is_first = doc_ids == shard.positions
         model = load_model(model_name, info.device, dtype, max_seq_length, revision)
         embedders = [BlockEmbedder(model, spec_for(model, model_name, revision, prompt, dtype, batch_size),

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
+from collections import defaultdict
 
 import pytest
 
@@ -60,3 +63,64 @@ def model():
     from dist_data.embed import resolve_model
 
     return SentenceTransformer(resolve_model(None), device="cpu")
+
+
+def run_killed(module: str, *flags: str, out: str, nproc: int = 2, after_blocks: int = 2) -> str:
+    """Start a torchrun job, SIGKILL one rank once ``after_blocks`` embedding blocks are cached.
+
+    Asserts the job failed and published nothing; returns its stderr.
+    """
+    import psutil
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m",
+           module, *flags]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 300
+    cache = os.path.join(out, "cache")
+    while time.time() < deadline:
+        blocks = [f for _, _, fs in os.walk(cache) for f in fs if f.endswith(".npy")] if os.path.isdir(cache) else []
+        if len(blocks) >= after_blocks:
+            break
+        time.sleep(0.05)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers, "no ranks to kill"
+    os.kill(workers[-1].pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert not os.path.exists(os.path.join(out, "_SUCCESS"))
+    return err.decode()
+
+
+def wordnet_beir(folder, n: int, seed: int = 0) -> dict:
+    """A BeIR folder from ``n`` WordNet synsets: documents are definitions (title: the lexical
+    file's number for half of them), queries are lemmas, and every sampled synset holding a
+    lemma is a judged positive of that lemma (so some queries have several positives).
+
+    Adds what a real qrels file holds besides positives: a score-0 judgement and unjudged queries.
+    Returns the paths and the judgements.
+    """
+    rng = random.Random(seed)
+    synsets = rng.sample(list(iter_synsets(pos="nv")), n)
+    os.makedirs(os.path.join(folder, "qrels"), exist_ok=True)
+    corpus = [{"_id": s.id, "title": f"lexfile {s.lexfile}" if i % 2 else "", "text": s.definition}
+              for i, s in enumerate(synsets)]
+    by_lemma = defaultdict(list)
+    for s in synsets:
+        for lemma in dict.fromkeys(s.lemmas[:2]):
+            by_lemma[lemma].append(s.id)
+    lemmas = sorted(by_lemma)
+    rng.shuffle(lemmas)
+    judged = lemmas[: n // 2]
+    queries = [{"_id": f"q{i}", "text": lemma} for i, lemma in enumerate(lemmas[: n // 2 + 20])]
+    qid = {q["text"]: q["_id"] for q in queries}
+    qrels = [(qid[lemma], doc, 1) for lemma in judged for doc in by_lemma[lemma]]
+    qrels.append((qid[judged[0]], corpus[-1]["_id"], 0))
+    write_jsonl(os.path.join(folder, "corpus.jsonl"), corpus)
+    write_jsonl(os.path.join(folder, "queries.jsonl"), queries)
+    with open(os.path.join(folder, "qrels", "train.tsv"), "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        f.writelines(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
+    return {"corpus": corpus, "queries": queries, "qrels": qrels,
+            "paths": {k: os.path.join(folder, v) for k, v in
+                      [("corpus", "corpus.jsonl"), ("queries", "queries.jsonl"), ("qrels", "qrels/train.tsv")]}}

@@ -2,16 +2,11 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
-import psutil
 import pytest
 
-from conftest import REPO, run_cli, wordnet_pairs, write_jsonl
+from conftest import run_cli, run_killed, wordnet_pairs, write_jsonl
 from dist_data.dedup import first_occurrence, text_hashes
 
 K = 2
@@ -99,26 +94,11 @@ def test_rerun_of_a_complete_run_does_nothing(runs, data):
 def test_resume_after_a_rank_is_killed_mid_embedding(runs, data, tmp_path):
     _, _, path = data
     out = str(tmp_path / "killed")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-           "dist_data.filter", f"--dataset={path}", f"--output_dir={out}", "--write_ids=True", *COMMON]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.time() + 300
-    cache = os.path.join(out, "cache")
-    while time.time() < deadline:  # wait until some blocks are cached, then kill one rank
-        blocks = [f for _, _, fs in os.walk(cache) for f in fs if f.endswith(".npy")] if os.path.isdir(cache) else []
-        if len(blocks) >= 2:
-            break
-        time.sleep(0.05)
-    workers = psutil.Process(proc.pid).children(recursive=True)
-    assert workers, "no ranks to kill"
-    os.kill(workers[-1].pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode != 0
-    assert not os.path.exists(os.path.join(out, "_SUCCESS"))
+    flags = [f"--dataset={path}", f"--output_dir={out}", "--write_ids=True", *COMMON]
+    run_killed("dist_data.filter", *flags, out=out)
     assert not os.path.exists(os.path.join(out, "filtered.jsonl"))
 
-    resumed = run_cli(*cmd[cmd.index("dist_data.filter"):], nproc=2)
+    resumed = run_cli("dist_data.filter", *flags, nproc=2)
     assert "served from the cache" in resumed.stderr
     for name in ("filtered.jsonl", "ids_to_keep.json"):
         assert open(os.path.join(out, name), "rb").read() == open(os.path.join(runs["ws1"], name), "rb").read()

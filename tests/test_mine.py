@@ -2,6 +2,7 @@
 sentence-transformers' ``mine_hard_negatives`` on real WordNet text, and torchrun end to end."""
 
 import json
+import os
 from collections import defaultdict
 
 import numpy as np
@@ -9,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli, wordnet_pairs, write_jsonl
+from conftest import run_cli, run_killed, wordnet_beir, wordnet_pairs, write_jsonl
+from dist_data.io import beir_join
 from dist_data.select import canonical_topk, select_negatives
+from dist_data.wordnet import iter_synsets
 
 
 def reference_negatives(scores, positives, pos_score, num_negatives, range_min, range_max, abs_margin, max_score):
@@ -55,6 +58,31 @@ def test_random_sampling_is_seeded_per_query_and_stays_in_the_window():
     assert ((a >= 3) & (a < 31)).all() and (np.diff(a, axis=1) > 0).all()  # window after the positive, sorted
 
 
+def assert_same_negatives(ours: dict, ref: dict, name: str, min_agreement: float = 0.99) -> None:
+    """``{(query, positive): [(negative, score), ...]}`` equal, but for swaps of tied scores (1e-5)."""
+    assert set(ours) == set(ref)
+    agree = tie = 0
+    for key, negs in ref.items():
+        mine = ours[key]
+        if [n for n, _ in mine] == [n for n, _ in negs]:
+            agree += 1
+        else:  # a swap is allowed only between candidates whose scores tie (up to float rounding)
+            assert len(mine) == len(negs), (key, mine, negs)
+            for (a, sa), (b, sb) in zip(mine, negs):
+                assert a == b or abs(sa - sb) < 1e-5, (key, mine, negs)
+            tie += 1
+    print(f"agreement with {name}: {agree}/{len(ref)} identical, {tie} differing only in ties")
+    assert agree / len(ref) >= min_agreement
+
+
+def read_triplets(path) -> dict:
+    out = defaultdict(list)
+    for line in open(path):
+        r = json.loads(line)
+        out[(r["anchor"], r["positive"])].append((r["negative"], r["scores"][1]))
+    return out
+
+
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory):
     rows = wordnet_pairs(500, seed=11)
@@ -72,10 +100,7 @@ def test_parity_with_sentence_transformers_mine_hard_negatives(pairs_file, model
     rows, path = pairs_file
     out = tmp_path / "ours"
     run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={out}", *MINE_FLAGS, nproc=0)
-    ours = defaultdict(list)
-    for line in open(out / "mined.jsonl"):
-        r = json.loads(line)
-        ours[(r["anchor"], r["positive"])].append((r["negative"], r["scores"][1]))
+    ours = read_triplets(out / "mined.jsonl")
     ds = datasets.Dataset.from_dict({"query": [r["query"] for r in rows], "document": [r["document"] for r in rows]})
     ref_ds = mine_hard_negatives(ds, model, anchor_column_name="query", positive_column_name="document",
                                  range_min=1, range_max=20, absolute_margin=0.05, num_negatives=3,
@@ -84,19 +109,7 @@ def test_parity_with_sentence_transformers_mine_hard_negatives(pairs_file, model
     ref = defaultdict(list)
     for r in ref_ds:
         ref[(r["query"], r["document"])].append((r["negative"], r["scores"][1]))
-    assert set(ours) == set(ref)
-    agree = tie = 0
-    for key, negs in ref.items():
-        mine = ours[key][: len(negs)] if len(ours[key]) > len(negs) else ours[key]
-        if [n for n, _ in mine] == [n for n, _ in negs]:
-            agree += 1
-        else:  # a swap is allowed only between candidates whose scores tie (up to float rounding)
-            assert len(mine) == len(negs)
-            for (a, sa), (b, sb) in zip(mine, negs):
-                assert a == b or abs(sa - sb) < 1e-5, (key, mine, negs)
-            tie += 1
-    print(f"agreement with mine_hard_negatives: {agree}/{len(ref)} identical, {tie} differing only in ties")
-    assert agree + tie == len(ref) and agree / len(ref) > 0.99
+    assert_same_negatives(ours, ref, "mine_hard_negatives")
 
 
 def test_mine_is_identical_for_any_world_size_with_random_sampling(pairs_file, tmp_path):
@@ -112,3 +125,228 @@ def test_mine_is_identical_for_any_world_size_with_random_sampling(pairs_file, t
     assert stats["counts"]["queries"] == len(rows) + stats["counts"].get("dropped", {}).get("too_few_negatives", 0)
     for r in rows:
         assert r["document"] not in r["negatives"] and len(set(r["negatives"])) == len(r["negatives"])
+
+
+def layout_rows(n: int, seed: int) -> tuple[list, list[tuple[str, str]]]:
+    """WordNet rows in the four training-data layouts, and the (query, positive) pairs they mean.
+
+    A synset's lemma is the query; its definition and usage examples are its positives.
+    """
+    import random
+
+    rng = random.Random(seed)
+    synsets = rng.sample([s for s in iter_synsets(pos="nv") if s.examples], n)
+    rows, pairs = [], []
+    for i, s in enumerate(synsets):
+        q, positives = s.lemmas[0], [s.definition, *s.examples[: 1 + i % 2]]
+        if i % 4 == 0:
+            rows.append({"query": q, "document": s.definition})
+            positives = positives[:1]
+        elif i % 4 == 1:
+            rows.append([q, s.definition, "a given negative, not used"])
+            positives = positives[:1]
+        elif i % 4 == 2:
+            rows.append({"query": q, "pos": positives, "neg": ["not used"]})
+        else:
+            rows.append({"set": [q, *positives]})
+        pairs += [(q, p) for p in positives]
+    return rows, pairs
+
+
+def test_training_data_layouts_match_mine_hard_negatives_on_the_same_pairs(model, tmp_path):
+    import datasets
+    from sentence_transformers.util import mine_hard_negatives
+
+    rows, pairs = layout_rows(400, seed=5)
+    path = write_jsonl(tmp_path / "layouts.jsonl", rows)
+    run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={tmp_path / 'ours'}", *MINE_FLAGS, nproc=2)
+    ours = read_triplets(tmp_path / "ours" / "mined.jsonl")
+    ds = datasets.Dataset.from_dict({"query": [q for q, _ in pairs], "document": [p for _, p in pairs]})
+    ref_ds = mine_hard_negatives(ds, model, anchor_column_name="query", positive_column_name="document",
+                                 range_min=1, range_max=20, absolute_margin=0.05, num_negatives=3,
+                                 sampling_strategy="top", output_format="triplet", output_scores=True,
+                                 batch_size=32, use_faiss=True, verbose=False)
+    ref = defaultdict(list)
+    for r in ref_ds:
+        ref[(r["query"], r["document"])].append((r["negative"], r["scores"][1]))
+    assert len(pairs) > len(rows) * 1.3  # many rows hold several positives
+    assert_same_negatives(ours, ref, "mine_hard_negatives (training-data layouts)")
+    stats = json.load(open(tmp_path / "ours" / "stats.json"))
+    assert stats["counts"]["pairs"] == len(pairs)
+
+
+RECIPE = ["--range_min=2", "--range_max=100", "--num_negatives=16", "--sampling_strategy=random", "--seed=3",
+          "--batch_size=32", "--output_format=tevatron", "--output_scores=True", "--progress=False"]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    """The common recipe with a separate corpus: plain process/gather, 2 ranks/sharded, 2 ranks/gather."""
+    root = tmp_path_factory.mktemp("recipe")
+    rows = wordnet_pairs(300, seed=21)
+    pairs = write_jsonl(root / "pairs.jsonl", rows)
+    import random
+
+    extra = random.Random(2).sample([s for s in iter_synsets(pos="n") if s.examples], 400)
+    corpus = write_jsonl(root / "corpus.jsonl", [{"_id": s.id, "title": s.lemmas[0], "text": s.examples[0]}
+                                                 for s in extra])
+    flags = [f"--dataset={pairs}", f"--corpus={corpus}", *RECIPE]
+    outs = {}
+    for name, nproc, mode in [("ws1", 0, "gather"), ("ws2_sharded", 2, "sharded"), ("ws2", 2, "gather")]:
+        outs[name] = root / name
+        run_cli("dist_data.mine", *flags, f"--output_dir={outs[name]}", f"--index={mode}", nproc=nproc)
+    return {"rows": rows, "extra": extra, "flags": flags, "outs": outs}
+
+
+def test_recipe_is_byte_identical_for_any_world_size_and_index_mode(recipe):
+    outs = recipe["outs"]
+    ref = (outs["ws1"] / "mined.jsonl").read_bytes()
+    assert ref == (outs["ws2_sharded"] / "mined.jsonl").read_bytes()
+    assert ref == (outs["ws2"] / "mined.jsonl").read_bytes()
+
+
+def test_recipe_negatives_come_from_ranks_3_to_100_of_an_independent_ranking(recipe, model):
+    rows = recipe["rows"]
+    docs = list(dict.fromkeys([beir_join(s.lemmas[0], s.examples[0]) for s in recipe["extra"]]
+                              + [r["document"] for r in rows]))
+    out = [json.loads(line) for line in open(recipe["outs"]["ws2"] / "mined.jsonl")]
+    assert len(out) == len(rows)
+    positives = defaultdict(set)
+    for r in rows:
+        positives[r["query"]].add(r["document"])
+    q_emb = model.encode([r["query"] for r in out], batch_size=32, normalize_embeddings=True)
+    d_emb = model.encode(docs, batch_size=32, normalize_embeddings=True)
+    scores = q_emb @ d_emb.T
+    for i, r in enumerate(out):
+        ranked = np.sort([s for s, d in zip(scores[i], docs) if d not in positives[r["query"]]])[::-1]
+        negs = r["negative_passages"]
+        assert len(negs) == 16 and len({n["docid"] for n in negs}) == 16
+        assert not {beir_join(n["title"], n["text"]) for n in negs} & positives[r["query"]]
+        for n in negs:  # inside the window [2, 100) of the ranking without positives
+            assert ranked[99] - 1e-5 <= n["score"] <= ranked[2] + 1e-5
+        assert r["positive_passages"][0]["text"] == rows[i]["document"]
+
+
+def test_resume_after_a_rank_is_killed_gives_the_same_bytes(recipe, tmp_path):
+    out = str(tmp_path / "killed")
+    flags = [*recipe["flags"], f"--output_dir={out}"]
+    run_killed("dist_data.mine", *flags, out=out, after_blocks=1)
+    resumed = run_cli("dist_data.mine", *flags, nproc=2)
+    assert "served from the cache" in resumed.stderr
+    assert open(os.path.join(out, "mined.jsonl"), "rb").read() == (recipe["outs"]["ws1"] / "mined.jsonl").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def beir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("beir")
+    data = wordnet_beir(root / "wn", 300, seed=1)
+    p = data["paths"]
+    out = root / "out"
+    run_cli("dist_data.mine", f"--queries={p['queries']}", f"--corpus={p['corpus']}", f"--qrels={p['qrels']}",
+            f"--output_dir={out}", "--num_negatives=3", "--batch_size=32", "--output_format=tevatron",
+            "--output_scores=True", "--index=sharded", "--progress=False", nproc=2)
+    return data, out
+
+
+def test_qrels_mode_one_row_per_judged_positive_against_brute_force(beir, model):
+    data, out = beir
+    rows = [json.loads(line) for line in open(out / "mined.jsonl")]
+    positives = defaultdict(list)
+    for q, d, score in data["qrels"]:
+        if score > 0:
+            positives[q].append(d)
+    expected = [(q["_id"], d) for q in data["queries"] for d in positives[q["_id"]]]
+    assert [(r["query_id"], r["positive_passages"][0]["docid"]) for r in rows] == expected
+    assert any(len(v) > 1 for v in positives.values())  # queries with several judged positives
+
+    corpus = data["corpus"]
+    by_id = {c["_id"]: c for c in corpus}
+    text = {q["_id"]: q["text"] for q in data["queries"]}
+    d_emb = model.encode([beir_join(c["title"], c["text"]) for c in corpus], batch_size=32, normalize_embeddings=True)
+    q_emb = model.encode([text[q] for q, _ in expected], batch_size=32, normalize_embeddings=True)
+    ours, ref = {}, {}
+    for i, (r, (qid, pid)) in enumerate(zip(rows, expected)):
+        scores = q_emb[i] @ d_emb.T
+        order = sorted(range(len(corpus)), key=lambda j: (-scores[j], j))
+        ref[(qid, pid)] = [(corpus[j]["_id"], scores[j]) for j in order if corpus[j]["_id"] not in positives[qid]][:3]
+        ours[(qid, pid)] = [(n["docid"], n["score"]) for n in r["negative_passages"]]
+        assert r["query"] == text[qid]
+        doc = by_id[pid]
+        assert (r["positive_passages"][0]["title"], r["positive_passages"][0]["text"]) == (doc["title"], doc["text"])
+        assert abs(r["positive_passages"][0]["score"] - scores[corpus.index(doc)]) < 1e-5
+    assert_same_negatives(ours, ref, "brute force (BeIR qrels)")
+    counts = json.load(open(out / "stats.json"))["counts"]
+    assert counts["queries_without_positives"] == 20 and counts["qrels_not_positive"] == 1
+    assert counts["with_all_negatives"] == len(expected)
+
+
+def test_qrels_mode_bad_judgements_error_or_rejects(beir, tmp_path):
+    data, _ = beir
+    p = data["paths"]
+    lines = open(p["qrels"]).read().splitlines()
+    lines[3] = lines[3].split("\t")[0] + "\tno-such-doc\t1"
+    lines.insert(5, "q1 n000 1")
+    bad = tmp_path / "train.tsv"
+    bad.write_text("\n".join(lines) + "\n")
+    flags = [f"--queries={p['queries']}", f"--corpus={p['corpus']}", f"--qrels={bad}", "--batch_size=32",
+             "--progress=False"]
+    proc = run_cli("dist_data.mine", *flags, f"--output_dir={tmp_path / 'a'}", nproc=2, check=False)
+    assert proc.returncode != 0
+    assert f"{bad}:" in proc.stderr and ("no-such-doc" in proc.stderr or "3 tab-separated" in proc.stderr)
+    assert not (tmp_path / "a" / "mined.jsonl").exists()
+    run_cli("dist_data.mine", *flags, f"--output_dir={tmp_path / 'b'}", "--on_bad_rows=skip", nproc=2)
+    rejects = [json.loads(line) for line in open(tmp_path / "b" / "rejects.jsonl")]
+    assert sorted((r["line"], r["reason"].split(" ")[0]) for r in rejects) == [(4, "corpus-id"), (6, "expected")]
+
+
+def test_bad_pair_rows_error_names_file_and_line_or_are_rejected(tmp_path):
+    rows = wordnet_pairs(60, seed=4, synonyms=False)
+    rows[10] = {"query": "a query", "pos": []}
+    rows[20] = {"set": ["a lonely query"]}
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    proc = run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={tmp_path / 'a'}", "--progress=False",
+                   nproc=2, check=False)
+    assert proc.returncode != 0 and f"{path}:11: 'pos' must be a non-empty list" in proc.stderr
+    run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={tmp_path / 'b'}", "--on_bad_rows=skip",
+            "--progress=False", nproc=2)
+    rejects = [json.loads(line) for line in open(tmp_path / "b" / "rejects.jsonl")]
+    assert [r["line"] for r in rejects] == [11, 21]
+    assert sum(1 for _ in open(tmp_path / "b" / "mined.jsonl")) == 3 * 58
+
+
+def test_cross_encoder_rescoring_against_its_own_predictions(model, tmp_path):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from dist_data.embed import resolve_model
+
+    torch.manual_seed(0)  # a cross-encoder head over the shipped MiniLM: scores that differ from the bi-encoder
+    ce = CrossEncoder(resolve_model(None), num_labels=1, device="cpu")
+    with torch.no_grad():
+        ce.model.classifier.weight.mul_(30)
+    ce.save(str(tmp_path / "ce"))
+    ce = CrossEncoder(str(tmp_path / "ce"), device="cpu")
+    rows = wordnet_pairs(120, seed=8, synonyms=False)
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={tmp_path / 'out'}", f"--cross_encoder={tmp_path / 'ce'}",
+            "--num_negatives=2", "--range_max=8", "--output_scores=True", "--batch_size=32", "--progress=False",
+            nproc=2)
+    ours = read_triplets(tmp_path / "out" / "mined.jsonl")
+    docs = list(dict.fromkeys(r["document"] for r in rows))
+    q_emb = model.encode([r["query"] for r in rows], batch_size=32, normalize_embeddings=True)
+    d_emb = model.encode(docs, batch_size=32, normalize_embeddings=True)
+    positives = defaultdict(set)
+    for r in rows:
+        positives[r["query"]].add(r["document"])
+    room = max(len(p) for p in positives.values())
+    ref = {}
+    for i, r in enumerate(rows):
+        scores = q_emb[i] @ d_emb.T
+        pool = sorted(range(len(docs)), key=lambda j: (-scores[j], j))[: 8 + room]  # window + room for positives
+        ce_scores = ce.predict([(r["query"], docs[j]) for j in pool])
+        ranked = sorted(((-s, docs[j]) for s, j in zip(ce_scores, pool) if docs[j] not in positives[r["query"]]))
+        ref[(r["query"], r["document"])] = [(d, -s) for s, d in ranked[:2]]
+    for key, negs in ours.items():
+        for (d, s), (d_ref, s_ref) in zip(negs, ref[key]):
+            assert d == d_ref and abs(s - s_ref) < 1e-4, (key, negs, ref[key])
+    assert_same_negatives(ours, ref, "CrossEncoder.predict", min_agreement=0.95)

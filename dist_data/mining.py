@@ -1,0 +1,332 @@
+"""The stages of hard-negative mining, each rank on its own slice of rows.
+
+Inputs become :class:`Items` (one per (query, positive) pair, in output order) and
+:class:`Documents` (every document occurrence this rank read). Identity is by text: a query or a
+document that occurs several times is embedded once, by the rank that read its first occurrence
+(its *representative* key), in the embedding block of that occurrence, so its vector is the same
+for any number of ranks. Everything a rank needs from another rank (a representative, a vector, a
+text) is fetched from the rank that holds it, by key.
+
+Key spaces: document keys are corpus positions ``[0, n_corpus)`` followed by the positive slots of
+the pair rows (``n_corpus + position * stride + slot``); query keys are positions of the pair
+rows (or of the BeIR queries file).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import distributed
+from .dedup import text_hashes
+from .embed import BlockEmbedder, load_model, spec_for
+from .io import BadRowError, beir_join, get_beir_document, get_beir_query, get_query_positives, read_qrels
+from .keys import KeyedVectors, Owners, global_first
+from .log import logger, progress
+from .pipeline import RunDir, Stats, embed_by_block, read_stage
+from .select import exact_scores
+
+
+@dataclass
+class Documents:
+    """Document occurrences read by this rank, in ascending key order."""
+
+    keys: np.ndarray  # (m,) int64
+    block_pos: np.ndarray  # (m,) int64 the position that picks the embedding block
+    roles: list[str]  # "corpus" or "document": block namespace
+    ids: list[str]  # docid for output (corpus _id, or the key)
+    titles: list[str]
+    texts: list[str]
+    owners: Owners = field(default=None)  # type: ignore[assignment]
+
+    @property
+    def model_texts(self) -> list[str]:
+        """What the model embeds: title and text joined as BeIR does."""
+        return [beir_join(t, x) for t, x in zip(self.titles, self.texts)]
+
+    def records(self, keys: np.ndarray) -> list[str]:
+        """``[docid, title, text]`` of own keys as JSON (served to other ranks)."""
+        rows = np.searchsorted(self.keys, keys)
+        return [json.dumps([self.ids[i], self.titles[i], self.texts[i]], ensure_ascii=False) for i in rows.tolist()]
+
+
+@dataclass
+class Items:
+    """This rank's (query, positive) pairs, in output order."""
+
+    queries: list[str]
+    query_keys: np.ndarray  # (n,) int64 key of the query's occurrence
+    positive_keys: np.ndarray  # (n,) int64 key of the positive's occurrence (on any rank)
+    seed_keys: np.ndarray  # (n,) int64 seeds random sampling
+    query_owners: Owners = field(default=None)  # type: ignore[assignment]
+    query_ids: list[str] | None = None  # the input's query ids (BeIR); else the query's key
+
+
+# ---------------------------------------------------------------- reading
+
+def _documents(rows: list[tuple[int, int, str, str, str, str]], owners: Owners) -> Documents:
+    rows.sort()
+    return Documents(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.int64),
+                     [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows], owners)
+
+
+def read_pairs(info: distributed.DistInfo, stats: Stats, *, dataset: str, split: str, query_key: str,
+               document_key: str, corpus: str | None, corpus_key: str, max_rows: int | None, seed: int,
+               block_rows: int, on_bad_rows: str) -> tuple[Items, Documents, list[dict]]:
+    """Pair rows (any sentence-transformers layout) and, optionally, a separate corpus of negatives."""
+    shard = read_stage(info, stats, dataset, split, lambda row: get_query_positives(row, query_key, document_key),
+                       max_rows, seed, block_rows, on_bad_rows)
+    rejects = list(shard.rejects)
+    docs: list[tuple] = []
+    ranges = []
+    n_corpus = 0
+    if corpus:
+        cshard = read_stage(info, stats, corpus, split, lambda row: get_beir_document(row, corpus_key), None, seed,
+                            block_rows, on_bad_rows, name="corpus")
+        rejects += cshard.rejects
+        n_corpus = cshard.n_processed
+        docs += [(int(p), int(p), "corpus", rid, title, text)
+                 for p, (rid, title, text) in zip(cshard.positions.tolist(), cshard.values)]
+        ranges.append((cshard.lo, cshard.hi))
+    stride = 1 + distributed.all_reduce_max(max((len(v[1]) for v in shard.values), default=1))
+    queries, query_keys, positive_keys, seed_keys = [], [], [], []
+    for pos, gid, (query, positives) in zip(shard.positions.tolist(), shard.gids.tolist(), shard.values):
+        for slot, text in enumerate(positives, start=1):
+            key = n_corpus + pos * stride + slot
+            docs.append((key, pos, "document", str(key), "", text))
+            queries.append(query)
+            query_keys.append(pos)
+            positive_keys.append(key)
+            seed_keys.append(gid * stride + slot)
+    ranges.append((n_corpus + shard.lo * stride, n_corpus + shard.hi * stride))
+    items = Items(queries, np.array(query_keys, dtype=np.int64), np.array(positive_keys, dtype=np.int64),
+                  np.array(seed_keys, dtype=np.int64), Owners.gather([(shard.lo, shard.hi)]))
+    stats.add("pairs", len(queries))
+    return items, _documents(docs, Owners.gather(ranges)), rejects
+
+
+def read_beir(info: distributed.DistInfo, stats: Stats, *, queries: str, corpus: str, qrels: str, split: str,
+              corpus_key: str, max_rows: int | None, seed: int, block_rows: int,
+              on_bad_rows: str) -> tuple[Items, Documents, list[dict]]:
+    """A BeIR folder's queries, corpus and qrels: one item per judged-positive (query, document).
+
+    Every rank reads the (small) qrels file whole; queries and corpus rows are sharded.
+    """
+    judged, bad = read_qrels(qrels)  # a missing file is an InputError on every rank alike
+    rejects = _bad_rows(bad if info.is_main else [], on_bad_rows, stats)
+    positives: dict[str, list] = defaultdict(list)
+    for q in judged:
+        if q.score > 0:
+            positives[q.query_id].append(q)
+    if info.is_main:
+        stats.add("qrels", len(judged))
+        stats.add("qrels_not_positive", sum(q.score <= 0 for q in judged))
+    qshard = read_stage(info, stats, queries, split, get_beir_query, max_rows, seed, block_rows, on_bad_rows)
+    cshard = read_stage(info, stats, corpus, split, lambda row: get_beir_document(row, corpus_key), None, seed,
+                        block_rows, on_bad_rows, name="corpus")
+    rejects += qshard.rejects + cshard.rejects
+    docs = [(int(p), int(p), "corpus", rid, title, text)
+            for p, (rid, title, text) in zip(cshard.positions.tolist(), cshard.values)]
+    id_keys = _corpus_id_table(cshard, stats)
+    stride = 1 + max((len(v) for v in positives.values()), default=1)
+    items_q, query_keys, wanted, seed_keys, used_lines = [], [], [], [], []
+    for pos, (qid, text) in zip(qshard.positions.tolist(), qshard.values):
+        judged_here = positives.get(qid, [])
+        if not judged_here:
+            stats.add("queries_without_positives")
+        for slot, q in enumerate(judged_here, start=1):
+            items_q.append(text)
+            query_keys.append(pos)
+            wanted.append(q)
+            seed_keys.append(pos * stride + slot)
+            used_lines.append(q.line)
+    # Judged documents missing from the corpus, and judged queries missing from the queries file.
+    keys = id_keys(text_hashes([q.doc_id for q in wanted]))
+    problems = [BadRowError(qrels, q.line, f"corpus-id {q.doc_id!r} is not in {corpus}")
+                for q, k in zip(wanted, keys) if k < 0]
+    all_used = set(distributed.all_gather_array(np.array(used_lines, dtype=np.int64)).tolist())
+    if not max_rows:
+        problems += [BadRowError(qrels, q.line, f"query-id {q.query_id!r} is not in {queries}")
+                     for qs in positives.values() for q in qs if q.line not in all_used and info.is_main]
+    rejects += _bad_rows(problems, on_bad_rows, stats)
+    keep = keys >= 0
+    items = Items([t for t, k in zip(items_q, keep) if k], np.array(query_keys, dtype=np.int64)[keep],
+                  keys[keep], np.array(seed_keys, dtype=np.int64)[keep], Owners.gather([(qshard.lo, qshard.hi)]),
+                  [q.query_id for q, k in zip(wanted, keep) if k])
+    stats.add("pairs", len(items.queries))
+    return items, _documents(docs, Owners.gather([(cshard.lo, cshard.hi)])), rejects
+
+
+def _bad_rows(errors: Sequence[BadRowError], on_bad_rows: str, stats: Stats) -> list[dict]:
+    """Raise the first (on every rank) with ``error``; with ``skip``, the rejects records, counted."""
+    distributed.raise_if_any_failed(errors[0] if errors and on_bad_rows == "error" else None)
+    for e in errors:
+        stats.add("rejected", reason=e.reason.split(" (")[0].split(":")[0].split(" '")[0])
+    return [{"file": e.source, "line": e.line, "reason": e.reason, "row": None} for e in errors]
+
+
+def _corpus_id_table(cshard, stats: Stats) -> Callable[[np.ndarray], np.ndarray]:
+    """Corpus ``_id`` -> key over all ranks (hashes of the ids are gathered, 24 bytes a document)."""
+    hashes = distributed.all_gather_array(text_hashes([v[0] for v in cshard.values]))
+    keys = distributed.all_gather_array(cshard.positions)
+    as_int = hashes.view(np.dtype([("hi", "<u8"), ("lo", "<u8")]))
+    order = np.lexsort((keys, as_int["lo"], as_int["hi"]))
+    hashes, keys = hashes[order], keys[order]
+    first = np.ones(len(hashes), dtype=bool)
+    first[1:] = hashes[1:] != hashes[:-1]
+    if distributed.get_rank() == 0 and (~first).sum():
+        stats.add("duplicate_corpus_ids", int((~first).sum()))
+        logger.warning("corpus: %d duplicate _id(s); the first occurrence of each is used", int((~first).sum()))
+    hashes, keys = hashes[first], keys[first]
+    sortable = hashes.view(np.dtype([("hi", "<u8"), ("lo", "<u8")]))
+
+    def lookup(wanted: np.ndarray) -> np.ndarray:
+        w = wanted.view(np.dtype([("hi", "<u8"), ("lo", "<u8")]))
+        i = np.searchsorted(sortable, w)
+        found = (i < len(sortable)) & (sortable[np.minimum(i, len(sortable) - 1)] == w) if len(sortable) else \
+            np.zeros(len(w), dtype=bool)
+        return np.where(found, keys[np.minimum(i, max(len(keys) - 1, 0))] if len(keys) else -1, -1)
+
+    return lookup
+
+
+# ---------------------------------------------------------------- identity and embedding
+
+@dataclass
+class Embedded:
+    """Representatives and vectors: what the search and the scores need."""
+
+    doc_reps: KeyedVectors  # key -> representative key, for every occurrence this rank read
+    doc_vectors: KeyedVectors  # representative key -> vector, for the representatives read here
+    query_keys: np.ndarray  # (u,) this rank's distinct query occurrence keys
+    query_reps: np.ndarray  # (u,) their representatives (first occurrence of the text, any rank)
+    query_vectors: np.ndarray  # (u, d) their vectors (fetched from the representative's rank)
+    item_query: np.ndarray  # (n,) row of each item in query_keys
+
+
+def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: Items, docs: Documents, *,
+                model_name: str | None, revision: str | None, dtype: str, max_seq_length: int | None,
+                batch_size: int, block_rows: int, query_prompt: str, document_prompt: str,
+                show_progress: bool) -> Embedded:
+    """Deduplicate queries and documents over all ranks and embed each distinct text once."""
+    with stats.stage("embed") as rec:
+        doc_texts = docs.model_texts
+        doc_rep = global_first(docs.keys, doc_texts)
+        own_doc = np.flatnonzero(doc_rep == docs.keys)
+        query_keys, first_item, item_query = np.unique(items.query_keys, return_index=True, return_inverse=True)
+        query_texts = [items.queries[i] for i in first_item]
+        query_rep = global_first(query_keys, query_texts)
+        own_query = np.flatnonzero(query_rep == query_keys)
+        model = load_model(model_name, info.device, dtype, max_seq_length, revision)
+        q_embedder, d_embedder = (BlockEmbedder(model, spec_for(model, model_name, revision, p, dtype, batch_size),
+                                                run.cache_dir) for p in (query_prompt, document_prompt))
+        rec["rows"] = len(own_doc) + len(own_query)
+        with progress(rec["rows"], "embed", show_progress and info.is_main) as bar:
+            q_vec = embed_by_block(q_embedder, query_keys[own_query], [query_texts[i] for i in own_query],
+                                   block_rows, "query", bar.update)
+            parts = []
+            for role in ("corpus", "document"):
+                rows = [i for i in own_doc.tolist() if docs.roles[i] == role]
+                if rows:
+                    parts.append(embed_by_block(d_embedder, docs.block_pos[rows], [doc_texts[i] for i in rows],
+                                                block_rows, role, bar.update))
+            d_vec = np.concatenate(parts) if parts else d_embedder.embed([], "document-empty")
+        hits = distributed.all_gather_object(q_embedder.cache_hits + d_embedder.cache_hits)
+        stats.add("cached_blocks", hits[info.rank])
+        if sum(hits) and info.is_main:
+            logger.info("embed: %d block(s) served from the cache in %s", sum(hits), run.cache_dir)
+        stats.add("unique_queries", len(own_query))
+        stats.add("unique_documents", len(own_doc))
+        own_queries = KeyedVectors(query_keys[own_query], q_vec)
+        query_vectors = own_queries.lookup(query_rep, items.query_owners)
+    # The corpus rows come first in key order, so the documents' vectors are in key order too.
+    return Embedded(KeyedVectors(docs.keys, doc_rep[:, None]), KeyedVectors(docs.keys[own_doc], d_vec),
+                    query_keys, query_rep, query_vectors, item_query)
+
+
+@dataclass
+class PositiveSets:
+    """Every query's positives over all ranks: query representative -> sorted unique document reps."""
+
+    query_reps: np.ndarray  # sorted, with repeats
+    doc_reps: np.ndarray  # aligned, unique per query
+    max_count: int
+
+    @classmethod
+    def gather(cls, item_query_rep: np.ndarray, item_pos_rep: np.ndarray) -> "PositiveSets":
+        all_q = distributed.all_gather_array(np.asarray(item_query_rep, dtype=np.int64))
+        all_d = distributed.all_gather_array(np.asarray(item_pos_rep, dtype=np.int64))
+        order = np.lexsort((all_d, all_q))
+        all_q, all_d = all_q[order], all_d[order]
+        first = np.ones(len(all_q), dtype=bool)
+        first[1:] = (all_q[1:] != all_q[:-1]) | (all_d[1:] != all_d[:-1])
+        all_q, all_d = all_q[first], all_d[first]
+        counts = np.unique(all_q, return_counts=True)[1]
+        return cls(all_q, all_d, int(counts.max()) if len(counts) else 1)
+
+    def of(self, query_rep: int) -> np.ndarray:
+        lo, hi = np.searchsorted(self.query_reps, [query_rep, query_rep + 1])
+        return self.doc_reps[lo:hi]
+
+
+def pair_scores(query_vectors: np.ndarray, rows: np.ndarray, doc_vectors: np.ndarray) -> np.ndarray:
+    """Float64 inner products of ``query_vectors[rows[:, 0]]`` with ``doc_vectors[rows[:, 1]]``."""
+    if len(rows) == 0:
+        return np.zeros(0)
+    return exact_scores(query_vectors[rows[:, 0]], doc_vectors, rows[:, 1:2])[:, 0]
+
+
+def rescore_with_cross_encoder(cross_encoder, pairs: Sequence[tuple[str, str]], groups: np.ndarray,
+                               batch_size: int) -> np.ndarray:
+    """Cross-encoder scores of (query, document) pairs, one ``predict`` call per group.
+
+    Groups are embedding blocks of queries: a score never depends on which rank computed it.
+    """
+    out = np.zeros(len(pairs), dtype=np.float64)
+    bounds = np.flatnonzero(np.diff(groups)) + 1
+    for chunk in np.split(np.arange(len(pairs)), bounds):
+        if len(chunk):
+            out[chunk] = np.asarray(cross_encoder.predict([pairs[i] for i in chunk], batch_size=batch_size,
+                                                          show_progress_bar=False, convert_to_numpy=True),
+                                    dtype=np.float64).reshape(-1)
+    return out
+
+
+def fetch_records(docs: Documents, keys: np.ndarray) -> dict[int, tuple[str, str, str]]:
+    """``key -> (docid, title, text)`` for documents held by any rank (collective)."""
+    keys = np.unique(np.asarray(keys, dtype=np.int64))
+    texts = distributed.fetch_strings(keys, docs.owners.of(keys), docs.records)
+    return {int(k): tuple(json.loads(t)) for k, t in zip(keys.tolist(), texts)}
+
+
+def format_rows(fmt: str, query: str, query_id: str, positive: tuple[str, str, str],
+                negatives: list[tuple[str, str, str]], pos_score: float, neg_scores: Sequence[float],
+                with_scores: bool) -> list[dict[str, Any]]:
+    """Output records of one (query, positive) pair; documents are ``(docid, title, text)``."""
+    scores = [round(float(pos_score), 6)] + [round(float(s), 6) for s in neg_scores]
+    if fmt == "tevatron":
+        def passage(doc, score):
+            return {"docid": doc[0], "title": doc[1], "text": doc[2], **({"score": score} if with_scores else {})}
+        return [{"query_id": query_id, "query": query, "positive_passages": [passage(positive, scores[0])],
+                 "negative_passages": [passage(d, s) for d, s in zip(negatives, scores[1:])]}]
+    pos_text = beir_join(positive[1], positive[2])
+    neg_texts = [beir_join(d[1], d[2]) for d in negatives]
+    if fmt == "triplet":
+        return [{"anchor": query, "positive": pos_text, "negative": neg,
+                 **({"scores": [scores[0], s]} if with_scores else {})} for neg, s in zip(neg_texts, scores[1:])]
+    if fmt == "n-tuple":
+        return [{"anchor": query, "positive": pos_text,
+                 **{f"negative_{i}": neg for i, neg in enumerate(neg_texts, start=1)},
+                 **({"scores": scores} if with_scores else {})}]
+    if fmt == "labeled-pair":
+        return [{"anchor": query, "positive": text, **({"score": s} if with_scores else {"label": label})}
+                for text, label, s in zip([pos_text, *neg_texts], [1] + [0] * len(neg_texts), scores)]
+    if fmt == "labeled-list":
+        return [{"anchor": query, "documents": [pos_text, *neg_texts], "labels": [1] + [0] * len(neg_texts),
+                 **({"scores": scores} if with_scores else {})}]
+    return [{"query": query, "document": pos_text, "negatives": neg_texts,  # nomic
+             **({"scores": scores} if with_scores else {})}]
