@@ -35,10 +35,9 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from . import distributed, index
 from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL
-from .io import beir_join
 from .log import logger, progress
 from .mining import (PositiveSets, embed_stage, fetch_records, format_rows, pair_scores, read_beir, read_pairs,
-                     rescore_with_cross_encoder)
+                     rerank_stage)
 from .pipeline import Stats, common_flag_problems, fmt_rows, merge_outputs, open_run, run_entry_point, write_parts
 from .select import PAD_ID, canonical_topk, select_negatives
 from .wordnet import SAMPLE_PAIRS
@@ -107,8 +106,8 @@ def run_mine(info: distributed.DistInfo, args: dict, *, dataset: str | None, cor
                                 vectors)
 
     if cross_encoder:
-        cand_scores, flat_scores, own_score = cross_encoder_stage(
-            info, stats, cross_encoder, items, docs, emb, cand_ids, pos_rep, flat_item, flat_doc,
+        cand_scores, flat_scores, own_score = rerank_stage(
+            info, stats, cross_encoder, items, docs, emb, cand_ids, flat_item, flat_doc, pos_rep,
             batch_size=batch_size, block_rows=block_rows, show_progress=show_progress)
         cand_scores, cand_ids = canonical_topk(cand_scores, cand_ids, cand_ids.shape[1])
     # The margins use the hardest (lowest-scoring) positive of the query, as sentence-transformers.
@@ -158,36 +157,6 @@ def run_mine(info: distributed.DistInfo, args: dict, *, dataset: str | None, cor
                     fmt_rows(c.get("kept", 0)), fmt_rows(sum(c.get("rejected", {}).values())),
                     time.perf_counter() - start, run.file(merged["outputs"]["result"]))
     return merged
-
-
-def cross_encoder_stage(info, stats, name, items, docs, emb, cand_ids, pos_rep, flat_item, flat_doc, *,
-                        batch_size, block_rows, show_progress):
-    """Rescore every candidate and every positive with a cross-encoder (replaces the bi-encoder scores)."""
-    from sentence_transformers import CrossEncoder
-
-    with stats.stage("rerank") as rec:
-        model = CrossEncoder(name, device=str(info.device))
-        texts = fetch_records(docs, np.concatenate([cand_ids[cand_ids != PAD_ID], flat_doc, pos_rep]))
-        query_text = {}
-        for i, q in enumerate(emb.item_query.tolist()):
-            query_text.setdefault(q, items.queries[i])
-        doc = {k: beir_join(v[1], v[2]) for k, v in texts.items()}
-        rows, cols = np.nonzero(cand_ids != PAD_ID)
-        groups = emb.query_keys // block_rows
-        pairs = [(query_text[r], doc[int(cand_ids[r, c])]) for r, c in zip(rows.tolist(), cols.tolist())]
-        rec["rows"] = len(pairs) + len(flat_doc) + len(pos_rep)
-        with progress(rec["rows"], "rerank", show_progress and info.is_main, unit="pairs") as bar:
-            scores = np.full(cand_ids.shape, -np.inf)
-            scores[rows, cols] = rescore_with_cross_encoder(model, pairs, groups[rows], batch_size)
-            bar.update(len(pairs))
-            q_of_item = emb.item_query
-            flat_scores = rescore_with_cross_encoder(
-                model, [(items.queries[i], doc[int(d)]) for i, d in zip(flat_item.tolist(), flat_doc.tolist())],
-                groups[q_of_item[flat_item]], batch_size)
-            own = rescore_with_cross_encoder(model, [(items.queries[i], doc[int(d)]) for i, d in enumerate(pos_rep.tolist())],
-                                             groups[q_of_item], batch_size)
-            bar.update(len(flat_doc) + len(pos_rep))
-    return scores, flat_scores, own
 
 
 @record

@@ -28,7 +28,7 @@ from .io import BadRowError, beir_join, get_beir_document, get_beir_query, get_q
 from .keys import KeyedVectors, Owners, global_first
 from .log import logger, progress
 from .pipeline import RunDir, Stats, embed_by_block, read_stage
-from .select import exact_scores
+from .select import PAD_ID, exact_scores
 
 
 @dataclass
@@ -280,7 +280,7 @@ def pair_scores(query_vectors: np.ndarray, rows: np.ndarray, doc_vectors: np.nda
     return exact_scores(query_vectors[rows[:, 0]], doc_vectors, rows[:, 1:2])[:, 0]
 
 
-def rescore_with_cross_encoder(cross_encoder, pairs: Sequence[tuple[str, str]], groups: np.ndarray,
+def cross_encoder_scores(cross_encoder, pairs: Sequence[tuple[str, str]], groups: np.ndarray,
                                batch_size: int) -> np.ndarray:
     """Cross-encoder scores of (query, document) pairs, one ``predict`` call per group.
 
@@ -294,6 +294,41 @@ def rescore_with_cross_encoder(cross_encoder, pairs: Sequence[tuple[str, str]], 
                                                           show_progress_bar=False, convert_to_numpy=True),
                                     dtype=np.float64).reshape(-1)
     return out
+
+
+def rerank_stage(info: distributed.DistInfo, stats: Stats, name: str, items: Items, docs: Documents,
+                 emb: Embedded, cand_ids: np.ndarray, flat_item: np.ndarray, flat_doc: np.ndarray,
+                 pos_rep: np.ndarray, *, batch_size: int, block_rows: int,
+                 show_progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rescore every candidate and every positive with a cross-encoder (replacing the bi-encoder's).
+
+    Returns the candidates' scores (``-inf`` at padding), those of the (item, positive) pairs
+    ``(flat_item, flat_doc)``, and those of each item's own positive.
+    """
+    from sentence_transformers import CrossEncoder
+
+    with stats.stage("rerank") as rec:
+        model = CrossEncoder(name, device=str(info.device))
+        texts = fetch_records(docs, np.concatenate([cand_ids[cand_ids != PAD_ID], flat_doc, pos_rep]))
+        doc = {k: beir_join(title, text) for k, (_, title, text) in texts.items()}
+        query_text: dict[int, str] = {}
+        for i, q in enumerate(emb.item_query.tolist()):
+            query_text.setdefault(q, items.queries[i])
+        groups = emb.query_keys // block_rows  # one predict call per query block
+        rows, cols = np.nonzero(cand_ids != PAD_ID)
+        pairs = [(query_text[r], doc[int(cand_ids[r, c])]) for r, c in zip(rows.tolist(), cols.tolist())]
+        rec["rows"] = len(pairs) + len(flat_doc) + len(pos_rep)
+        with progress(rec["rows"], "rerank", show_progress and info.is_main, unit="pairs") as bar:
+            scores = np.full(cand_ids.shape, -np.inf)
+            scores[rows, cols] = cross_encoder_scores(model, pairs, groups[rows], batch_size)
+            bar.update(len(pairs))
+            flat_scores = cross_encoder_scores(
+                model, [(items.queries[i], doc[int(d)]) for i, d in zip(flat_item.tolist(), flat_doc.tolist())],
+                groups[emb.item_query[flat_item]], batch_size)
+            own = cross_encoder_scores(model, [(q, doc[int(d)]) for q, d in zip(items.queries, pos_rep.tolist())],
+                                       groups[emb.item_query], batch_size)
+            bar.update(len(flat_doc) + len(pos_rep))
+    return scores, flat_scores, own
 
 
 def fetch_records(docs: Documents, keys: np.ndarray) -> dict[int, tuple[str, str, str]]:

@@ -64,11 +64,24 @@ def consistency_keep(neighbor_ids: np.ndarray, positive_ids: np.ndarray, k: int)
     return (neighbor_ids[:, :k] == positive_ids[:, None]).any(axis=1)
 
 
-def exact_scores(query_emb: np.ndarray, doc_emb: np.ndarray, cand: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """Float64 inner products of each query with its candidate rows of ``doc_emb``.
+# Exact inner products: vectors are put on a grid of 2**-26 (integer-valued float64), where every
+# product (< 2**52) and, for vectors of norm < 1.4, every partial sum (< 2**53) is exact.
+SCORE_GRID = 2.0**-26
+_CHUNK_ELEMENTS = 1 << 19  # ~4 MB of float64 per step: cache-sized, measured fastest
 
-    The value of one (query, document) pair does not depend on the batch, the index or the shard
-    it was computed in, so canonical order is the same everywhere.
+
+def on_grid(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as integer multiples of :data:`SCORE_GRID`, in float64."""
+    return np.round(np.asarray(vectors, dtype=np.float64) / SCORE_GRID)
+
+
+def exact_scores(query_emb: np.ndarray, doc_emb: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Inner products of each query with its candidate rows of ``doc_emb``, computed exactly.
+
+    On the :data:`SCORE_GRID` every floating-point operation of the dot product is exact, so the
+    value of a (query, document) pair is the same whatever the batch, the BLAS, the thread count,
+    the index or the shard that computed it: canonical order agrees everywhere. It differs from the
+    float32 product by < 1e-6 (the grid rounding). Vectors must have norm < 1.4 (ours are L2-normalised).
 
     Args:
         query_emb: ``(n, d)``; doc_emb: ``(m, d)``; cand: ``(n, c) int64`` rows of doc_emb, -1 = none.
@@ -79,11 +92,15 @@ def exact_scores(query_emb: np.ndarray, doc_emb: np.ndarray, cand: np.ndarray, c
     out = np.full(cand.shape, -np.inf, dtype=np.float64)
     if cand.size == 0 or doc_emb.shape[0] == 0:
         return out
+    # Only the candidate rows go on the grid (float64), once each.
+    used, inverse = np.unique(np.maximum(cand, 0), return_inverse=True)
+    doc_grid, cand = on_grid(doc_emb[used]), np.where(cand >= 0, inverse.reshape(cand.shape), -1)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, cand.shape[1] * doc_grid.shape[1]))
     for s in range(0, cand.shape[0], chunk):
         c = cand[s : s + chunk]
-        q = query_emb[s : s + chunk].astype(np.float64)
-        d = doc_emb[np.maximum(c, 0)].astype(np.float64)
-        out[s : s + chunk] = np.where(c >= 0, np.einsum("nd,ncd->nc", q, d), -np.inf)
+        q = on_grid(query_emb[s : s + chunk])
+        d = doc_grid[np.maximum(c, 0)]
+        out[s : s + chunk] = np.where(c >= 0, np.matmul(d, q[:, :, None])[:, :, 0] * SCORE_GRID**2, -np.inf)
     return out
 
 

@@ -70,17 +70,24 @@ def test_consistency_keep_rejects_bad_k():
         consistency_keep(np.zeros((1, 1), dtype=np.int64), np.zeros(1, dtype=np.int64), 2)
 
 
-def test_exact_scores_do_not_depend_on_chunking():
+def test_exact_scores_do_not_depend_on_batch_order_or_layout():
     rng = np.random.default_rng(0)
     q = rng.normal(size=(50, 384)).astype(np.float32)
     d = rng.normal(size=(80, 384)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
     cand = rng.integers(-1, 80, size=(50, 7))
     whole = exact_scores(q, d, cand)
-    pieces = np.concatenate([exact_scores(q[i : i + 3], d, cand[i : i + 3], chunk=2) for i in range(0, 50, 3)])
+    pieces = np.concatenate([exact_scores(q[i : i + 3], d, cand[i : i + 3]) for i in range(0, 50, 3)])
     np.testing.assert_array_equal(whole, pieces)
+    # The same (query, document) pairs with the documents stored in another order, candidates permuted.
+    perm, cols = rng.permutation(80), rng.permutation(7)
+    moved = exact_scores(q, d[perm], np.where(cand >= 0, np.argsort(perm)[np.maximum(cand, 0)], -1)[:, cols])
+    np.testing.assert_array_equal(whole[:, cols], moved)
     assert np.isneginf(whole[cand < 0]).all()
     ok = cand >= 0
-    np.testing.assert_allclose(whole[ok], np.einsum("nd,nkd->nk", q.astype(np.float64), d[np.maximum(cand, 0)])[ok])
+    reference = np.einsum("nd,nkd->nk", q.astype(np.float64), d[np.maximum(cand, 0)].astype(np.float64))
+    np.testing.assert_allclose(whole[ok], reference[ok], atol=1e-6)
 
 
 def test_duplicates_by_normalised_text():
