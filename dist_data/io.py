@@ -160,8 +160,11 @@ def count_rows(source: Source) -> int:
     return sum(1 for _ in _iter_source(source))
 
 
-def _iter_source(source: Source) -> Iterator[tuple[int, Any, str | None, str | None]]:
-    """Yield ``(line, value, raw, error)`` for every row of one source, in order."""
+def _iter_source(source: Source, start: int = 0) -> Iterator[tuple[int, Any, str | None, str | None]]:
+    """Yield ``(line, value, raw, error)`` for every row of one source, in order.
+
+    ``start`` skips rows of Hugging Face datasets without reading them (others are text: read all).
+    """
     if source.kind in ("jsonl", "text"):
         with _open_text_binary(source.path) as f:
             for lineno, bline in enumerate(f, start=1):
@@ -207,7 +210,7 @@ def _iter_source(source: Source) -> Iterator[tuple[int, Any, str | None, str | N
                 yield i, value, None, None
     elif source.kind in ("hf", "hf_disk"):
         ds = _load_hf(source)
-        for i in range(0, len(ds), 8192):
+        for i in range(start, len(ds), 8192):
             chunk = ds[i : i + 8192]
             keys = list(chunk)
             for j in range(len(chunk[keys[0]]) if keys else 0):
@@ -247,6 +250,22 @@ class Catalog:
     @property
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
+
+    def read_range(self, lo: int, hi: int) -> Iterator[Row]:
+        """Stream the rows with global ids ``[lo, hi)`` in one pass (no id list in memory)."""
+        offsets = self.offsets
+        for s, source in enumerate(self.sources):
+            a, b = max(lo, int(offsets[s])), min(hi, int(offsets[s + 1]))
+            if a >= b:
+                continue
+            skip = a - int(offsets[s]) if source.kind in ("hf", "hf_disk") else 0
+            rows = _iter_source(source, skip)
+            for idx, (line, value, raw, error) in enumerate(rows, start=skip):
+                if idx + offsets[s] >= b:
+                    break
+                if idx + offsets[s] >= a:
+                    yield Row(int(offsets[s] + idx), source.path, line, value, raw, error)
+            rows.close()
 
     def read(self, gids: np.ndarray) -> Iterator[Row]:
         """Stream the rows with the given sorted global ids."""

@@ -371,8 +371,11 @@ def write_parts(run: RunDir, rank: int, result_lines: Sequence[str], ids: Sequen
 
 
 def merge_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, gzip_output: bool,
-                  write_ids: bool) -> dict[str, Any] | None:
+                  write_ids: bool, merge_result: Callable[[], str] | None = None) -> dict[str, Any] | None:
     """After every rank wrote its parts, rank 0 merges them in rank (= input) order.
+
+    ``merge_result`` replaces the concatenation of the jsonl parts for results that are not jsonl
+    (it returns the result's name in the run folder).
 
     Returns the run's merged stats on rank 0 (also written to stats.json), None elsewhere.
     """
@@ -383,8 +386,11 @@ def merge_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, gzip_ou
     merged = None
     if rank == 0:
         with stats.stage("merge") as rec:
-            result = run.result_name + (".gz" if gzip_output else "")
-            merge_files([run.part("part", r) for r in range(world_size)], run.file(result), gzip_output)
+            if merge_result is not None:
+                result = merge_result()
+            else:
+                result = run.result_name + (".gz" if gzip_output else "")
+                merge_files([run.part("part", r) for r in range(world_size)], run.file(result), gzip_output)
             merge_files([run.part("rejects", r) for r in range(world_size)], run.file("rejects.jsonl"))
             if write_ids:
                 kept_ids: list[int] = []

@@ -66,7 +66,7 @@ def model():
 
 
 def run_killed(module: str, *flags: str, out: str, nproc: int = 2, after_blocks: int = 2) -> str:
-    """Start a torchrun job, SIGKILL one rank once ``after_blocks`` embedding blocks are cached.
+    """Start a torchrun job, SIGKILL one rank once ``after_blocks`` blocks (embeddings, tokens) are cached.
 
     Asserts the job failed and published nothing; returns its stderr.
     """
@@ -79,7 +79,7 @@ def run_killed(module: str, *flags: str, out: str, nproc: int = 2, after_blocks:
     deadline = time.time() + 300
     cache = os.path.join(out, "cache")
     while time.time() < deadline:
-        blocks = [f for _, _, fs in os.walk(cache) for f in fs if f.endswith(".npy")] if os.path.isdir(cache) else []
+        blocks = [f for _, _, fs in os.walk(cache) for f in fs if f.endswith((".npy", ".npz"))] if os.path.isdir(cache) else []
         if len(blocks) >= after_blocks:
             break
         time.sleep(0.05)

@@ -93,23 +93,28 @@ MINE_FLAGS = ["--num_negatives=3", "--range_min=1", "--range_max=20", "--absolut
               "--batch_size=32", "--output_format=triplet", "--output_scores=True", "--progress=False"]
 
 
-def test_parity_with_sentence_transformers_mine_hard_negatives(pairs_file, model, tmp_path):
+def reference_mining(model, pairs: list[tuple[str, str]], use_faiss: bool) -> dict:
+    """``mine_hard_negatives`` with :data:`MINE_FLAGS`' settings, as ``{(query, positive): [(neg, score)]}``."""
     import datasets
     from sentence_transformers.util import mine_hard_negatives
 
+    ds = datasets.Dataset.from_dict({"query": [q for q, _ in pairs], "document": [p for _, p in pairs]})
+    mined = mine_hard_negatives(ds, model, anchor_column_name="query", positive_column_name="document",
+                                range_min=1, range_max=20, absolute_margin=0.05, num_negatives=3,
+                                sampling_strategy="top", output_format="triplet", output_scores=True,
+                                batch_size=32, use_faiss=use_faiss, verbose=False)
+    ref = defaultdict(list)
+    for r in mined:
+        ref[(r["query"], r["document"])].append((r["negative"], r["scores"][1]))
+    return ref
+
+
+def test_parity_with_sentence_transformers_mine_hard_negatives(pairs_file, model, tmp_path):
     rows, path = pairs_file
     out = tmp_path / "ours"
     run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={out}", *MINE_FLAGS, nproc=0)
-    ours = read_triplets(out / "mined.jsonl")
-    ds = datasets.Dataset.from_dict({"query": [r["query"] for r in rows], "document": [r["document"] for r in rows]})
-    ref_ds = mine_hard_negatives(ds, model, anchor_column_name="query", positive_column_name="document",
-                                 range_min=1, range_max=20, absolute_margin=0.05, num_negatives=3,
-                                 sampling_strategy="top", output_format="triplet", output_scores=True,
-                                 batch_size=32, use_faiss=False, verbose=False)
-    ref = defaultdict(list)
-    for r in ref_ds:
-        ref[(r["query"], r["document"])].append((r["negative"], r["scores"][1]))
-    assert_same_negatives(ours, ref, "mine_hard_negatives")
+    ref = reference_mining(model, [(r["query"], r["document"]) for r in rows], use_faiss=False)
+    assert_same_negatives(read_triplets(out / "mined.jsonl"), ref, "mine_hard_negatives")
 
 
 def test_mine_is_identical_for_any_world_size_with_random_sampling(pairs_file, tmp_path):
@@ -154,23 +159,13 @@ def layout_rows(n: int, seed: int) -> tuple[list, list[tuple[str, str]]]:
 
 
 def test_training_data_layouts_match_mine_hard_negatives_on_the_same_pairs(model, tmp_path):
-    import datasets
-    from sentence_transformers.util import mine_hard_negatives
-
     rows, pairs = layout_rows(400, seed=5)
     path = write_jsonl(tmp_path / "layouts.jsonl", rows)
     run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={tmp_path / 'ours'}", *MINE_FLAGS, nproc=2)
-    ours = read_triplets(tmp_path / "ours" / "mined.jsonl")
-    ds = datasets.Dataset.from_dict({"query": [q for q, _ in pairs], "document": [p for _, p in pairs]})
-    ref_ds = mine_hard_negatives(ds, model, anchor_column_name="query", positive_column_name="document",
-                                 range_min=1, range_max=20, absolute_margin=0.05, num_negatives=3,
-                                 sampling_strategy="top", output_format="triplet", output_scores=True,
-                                 batch_size=32, use_faiss=True, verbose=False)
-    ref = defaultdict(list)
-    for r in ref_ds:
-        ref[(r["query"], r["document"])].append((r["negative"], r["scores"][1]))
+    ref = reference_mining(model, pairs, use_faiss=True)
     assert len(pairs) > len(rows) * 1.3  # many rows hold several positives
-    assert_same_negatives(ours, ref, "mine_hard_negatives (training-data layouts)")
+    assert_same_negatives(read_triplets(tmp_path / "ours" / "mined.jsonl"), ref,
+                          "mine_hard_negatives (training-data layouts)")
     stats = json.load(open(tmp_path / "ours" / "stats.json"))
     assert stats["counts"]["pairs"] == len(pairs)
 

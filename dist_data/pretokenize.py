@@ -1,0 +1,362 @@
+"""Pack text into fixed-length token sequences for MLM pretraining (nomic's pretokenize semantics).
+
+Every document is tokenized with a fast tokenizer; documents shorter than ``seq_len`` are
+concatenated with the following ones until the sequence is full, longer ones run over several
+sequences (see :mod:`dist_data.pack`). ``--specials=document`` wraps each document in the
+tokenizer's special tokens (``[CLS] ... [SEP]`` for BERT), ``sequence`` wraps each sequence
+instead, ``none`` adds none. The last sequence of the dataset is padded, or dropped with
+``--drop_last``.
+
+    torchrun --standalone --nproc-per-node=2 -m dist_data.pretokenize --output_dir=out/tok   # shipped sample
+    torchrun --nproc-per-node=8 -m dist_data.pretokenize --dataset=wikipedia/ --text_key=text \\
+        --tokenizer_name=bert-base-uncased --seq_len=2048 --output_dir=out/wiki
+
+Two passes, each streaming (memory does not grow with the dataset): (1) each rank tokenizes its
+blocks of documents and caches every block's token stream (the cache is also what a killed run
+resumes from); (2) ranks learn where their slice starts in the global stream (one all-gather of
+token counts and of the first ``seq_len`` tokens of each slice) and write the sequences that
+start in their slice as a parquet part. Rank 0 then joins the parts into ``dataset/``
+(``datasets.load_from_disk``) or ``data/train-*.parquet`` (``--output_format=parquet``).
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import os
+import shutil
+import time
+from typing import Iterator
+
+import numpy as np
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from . import distributed
+from .dedup import content_hash
+from .embed import DEFAULT_MODEL, resolve_model
+from .io import BadRowError, InputError, atomic_open, build_catalog, get_texts, resolve_sources
+from .log import logger, progress
+from .pack import SPECIALS, Layout, PackStats, pack_slice
+from .pipeline import Stats, fmt_rows, merge_outputs, open_run, run_entry_point, sample_positions, write_parts
+from .wordnet import SAMPLE_TEXT
+
+RESULT_NAME = "dataset"
+FORMATS = ("hf", "parquet")
+ROW_GROUP = 1024  # sequences per parquet row group
+
+
+def load_tokenizer(name: str | None, revision: str | None):
+    """A fast tokenizer (the shipped MiniLM's for the default name) that never truncates."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(name), revision=revision, use_fast=True)
+    if not tok.is_fast:
+        raise ValueError(f"{name} has no fast tokenizer; pretokenize needs one")
+    tok.model_max_length = 1 << 62  # documents are split by the packer, never truncated
+    return tok
+
+
+def special_layout(tok, seq_len: int, specials: str) -> Layout:
+    """The tokenizer's own special tokens around one text (e.g. [CLS] x [SEP]) and its pad id."""
+    content = tok("hello world", add_special_tokens=False)["input_ids"]
+    wrapped = tok("hello world", add_special_tokens=True)["input_ids"]
+    at = next(i for i in range(len(wrapped) - len(content) + 1) if wrapped[i : i + len(content)] == content)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    return Layout(seq_len, specials, tuple(wrapped[:at]), tuple(wrapped[at + len(content) :]), int(pad))
+
+
+def _blocks_of_rows(catalog, lo: int, hi: int, selected: np.ndarray | None, block_docs: int) -> Iterator:
+    """This rank's rows ``[lo, hi)`` of the processed rows, grouped by block, in one pass."""
+    rows = catalog.read(selected[lo:hi]) if selected is not None else catalog.read_range(lo, hi)
+    block, current = [], None
+    for pos, row in enumerate(rows, start=lo):
+        b = pos // block_docs
+        if current is not None and b != current:
+            yield current, block
+            block = []
+        current = b
+        block.append(row)
+    if block:
+        yield current, block
+
+
+def tokenize_stage(info: distributed.DistInfo, stats: Stats, run, *, dataset: str, split: str, text_key: str,
+                   tok, layout: Layout, block_docs: int, max_rows: int | None, seed: int, on_bad_rows: str,
+                   show_progress: bool) -> tuple[list[str], list[dict]]:
+    """Pass 1: tokenize this rank's documents block by block; each block's stream cached as .npy."""
+    key = content_hash([tok.backend_tokenizer.to_str(), layout.specials, json.dumps([layout.prefix, layout.suffix])])
+    cache = os.path.join(run.cache_dir, f"tok-{key}")
+    os.makedirs(cache, exist_ok=True)
+    files, rejects, error = [], [], None
+    with stats.stage("tokenize") as rec:
+        try:
+            catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
+            selected = sample_positions(catalog.total, max_rows, seed) if max_rows else None
+            n = len(selected) if selected is not None else catalog.total
+            lo, hi = distributed.shard_range(n, info.rank, info.world_size, unit=block_docs)
+            if info.is_main:
+                stats.add("input_rows", catalog.total)
+                stats.add("dropped", catalog.total - n, reason="not_sampled")
+                logger.info("read: %s documents in %d file(s); %s on %d rank(s), %s here", fmt_rows(catalog.total),
+                            len(catalog.sources), fmt_rows(n), info.world_size, fmt_rows(hi - lo))
+            with progress(hi - lo, "tokenize", show_progress and info.is_main, unit="docs") as bar:
+                for b, rows in _blocks_of_rows(catalog, lo, hi, selected, block_docs):
+                    texts = []
+                    for row in rows:
+                        try:
+                            texts.append(get_texts(row, [text_key])[0])
+                        except BadRowError as e:
+                            if on_bad_rows == "error":
+                                raise
+                            rejects.append({"file": row.source, "line": row.line, "reason": e.reason,
+                                            "row": row.raw if row.raw is not None else row.value})
+                            stats.add("rejected", reason=e.reason.split(" (")[0].split(":")[0])
+                    files.append(_tokenize_block(tok, layout, texts, cache, b, stats))
+                    stats.add("read", len(rows))
+                    stats.add("documents", len(texts))
+                    rec["rows"] += len(rows)
+                    bar.update(len(rows))
+        except (BadRowError, InputError) as e:
+            error = e
+        distributed.raise_if_any_failed(error)
+    return files, rejects
+
+
+def _tokenize_block(tok, layout: Layout, texts: list[str], cache: str, block: int, stats: Stats) -> str:
+    path = os.path.join(cache, f"block-{block:07d}-{content_hash(texts)}.npz")
+    if os.path.exists(path):
+        with np.load(path) as z:
+            stats.add("tokens_in", int(z["tokens_in"]))
+            stats.add("document_specials", int(z["stream"].shape[0] - z["tokens_in"]))
+            stats.add("cached_blocks")
+        return path
+    ids = tok(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    stream = layout.document_stream(ids)
+    tokens_in = sum(len(i) for i in ids)
+    buf = _io.BytesIO()
+    np.savez(buf, stream=stream, tokens_in=np.int64(tokens_in))
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())
+    stats.add("tokens_in", tokens_in)
+    stats.add("document_specials", len(stream) - tokens_in)
+    return path
+
+
+def _streams(files: list[str]) -> Iterator[np.ndarray]:
+    for path in files:
+        with np.load(path) as z:
+            yield z["stream"]
+
+
+def _head(files: list[str], n: int) -> np.ndarray:
+    """The first ``n`` tokens of this rank's slice."""
+    out, have = [], 0
+    for stream in _streams(files):
+        if have >= n:
+            break
+        out.append(stream[: n - have])
+        have += len(out[-1])
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int32)
+
+
+def pack_stage(info: distributed.DistInfo, stats: Stats, run, files: list[str], layout: Layout, drop_last: bool,
+               with_special_mask: bool) -> None:
+    """Pass 2: find this slice's place in the global stream and write the sequences starting in it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with stats.stage("pack") as rec:
+        lengths = []
+        for path in files:
+            with np.load(path, mmap_mode=None) as z:
+                lengths.append(int(z["stream"].shape[0]))
+        totals = distributed.all_gather_object(sum(lengths))
+        start = sum(totals[: info.rank])
+        C = layout.content_len
+        heads = distributed.all_gather_object(_head(files, C))
+        later = [h for h in heads[info.rank + 1 :] if len(h)]
+        continuation = np.concatenate(later)[:C] if later else np.zeros(0, dtype=np.int32)
+        pstats = PackStats()
+        fields = [pa.field("input_ids", pa.list_(pa.int32())), pa.field("attention_mask", pa.list_(pa.int8()))]
+        if with_special_mask:
+            fields.append(pa.field("special_tokens_mask", pa.list_(pa.int8())))
+        schema = pa.schema(fields)
+        path = os.path.join(run.parts_dir, f"part-{info.rank:05d}.parquet")
+        with atomic_open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+            for packed in pack_slice(_streams(files), start, continuation, layout, drop_last, pstats):
+                cols = [packed.input_ids, packed.attention_mask] + ([packed.special_tokens_mask] if with_special_mask else [])
+                arrays = [pa.ListArray.from_arrays(np.arange(0, c.size + 1, c.shape[1], dtype=np.int32), c.reshape(-1))
+                          for c in cols]
+                writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+        for name in ("sequences", "tokens_out", "padding", "sequence_specials", "dropped_tokens"):
+            stats.add(name, getattr(pstats, name))
+        rec["rows"] = pstats.sequences
+
+
+def join_parts(run, world_size: int, output_format: str, rows_per_shard: int) -> str:
+    """Rank 0: the parts, in rank order, as one dataset (``dataset/`` or ``data/*.parquet``)."""
+    import pyarrow.parquet as pq
+
+    parts = [os.path.join(run.parts_dir, f"part-{r:05d}.parquet") for r in range(world_size)]
+    if output_format == "hf":
+        import datasets
+
+        out, tmp = run.file(RESULT_NAME), run.file(RESULT_NAME + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        ds = datasets.Dataset.from_parquet(parts, cache_dir=os.path.join(run.cache_dir, "hf"))
+        ds.save_to_disk(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+        return RESULT_NAME
+    import pyarrow as pa
+
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    n_shards = max(1, -(-total // rows_per_shard))
+    out, tmp = run.file("data"), run.file("data.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    schema = pq.ParquetFile(parts[0]).schema_arrow
+    batches = (b for p in parts for b in pq.ParquetFile(p).iter_batches(batch_size=ROW_GROUP))
+    # Fixed row groups (never the parts' batch boundaries), so the bytes do not depend on the ranks.
+    pending: list = []
+    for shard in range(n_shards):
+        size = min(rows_per_shard, total - shard * rows_per_shard)
+        with pq.ParquetWriter(os.path.join(tmp, f"train-{shard:05d}-of-{n_shards:05d}.parquet"), schema) as writer:
+            written = 0
+            while written < size:
+                want = min(ROW_GROUP, size - written)
+                while sum(b.num_rows for b in pending) < want:
+                    pending.append(next(batches))
+                table = pa.Table.from_batches(pending, schema=schema)
+                writer.write_table(table.slice(0, want), row_group_size=ROW_GROUP)
+                rest = table.slice(want)
+                pending = rest.to_batches() if rest.num_rows else []
+                written += want
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return "data"
+
+
+def run_pretokenize(info: distributed.DistInfo, args: dict, *, dataset: str, output_dir: str, text_key: str,
+                    tokenizer_name: str, seq_len: int, specials: str, drop_last: bool, special_tokens_mask: bool,
+                    output_format: str, rows_per_shard: int, block_docs: int, max_rows: int | None, seed: int,
+                    on_bad_rows: str, hf_save_name: str | None, overwrite: bool, show_progress: bool,
+                    revision: str | None, split: str) -> dict | None:
+    start = time.perf_counter()
+    run, done = open_run(info, output_dir, args, RESULT_NAME, overwrite)
+    if done is not None:
+        return done
+    stats = Stats()
+    if info.is_main:  # first: a run killed while tokenizing is then resumable
+        run.write_args()
+    tok = load_tokenizer(tokenizer_name, revision)
+    layout = special_layout(tok, seq_len, specials)
+    files, rejects = tokenize_stage(info, stats, run, dataset=dataset, split=split, text_key=text_key, tok=tok,
+                                    layout=layout, block_docs=block_docs, max_rows=max_rows, seed=seed,
+                                    on_bad_rows=on_bad_rows, show_progress=show_progress)
+    pack_stage(info, stats, run, files, layout, drop_last, special_tokens_mask)
+    write_parts(run, info.rank, [], None, rejects)
+    merged = merge_outputs(run, info.rank, info.world_size, stats, False, False,
+                           merge_result=lambda: join_parts(run, info.world_size, output_format, rows_per_shard))
+    if merged is not None:
+        c = merged["counts"]
+        expected = c.get("tokens_in", 0) + c.get("document_specials", 0) + c.get("sequence_specials", 0)
+        if c.get("tokens_out", 0) + c.get("dropped_tokens", 0) != expected:  # never: the packer's invariant
+            raise RuntimeError(f"token accounting failed: {c}")
+        logger.info("packed %s documents (%s tokens + %s specials) into %s sequences of %d (%s padding, %s tokens "
+                    "dropped with the last partial sequence), rejected %s, in %.0f s -> %s",
+                    fmt_rows(c.get("documents", 0)), fmt_rows(c.get("tokens_in", 0)),
+                    fmt_rows(c.get("document_specials", 0) + c.get("sequence_specials", 0)),
+                    fmt_rows(c.get("sequences", 0)), seq_len, fmt_rows(c.get("padding", 0)),
+                    fmt_rows(c.get("dropped_tokens", 0)), fmt_rows(sum(c.get("rejected", {}).values())),
+                    time.perf_counter() - start, run.file(merged["outputs"]["result"]))
+        if hf_save_name:
+            push_to_hub(run, output_format, hf_save_name)
+    return merged
+
+
+def push_to_hub(run, output_format: str, name: str) -> None:
+    """Upload the joined dataset; where the hub cannot be reached the local result stands, and we say so."""
+    import datasets
+
+    try:
+        if output_format == "hf":
+            ds = datasets.load_from_disk(run.file(RESULT_NAME))
+        else:
+            ds = datasets.load_dataset("parquet", data_dir=run.file("data"), split="train")
+        ds.push_to_hub(name)
+        logger.info("pushed to the hub as %s", name)
+    except Exception as e:  # noqa: BLE001 - the local output is complete; report and go on
+        logger.error("could not push to the hub as %s (%s: %s); the dataset is complete in %s",
+                     name, type(e).__name__, str(e).splitlines()[0] if str(e) else "", run.path)
+
+
+@record
+def main(
+    output_dir: str,
+    dataset: str = SAMPLE_TEXT,
+    text_key: str = "text",
+    tokenizer_name: str = DEFAULT_MODEL,
+    seq_len: int = 512,
+    specials: str = "document",
+    drop_last: bool = False,
+    special_tokens_mask: bool = False,
+    output_format: str = "hf",
+    rows_per_shard: int = 100_000,
+    block_docs: int = 1024,
+    max_rows: int | None = None,
+    seed: int = 42,
+    on_bad_rows: str = "error",
+    hf_save_name: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    revision: str | None = None,
+    split: str = "train",
+    timeout_minutes: int = 120,
+) -> None:
+    """Pack documents into token sequences; see the module docstring.
+
+    Args:
+        dataset: jsonl(.gz), parquet, csv, .txt (a document per line), folders, globs, save_to_disk
+            folders or Hugging Face names. Default: the shipped WordNet text sample.
+        text_key: the text field.
+        tokenizer_name: a fast tokenizer (hub name or path); default the shipped MiniLM's (BERT uncased).
+        seq_len: tokens per sequence.
+        specials: ``document`` ([CLS] doc [SEP] for each document), ``sequence`` ([CLS] ... [SEP]
+            around each sequence) or ``none``.
+        drop_last: drop the dataset's last sequence when partial (else it is padded).
+        special_tokens_mask: also write the ``special_tokens_mask`` column (1 at specials and padding).
+        output_format: ``hf`` (``dataset/`` for ``datasets.load_from_disk``) or ``parquet``
+            (``data/train-*-of-*.parquet``, ``rows_per_shard`` sequences each).
+        block_docs: documents per tokenization block (the unit of caching and of resume).
+        hf_save_name: also push the result to the hub under this name (where the hub is reachable).
+    """
+    args = dict(locals())
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the fast tokenizer's threads: one share of the cores per rank
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // local_world)))
+    problems = []
+    for name, value, low in [("seq_len", seq_len, 1), ("rows_per_shard", rows_per_shard, 1),
+                             ("block_docs", block_docs, 1)]:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            problems.append(f"--{name} must be an integer >= {low}, got {value!r}")
+    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
+        problems.append(f"--max_rows must be an integer >= 1, got {max_rows!r}")
+    if specials not in SPECIALS:
+        problems.append(f"--specials must be one of {', '.join(SPECIALS)}, got {specials!r}")
+    if output_format not in FORMATS:
+        problems.append(f"--output_format must be one of {', '.join(FORMATS)}, got {output_format!r}")
+    if on_bad_rows not in ("error", "skip"):
+        problems.append(f"--on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
+    run_entry_point(problems, timeout_minutes, lambda info: run_pretokenize(
+        info, args, dataset=str(dataset), output_dir=str(output_dir), text_key=str(text_key),
+        tokenizer_name=tokenizer_name, seq_len=seq_len, specials=specials, drop_last=bool(drop_last),
+        special_tokens_mask=bool(special_tokens_mask), output_format=output_format, rows_per_shard=rows_per_shard,
+        block_docs=block_docs, max_rows=max_rows, seed=seed, on_bad_rows=on_bad_rows, hf_save_name=hf_save_name,
+        overwrite=bool(overwrite), show_progress=bool(progress), revision=revision, split=split))
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main)
