@@ -51,11 +51,15 @@ class Layout:
 
     def document_stream(self, docs: Sequence[Sequence[int]]) -> np.ndarray:
         """Documents' tokens concatenated (wrapped in specials with ``specials='document'``)."""
-        if self.specials == "document":
-            docs = [[*self.prefix, *d, *self.suffix] for d in docs]
         if not docs:
             return np.zeros(0, dtype=np.int32)
-        return np.fromiter((t for d in docs for t in d), dtype=np.int32, count=sum(len(d) for d in docs))
+        if self.specials != "document":
+            return np.concatenate([np.asarray(d, dtype=np.int32) for d in docs])
+        prefix, suffix = np.asarray(self.prefix, dtype=np.int32), np.asarray(self.suffix, dtype=np.int32)
+        parts = []
+        for d in docs:
+            parts += [prefix, np.asarray(d, dtype=np.int32), suffix]
+        return np.concatenate(parts)
 
 
 @dataclass
