@@ -236,6 +236,15 @@ def _iter_source_selected(source: Source, local_ids: np.ndarray) -> Iterator[tup
             nxt = next(want, None)
 
 
+def read_rows(path: str) -> list[Row]:
+    """Every row of one small file (jsonl/.gz, json, parquet, csv, tsv), with file and line."""
+    kind = _kind_of(path)
+    if kind is None:
+        raise InputError(f"{path}: unsupported file type (expected one of {', '.join(SUFFIXES)})")
+    return [Row(i, path, line, value, raw, error)
+            for i, (line, value, raw, error) in enumerate(_iter_source(Source(path, kind)))]
+
+
 @dataclass(frozen=True)
 class Catalog:
     """The sources of a run and their row counts; global id = offset of the source + row index."""

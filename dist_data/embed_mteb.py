@@ -1,0 +1,270 @@
+"""Embed MTEB datasets once, in the layout that heads trained on frozen embeddings read.
+
+    torchrun --nproc-per-node=8 -m dist_data.embed_mteb --task_type=classification \\
+        --dataset_name=banking77 --model_name=NAME --batch_size=256 --save_root_path=DIR
+    python -m dist_data.embed_mteb --task_type=sts --dataset_name=all --data_path=local/ --save_root_path=DIR
+
+Output ``DIR/{model name, / -> _}/{dataset}/`` (vectors L2-normalised, rows in dataset order):
+
+- classification, clustering: ``{split}.npz`` {data [N, D], label [N]}; string labels are mapped
+  to ints by sorted order over the union of all splits, saved as ``label_mapping.json``;
+  clustering rows (lists of sentences and labels) are flattened.
+- retrieval: ``corpus.npz`` {data, id} (title and text joined by a space), ``queries.npz``
+  {data, id}, ``{split}.npz`` {query_id, corpus_id} from the qrels (score > 0).
+- sts: ``{split}.npz`` {sentence1, sentence2, score}; pair_classification: {sentence1,
+  sentence2, label}; reranking: {query, positive, negative, positive_offsets, negative_offsets}
+  (the positives of query i are ``positive[positive_offsets[i]:positive_offsets[i+1]]``).
+
+A split whose file exists is skipped (resume). Each split's texts are embedded in fixed blocks
+owned by whole ranks, so the vectors are the same for any number of ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from . import distributed
+from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
+from .io import (BadRowError, InputError, Row, atomic_open, beir_join, get_beir_document, get_beir_query, read_qrels,
+                 read_rows, write_json)
+from .log import logger, progress, setup_logging
+from .pipeline import Stats, fmt_rows
+from .tasks import TASK_TYPES, TaskRef, as_list, local_splits, resolve_tasks, split_file
+
+
+def model_folder(model_name: str) -> str:
+    return (model_name or DEFAULT_MODEL).replace("/", "_")
+
+
+def _field(row: Row, key: str) -> Any:
+    if row.error is not None:
+        raise BadRowError(row.source, row.line, row.error)
+    if not isinstance(row.value, dict) or key not in row.value:
+        raise BadRowError(row.source, row.line, f"missing column {key!r}")
+    return row.value[key]
+
+
+def _text(row: Row, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRowError(row.source, row.line, f"{key!r} must be a non-empty string, got {value!r:.60}")
+    return value
+
+
+def load_split(folder: str, task_type: str, split: str) -> dict[str, Any]:
+    """One split of a local dataset as flat columns (texts, labels, scores, offsets)."""
+    if task_type == "retrieval":
+        judged, bad = read_qrels(os.path.join(folder, "qrels", f"{split}.tsv"))
+        if bad:
+            raise bad[0]
+        pairs = [(q.query_id, q.doc_id) for q in judged if q.score > 0]
+        return {"query_id": np.array([p[0] for p in pairs]), "corpus_id": np.array([p[1] for p in pairs])}
+    rows = read_rows(split_file(folder, split))
+    if not rows:
+        raise InputError(f"{folder}: split {split!r} is empty")
+    out: dict[str, list] = {}
+    if task_type == "classification":
+        out = {"text": [_text(r, "text", _field(r, "text")) for r in rows], "label": [_field(r, "label") for r in rows]}
+    elif task_type == "clustering":
+        out = {"text": [], "label": []}
+        for r in rows:
+            sentences, labels = as_list(_field(r, "sentences")), as_list(_field(r, "labels"))
+            if len(sentences) != len(labels):
+                raise BadRowError(r.source, r.line, f"{len(sentences)} sentences but {len(labels)} labels")
+            out["text"] += [_text(r, "sentences", s) for s in sentences]
+            out["label"] += labels
+    elif task_type in ("sts", "pair_classification"):
+        target = "score" if task_type == "sts" else "label"
+        out = {"sentence1": [], "sentence2": [], target: []}
+        for r in rows:
+            s1, s2 = as_list(_field(r, "sentence1")), as_list(_field(r, "sentence2"))
+            t = as_list(_field(r, target if target in (r.value or {}) else target + "s"))
+            if not len(s1) == len(s2) == len(t):
+                raise BadRowError(r.source, r.line, "sentence1, sentence2 and the targets differ in length")
+            out["sentence1"] += [_text(r, "sentence1", s) for s in s1]
+            out["sentence2"] += [_text(r, "sentence2", s) for s in s2]
+            out[target] += [float(x) if target == "score" else int(x) for x in t]
+    elif task_type == "reranking":
+        out = {"query": [], "positive": [], "negative": [], "positive_offsets": [0], "negative_offsets": [0]}
+        for r in rows:
+            out["query"].append(_text(r, "query", _field(r, "query")))
+            for key in ("positive", "negative"):
+                texts = [_text(r, key, t) for t in as_list(_field(r, key))]
+                out[key] += texts
+                out[f"{key}_offsets"].append(out[f"{key}_offsets"][-1] + len(texts))
+    return out
+
+
+def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequence[str], role: str,
+                block_rows: int, stats: Stats, show_progress: bool) -> np.ndarray:
+    """All ``texts`` embedded (each rank its blocks), gathered in order on every rank."""
+    lo, hi = distributed.shard_range(len(texts), info.rank, info.world_size, unit=block_rows)
+    parts = []
+    with progress(hi - lo, role, show_progress and info.is_main) as bar:
+        for s in range(lo, hi, block_rows):
+            e = min(s + block_rows, hi)
+            parts.append(embedder.embed(list(texts[s:e]), f"{role}-{s // block_rows:07d}"))
+            bar.update(e - s)
+    mine = np.concatenate(parts) if parts else embedder.embed([], f"{role}-empty")
+    stats.add("embedded", hi - lo)
+    return distributed.all_gather_array(mine)
+
+
+def save_npz(path: str, **arrays: np.ndarray) -> None:
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def label_mapping(labels: Sequence[Any]) -> dict[Any, int]:
+    """Labels -> ints by sorted order (strings alphabetically, numbers numerically)."""
+    unique = set(labels)
+    if all(isinstance(v, str) for v in unique) or all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        for v in unique):
+        order = sorted(unique)
+    else:
+        order = sorted(unique, key=json.dumps)
+    return {v: i for i, v in enumerate(order)}
+
+
+def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir: str, embedder_for, block_rows: int,
+                  stats: Stats, show_progress: bool) -> None:
+    """Every split of one dataset (skipping those already written)."""
+    os.makedirs(out_dir, exist_ok=True)
+    splits = local_splits(folder, ref.task_type)
+    if not splits:
+        raise InputError(f"{folder}: no splits found for a {ref.task_type} dataset")
+    embedder = embedder_for(ref.name)
+    todo = [s for s in splits if not os.path.exists(os.path.join(out_dir, f"{s}.npz"))]
+    stats.add("splits_skipped", len(splits) - len(todo))
+    if ref.task_type in ("classification", "clustering"):
+        data = {s: load_split(folder, ref.task_type, s) for s in splits}  # labels: union of all splits
+        mapping = label_mapping([v for d in data.values() for v in d["label"]])
+        if info.is_main:
+            write_json(os.path.join(out_dir, "label_mapping.json"), {str(k): v for k, v in mapping.items()})
+        for s in todo:
+            vectors = embed_texts(info, embedder, data[s]["text"], f"{ref.name}-{s}", block_rows, stats, show_progress)
+            if info.is_main:
+                save_npz(os.path.join(out_dir, f"{s}.npz"), data=vectors,
+                         label=np.array([mapping[v] for v in data[s]["label"]], dtype=np.int64))
+            stats.add("rows", len(vectors))
+    elif ref.task_type == "retrieval":
+        for name, reader in (("corpus", get_beir_document), ("queries", get_beir_query)):
+            path = os.path.join(out_dir, f"{name}.npz")
+            if os.path.exists(path):
+                continue
+            rows = [reader(r) for r in read_rows(split_file(folder, name))]
+            ids = np.array([r[0] for r in rows])
+            texts = [beir_join(r[1], r[2]) for r in rows] if name == "corpus" else [r[1] for r in rows]
+            vectors = embed_texts(info, embedder, texts, f"{ref.name}-{name}", block_rows, stats, show_progress)
+            if info.is_main:
+                save_npz(path, data=vectors, id=ids)
+            stats.add("rows", len(vectors))
+        for s in todo:
+            if info.is_main:
+                save_npz(os.path.join(out_dir, f"{s}.npz"), **load_split(folder, "retrieval", s))
+    else:
+        for s in todo:
+            d = load_split(folder, ref.task_type, s)
+            arrays = {}
+            for key, value in d.items():
+                if value and isinstance(value[0], str):
+                    arrays[key] = embed_texts(info, embedder, value, f"{ref.name}-{s}-{key}", block_rows, stats,
+                                              show_progress)
+                else:
+                    arrays[key] = np.asarray(value, dtype=np.float32 if key == "score" else np.int64)
+            if info.is_main:
+                save_npz(os.path.join(out_dir, f"{s}.npz"), **arrays)
+            stats.add("rows", len(next(iter(arrays.values()))))
+    distributed.barrier()
+
+
+def prompts_for(prompt: str | None) -> dict[str, str] | str:
+    """``--prompt``: a string for every dataset, or a JSON file ``{dataset: prompt}``."""
+    if prompt and os.path.isfile(prompt) and prompt.endswith(".json"):
+        with open(prompt, encoding="utf-8") as f:
+            return json.load(f)
+    return prompt or ""
+
+
+def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: str, model_name: str,
+                   batch_size: int, save_root_path: str, data_path: str | None, prompt: str | None,
+                   max_seq_length: int | None, dtype: str, revision: str | None, show_progress: bool) -> Stats:
+    start = time.perf_counter()
+    refs = resolve_tasks(task_type, dataset_name, data_path)
+    if not data_path:
+        raise InputError("this build reads MTEB datasets from --data_path (a folder per dataset, see "
+                         "`python -m dist_data.embed_mteb --help`); the hub is not reachable here")
+    stats = Stats()
+    model = load_model(model_name, info.device, dtype, max_seq_length, revision)
+    prompts = prompts_for(prompt)
+    cache = os.path.join(save_root_path, model_folder(model_name), ".cache")
+
+    def embedder_for(name: str) -> BlockEmbedder:
+        p = prompts.get(name, "") if isinstance(prompts, dict) else prompts
+        return BlockEmbedder(model, spec_for(model, model_name, revision, p, dtype, batch_size), cache)
+
+    for ref in refs:
+        folder = os.path.join(data_path, ref.name)
+        if not os.path.isdir(folder):
+            raise InputError(f"no folder {folder} for dataset {ref.name!r}")
+        out_dir = os.path.join(save_root_path, model_folder(model_name), ref.name)
+        with stats.stage(ref.name) as rec:
+            embed_dataset(info, ref, folder, out_dir, embedder_for, BATCHES_PER_BLOCK * batch_size, stats,
+                          show_progress)
+            rec["rows"] = stats.counts.get("rows", 0)
+    if info.is_main:
+        logger.info("embedded %d %s dataset(s): %s rows, %s split(s) already there, in %.0f s -> %s", len(refs),
+                    task_type, fmt_rows(stats.counts.get("rows", 0)), stats.counts.get("splits_skipped", 0),
+                    time.perf_counter() - start, os.path.join(save_root_path, model_folder(model_name)))
+    return stats
+
+
+@record
+def main(
+    task_type: str,
+    save_root_path: str,
+    dataset_name: str = "all",
+    model_name: str = DEFAULT_MODEL,
+    batch_size: int = 64,
+    data_path: str | None = None,
+    prompt: str | None = None,
+    max_seq_length: int | None = None,
+    dtype: str = "float32",
+    revision: str | None = None,
+    progress: bool = True,
+    timeout_minutes: int = 120,
+) -> None:
+    """Embed MTEB datasets; see the module docstring.
+
+    Args:
+        task_type: classification, clustering, retrieval, sts, reranking or pair_classification.
+        dataset_name: an MTEB task name (or its dataset's name, e.g. banking77), a comma list, or ``all``.
+        data_path: a folder with one sub-folder per dataset in MTEB's column layout.
+        prompt: an instruction prefix for every text, or a JSON file mapping dataset -> prompt.
+    """
+    import sys
+
+    with distributed.process_group(timeout_minutes) as info:
+        setup_logging(info.rank, info.local_rank, info.world_size)
+        try:
+            if task_type not in TASK_TYPES:
+                raise ValueError(f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
+            run_embed_mteb(info, task_type=task_type, dataset_name=str(dataset_name), model_name=model_name,
+                           batch_size=batch_size, save_root_path=str(save_root_path),
+                           data_path=None if data_path is None else str(data_path), prompt=prompt,
+                           max_seq_length=max_seq_length, dtype=dtype, revision=revision, show_progress=bool(progress))
+        except (ValueError, InputError, BadRowError) as e:
+            if info.is_main:
+                logger.error("%s", e)
+            sys.exit(2)
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main)

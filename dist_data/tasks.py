@@ -1,0 +1,124 @@
+"""MTEB-shaped datasets: task types, the task registry check, and reading a task's splits.
+
+Local layout read with ``--data_path`` (the shape MTEB's datasets have on the hub)::
+
+    DATA/{dataset}/{split}.jsonl     classification      {"text", "label"}
+                                     clustering          {"sentences": [...], "labels": [...]}
+                                     sts                 {"sentence1", "sentence2", "score"}
+                                     pair_classification {"sentence1", "sentence2", "label"}
+                                                         (or MTEB's lists: {"sentence1": [...], "sentence2": [...], "labels": [...]})
+                                     reranking           {"query", "positive": [...], "negative": [...]}
+    DATA/{dataset}/corpus.jsonl, queries.jsonl, qrels/{split}.tsv      retrieval (BeIR)
+
+Every file may also be ``.jsonl.gz`` or ``.parquet``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .io import InputError
+
+TASK_TYPES = {
+    "classification": "Classification",
+    "clustering": "Clustering",
+    "retrieval": "Retrieval",
+    "sts": "STS",
+    "reranking": "Reranking",
+    "pair_classification": "PairClassification",
+}
+SPLIT_ORDER = ("train", "validation", "dev", "test")
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A dataset of one task type: its MTEB name and the folder name used for outputs."""
+
+    task_type: str
+    name: str  # as the user gave it (the output folder)
+    mteb_name: str | None  # the registry's name, when mteb is installed
+
+
+def registry(task_type: str) -> dict[str, str]:
+    """``{lower-case alias: MTEB task name}`` of a task type: task names and dataset path suffixes.
+
+    Raises:
+        ImportError: without the ``mteb`` package.
+    """
+    import mteb
+
+    names: dict[str, str] = {}
+    for task in mteb.get_tasks(task_types=[TASK_TYPES[task_type]]):
+        meta = task.metadata
+        names[meta.name.lower()] = meta.name
+        path = (meta.dataset or {}).get("path", "")
+        if path:
+            names.setdefault(path.split("/")[-1].lower(), meta.name)
+    return names
+
+
+def resolve_tasks(task_type: str, dataset_name: str, data_path: str | None) -> list[TaskRef]:
+    """The datasets to run, checked against MTEB's registry (and, with ``data_path``, the folder).
+
+    ``dataset_name='all'``: every task of the type (with ``data_path``: every dataset folder there).
+
+    Raises:
+        ValueError: an unknown task type, or a name the registry does not know (valid names listed).
+    """
+    if task_type not in TASK_TYPES:
+        raise ValueError(f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
+    try:
+        known = registry(task_type)
+    except ImportError:
+        known = None
+    if dataset_name == "all":
+        if data_path:
+            names = sorted(d for d in os.listdir(data_path) if os.path.isdir(os.path.join(data_path, d)))
+        elif known is not None:
+            names = sorted(set(known.values()))
+        else:
+            raise ValueError("--dataset_name=all needs the mteb package (pip install mteb) or --data_path")
+    else:
+        names = [n for n in str(dataset_name).split(",") if n]
+    refs = []
+    for name in names:
+        mteb_name = None
+        if known is not None:
+            mteb_name = known.get(name.lower())
+            if mteb_name is None and not data_path:
+                valid = sorted(set(known.values()))
+                raise ValueError(f"{name!r} is not a {task_type} task of the MTEB registry; valid names: "
+                                 f"{', '.join(valid[:60])}{' ...' if len(valid) > 60 else ''}")
+        refs.append(TaskRef(task_type, name, mteb_name))
+    return refs
+
+
+def _find(folder: str, stem: str) -> str | None:
+    for suffix in (".jsonl", ".jsonl.gz", ".parquet", ".json"):
+        path = os.path.join(folder, stem + suffix)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def local_splits(folder: str, task_type: str) -> list[str]:
+    """The splits present in a local dataset folder, in train, validation, dev, test order."""
+    if task_type == "retrieval":
+        found = {os.path.basename(p).rsplit(".", 1)[0] for p in glob.glob(os.path.join(folder, "qrels", "*.tsv"))}
+    else:
+        found = {os.path.basename(p).split(".")[0] for p in glob.glob(os.path.join(folder, "*.*"))}
+    return sorted(found & set(SPLIT_ORDER), key=SPLIT_ORDER.index) + sorted(found - set(SPLIT_ORDER) - {"corpus", "queries"})
+
+
+def split_file(folder: str, stem: str) -> str:
+    path = _find(folder, stem)
+    if path is None:
+        raise InputError(f"{folder}: no {stem}.jsonl / .jsonl.gz / .parquet")
+    return path
+
+
+def as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]

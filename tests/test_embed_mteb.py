@@ -1,0 +1,153 @@
+"""``dist_data.embed_mteb`` on local MTEB-shaped datasets built from WordNet: every task type's
+npz layout, row by row against a single-process ``SentenceTransformer.encode``; 2 ranks via torchrun."""
+
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, write_jsonl
+from dist_data.wordnet import iter_synsets
+
+POS_NAME = {"n": "noun", "v": "verb", "a": "adjective", "r": "adverb"}
+
+
+def build(root) -> dict:
+    """One dataset per task type, real WordNet text."""
+    rng = random.Random(0)
+    synsets = rng.sample([s for s in iter_synsets() if s.examples], 400)
+    d = {}
+
+    def folder(name):
+        path = os.path.join(root, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    # classification: definition -> part of speech (string labels); a label only in test
+    f = folder("wn_pos")
+    write_jsonl(os.path.join(f, "train.jsonl"), [{"text": s.definition, "label": POS_NAME[s.pos]} for s in synsets[:150]
+                                                  if s.pos != "r"])
+    write_jsonl(os.path.join(f, "test.jsonl"), [{"text": s.definition, "label": POS_NAME[s.pos]} for s in synsets[150:250]])
+    # clustering: rows of sentences with their lexicographer-file labels, test only
+    f = folder("wn_lexfile")
+    write_jsonl(os.path.join(f, "test.jsonl"), [{"sentences": [s.definition for s in synsets[i : i + 40]],
+                                                 "labels": [s.lexfile for s in synsets[i : i + 40]]}
+                                                for i in range(0, 200, 40)])
+    # retrieval: lemma -> definition
+    f = folder("wn_lemma")
+    write_jsonl(os.path.join(f, "corpus.jsonl"), [{"_id": s.id, "title": "", "text": s.definition} for s in synsets[:120]])
+    write_jsonl(os.path.join(f, "queries.jsonl"), [{"_id": f"q{i}", "text": s.lemmas[0]} for i, s in enumerate(synsets[:60])])
+    os.makedirs(os.path.join(f, "qrels"), exist_ok=True)
+    with open(os.path.join(f, "qrels", "test.tsv"), "w") as out:
+        out.write("query-id\tcorpus-id\tscore\n")
+        out.writelines(f"q{i}\t{s.id}\t1\n" for i, s in enumerate(synsets[:60]))
+    # sts: a definition and an example of the same synset (5) or of another (lemma-overlap score)
+    f = folder("wn_sts")
+    rows = []
+    for i, s in enumerate(synsets[:80]):
+        other = synsets[(i * 7 + 3) % 400] if i % 2 else s
+        overlap = len(set(s.lemmas) & set(other.lemmas)) / len(set(s.lemmas) | set(other.lemmas))
+        rows.append({"sentence1": s.definition, "sentence2": other.examples[0], "score": round(5 * overlap, 2)})
+    write_jsonl(os.path.join(f, "test.jsonl"), rows)
+    # pair classification in MTEB's list layout
+    f = folder("wn_pairs")
+    write_jsonl(os.path.join(f, "test.jsonl"), [{"sentence1": [r["sentence1"] for r in rows],
+                                                 "sentence2": [r["sentence2"] for r in rows],
+                                                 "labels": [int(r["score"] == 5) for r in rows]}])
+    # reranking: a lemma, its definition, and definitions of other synsets
+    f = folder("wn_rerank")
+    write_jsonl(os.path.join(f, "test.jsonl"), [{"query": s.lemmas[0], "positive": [s.definition],
+                                                 "negative": [synsets[(i + k) % 400].definition for k in (1, 2, 3)][: 1 + i % 3]}
+                                                for i, s in enumerate(synsets[:50])])
+    d["synsets"] = synsets
+    return d
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mteb")
+    data = build(root / "data")
+    out = root / "out"
+    for task_type, name in [("classification", "wn_pos"), ("clustering", "wn_lexfile"), ("retrieval", "wn_lemma"),
+                            ("sts", "wn_sts"), ("pair_classification", "wn_pairs"), ("reranking", "wn_rerank")]:
+        run_cli("dist_data.embed_mteb", f"--task_type={task_type}", f"--dataset_name={name}",
+                f"--data_path={root / 'data'}", f"--save_root_path={out}", "--batch_size=16", "--progress=False",
+                nproc=2)
+    return root / "data", out / "sentence-transformers_all-MiniLM-L6-v2", data
+
+
+def close(model, texts, got):
+    ref = model.encode(texts, batch_size=16, normalize_embeddings=True)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def rows(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_classification_labels_over_all_splits(embedded, model):
+    data, out, _ = embedded
+    mapping = json.load(open(out / "wn_pos" / "label_mapping.json"))
+    assert list(mapping) == sorted(mapping) and set(mapping) == {"adjective", "adverb", "noun", "verb"}
+    for split in ("train", "test"):
+        z = np.load(out / "wn_pos" / f"{split}.npz")
+        src = rows(data / "wn_pos" / f"{split}.jsonl")
+        close(model, [r["text"] for r in src], z["data"])
+        assert z["label"].tolist() == [mapping[r["label"]] for r in src]
+
+
+def test_clustering_rows_flattened(embedded, model):
+    data, out, _ = embedded
+    z = np.load(out / "wn_lexfile" / "test.npz")
+    src = rows(data / "wn_lexfile" / "test.jsonl")
+    close(model, [t for r in src for t in r["sentences"]], z["data"])
+    labels = sorted({x for r in src for x in r["labels"]})  # numbers: numeric order, one space for all splits
+    assert z["label"].tolist() == [labels.index(x) for r in src for x in r["labels"]]
+    assert json.load(open(out / "wn_lexfile" / "label_mapping.json")) == {str(x): i for i, x in enumerate(labels)}
+
+
+def test_retrieval_corpus_queries_qrels(embedded, model):
+    data, out, _ = embedded
+    corpus = rows(data / "wn_lemma" / "corpus.jsonl")
+    z = np.load(out / "wn_lemma" / "corpus.npz")
+    close(model, [(c["title"] + " " + c["text"]).strip() for c in corpus], z["data"])
+    assert z["id"].tolist() == [c["_id"] for c in corpus]
+    q = np.load(out / "wn_lemma" / "queries.npz")
+    assert q["id"].tolist() == [f"q{i}" for i in range(60)]
+    qrels = np.load(out / "wn_lemma" / "test.npz")
+    assert qrels["query_id"].tolist()[:2] == ["q0", "q1"] and len(qrels["corpus_id"]) == 60
+
+
+def test_sts_pair_classification_reranking(embedded, model):
+    data, out, _ = embedded
+    src = rows(data / "wn_sts" / "test.jsonl")
+    z = np.load(out / "wn_sts" / "test.npz")
+    close(model, [r["sentence1"] for r in src], z["sentence1"])
+    close(model, [r["sentence2"] for r in src], z["sentence2"])
+    np.testing.assert_allclose(z["score"], [r["score"] for r in src], rtol=1e-6)
+    p = np.load(out / "wn_pairs" / "test.npz")
+    assert p["label"].tolist() == [int(r["score"] == 5) for r in src]
+    np.testing.assert_array_equal(p["sentence1"], z["sentence1"])
+    rr = rows(data / "wn_rerank" / "test.jsonl")
+    r = np.load(out / "wn_rerank" / "test.npz")
+    close(model, [x["query"] for x in rr], r["query"])
+    close(model, [t for x in rr for t in x["negative"]], r["negative"])
+    offsets = r["negative_offsets"]
+    assert offsets[0] == 0 and np.diff(offsets).tolist() == [len(x["negative"]) for x in rr]
+    assert r["positive_offsets"].tolist() == list(range(51))
+
+
+def test_existing_split_is_skipped_and_bad_names_are_clear(embedded, tmp_path):
+    data, out, _ = embedded
+    before = os.path.getmtime(out / "wn_pos" / "test.npz")
+    proc = run_cli("dist_data.embed_mteb", "--task_type=classification", "--dataset_name=wn_pos", f"--data_path={data}",
+                   f"--save_root_path={out.parent}", "--batch_size=16", "--progress=False", nproc=0)
+    assert os.path.getmtime(out / "wn_pos" / "test.npz") == before and "2 split(s) already there" in proc.stderr
+    proc = run_cli("dist_data.embed_mteb", "--task_type=classify", f"--save_root_path={tmp_path}", nproc=0, check=False)
+    assert proc.returncode == 2 and "--task_type must be one of classification" in proc.stderr
+    proc = run_cli("dist_data.embed_mteb", "--task_type=sts", "--dataset_name=nope", f"--data_path={data}",
+                   f"--save_root_path={tmp_path}", nproc=0, check=False)
+    assert proc.returncode == 2 and "no folder" in proc.stderr
