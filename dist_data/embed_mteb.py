@@ -138,6 +138,9 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
     splits = local_splits(folder, ref.task_type)
     if not splits:
         raise InputError(f"{folder}: no splits found for a {ref.task_type} dataset")
+    if info.is_main:  # what dist_data.combine reads to find a task type's datasets
+        write_json(os.path.join(out_dir, "meta.json"), {"task_type": ref.task_type, "dataset": ref.name,
+                                                        "mteb_name": ref.mteb_name, "splits": splits})
     embedder = embedder_for(ref.name)
     todo = [s for s in splits if not os.path.exists(os.path.join(out_dir, f"{s}.npz"))]
     stats.add("splits_skipped", len(splits) - len(todo))
@@ -254,7 +257,8 @@ def main(
         try:
             if task_type not in TASK_TYPES:
                 raise ValueError(f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
-            run_embed_mteb(info, task_type=task_type, dataset_name=str(dataset_name), model_name=model_name,
+            names = ",".join(map(str, dataset_name)) if isinstance(dataset_name, (list, tuple)) else str(dataset_name)
+            run_embed_mteb(info, task_type=task_type, dataset_name=names, model_name=model_name,
                            batch_size=batch_size, save_root_path=str(save_root_path),
                            data_path=None if data_path is None else str(data_path), prompt=prompt,
                            max_seq_length=max_seq_length, dtype=dtype, revision=revision, show_progress=bool(progress))

@@ -27,7 +27,7 @@ from .embed import BlockEmbedder, load_model, spec_for
 from .io import BadRowError, beir_join, get_beir_document, get_beir_query, get_query_positives, read_qrels
 from .keys import KeyedVectors, Owners, global_first
 from .log import logger, progress
-from .pipeline import RunDir, Stats, embed_by_block, read_stage
+from .pipeline import RunDir, Stats, embed_by_block, read_stage, reject_reason
 from .select import PAD_ID, exact_scores
 
 
@@ -165,7 +165,7 @@ def _bad_rows(errors: Sequence[BadRowError], on_bad_rows: str, stats: Stats) -> 
     """Raise the first (on every rank) with ``error``; with ``skip``, the rejects records, counted."""
     distributed.raise_if_any_failed(errors[0] if errors and on_bad_rows == "error" else None)
     for e in errors:
-        stats.add("rejected", reason=e.reason.split(" (")[0].split(":")[0].split(" '")[0])
+        stats.add("rejected", reason=reject_reason(e.reason).split(" '")[0])
     return [{"file": e.source, "line": e.line, "reason": e.reason, "row": None} for e in errors]
 
 

@@ -191,6 +191,25 @@ class Shard:
 
 
 Parse = Callable[[Row], Any]
+REJECTED = object()
+
+
+def reject_reason(reason: str) -> str:
+    """The kind of a bad row, for counting: its reason without the details after "(" or ":"."""
+    return reason.split(" (")[0].split(":")[0]
+
+
+def parse_or_reject(row: Row, parse: Parse, on_bad_rows: str, rejects: list[dict[str, Any]], stats: Stats) -> Any:
+    """``parse(row)``; a bad row raises (``on_bad_rows='error'``) or is set aside and counted (:data:`REJECTED`)."""
+    try:
+        return parse(row)
+    except BadRowError as e:
+        if on_bad_rows == "error":
+            raise
+        rejects.append({"file": row.source, "line": row.line, "reason": e.reason,
+                        "row": row.raw if row.raw is not None else row.value})
+        stats.add("rejected", reason=reject_reason(e.reason))
+        return REJECTED
 
 
 def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, parse: Parse, on_bad_rows: str,
@@ -203,14 +222,8 @@ def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, parse: P
     positions, good_gids, values, records, rejects = [], [], [], [], []
     n_read = 0
     for n_read, row in enumerate(catalog.read(gids), start=1):
-        try:
-            value = parse(row)
-        except BadRowError as e:
-            if on_bad_rows == "error":
-                raise
-            rejects.append({"file": row.source, "line": row.line, "reason": e.reason,
-                            "row": row.raw if row.raw is not None else row.value})
-            stats.add("rejected", reason=e.reason.split(" (")[0].split(":")[0])
+        value = parse_or_reject(row, parse, on_bad_rows, rejects, stats)
+        if value is REJECTED:
             continue
         positions.append(first_position + n_read - 1)
         good_gids.append(row.gid)

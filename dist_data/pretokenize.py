@@ -37,7 +37,8 @@ from .embed import DEFAULT_MODEL, resolve_model
 from .io import BadRowError, InputError, atomic_open, build_catalog, get_texts, resolve_sources
 from .log import logger, progress
 from .pack import SPECIALS, Layout, PackStats, pack_slice
-from .pipeline import Stats, fmt_rows, merge_outputs, open_run, run_entry_point, sample_positions, write_parts
+from .pipeline import (REJECTED, Stats, fmt_rows, merge_outputs, open_run, parse_or_reject, run_entry_point,
+                       sample_positions, write_parts)
 from .wordnet import SAMPLE_TEXT
 
 RESULT_NAME = "dataset"
@@ -101,16 +102,8 @@ def tokenize_stage(info: distributed.DistInfo, stats: Stats, run, *, dataset: st
                             len(catalog.sources), fmt_rows(n), info.world_size, fmt_rows(hi - lo))
             with progress(hi - lo, "tokenize", show_progress and info.is_main, unit="docs") as bar:
                 for b, rows in _blocks_of_rows(catalog, lo, hi, selected, block_docs):
-                    texts = []
-                    for row in rows:
-                        try:
-                            texts.append(get_texts(row, [text_key])[0])
-                        except BadRowError as e:
-                            if on_bad_rows == "error":
-                                raise
-                            rejects.append({"file": row.source, "line": row.line, "reason": e.reason,
-                                            "row": row.raw if row.raw is not None else row.value})
-                            stats.add("rejected", reason=e.reason.split(" (")[0].split(":")[0])
+                    texts = [t for t in (parse_or_reject(row, lambda r: get_texts(r, [text_key])[0], on_bad_rows,
+                                                         rejects, stats) for row in rows) if t is not REJECTED]
                     files.append(_tokenize_block(tok, layout, texts, cache, b, stats))
                     stats.add("read", len(rows))
                     stats.add("documents", len(texts))

@@ -51,9 +51,11 @@ def registry(task_type: str) -> dict[str, str]:
     import mteb
 
     names: dict[str, str] = {}
-    for task in mteb.get_tasks(task_types=[TASK_TYPES[task_type]]):
+    tasks = [*mteb.get_tasks(task_types=[TASK_TYPES[task_type]]),  # current tasks first, then superseded ones
+             *mteb.get_tasks(task_types=[TASK_TYPES[task_type]], exclude_superseded=False)]
+    for task in tasks:
         meta = task.metadata
-        names[meta.name.lower()] = meta.name
+        names.setdefault(meta.name.lower(), meta.name)
         path = (meta.dataset or {}).get("path", "")
         if path:
             names.setdefault(path.split("/")[-1].lower(), meta.name)

@@ -30,6 +30,9 @@ def build(root) -> dict:
     write_jsonl(os.path.join(f, "train.jsonl"), [{"text": s.definition, "label": POS_NAME[s.pos]} for s in synsets[:150]
                                                   if s.pos != "r"])
     write_jsonl(os.path.join(f, "test.jsonl"), [{"text": s.definition, "label": POS_NAME[s.pos]} for s in synsets[150:250]])
+    # a second classification dataset with a test split only: usage example -> lexicographer file
+    f = folder("wn_lex")
+    write_jsonl(os.path.join(f, "test.jsonl"), [{"text": s.examples[0], "label": s.lexfile % 5} for s in synsets[:120]])
     # clustering: rows of sentences with their lexicographer-file labels, test only
     f = folder("wn_lexfile")
     write_jsonl(os.path.join(f, "test.jsonl"), [{"sentences": [s.definition for s in synsets[i : i + 40]],
@@ -70,7 +73,7 @@ def embedded(tmp_path_factory):
     root = tmp_path_factory.mktemp("mteb")
     data = build(root / "data")
     out = root / "out"
-    for task_type, name in [("classification", "wn_pos"), ("clustering", "wn_lexfile"), ("retrieval", "wn_lemma"),
+    for task_type, name in [("classification", "wn_pos,wn_lex"), ("clustering", "wn_lexfile"), ("retrieval", "wn_lemma"),
                             ("sts", "wn_sts"), ("pair_classification", "wn_pairs"), ("reranking", "wn_rerank")]:
         run_cli("dist_data.embed_mteb", f"--task_type={task_type}", f"--dataset_name={name}",
                 f"--data_path={root / 'data'}", f"--save_root_path={out}", "--batch_size=16", "--progress=False",
@@ -151,3 +154,86 @@ def test_existing_split_is_skipped_and_bad_names_are_clear(embedded, tmp_path):
     proc = run_cli("dist_data.embed_mteb", "--task_type=sts", "--dataset_name=nope", f"--data_path={data}",
                    f"--save_root_path={tmp_path}", nproc=0, check=False)
     assert proc.returncode == 2 and "no folder" in proc.stderr
+
+
+def test_task_names_are_checked_against_the_mteb_registry(tmp_path):
+    proc = run_cli("dist_data.embed_mteb", "--task_type=classification", "--dataset_name=Banking77Clasification",
+                   f"--save_root_path={tmp_path}", nproc=0, check=False)
+    assert proc.returncode == 2
+    assert "'Banking77Clasification' is not a classification task of the MTEB registry" in proc.stderr
+    assert "Banking77Classification" in proc.stderr  # the valid names are listed
+
+    from dist_data.tasks import resolve_tasks
+
+    assert resolve_tasks("classification", "banking77", None)[0].mteb_name.startswith("Banking77Classification")
+    assert resolve_tasks("sts", "STSBenchmark", None)[0].mteb_name == "STSBenchmark"
+
+
+TYPES = ["classification", "clustering", "retrieval", "sts", "pair_classification", "reranking"]
+
+
+@pytest.fixture(scope="module")
+def combined(embedded, tmp_path_factory):
+    _, out, _ = embedded
+    root = tmp_path_factory.mktemp("combined")
+    for task_type in TYPES:
+        run_cli("dist_data.combine", "embeddings", f"--task_type={task_type}", f"--embedding_path={out}",
+                f"--save_root_path={root}", nproc=0)
+    return root
+
+
+def test_combine_one_label_space_test_only_split_and_unseen_labels(embedded, combined):
+    _, out, _ = embedded
+    root = combined / "classification"
+    assert json.load(open(root / "datasets.json")) == ["wn_lex", "wn_pos"]
+    stats = json.load(open(root / "stats.json"))["datasets"]
+    assert stats["wn_lex"]["label_offset"] == 0 and stats["wn_pos"]["label_offset"] == stats["wn_lex"]["classes"]
+    assert stats["wn_lex"]["train_from"] == "80/20 of test" and stats["wn_pos"]["train_from"] == "train"
+    train, test = np.load(root / "train.npz"), np.load(root / "test.npz")
+    for d, name in enumerate(["wn_lex", "wn_pos"]):  # each dataset in its own label range
+        lo, n = stats[name]["label_offset"], stats[name]["classes"]
+        assert ((train["label"][train["dataset"] == d] >= lo) & (train["label"][train["dataset"] == d] < lo + n)).all()
+    assert set(test["label"].tolist()) <= set(train["label"].tolist())
+    # wn_pos: the train split as is; "adverb" occurs only in test and is dropped, counted
+    src = np.load(out / "wn_pos" / "train.npz")
+    np.testing.assert_array_equal(train["data"][train["dataset"] == 1], src["data"])
+    mapping = json.load(open(out / "wn_pos" / "label_mapping.json"))
+    src_test = np.load(out / "wn_pos" / "test.npz")
+    assert stats["wn_pos"]["test_dropped_unseen_label"] == int((src_test["label"] == mapping["adverb"]).sum()) > 0
+    # wn_lex: 80/20 stratified by label
+    lex = np.load(out / "wn_lex" / "test.npz")["label"]
+    lex_train = train["label"][train["dataset"] == 0]
+    for c in np.unique(lex):
+        assert (lex_train == c).sum() == round(0.8 * (lex == c).sum())
+
+
+def test_combine_class_rules_for_pairs_retrieval_and_reranking(embedded, combined):
+    from dist_data.combine import dataset_rows
+
+    _, out, _ = embedded
+    sts = np.load(out / "wn_sts" / "test.npz")
+    rows, _, _ = dataset_rows(str(out / "wn_sts"), "sts", ["test"])
+    _, label = rows["test"].arrays(384)
+    n = len(sts["score"])
+    assert ((label[:n] == label[n:]) == (sts["score"] >= 3.0)).all() and (sts["score"] >= 3.0).any()
+    pairs = np.load(out / "wn_pairs" / "test.npz")
+    rows, _, _ = dataset_rows(str(out / "wn_pairs"), "pair_classification", ["test"])
+    _, label = rows["test"].arrays(384)
+    assert ((label[:n] == label[n:]) == (pairs["label"] == 1)).all()
+    rr = np.load(out / "wn_rerank" / "test.npz")
+    rows, _, n_classes = dataset_rows(str(out / "wn_rerank"), "reranking", ["test"])
+    _, label = rows["test"].arrays(384)
+    n_q, n_p = len(rr["query"]), len(rr["positive"])
+    assert (label[n_q : n_q + n_p] == label[:n_q]).all()  # one positive per query here
+    negatives = label[n_q + n_p :]
+    assert len(set(negatives.tolist())) == len(negatives) and not set(negatives.tolist()) & set(label[:n_q].tolist())
+    rows, lone, n_classes = dataset_rows(str(out / "wn_lemma"), "retrieval", ["test"])
+    _, label = rows["test"].arrays(384)
+    half = len(label) // 2
+    assert (label[:half] == label[half:]).all() and half == 60  # a (query, document) row pair per qrel
+    _, lone_label = lone.arrays(384)
+    assert len(lone_label) == 60 and len(set(lone_label.tolist())) == 60  # unjudged documents: singletons
+    for task_type in TYPES:
+        train, test = np.load(combined / task_type / "train.npz"), np.load(combined / task_type / "test.npz")
+        assert set(test["label"].tolist()) <= set(train["label"].tolist())
+        assert train["data"].shape[1] == 384 and len(train["label"]) == len(train["dataset"])

@@ -1,0 +1,209 @@
+"""Combine the embedded datasets of one task type into one labelled training set.
+
+    python -m dist_data.combine embeddings --task_type=classification \\
+        --embedding_path=DIR/sentence-transformers_all-MiniLM-L6-v2 --save_root_path=OUT
+
+Writes ``OUT/{task_type}/train.npz`` and ``test.npz`` with ``data`` [N, D], ``label`` [N] (one
+global label space: each dataset's labels are offset so datasets never collide) and ``dataset``
+[N] (the row's dataset, an index into ``datasets.json``), plus ``stats.json``.
+
+Rules: train = train + validation (+ dev); a dataset with only a test split is split 80/20 by
+row (seeded; stratified for classification); test rows whose label never occurs in train are
+dropped and counted. Classes: classification and clustering keep their labels; retrieval: a
+judged query and its relevant documents form one class, one (query, document) row pair per
+qrel, unjudged queries and documents are singletons in train; sts: score >= 3.0 (0-5 scale)
+puts both sentences in one class, else two; pair_classification: label 1 puts both in one
+class, else two; reranking: a query and its positives share a class, negatives are singletons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from typing import Any
+
+import numpy as np
+
+from .io import InputError, atomic_open, write_json
+from .log import logger
+
+TRAIN_SPLITS = ("train", "validation", "dev")
+STS_SAME_CLASS = 3.0
+
+
+class Rows:
+    """Vectors and local class ids of one split, grown by :meth:`add`."""
+
+    def __init__(self):
+        self.data: list[np.ndarray] = []
+        self.label: list[np.ndarray] = []
+
+    def add(self, data: np.ndarray, label: np.ndarray) -> None:
+        self.data.append(np.asarray(data, dtype=np.float32))
+        self.label.append(np.asarray(label, dtype=np.int64))
+
+    def arrays(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.data:
+            return np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        return np.concatenate(self.data), np.concatenate(self.label)
+
+
+def _pair_classes(same: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Classes of (sentence1, sentence2) rows: one shared class where ``same``, else one each."""
+    n = len(same)
+    c1 = start + np.arange(n) * 2
+    c2 = np.where(same, c1, c1 + 1)
+    return c1, c2, start + 2 * n
+
+
+def dataset_rows(folder: str, task_type: str, splits: list[str]) -> tuple[dict[str, Rows], Rows, int]:
+    """Each split of one embedded dataset as rows with local class ids (classes are shared
+    between splits only where the labels themselves are: classification, clustering, retrieval),
+    the rows that always go to train (retrieval's unjudged singletons), and the number of classes."""
+    out: dict[str, Rows] = {}
+    always_train = Rows()
+    next_class = 0
+    if task_type == "retrieval":
+        corpus, queries = (np.load(os.path.join(folder, f"{n}.npz")) for n in ("corpus", "queries"))
+        q_row = {q: i for i, q in enumerate(queries["id"].tolist())}
+        d_row = {d: i for i, d in enumerate(corpus["id"].tolist())}
+        judged_q, judged_d = set(), set()
+        for split in splits:
+            qrels = np.load(os.path.join(folder, f"{split}.npz"))
+            rows = out.setdefault(split, Rows())
+            qs, ds = qrels["query_id"].tolist(), qrels["corpus_id"].tolist()
+            missing = [x for x in qs if x not in q_row] + [x for x in ds if x not in d_row]
+            if missing:
+                raise InputError(f"{folder}: qrels of {split} name unknown ids, e.g. {missing[0]!r}")
+            # the class of a judged query is its row in queries.npz: the same in every split
+            cls = np.array([q_row[q] for q in qs], dtype=np.int64)
+            rows.add(queries["data"][[q_row[q] for q in qs]], cls)
+            rows.add(corpus["data"][[d_row[d] for d in ds]], cls)
+            judged_q.update(qs)
+            judged_d.update(ds)
+        next_class = len(q_row)
+        lone_q = [i for q, i in q_row.items() if q not in judged_q]
+        lone_d = [i for d, i in d_row.items() if d not in judged_d]
+        always_train.add(queries["data"][lone_q], np.array(lone_q, dtype=np.int64))
+        always_train.add(corpus["data"][lone_d], next_class + np.arange(len(lone_d)))
+        return out, always_train, next_class + len(lone_d)
+    for split in splits:
+        z = np.load(os.path.join(folder, f"{split}.npz"))
+        rows = out.setdefault(split, Rows())
+        if task_type in ("classification", "clustering"):
+            rows.add(z["data"], z["label"])
+            next_class = max(next_class, int(z["label"].max()) + 1 if len(z["label"]) else 0)
+        elif task_type in ("sts", "pair_classification"):
+            same = z["score"] >= STS_SAME_CLASS if task_type == "sts" else z["label"] == 1
+            c1, c2, next_class = _pair_classes(same, next_class)
+            rows.add(z["sentence1"], c1)
+            rows.add(z["sentence2"], c2)
+        elif task_type == "reranking":
+            n_q = len(z["query"])
+            q_cls = next_class + np.arange(n_q)
+            pos_of = np.repeat(np.arange(n_q), np.diff(z["positive_offsets"]))
+            rows.add(z["query"], q_cls)
+            rows.add(z["positive"], q_cls[pos_of])
+            n_neg = len(z["negative"])
+            rows.add(z["negative"], next_class + n_q + np.arange(n_neg))
+            next_class += n_q + n_neg
+        else:
+            raise ValueError(f"unknown task type {task_type!r}")
+    return out, always_train, next_class
+
+
+def split_80_20(data: np.ndarray, label: np.ndarray, seed: int, name: str,
+                stratify: bool) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A seeded 80/20 split by row (per label with ``stratify``)."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    groups = [np.flatnonzero(label == c) for c in np.unique(label)] if stratify else [np.arange(len(label))]
+    train, test = [], []
+    for g in groups:
+        g = rng.permutation(g)
+        cut = int(round(0.8 * len(g)))
+        train.append(g[:cut])
+        test.append(g[cut:])
+    tr, te = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return (data[tr], label[tr]), (data[te], label[te])
+
+
+def combine_embeddings(task_type: str, embedding_path: str, save_root_path: str, seed: int = 42) -> dict[str, Any]:
+    """Combine every dataset of ``task_type`` under ``embedding_path``; returns the stats."""
+    metas = []
+    for name in sorted(os.listdir(embedding_path)):
+        path = os.path.join(embedding_path, name, "meta.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                meta = json.load(f)
+            if meta["task_type"] == task_type:
+                metas.append(meta)
+    if not metas:
+        raise InputError(f"{embedding_path} holds no {task_type} datasets (looked for */meta.json "
+                         f"written by dist_data.embed_mteb)")
+    parts = {"train": ([], [], []), "test": ([], [], [])}
+    stats: dict[str, Any] = {"datasets": {}}
+    offset, dim = 0, None
+    for d_id, meta in enumerate(metas):
+        name = meta["dataset"]
+        per_split, always_train, n_classes = dataset_rows(os.path.join(embedding_path, name), task_type,
+                                                          meta["splits"])
+        dim = dim or next(r.data[0].shape[1] for r in [*per_split.values(), always_train] if r.data)
+        merged = {k: per_split[k].arrays(dim) for k in per_split}
+        train_keys = [k for k in merged if k in TRAIN_SPLITS]
+        if train_keys:
+            train = tuple(np.concatenate([merged[k][i] for k in train_keys]) for i in range(2))
+            test = merged.get("test", (np.zeros((0, dim), np.float32), np.zeros(0, np.int64)))
+            how = "+".join(train_keys)
+        elif "test" in merged:
+            train, test = split_80_20(*merged["test"], seed, name, stratify=task_type == "classification")
+            how = "80/20 of test"
+        else:
+            raise InputError(f"{name}: neither a train nor a test split ({sorted(merged)})")
+        extra = always_train.arrays(dim)
+        train = (np.concatenate([train[0], extra[0]]), np.concatenate([train[1], extra[1]]))
+        seen = np.isin(test[1], train[1])
+        test = (test[0][seen], test[1][seen])
+        for key, (data, label) in (("train", train), ("test", test)):
+            parts[key][0].append(data)
+            parts[key][1].append(label + offset)
+            parts[key][2].append(np.full(len(label), d_id, dtype=np.int64))
+        stats["datasets"][name] = {"label_offset": offset, "classes": n_classes, "train_rows": len(train[1]),
+                                   "test_rows": len(test[1]), "test_dropped_unseen_label": int((~seen).sum()),
+                                   "train_from": how}
+        offset += n_classes
+    out_dir = os.path.join(save_root_path, task_type)
+    os.makedirs(out_dir, exist_ok=True)
+    for key, (data, label, dataset) in parts.items():
+        with atomic_open(os.path.join(out_dir, f"{key}.npz"), "wb") as f:
+            np.savez(f, data=np.concatenate(data), label=np.concatenate(label), dataset=np.concatenate(dataset))
+    write_json(os.path.join(out_dir, "datasets.json"), [m["dataset"] for m in metas])
+    stats["classes"] = offset
+    write_json(os.path.join(out_dir, "stats.json"), stats)
+    logger.info("combined %d %s dataset(s): %s train rows, %s test rows (%s dropped: label unseen in train), "
+                "%s classes -> %s", len(metas), task_type, sum(len(x) for x in parts["train"][1]),
+                sum(len(x) for x in parts["test"][1]),
+                sum(s["test_dropped_unseen_label"] for s in stats["datasets"].values()), offset, out_dir)
+    return stats
+
+
+class Combine:
+    """``python -m dist_data.combine embeddings ...`` (finetune, collection, all: not yet)."""
+
+    def embeddings(self, task_type: str, embedding_path: str, save_root_path: str, seed: int = 42) -> None:
+        import sys
+
+        from .log import setup_logging
+
+        setup_logging(0, 0, 1)
+        try:
+            combine_embeddings(task_type, str(embedding_path), str(save_root_path), seed)
+        except (InputError, ValueError) as e:
+            logger.error("%s", e)
+            sys.exit(2)
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(Combine)
