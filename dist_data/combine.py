@@ -2,6 +2,8 @@
 
     python -m dist_data.combine embeddings --task_type=classification \\
         --embedding_path=DIR/sentence-transformers_all-MiniLM-L6-v2 --save_root_path=OUT
+    python -m dist_data.combine collection --data_dir=st_training_data/ --max_pairs_per_dataset=100000 \\
+        --save_root_path=OUT
 
 Writes ``OUT/{task_type}/train.npz`` and ``test.npz`` with ``data`` [N, D], ``label`` [N] (one
 global label space: each dataset's labels are offset so datasets never collide) and ``dataset``
@@ -187,20 +189,120 @@ def combine_embeddings(task_type: str, embedding_path: str, save_root_path: str,
     return stats
 
 
-class Combine:
-    """``python -m dist_data.combine embeddings ...`` (finetune, collection, all: not yet)."""
+def collection_pairs(path: str) -> tuple[str, list[tuple[str, str]]]:
+    """A sentence-transformers training-data file as (anchor, positive) pairs, by its schema
+    (detected on the first row, every row checked):
 
-    def embeddings(self, task_type: str, embedding_path: str, save_root_path: str, seed: int = 42) -> None:
+    - ``{"query", "pos": [...], ("neg")}``: one pair per positive;
+    - ``{"set": [...]}``: every i < j pair;
+    - 3 columns (a list or a 3-key object: anchor, positive, negative): (anchor, positive);
+    - 2 columns: the pair itself.
+
+    Raises:
+        BadRowError: a row that does not follow the file's schema (file and line named).
+    """
+    from .io import BadRowError, read_rows
+
+    rows = read_rows(path)
+    if not rows:
+        raise InputError(f"{path} is empty")
+
+    def schema_of(row) -> str:
+        v = row.value
+        if isinstance(v, dict) and "set" in v:
+            return "set"
+        if isinstance(v, dict) and "query" in v and "pos" in v:
+            return "query-pos"
+        width = len(v) if isinstance(v, (list, dict)) else 0
+        if width in (2, 3):
+            return f"{width}-column"
+        raise BadRowError(row.source, row.line, f"unknown layout {str(v)[:80]!r}")
+
+    def text(row, t) -> str:
+        if not isinstance(t, str) or not t.strip():
+            raise BadRowError(row.source, row.line, f"expected a non-empty text, got {t!r:.60}")
+        return t
+
+    if rows[0].error:
+        raise BadRowError(rows[0].source, rows[0].line, rows[0].error)
+    schema = schema_of(rows[0])
+    pairs = []
+    for row in rows:
+        if row.error or schema_of(row) != schema:
+            raise BadRowError(row.source, row.line, row.error or f"row does not follow the file's {schema} layout")
+        v = row.value
+        if schema == "set":
+            items = [text(row, t) for t in v["set"]]
+            pairs += [(items[i], items[j]) for i in range(len(items)) for j in range(i + 1, len(items))]
+        elif schema == "query-pos":
+            q = text(row, v["query"])
+            pairs += [(q, text(row, p)) for p in (v["pos"] if isinstance(v["pos"], list) else [v["pos"]])]
+        else:
+            cols = list(v.values()) if isinstance(v, dict) else v
+            pairs.append((text(row, cols[0]), text(row, cols[1])))
+    return schema, pairs
+
+
+def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset: int | None = None,
+                       seed: int = 42) -> dict[str, Any]:
+    """Every ``*.jsonl(.gz)`` of ``data_dir`` as (anchor, positive, dataset) rows: capped per file
+    (seeded sample), shuffled, split 80/20, saved as ``collection/{train,test}`` (``save_to_disk``)."""
+    import glob
+
+    import datasets
+
+    files = sorted(glob.glob(os.path.join(data_dir, "*.jsonl")) + glob.glob(os.path.join(data_dir, "*.jsonl.gz")))
+    if not files:
+        raise InputError(f"{data_dir} holds no *.jsonl or *.jsonl.gz files")
+    rows: list[tuple[str, str, str]] = []
+    stats: dict[str, Any] = {"datasets": {}}
+    for path in files:
+        name = os.path.basename(path).split(".")[0]
+        schema, pairs = collection_pairs(path)
+        kept = pairs
+        if max_pairs_per_dataset and len(pairs) > max_pairs_per_dataset:
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+            kept = [pairs[i] for i in np.sort(rng.choice(len(pairs), max_pairs_per_dataset, replace=False))]
+        rows += [(a, p, name) for a, p in kept]
+        stats["datasets"][name] = {"schema": schema, "pairs": len(pairs), "kept": len(kept)}
+    order = np.random.default_rng(seed).permutation(len(rows))
+    cut = int(round(0.8 * len(rows)))
+    out = os.path.join(save_root_path, "collection")
+    for split, idx in (("train", order[:cut]), ("test", order[cut:])):
+        picked = [rows[i] for i in idx]
+        ds = datasets.Dataset.from_dict({"anchor": [r[0] for r in picked], "positive": [r[1] for r in picked],
+                                         "dataset": [r[2] for r in picked]})
+        ds.save_to_disk(os.path.join(out, split))
+        stats[f"{split}_rows"] = len(picked)
+    write_json(os.path.join(out, "stats.json"), stats)
+    logger.info("collection: %d file(s), %d pairs -> %d train, %d test in %s", len(files), len(rows),
+                stats["train_rows"], stats["test_rows"], out)
+    return stats
+
+
+class Combine:
+    """``python -m dist_data.combine embeddings|collection ...`` (finetune, all: not yet)."""
+
+    def collection(self, data_dir: str, save_root_path: str, max_pairs_per_dataset: int | None = None,
+                   seed: int = 42) -> None:
+        self._run(combine_collection, str(data_dir), str(save_root_path), max_pairs_per_dataset, seed)
+
+    @staticmethod
+    def _run(fn, *args) -> None:
         import sys
 
+        from .io import BadRowError
         from .log import setup_logging
 
         setup_logging(0, 0, 1)
         try:
-            combine_embeddings(task_type, str(embedding_path), str(save_root_path), seed)
-        except (InputError, ValueError) as e:
+            fn(*args)
+        except (InputError, BadRowError, ValueError) as e:
             logger.error("%s", e)
             sys.exit(2)
+
+    def embeddings(self, task_type: str, embedding_path: str, save_root_path: str, seed: int = 42) -> None:
+        self._run(combine_embeddings, task_type, str(embedding_path), str(save_root_path), seed)
 
 
 if __name__ == "__main__":
