@@ -31,73 +31,14 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from . import distributed
 from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
-from .io import (BadRowError, InputError, Row, atomic_open, beir_join, get_beir_document, get_beir_query, read_qrels,
-                 read_rows, write_json)
+from .io import BadRowError, InputError, atomic_open, beir_join, get_beir_document, get_beir_query, read_rows, write_json
 from .log import logger, progress, setup_logging
 from .pipeline import Stats, fmt_rows
-from .tasks import TASK_TYPES, TaskRef, as_list, local_splits, resolve_tasks, split_file
+from .tasks import TASK_TYPES, TaskRef, load_split, local_splits, resolve_tasks, split_file
 
 
 def model_folder(model_name: str) -> str:
     return (model_name or DEFAULT_MODEL).replace("/", "_")
-
-
-def _field(row: Row, key: str) -> Any:
-    if row.error is not None:
-        raise BadRowError(row.source, row.line, row.error)
-    if not isinstance(row.value, dict) or key not in row.value:
-        raise BadRowError(row.source, row.line, f"missing column {key!r}")
-    return row.value[key]
-
-
-def _text(row: Row, key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BadRowError(row.source, row.line, f"{key!r} must be a non-empty string, got {value!r:.60}")
-    return value
-
-
-def load_split(folder: str, task_type: str, split: str) -> dict[str, Any]:
-    """One split of a local dataset as flat columns (texts, labels, scores, offsets)."""
-    if task_type == "retrieval":
-        judged, bad = read_qrels(os.path.join(folder, "qrels", f"{split}.tsv"))
-        if bad:
-            raise bad[0]
-        pairs = [(q.query_id, q.doc_id) for q in judged if q.score > 0]
-        return {"query_id": np.array([p[0] for p in pairs]), "corpus_id": np.array([p[1] for p in pairs])}
-    rows = read_rows(split_file(folder, split))
-    if not rows:
-        raise InputError(f"{folder}: split {split!r} is empty")
-    out: dict[str, list] = {}
-    if task_type == "classification":
-        out = {"text": [_text(r, "text", _field(r, "text")) for r in rows], "label": [_field(r, "label") for r in rows]}
-    elif task_type == "clustering":
-        out = {"text": [], "label": []}
-        for r in rows:
-            sentences, labels = as_list(_field(r, "sentences")), as_list(_field(r, "labels"))
-            if len(sentences) != len(labels):
-                raise BadRowError(r.source, r.line, f"{len(sentences)} sentences but {len(labels)} labels")
-            out["text"] += [_text(r, "sentences", s) for s in sentences]
-            out["label"] += labels
-    elif task_type in ("sts", "pair_classification"):
-        target = "score" if task_type == "sts" else "label"
-        out = {"sentence1": [], "sentence2": [], target: []}
-        for r in rows:
-            s1, s2 = as_list(_field(r, "sentence1")), as_list(_field(r, "sentence2"))
-            t = as_list(_field(r, target if target in (r.value or {}) else target + "s"))
-            if not len(s1) == len(s2) == len(t):
-                raise BadRowError(r.source, r.line, "sentence1, sentence2 and the targets differ in length")
-            out["sentence1"] += [_text(r, "sentence1", s) for s in s1]
-            out["sentence2"] += [_text(r, "sentence2", s) for s in s2]
-            out[target] += [float(x) if target == "score" else int(x) for x in t]
-    elif task_type == "reranking":
-        out = {"query": [], "positive": [], "negative": [], "positive_offsets": [0], "negative_offsets": [0]}
-        for r in rows:
-            out["query"].append(_text(r, "query", _field(r, "query")))
-            for key in ("positive", "negative"):
-                texts = [_text(r, key, t) for t in as_list(_field(r, key))]
-                out[key] += texts
-                out[f"{key}_offsets"].append(out[f"{key}_offsets"][-1] + len(texts))
-    return out
 
 
 def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequence[str], role: str,

@@ -20,7 +20,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .io import InputError
+import numpy as np
+
+from .io import BadRowError, InputError, Row, read_qrels, read_rows
 
 TASK_TYPES = {
     "classification": "Classification",
@@ -78,7 +80,8 @@ def resolve_tasks(task_type: str, dataset_name: str, data_path: str | None) -> l
         known = None
     if dataset_name == "all":
         if data_path:
-            names = sorted(d for d in os.listdir(data_path) if os.path.isdir(os.path.join(data_path, d)))
+            names = sorted(d for d in os.listdir(data_path) if os.path.isdir(os.path.join(data_path, d))
+                           and has_layout(os.path.join(data_path, d), task_type))
         elif known is not None:
             names = sorted(set(known.values()))
         else:
@@ -96,6 +99,27 @@ def resolve_tasks(task_type: str, dataset_name: str, data_path: str | None) -> l
                                  f"{', '.join(valid[:60])}{' ...' if len(valid) > 60 else ''}")
         refs.append(TaskRef(task_type, name, mteb_name))
     return refs
+
+
+REQUIRED_COLUMNS = {
+    "classification": ({"text", "label"},),
+    "clustering": ({"sentences", "labels"},),
+    "sts": ({"sentence1", "sentence2", "score"},),
+    "pair_classification": ({"sentence1", "sentence2", "label"}, {"sentence1", "sentence2", "labels"}),
+    "reranking": ({"query", "positive", "negative"},),
+}
+
+
+def has_layout(folder: str, task_type: str) -> bool:
+    """Whether a local dataset folder is in ``task_type``'s layout (judged by its first row)."""
+    if task_type == "retrieval":
+        return os.path.isdir(os.path.join(folder, "qrels")) and _find(folder, "corpus") is not None
+    splits = local_splits(folder, task_type)
+    if not splits:
+        return False
+    rows = read_rows(split_file(folder, splits[0]))
+    first = rows[0].value if rows else None
+    return isinstance(first, dict) and any(cols <= set(first) for cols in REQUIRED_COLUMNS[task_type])
 
 
 def _find(folder: str, stem: str) -> str | None:
@@ -124,3 +148,61 @@ def split_file(folder: str, stem: str) -> str:
 
 def as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _field(row: Row, key: str) -> Any:
+    if row.error is not None:
+        raise BadRowError(row.source, row.line, row.error)
+    if not isinstance(row.value, dict) or key not in row.value:
+        raise BadRowError(row.source, row.line, f"missing column {key!r}")
+    return row.value[key]
+
+
+def _text(row: Row, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRowError(row.source, row.line, f"{key!r} must be a non-empty string, got {value!r:.60}")
+    return value
+
+
+def load_split(folder: str, task_type: str, split: str) -> dict[str, Any]:
+    """One split of a local dataset as flat columns (texts, labels, scores, offsets)."""
+    if task_type == "retrieval":
+        judged, bad = read_qrels(os.path.join(folder, "qrels", f"{split}.tsv"))
+        if bad:
+            raise bad[0]
+        pairs = [(q.query_id, q.doc_id) for q in judged if q.score > 0]
+        return {"query_id": np.array([p[0] for p in pairs]), "corpus_id": np.array([p[1] for p in pairs])}
+    rows = read_rows(split_file(folder, split))
+    if not rows:
+        raise InputError(f"{folder}: split {split!r} is empty")
+    out: dict[str, list] = {}
+    if task_type == "classification":
+        out = {"text": [_text(r, "text", _field(r, "text")) for r in rows], "label": [_field(r, "label") for r in rows]}
+    elif task_type == "clustering":
+        out = {"text": [], "label": []}
+        for r in rows:
+            sentences, labels = as_list(_field(r, "sentences")), as_list(_field(r, "labels"))
+            if len(sentences) != len(labels):
+                raise BadRowError(r.source, r.line, f"{len(sentences)} sentences but {len(labels)} labels")
+            out["text"] += [_text(r, "sentences", s) for s in sentences]
+            out["label"] += labels
+    elif task_type in ("sts", "pair_classification"):
+        target = "score" if task_type == "sts" else "label"
+        out = {"sentence1": [], "sentence2": [], target: []}
+        for r in rows:
+            s1, s2 = as_list(_field(r, "sentence1")), as_list(_field(r, "sentence2"))
+            t = as_list(_field(r, target if target in (r.value or {}) else target + "s"))
+            if not len(s1) == len(s2) == len(t):
+                raise BadRowError(r.source, r.line, "sentence1, sentence2 and the targets differ in length")
+            out["sentence1"] += [_text(r, "sentence1", s) for s in s1]
+            out["sentence2"] += [_text(r, "sentence2", s) for s in s2]
+            out[target] += [float(x) if target == "score" else int(x) for x in t]
+    elif task_type == "reranking":
+        out = {"query": [], "positive": [], "negative": [], "positive_offsets": [0], "negative_offsets": [0]}
+        for r in rows:
+            out["query"].append(_text(r, "query", _field(r, "query")))
+            for key in ("positive", "negative"):
+                texts = [_text(r, key, t) for t in as_list(_field(r, key))]
+                out[key] += texts
+                out[f"{key}_offsets"].append(out[f"{key}_offsets"][-1] + len(texts))
+    return out

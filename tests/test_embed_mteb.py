@@ -237,3 +237,63 @@ def test_combine_class_rules_for_pairs_retrieval_and_reranking(embedded, combine
         train, test = np.load(combined / task_type / "train.npz"), np.load(combined / task_type / "test.npz")
         assert set(test["label"].tolist()) <= set(train["label"].tolist())
         assert train["data"].shape[1] == 384 and len(train["label"]) == len(train["dataset"])
+
+
+@pytest.fixture(scope="module")
+def finetune(embedded, tmp_path_factory):
+    data, _, _ = embedded
+    root = tmp_path_factory.mktemp("finetune")
+    for task_type, nproc in [("classification", 2), ("sts", 0), ("pair_classification", 0), ("retrieval", 0),
+                             ("reranking", 0)]:
+        run_cli("dist_data.finetune_data", f"--task_type={task_type}", f"--data_path={data}", f"--save_root={root}",
+                "--max_samples_per_dataset=300", nproc=nproc)
+    return data, root
+
+
+def test_finetune_pairs_follow_each_rule(finetune):
+    import datasets
+
+    data, root = finetune
+    load = lambda name: datasets.load_from_disk(str(root / name))  # noqa: E731
+    # classification: two different texts with the same label, quotas by label share, caps
+    label_of = {r["text"]: r["label"] for split in ("train", "test") for r in rows(data / "wn_pos" / f"{split}.jsonl")}
+    train, test = load("wn_pos_train"), load("wn_pos_test")
+    assert 0 < len(train) <= 300 and 0 < len(test) <= 60
+    for r in [*train, *test]:
+        assert r["sentence1"] != r["sentence2"] and label_of[r["sentence1"]] == label_of[r["sentence2"]]
+    src = rows(data / "wn_pos" / "train.jsonl")
+    shares = {y: sum(r["label"] == y for r in src) / len(src) for y in {r["label"] for r in src}}
+    got = {y: sum(label_of[r["sentence1"]] == y for r in train) for y in shares}
+    for y, share in shares.items():
+        n = sum(r["label"] == y for r in src)
+        assert got[y] == min(n * (n - 1) // 2, round(300 * share))
+    # a test-only dataset is split 80/20 first
+    lex_train, lex_test = load("wn_lex_train"), load("wn_lex_test")
+    assert not {r["sentence1"] for r in lex_train} & {r["sentence1"] for r in lex_test}
+    # sts: score >= 1, scaled to [0, 1]
+    sts_src = {(r["sentence1"], r["sentence2"]): r["score"] for r in rows(data / "wn_sts" / "test.jsonl")}
+    sts = [*load("wn_sts_train"), *load("wn_sts_test")]
+    assert sts and all(0 <= r["score"] <= 1 for r in sts)
+    assert all(abs(r["score"] - sts_src[(r["sentence1"], r["sentence2"])] / 5) < 1e-6 for r in sts)
+    assert len(sts) == sum(s >= 1.0 for s in sts_src.values())
+    # pair classification: label-1 pairs only
+    pairs = [*load("wn_pairs_train"), *load("wn_pairs_test")]
+    assert len(pairs) == sum(s == 5 for s in sts_src.values()) and all(r["sentence1"] and r["sentence2"] for r in pairs)
+    # retrieval: (query, judged document); reranking: (query, positive)
+    lemma = {r["_id"]: r["text"] for r in rows(data / "wn_lemma" / "queries.jsonl")}
+    docs = {r["_id"]: r["text"] for r in rows(data / "wn_lemma" / "corpus.jsonl")}
+    judged = {(lemma[f"q{i}"], docs[d]) for i, d in enumerate(list(docs)[:60])}
+    ret = [*load("wn_lemma_train"), *load("wn_lemma_test")]
+    assert len(ret) == 60 and {(r["sentence1"], r["sentence2"]) for r in ret} == judged
+    rr = {(r["query"], r["positive"][0]) for r in rows(data / "wn_rerank" / "test.jsonl")}
+    assert {(r["sentence1"], r["sentence2"]) for r in [*load("wn_rerank_train"), *load("wn_rerank_test")]} == rr
+
+
+def test_finetune_data_is_reproducible_for_any_world_size(finetune, tmp_path):
+    import datasets
+
+    data, root = finetune
+    run_cli("dist_data.finetune_data", "--task_type=classification", f"--data_path={data}", f"--save_root={tmp_path}",
+            "--max_samples_per_dataset=300", nproc=0)
+    for name in ("wn_pos_train", "wn_lex_test"):
+        assert datasets.load_from_disk(str(tmp_path / name)).to_dict() == datasets.load_from_disk(str(root / name)).to_dict()

@@ -1,0 +1,174 @@
+"""Finetuning pairs from MTEB-shaped datasets (Hugging Face datasets, ``save_to_disk``).
+
+    torchrun --nproc-per-node=2 -m dist_data.finetune_data --task_type=classification \\
+        --data_path=mteb_local/ --save_root=OUT --max_samples_per_dataset=20000
+
+Writes ``OUT/{dataset}_train`` and ``OUT/{dataset}_test`` with ``sentence1``, ``sentence2`` (and
+``score`` for STS):
+
+- classification, clustering: pairs of two different texts with the same label; each label's
+  quota is proportional to its share of the split (train: ``max_samples_per_dataset``; test:
+  0.2 x that);
+- retrieval: (query, judged-relevant document) pairs; reranking: (query, positive) pairs;
+- sts: the rows with score >= 1.0, the score divided by 5 (in [0, 1], for CoSENT);
+- pair_classification: the label-1 pairs.
+
+train = train + validation (+ dev); a dataset with only a test split is split 80/20 by row first.
+Every draw is seeded (``--seed`` and the dataset name): the same output for any number of ranks
+(rank 0 writes; the work is reading and sampling, not model compute).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Any
+
+import numpy as np
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from . import distributed
+from .io import BadRowError, InputError, beir_join, get_beir_document, get_beir_query, read_rows, write_json
+from .log import logger, setup_logging
+from .tasks import TASK_TYPES, load_split, local_splits, resolve_tasks, split_file
+
+TRAIN_SPLITS = ("train", "validation", "dev")
+TEST_SHARE = 0.2
+STS_MIN_SCORE, STS_SCALE = 1.0, 5.0
+
+
+def _rng(seed: int, name: str, split: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(f"{name}/{split}".encode())])
+
+
+def same_label_pairs(texts: list[str], labels: list, cap: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Pairs of two different texts sharing a label; label quotas proportional to label shares."""
+    by_label: dict[str, list[str]] = {}
+    for t, y in zip(texts, labels):
+        by_label.setdefault(repr(y), []).append(t)
+    total = len(texts)
+    pairs: list[tuple[str, str]] = []
+    for key in sorted(by_label):
+        members = list(dict.fromkeys(by_label[key]))  # different texts only
+        n = len(members)
+        possible = n * (n - 1) // 2
+        quota = min(possible, int(round(cap * len(by_label[key]) / total)))
+        if quota == 0:
+            continue
+        if possible <= 4_000_000:
+            ii, jj = np.triu_indices(n, 1)
+            chosen = np.sort(rng.choice(possible, size=quota, replace=False))
+            picked = zip(ii[chosen].tolist(), jj[chosen].tolist())
+        else:  # many members: draw pairs until enough distinct ones (quota is far below possible)
+            seen: set[tuple[int, int]] = set()
+            while len(seen) < quota:
+                a, b = rng.integers(0, n, size=2).tolist()
+                if a != b:
+                    seen.add((min(a, b), max(a, b)))
+            picked = sorted(seen)
+        pairs += [(members[a], members[b]) for a, b in picked]
+    return pairs
+
+
+def split_rows(folder: str, task_type: str, seed: int, name: str) -> dict[str, dict[str, list]]:
+    """``{"train": columns, "test": columns}`` with train = train + validation (+ dev), or 80/20 of test."""
+    splits = local_splits(folder, task_type)
+    data = {s: _columns(folder, task_type, s) for s in splits}
+    train_keys = [s for s in splits if s in TRAIN_SPLITS]
+    if train_keys:
+        train = {k: [v for s in train_keys for v in data[s][k]] for k in data[train_keys[0]]}
+        return {"train": train, "test": data.get("test", {k: [] for k in train})}
+    if "test" not in data:
+        raise InputError(f"{folder}: neither a train nor a test split ({splits})")
+    test = data["test"]
+    n = len(next(iter(test.values())))
+    order = _rng(seed, name, "80/20").permutation(n)
+    cut = int(round(0.8 * n))
+    pick = {"train": np.sort(order[:cut]), "test": np.sort(order[cut:])}
+    return {s: {k: [v[i] for i in idx] for k, v in test.items()} for s, idx in pick.items()}
+
+
+def _columns(folder: str, task_type: str, split: str) -> dict[str, list]:
+    """One split as row-aligned columns of texts (retrieval and reranking: (query, document) rows)."""
+    if task_type == "retrieval":
+        queries = {r[0]: r[1] for r in (get_beir_query(x) for x in read_rows(split_file(folder, "queries")))}
+        corpus = {r[0]: beir_join(r[1], r[2]) for r in (get_beir_document(x) for x in read_rows(split_file(folder, "corpus")))}
+        qrels = load_split(folder, "retrieval", split)
+        return {"sentence1": [queries[q] for q in qrels["query_id"].tolist()],
+                "sentence2": [corpus[d] for d in qrels["corpus_id"].tolist()]}
+    d = load_split(folder, task_type, split)
+    if task_type == "reranking":
+        offsets = d["positive_offsets"]
+        return {"sentence1": [q for i, q in enumerate(d["query"]) for _ in range(offsets[i + 1] - offsets[i])],
+                "sentence2": list(d["positive"])}
+    return {k: list(v) for k, v in d.items()}
+
+
+def finetune_pairs(task_type: str, columns: dict[str, list], cap: int, rng: np.random.Generator) -> dict[str, list]:
+    """The pairs of one split, by the task type's rule, at most ``cap``."""
+    if task_type in ("classification", "clustering"):
+        pairs = same_label_pairs(columns["text"], columns["label"], cap, rng)
+        return {"sentence1": [a for a, _ in pairs], "sentence2": [b for _, b in pairs]}
+    if task_type == "sts":
+        keep = [i for i, s in enumerate(columns["score"]) if s >= STS_MIN_SCORE]
+        out = {"sentence1": [columns["sentence1"][i] for i in keep], "sentence2": [columns["sentence2"][i] for i in keep],
+               "score": [min(1.0, max(0.0, columns["score"][i] / STS_SCALE)) for i in keep]}
+    elif task_type == "pair_classification":
+        keep = [i for i, y in enumerate(columns["label"]) if y == 1]
+        out = {"sentence1": [columns["sentence1"][i] for i in keep], "sentence2": [columns["sentence2"][i] for i in keep]}
+    else:  # retrieval, reranking: (query, relevant document) rows
+        out = {"sentence1": columns["sentence1"], "sentence2": columns["sentence2"]}
+    n = len(out["sentence1"])
+    if n > cap:
+        idx = np.sort(rng.choice(n, size=cap, replace=False))
+        out = {k: [v[i] for i in idx] for k, v in out.items()}
+    return out
+
+
+def run_finetune_data(task_type: str, data_path: str, dataset_name: str, save_root: str,
+                      max_samples_per_dataset: int, seed: int) -> dict[str, Any]:
+    import datasets
+
+    stats: dict[str, Any] = {}
+    for ref in resolve_tasks(task_type, dataset_name, data_path):
+        folder = os.path.join(data_path, ref.name)
+        if not os.path.isdir(folder):
+            raise InputError(f"no folder {folder} for dataset {ref.name!r}")
+        rows = split_rows(folder, task_type, seed, ref.name)
+        for split, cap in (("train", max_samples_per_dataset), ("test", int(TEST_SHARE * max_samples_per_dataset))):
+            out = finetune_pairs(task_type, rows[split], cap, _rng(seed, ref.name, split))
+            path = os.path.join(save_root, f"{ref.name}_{split}")
+            datasets.Dataset.from_dict(out).save_to_disk(path)
+            stats[f"{ref.name}_{split}"] = {"rows_in": len(next(iter(rows[split].values()), [])),
+                                            "pairs": len(out["sentence1"]), "cap": cap}
+            logger.info("%s %s: %d pairs (cap %d) -> %s", ref.name, split, len(out["sentence1"]), cap, path)
+    write_json(os.path.join(save_root, f"finetune_{task_type}_stats.json"), stats)
+    return stats
+
+
+@record
+def main(task_type: str, save_root: str, data_path: str, dataset_name: str = "all",
+         max_samples_per_dataset: int = 20000, seed: int = 42, timeout_minutes: int = 60) -> None:
+    """Write finetuning pair datasets; see the module docstring."""
+    import sys
+
+    with distributed.process_group(timeout_minutes) as info:
+        setup_logging(info.rank, info.local_rank, info.world_size)
+        error = None
+        if info.is_main:
+            try:
+                if task_type not in TASK_TYPES:
+                    raise ValueError(f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
+                names = ",".join(map(str, dataset_name)) if isinstance(dataset_name, (list, tuple)) else str(dataset_name)
+                run_finetune_data(task_type, str(data_path), names, str(save_root), int(max_samples_per_dataset), seed)
+            except (ValueError, InputError, BadRowError) as e:
+                logger.error("%s", e)
+                error = e
+        if any(distributed.all_gather_object(error is not None)):
+            sys.exit(2)
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main)
