@@ -4,6 +4,8 @@
         --embedding_path=DIR/sentence-transformers_all-MiniLM-L6-v2 --save_root_path=OUT
     python -m dist_data.combine collection --data_dir=st_training_data/ --max_pairs_per_dataset=100000 \\
         --save_root_path=OUT
+    python -m dist_data.combine finetune --task_type=sts --data_dir=FT --max_rows_per_dataset=20000 --save_root_path=OUT
+    python -m dist_data.combine all --save_root_path=OUT      # finetune/* + collection as (anchor, positive, dataset)
 
 Writes ``OUT/{task_type}/train.npz`` and ``test.npz`` with ``data`` [N, D], ``label`` [N] (one
 global label space: each dataset's labels are offset so datasets never collide) and ``dataset``
@@ -280,8 +282,71 @@ def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset
     return stats
 
 
+def _cap(ds, n: int | None, seed: int, name: str):
+    if n and len(ds) > n:
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        ds = ds.select(np.sort(rng.choice(len(ds), n, replace=False)).tolist())
+    return ds
+
+
+def combine_finetune(task_type: str, data_dir: str, save_root_path: str, max_rows_per_dataset: int | None = None,
+                     seed: int = 42) -> dict[str, Any]:
+    """The ``finetune_data`` datasets of one task type (by their exact names, as that run listed
+    them) as ``finetune/{task_type}/{train,test}`` with a ``dataset`` column; STS scores kept."""
+    import datasets
+
+    listing = os.path.join(data_dir, f"finetune_{task_type}_stats.json")
+    if not os.path.exists(listing):
+        raise InputError(f"{data_dir} holds no {task_type} datasets of dist_data.finetune_data ({listing} is missing)")
+    with open(listing, encoding="utf-8") as f:
+        names = sorted({k.rsplit("_", 1)[0] for k in json.load(f)})
+    stats: dict[str, Any] = {}
+    for split in ("train", "test"):
+        parts = []
+        for name in names:
+            ds = _cap(datasets.load_from_disk(os.path.join(data_dir, f"{name}_{split}")), max_rows_per_dataset, seed,
+                      f"{name}/{split}")
+            parts.append(ds.add_column("dataset", [name] * len(ds)))
+            stats[f"{name}_{split}"] = len(ds)
+        datasets.concatenate_datasets(parts).save_to_disk(os.path.join(save_root_path, "finetune", task_type, split))
+    write_json(os.path.join(save_root_path, "finetune", task_type, "stats.json"), stats)
+    logger.info("finetune %s: %d dataset(s) -> %s", task_type, len(names), os.path.join(save_root_path, "finetune", task_type))
+    return stats
+
+
+def combine_all(save_root_path: str) -> dict[str, int]:
+    """Every ``finetune/*`` and the ``collection`` as one (anchor, positive, dataset) set per split."""
+    import glob
+
+    import datasets
+
+    sizes = {}
+    for split in ("train", "test"):
+        parts = []
+        for path in sorted(glob.glob(os.path.join(save_root_path, "finetune", "*", split))):
+            ds = datasets.load_from_disk(path).rename_columns({"sentence1": "anchor", "sentence2": "positive"})
+            parts.append(ds.select_columns(["anchor", "positive", "dataset"]))
+        collection = os.path.join(save_root_path, "collection", split)
+        if os.path.isdir(collection):
+            parts.append(datasets.load_from_disk(collection).select_columns(["anchor", "positive", "dataset"]))
+        if not parts:
+            raise InputError(f"{save_root_path} holds neither finetune/*/{split} nor collection/{split}")
+        joined = datasets.concatenate_datasets(parts)
+        joined.save_to_disk(os.path.join(save_root_path, "all", split))
+        sizes[split] = len(joined)
+    logger.info("all: %d train, %d test rows -> %s", sizes["train"], sizes["test"], os.path.join(save_root_path, "all"))
+    return sizes
+
+
 class Combine:
-    """``python -m dist_data.combine embeddings|collection ...`` (finetune, all: not yet)."""
+    """``python -m dist_data.combine embeddings|finetune|collection|all ...``."""
+
+    def finetune(self, task_type: str, data_dir: str, save_root_path: str, max_rows_per_dataset: int | None = None,
+                 seed: int = 42) -> None:
+        self._run(combine_finetune, task_type, str(data_dir), str(save_root_path), max_rows_per_dataset, seed)
+
+    def all(self, save_root_path: str) -> None:
+        self._run(combine_all, str(save_root_path))
 
     def collection(self, data_dir: str, save_root_path: str, max_pairs_per_dataset: int | None = None,
                    seed: int = 42) -> None:

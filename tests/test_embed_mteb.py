@@ -297,3 +297,28 @@ def test_finetune_data_is_reproducible_for_any_world_size(finetune, tmp_path):
             "--max_samples_per_dataset=300", nproc=0)
     for name in ("wn_pos_train", "wn_lex_test"):
         assert datasets.load_from_disk(str(tmp_path / name)).to_dict() == datasets.load_from_disk(str(root / name)).to_dict()
+
+
+def test_combine_finetune_and_all(finetune, tmp_path):
+    import datasets
+
+    _, root = finetune
+    out = tmp_path / "combined"
+    run_cli("dist_data.combine", "finetune", "--task_type=classification", f"--data_dir={root}",
+            f"--save_root_path={out}", "--max_rows_per_dataset=100", nproc=0)
+    run_cli("dist_data.combine", "finetune", "--task_type=sts", f"--data_dir={root}", f"--save_root_path={out}", nproc=0)
+    train = datasets.load_from_disk(str(out / "finetune" / "classification" / "train"))
+    # exact names: wn_pos and wn_lex, each capped at 100; nothing from other task types
+    assert sorted(set(train["dataset"])) == ["wn_lex", "wn_pos"]
+    assert all(train["dataset"].count(n) <= 100 for n in ("wn_lex", "wn_pos"))
+    sts = datasets.load_from_disk(str(out / "finetune" / "sts" / "train"))
+    assert "score" in sts.column_names and set(sts["dataset"]) == {"wn_sts"}
+    coll = tmp_path / "coll"
+    coll.mkdir()
+    write_jsonl(coll / "pairs.jsonl", [["a query", "its passage"], ["another query", "another passage"]] * 5)
+    run_cli("dist_data.combine", "collection", f"--data_dir={coll}", f"--save_root_path={out}", nproc=0)
+    run_cli("dist_data.combine", "all", f"--save_root_path={out}", nproc=0)
+    joined = datasets.load_from_disk(str(out / "all" / "train"))
+    assert joined.column_names == ["anchor", "positive", "dataset"]
+    assert len(joined) == len(train) + len(sts) + 8
+    assert {"wn_pos", "wn_lex", "wn_sts", "pairs"} == set(joined["dataset"])
