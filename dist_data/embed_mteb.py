@@ -31,9 +31,9 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from . import distributed
 from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
-from .io import BadRowError, InputError, atomic_open, beir_join, get_beir_document, get_beir_query, read_rows, write_json
-from .log import logger, progress, setup_logging
-from .pipeline import Stats, fmt_rows
+from .io import InputError, atomic_open, beir_join, get_beir_document, get_beir_query, read_rows, write_json
+from .log import logger, progress
+from .pipeline import Stats, fmt_rows, run_entry_point
 from .tasks import TASK_TYPES, TaskRef, load_split, local_splits, resolve_tasks, split_file
 
 
@@ -191,22 +191,13 @@ def main(
         data_path: a folder with one sub-folder per dataset in MTEB's column layout.
         prompt: an instruction prefix for every text, or a JSON file mapping dataset -> prompt.
     """
-    import sys
-
-    with distributed.process_group(timeout_minutes) as info:
-        setup_logging(info.rank, info.local_rank, info.world_size)
-        try:
-            if task_type not in TASK_TYPES:
-                raise ValueError(f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
-            names = ",".join(map(str, dataset_name)) if isinstance(dataset_name, (list, tuple)) else str(dataset_name)
-            run_embed_mteb(info, task_type=task_type, dataset_name=names, model_name=model_name,
-                           batch_size=batch_size, save_root_path=str(save_root_path),
-                           data_path=None if data_path is None else str(data_path), prompt=prompt,
-                           max_seq_length=max_seq_length, dtype=dtype, revision=revision, show_progress=bool(progress))
-        except (ValueError, InputError, BadRowError) as e:
-            if info.is_main:
-                logger.error("%s", e)
-            sys.exit(2)
+    problems = [] if task_type in TASK_TYPES else [
+        f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}"]
+    names = ",".join(map(str, dataset_name)) if isinstance(dataset_name, (list, tuple)) else str(dataset_name)
+    run_entry_point(problems, timeout_minutes, lambda info: run_embed_mteb(
+        info, task_type=task_type, dataset_name=names, model_name=model_name, batch_size=batch_size,
+        save_root_path=str(save_root_path), data_path=None if data_path is None else str(data_path), prompt=prompt,
+        max_seq_length=max_seq_length, dtype=dtype, revision=revision, show_progress=bool(progress)))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from . import distributed
 from .io import BadRowError, InputError, beir_join, get_beir_document, get_beir_query, read_rows, write_json
-from .log import logger, setup_logging
+from .log import logger
+from .pipeline import run_entry_point
 from .tasks import TASK_TYPES, load_split, local_splits, resolve_tasks, split_file
 
 TRAIN_SPLITS = ("train", "validation", "dev")
@@ -150,22 +151,20 @@ def run_finetune_data(task_type: str, data_path: str, dataset_name: str, save_ro
 def main(task_type: str, save_root: str, data_path: str, dataset_name: str = "all",
          max_samples_per_dataset: int = 20000, seed: int = 42, timeout_minutes: int = 60) -> None:
     """Write finetuning pair datasets; see the module docstring."""
-    import sys
+    problems = [] if task_type in TASK_TYPES else [
+        f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}"]
+    names = ",".join(map(str, dataset_name)) if isinstance(dataset_name, (list, tuple)) else str(dataset_name)
 
-    with distributed.process_group(timeout_minutes) as info:
-        setup_logging(info.rank, info.local_rank, info.world_size)
+    def body(info: distributed.DistInfo) -> None:
         error = None
-        if info.is_main:
+        if info.is_main:  # reading and seeded sampling: one rank writes, the result is the same for any world size
             try:
-                if task_type not in TASK_TYPES:
-                    raise ValueError(f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
-                names = ",".join(map(str, dataset_name)) if isinstance(dataset_name, (list, tuple)) else str(dataset_name)
                 run_finetune_data(task_type, str(data_path), names, str(save_root), int(max_samples_per_dataset), seed)
             except (ValueError, InputError, BadRowError) as e:
-                logger.error("%s", e)
                 error = e
-        if any(distributed.all_gather_object(error is not None)):
-            sys.exit(2)
+        distributed.raise_if_any_failed(error)
+
+    run_entry_point(problems, timeout_minutes, body)
 
 
 if __name__ == "__main__":
