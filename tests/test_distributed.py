@@ -118,3 +118,30 @@ def test_shard_range_covers_in_order(n, world, unit):
         assert a % unit == 0 and b % unit == 0 or b == n
     sizes = [-(-(b - a) // unit) for a, b in ranges]
     assert max(sizes) - min(sizes) <= 1
+
+
+def _check_exchange_and_fetch(rank, world):
+    from dist_data.keys import KeyedVectors, Owners, global_first
+
+    # uneven personalised all-to-all, with an empty message
+    send = [np.full((rank + r, 3), 10 * rank + r, dtype=np.float32) for r in range(world)]
+    got = distributed.exchange(send)
+    for r, part in enumerate(got):
+        assert part.shape == (r + rank, 3) and (part == 10 * r + rank).all()
+    # each rank holds keys [100 * rank, 100 * rank + 50); ask for keys of both, in a scrambled order
+    mine = np.arange(100 * rank, 100 * rank + 50, dtype=np.int64)
+    table = KeyedVectors(mine, np.stack([mine * 2.0, mine * 3.0], 1))
+    owners = Owners.gather([(int(mine[0]), int(mine[-1]) + 1)])
+    want = np.array([149, 3, 100, 7, 7, 120], dtype=np.int64) if rank == 0 else np.array([], dtype=np.int64)
+    out = table.lookup(want, owners)
+    np.testing.assert_array_equal(out, np.stack([want * 2.0, want * 3.0], 1).reshape(-1, 2))
+    texts = distributed.fetch_strings(want, owners.of(want), lambda keys: [f"doc {k} é" for k in keys.tolist()])
+    assert texts == [f"doc {k} é" for k in want.tolist()]
+    # first occurrence of a text over ranks, keys in any order
+    keys = np.array([5, 1] if rank == 0 else [0, 7], dtype=np.int64)
+    reps = global_first(keys, ["a", "b"] if rank == 0 else ["b", "a"])
+    assert reps.tolist() == ([5, 0] if rank == 0 else [0, 5])
+
+
+def test_exchange_fetch_and_first_occurrence_across_ranks():
+    run_ranks(_check_exchange_and_fetch)
