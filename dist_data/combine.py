@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from typing import Any
 
 import numpy as np
 
-from .io import InputError, atomic_open, write_json
+from .io import InputError, save_npz, write_json
+from .tasks import TRAIN_SPLITS, seeded_rng
 from .log import logger
 
-TRAIN_SPLITS = ("train", "validation", "dev")
 STS_SAME_CLASS = 3.0
 
 
@@ -120,7 +119,7 @@ def dataset_rows(folder: str, task_type: str, splits: list[str]) -> tuple[dict[s
 def split_80_20(data: np.ndarray, label: np.ndarray, seed: int, name: str,
                 stratify: bool) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A seeded 80/20 split by row (per label with ``stratify``)."""
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    rng = seeded_rng(seed, name)
     groups = [np.flatnonzero(label == c) for c in np.unique(label)] if stratify else [np.arange(len(label))]
     train, test = [], []
     for g in groups:
@@ -179,8 +178,8 @@ def combine_embeddings(task_type: str, embedding_path: str, save_root_path: str,
     out_dir = os.path.join(save_root_path, task_type)
     os.makedirs(out_dir, exist_ok=True)
     for key, (data, label, dataset) in parts.items():
-        with atomic_open(os.path.join(out_dir, f"{key}.npz"), "wb") as f:
-            np.savez(f, data=np.concatenate(data), label=np.concatenate(label), dataset=np.concatenate(dataset))
+        save_npz(os.path.join(out_dir, f"{key}.npz"), data=np.concatenate(data), label=np.concatenate(label),
+                 dataset=np.concatenate(dataset))
     write_json(os.path.join(out_dir, "datasets.json"), [m["dataset"] for m in metas])
     stats["classes"] = offset
     write_json(os.path.join(out_dir, "stats.json"), stats)
@@ -263,7 +262,7 @@ def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset
         schema, pairs = collection_pairs(path)
         kept = pairs
         if max_pairs_per_dataset and len(pairs) > max_pairs_per_dataset:
-            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+            rng = seeded_rng(seed, name)
             kept = [pairs[i] for i in np.sort(rng.choice(len(pairs), max_pairs_per_dataset, replace=False))]
         rows += [(a, p, name) for a, p in kept]
         stats["datasets"][name] = {"schema": schema, "pairs": len(pairs), "kept": len(kept)}
@@ -284,8 +283,7 @@ def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset
 
 def _cap(ds, n: int | None, seed: int, name: str):
     if n and len(ds) > n:
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        ds = ds.select(np.sort(rng.choice(len(ds), n, replace=False)).tolist())
+        ds = ds.select(np.sort(seeded_rng(seed, name).choice(len(ds), n, replace=False)).tolist())
     return ds
 
 

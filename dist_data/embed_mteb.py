@@ -31,10 +31,10 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from . import distributed
 from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
-from .io import InputError, atomic_open, beir_join, get_beir_document, get_beir_query, read_rows, write_json
+from .io import InputError, save_npz, write_json
 from .log import logger, progress
 from .pipeline import Stats, fmt_rows, run_entry_point
-from .tasks import TASK_TYPES, TaskRef, load_split, local_splits, resolve_tasks, split_file
+from .tasks import TASK_TYPES, TaskRef, beir_table, dataset_folder, load_split, local_splits, resolve_tasks
 
 
 def model_folder(model_name: str) -> str:
@@ -54,11 +54,6 @@ def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequ
     mine = np.concatenate(parts) if parts else embedder.embed([], f"{role}-empty")
     stats.add("embedded", hi - lo)
     return distributed.all_gather_array(mine)
-
-
-def save_npz(path: str, **arrays: np.ndarray) -> None:
-    with atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
 
 
 def label_mapping(labels: Sequence[Any]) -> dict[Any, int]:
@@ -97,16 +92,14 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
                          label=np.array([mapping[v] for v in data[s]["label"]], dtype=np.int64))
             stats.add("rows", len(vectors))
     elif ref.task_type == "retrieval":
-        for name, reader in (("corpus", get_beir_document), ("queries", get_beir_query)):
+        for name in ("corpus", "queries"):
             path = os.path.join(out_dir, f"{name}.npz")
             if os.path.exists(path):
                 continue
-            rows = [reader(r) for r in read_rows(split_file(folder, name))]
-            ids = np.array([r[0] for r in rows])
-            texts = [beir_join(r[1], r[2]) for r in rows] if name == "corpus" else [r[1] for r in rows]
+            ids, texts = beir_table(folder, name)
             vectors = embed_texts(info, embedder, texts, f"{ref.name}-{name}", block_rows, stats, show_progress)
             if info.is_main:
-                save_npz(path, data=vectors, id=ids)
+                save_npz(path, data=vectors, id=np.array(ids))
             stats.add("rows", len(vectors))
         for s in todo:
             if info.is_main:
@@ -135,7 +128,7 @@ def prompts_for(prompt: str | None) -> dict[str, str] | str:
     return prompt or ""
 
 
-def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: str, model_name: str,
+def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: str | Sequence[str], model_name: str,
                    batch_size: int, save_root_path: str, data_path: str | None, prompt: str | None,
                    max_seq_length: int | None, dtype: str, revision: str | None, show_progress: bool) -> Stats:
     start = time.perf_counter()
@@ -153,9 +146,7 @@ def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: 
         return BlockEmbedder(model, spec_for(model, model_name, revision, p, dtype, batch_size), cache)
 
     for ref in refs:
-        folder = os.path.join(data_path, ref.name)
-        if not os.path.isdir(folder):
-            raise InputError(f"no folder {folder} for dataset {ref.name!r}")
+        folder = dataset_folder(data_path, ref.name)
         out_dir = os.path.join(save_root_path, model_folder(model_name), ref.name)
         with stats.stage(ref.name) as rec:
             embed_dataset(info, ref, folder, out_dir, embedder_for, BATCHES_PER_BLOCK * batch_size, stats,
@@ -193,9 +184,8 @@ def main(
     """
     problems = [] if task_type in TASK_TYPES else [
         f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}"]
-    names = ",".join(map(str, dataset_name)) if isinstance(dataset_name, (list, tuple)) else str(dataset_name)
     run_entry_point(problems, timeout_minutes, lambda info: run_embed_mteb(
-        info, task_type=task_type, dataset_name=names, model_name=model_name, batch_size=batch_size,
+        info, task_type=task_type, dataset_name=dataset_name, model_name=model_name, batch_size=batch_size,
         save_root_path=str(save_root_path), data_path=None if data_path is None else str(data_path), prompt=prompt,
         max_seq_length=max_seq_length, dtype=dtype, revision=revision, show_progress=bool(progress)))
 

@@ -21,25 +21,19 @@ Every draw is seeded (``--seed`` and the dataset name): the same output for any 
 from __future__ import annotations
 
 import os
-import zlib
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from . import distributed
-from .io import BadRowError, InputError, beir_join, get_beir_document, get_beir_query, read_rows, write_json
+from .io import BadRowError, InputError, write_json
 from .log import logger
 from .pipeline import run_entry_point
-from .tasks import TASK_TYPES, load_split, local_splits, resolve_tasks, split_file
+from .tasks import TASK_TYPES, TRAIN_SPLITS, beir_table, dataset_folder, load_split, local_splits, resolve_tasks, seeded_rng
 
-TRAIN_SPLITS = ("train", "validation", "dev")
 TEST_SHARE = 0.2
 STS_MIN_SCORE, STS_SCALE = 1.0, 5.0
-
-
-def _rng(seed: int, name: str, split: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(f"{name}/{split}".encode())])
 
 
 def same_label_pairs(texts: list[str], labels: list, cap: int, rng: np.random.Generator) -> list[tuple[str, str]]:
@@ -83,7 +77,7 @@ def split_rows(folder: str, task_type: str, seed: int, name: str) -> dict[str, d
         raise InputError(f"{folder}: neither a train nor a test split ({splits})")
     test = data["test"]
     n = len(next(iter(test.values())))
-    order = _rng(seed, name, "80/20").permutation(n)
+    order = seeded_rng(seed, f"{name}/80/20").permutation(n)
     cut = int(round(0.8 * n))
     pick = {"train": np.sort(order[:cut]), "test": np.sort(order[cut:])}
     return {s: {k: [v[i] for i in idx] for k, v in test.items()} for s, idx in pick.items()}
@@ -92,8 +86,8 @@ def split_rows(folder: str, task_type: str, seed: int, name: str) -> dict[str, d
 def _columns(folder: str, task_type: str, split: str) -> dict[str, list]:
     """One split as row-aligned columns of texts (retrieval and reranking: (query, document) rows)."""
     if task_type == "retrieval":
-        queries = {r[0]: r[1] for r in (get_beir_query(x) for x in read_rows(split_file(folder, "queries")))}
-        corpus = {r[0]: beir_join(r[1], r[2]) for r in (get_beir_document(x) for x in read_rows(split_file(folder, "corpus")))}
+        queries = dict(zip(*beir_table(folder, "queries")))
+        corpus = dict(zip(*beir_table(folder, "corpus")))
         qrels = load_split(folder, "retrieval", split)
         return {"sentence1": [queries[q] for q in qrels["query_id"].tolist()],
                 "sentence2": [corpus[d] for d in qrels["corpus_id"].tolist()]}
@@ -126,18 +120,16 @@ def finetune_pairs(task_type: str, columns: dict[str, list], cap: int, rng: np.r
     return out
 
 
-def run_finetune_data(task_type: str, data_path: str, dataset_name: str, save_root: str,
+def run_finetune_data(task_type: str, data_path: str, dataset_name: str | Sequence[str], save_root: str,
                       max_samples_per_dataset: int, seed: int) -> dict[str, Any]:
     import datasets
 
     stats: dict[str, Any] = {}
     for ref in resolve_tasks(task_type, dataset_name, data_path):
-        folder = os.path.join(data_path, ref.name)
-        if not os.path.isdir(folder):
-            raise InputError(f"no folder {folder} for dataset {ref.name!r}")
+        folder = dataset_folder(data_path, ref.name)
         rows = split_rows(folder, task_type, seed, ref.name)
         for split, cap in (("train", max_samples_per_dataset), ("test", int(TEST_SHARE * max_samples_per_dataset))):
-            out = finetune_pairs(task_type, rows[split], cap, _rng(seed, ref.name, split))
+            out = finetune_pairs(task_type, rows[split], cap, seeded_rng(seed, f"{ref.name}/{split}"))
             path = os.path.join(save_root, f"{ref.name}_{split}")
             datasets.Dataset.from_dict(out).save_to_disk(path)
             stats[f"{ref.name}_{split}"] = {"rows_in": len(next(iter(rows[split].values()), [])),
@@ -153,13 +145,11 @@ def main(task_type: str, save_root: str, data_path: str, dataset_name: str = "al
     """Write finetuning pair datasets; see the module docstring."""
     problems = [] if task_type in TASK_TYPES else [
         f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}"]
-    names = ",".join(map(str, dataset_name)) if isinstance(dataset_name, (list, tuple)) else str(dataset_name)
-
     def body(info: distributed.DistInfo) -> None:
         error = None
         if info.is_main:  # reading and seeded sampling: one rank writes, the result is the same for any world size
             try:
-                run_finetune_data(task_type, str(data_path), names, str(save_root), int(max_samples_per_dataset), seed)
+                run_finetune_data(task_type, str(data_path), dataset_name, str(save_root), int(max_samples_per_dataset), seed)
             except (ValueError, InputError, BadRowError) as e:
                 error = e
         distributed.raise_if_any_failed(error)

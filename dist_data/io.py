@@ -501,3 +501,8 @@ def merge_files(parts: Sequence[str], out_path: str, gzip_output: bool = False) 
 def save_npy(path: str, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
+
+
+def save_npz(path: str, **arrays: np.ndarray) -> None:
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)

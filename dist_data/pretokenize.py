@@ -21,7 +21,6 @@ start in their slice as a parquet part. Rank 0 then joins the parts into ``datas
 
 from __future__ import annotations
 
-import io as _io
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from . import distributed
 from .dedup import content_hash
 from .embed import DEFAULT_MODEL, resolve_model
-from .io import BadRowError, InputError, atomic_open, build_catalog, get_texts, resolve_sources
+from .io import BadRowError, InputError, atomic_open, build_catalog, get_texts, resolve_sources, save_npz
 from .log import logger, progress
 from .pack import SPECIALS, Layout, PackStats, pack_slice
 from .pipeline import (REJECTED, Stats, fmt_rows, merge_outputs, open_run, parse_or_reject, run_entry_point,
@@ -126,10 +125,7 @@ def _tokenize_block(tok, layout: Layout, texts: list[str], cache: str, block: in
     ids = tok(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
     stream = layout.document_stream(ids)
     tokens_in = sum(len(i) for i in ids)
-    buf = _io.BytesIO()
-    np.savez(buf, stream=stream, tokens_in=np.int64(tokens_in))
-    with atomic_open(path, "wb") as f:
-        f.write(buf.getvalue())
+    save_npz(path, stream=stream, tokens_in=np.int64(tokens_in))
     stats.add("tokens_in", tokens_in)
     stats.add("document_specials", len(stream) - tokens_in)
     return path
@@ -159,11 +155,8 @@ def pack_stage(info: distributed.DistInfo, stats: Stats, run, files: list[str], 
     import pyarrow.parquet as pq
 
     with stats.stage("pack") as rec:
-        lengths = []
-        for path in files:
-            with np.load(path, mmap_mode=None) as z:
-                lengths.append(int(z["stream"].shape[0]))
-        totals = distributed.all_gather_object(sum(lengths))
+        # this slice's stream length: every block's tokens and document specials, counted while tokenizing
+        totals = distributed.all_gather_object(stats.counts.get("tokens_in", 0) + stats.counts.get("document_specials", 0))
         start = sum(totals[: info.rank])
         C = layout.content_len
         heads = distributed.all_gather_object(_head(files, C))

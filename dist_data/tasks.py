@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import glob
 import os
+import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from .io import BadRowError, InputError, Row, read_qrels, read_rows
+from .io import (BadRowError, InputError, Row, beir_join, get_beir_document, get_beir_query, read_qrels,
+                 read_rows)
 
 TASK_TYPES = {
     "classification": "Classification",
@@ -33,6 +35,7 @@ TASK_TYPES = {
     "pair_classification": "PairClassification",
 }
 SPLIT_ORDER = ("train", "validation", "dev", "test")
+TRAIN_SPLITS = ("train", "validation", "dev")  # what "train" means when datasets are combined
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,29 @@ def registry(task_type: str) -> dict[str, str]:
     return names
 
 
-def resolve_tasks(task_type: str, dataset_name: str, data_path: str | None) -> list[TaskRef]:
+def seeded_rng(seed: int, label: str) -> np.random.Generator:
+    """A generator for one named draw (a dataset, a split): independent of every other draw."""
+    return np.random.default_rng([seed, zlib.crc32(label.encode())])
+
+
+def dataset_folder(data_path: str, name: str) -> str:
+    folder = os.path.join(data_path, name)
+    if not os.path.isdir(folder):
+        raise InputError(f"no folder {folder} for dataset {name!r}")
+    return folder
+
+
+def beir_table(folder: str, name: str) -> tuple[list[str], list[str]]:
+    """``(ids, texts)`` of a retrieval dataset's ``corpus`` (title and text joined) or ``queries``."""
+    rows = read_rows(split_file(folder, name))
+    if name == "corpus":
+        docs = [get_beir_document(r) for r in rows]
+        return [d[0] for d in docs], [beir_join(d[1], d[2]) for d in docs]
+    queries = [get_beir_query(r) for r in rows]
+    return [q[0] for q in queries], [q[1] for q in queries]
+
+
+def resolve_tasks(task_type: str, dataset_name: str | Sequence[str], data_path: str | None) -> list[TaskRef]:
     """The datasets to run, checked against MTEB's registry (and, with ``data_path``, the folder).
 
     ``dataset_name='all'``: every task of the type (with ``data_path``: every dataset folder there).
@@ -74,6 +99,8 @@ def resolve_tasks(task_type: str, dataset_name: str, data_path: str | None) -> l
     """
     if task_type not in TASK_TYPES:
         raise ValueError(f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
+    if isinstance(dataset_name, (list, tuple)):  # fire reads "a,b" as a tuple
+        dataset_name = ",".join(map(str, dataset_name))
     local = [n for n in str(dataset_name).split(",") if n]
     if data_path and dataset_name != "all" and all(os.path.isdir(os.path.join(data_path, n)) for n in local):
         return [TaskRef(task_type, n, None) for n in local]  # local folders: no registry to consult (~3 s)
