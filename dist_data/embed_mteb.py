@@ -4,6 +4,9 @@
         --dataset_name=banking77 --model_name=NAME --batch_size=256 --save_root_path=DIR
     python -m dist_data.embed_mteb --task_type=sts --dataset_name=all --data_path=local/ --save_root_path=DIR
 
+Without ``--data_path`` each task is loaded through ``mteb`` from the hub once and kept in the
+local layout under ``--cache_dir`` (see :mod:`dist_data.mteb_hub`).
+
 Output ``DIR/{model name, / -> _}/{dataset}/`` (vectors L2-normalised, rows in dataset order):
 
 - classification, clustering: ``{split}.npz`` {data [N, D], label [N]}; string labels are mapped
@@ -34,7 +37,8 @@ from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, 
 from .io import InputError, save_npz, write_json
 from .log import logger, progress
 from .pipeline import Stats, fmt_rows, run_entry_point
-from .tasks import TASK_TYPES, TaskRef, beir_table, dataset_folder, load_split, local_splits, resolve_tasks
+from .mteb_hub import dataset_dirs
+from .tasks import TASK_TYPES, TaskRef, beir_table, load_split, local_splits, resolve_tasks
 
 
 def model_folder(model_name: str) -> str:
@@ -130,12 +134,11 @@ def prompts_for(prompt: str | None) -> dict[str, str] | str:
 
 def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: str | Sequence[str], model_name: str,
                    batch_size: int, save_root_path: str, data_path: str | None, prompt: str | None,
-                   max_seq_length: int | None, dtype: str, revision: str | None, show_progress: bool) -> Stats:
+                   max_seq_length: int | None, dtype: str, revision: str | None, show_progress: bool,
+                   cache_dir: str | None = None, hf_subset: str | None = None) -> Stats:
     start = time.perf_counter()
     refs = resolve_tasks(task_type, dataset_name, data_path)
-    if not data_path:
-        raise InputError("this build reads MTEB datasets from --data_path (a folder per dataset, see "
-                         "`python -m dist_data.embed_mteb --help`); the hub is not reachable here")
+    folders = dataset_dirs(info, refs, data_path, cache_dir, hf_subset)
     stats = Stats()
     model = load_model(model_name, info.device, dtype, max_seq_length, revision)
     prompts = prompts_for(prompt)
@@ -145,8 +148,7 @@ def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: 
         p = prompts.get(name, "") if isinstance(prompts, dict) else prompts
         return BlockEmbedder(model, spec_for(model, model_name, revision, p, dtype, batch_size), cache)
 
-    for ref in refs:
-        folder = dataset_folder(data_path, ref.name)
+    for ref, folder in zip(refs, folders):
         out_dir = os.path.join(save_root_path, model_folder(model_name), ref.name)
         with stats.stage(ref.name) as rec:
             embed_dataset(info, ref, folder, out_dir, embedder_for, BATCHES_PER_BLOCK * batch_size, stats,
@@ -167,6 +169,8 @@ def main(
     model_name: str = DEFAULT_MODEL,
     batch_size: int = 64,
     data_path: str | None = None,
+    cache_dir: str | None = None,
+    hf_subset: str | None = None,
     prompt: str | None = None,
     max_seq_length: int | None = None,
     dtype: str = "float32",
@@ -179,7 +183,10 @@ def main(
     Args:
         task_type: classification, clustering, retrieval, sts, reranking or pair_classification.
         dataset_name: an MTEB task name (or its dataset's name, e.g. banking77), a comma list, or ``all``.
-        data_path: a folder with one sub-folder per dataset in MTEB's column layout.
+        data_path: a folder with one sub-folder per dataset in MTEB's column layout; without it the
+            tasks are loaded through mteb from the hub and kept under ``cache_dir``.
+        cache_dir: where hub tasks are kept in the local layout (default ~/.cache/dist_data/mteb).
+        hf_subset: the subset of a multilingual task (default: its English one).
         prompt: an instruction prefix for every text, or a JSON file mapping dataset -> prompt.
     """
     problems = [] if task_type in TASK_TYPES else [
@@ -187,7 +194,8 @@ def main(
     run_entry_point(problems, timeout_minutes, lambda info: run_embed_mteb(
         info, task_type=task_type, dataset_name=dataset_name, model_name=model_name, batch_size=batch_size,
         save_root_path=str(save_root_path), data_path=None if data_path is None else str(data_path), prompt=prompt,
-        max_seq_length=max_seq_length, dtype=dtype, revision=revision, show_progress=bool(progress)))
+        max_seq_length=max_seq_length, dtype=dtype, revision=revision, show_progress=bool(progress),
+        cache_dir=None if cache_dir is None else str(cache_dir), hf_subset=hf_subset))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     torchrun --nproc-per-node=2 -m dist_data.finetune_data --task_type=classification \\
         --data_path=mteb_local/ --save_root=OUT --max_samples_per_dataset=20000
+    python -m dist_data.finetune_data --task_type=sts --dataset_name=STSBenchmark --save_root=OUT   # via mteb, from the hub
 
 Writes ``OUT/{dataset}_train`` and ``OUT/{dataset}_test`` with ``sentence1``, ``sentence2`` (and
 ``score`` for STS):
@@ -30,7 +31,8 @@ from . import distributed
 from .io import BadRowError, InputError, write_json
 from .log import logger
 from .pipeline import run_entry_point
-from .tasks import TASK_TYPES, TRAIN_SPLITS, beir_table, dataset_folder, load_split, local_splits, resolve_tasks, seeded_rng
+from .mteb_hub import dataset_dir
+from .tasks import TASK_TYPES, TRAIN_SPLITS, beir_table, load_split, local_splits, resolve_tasks, seeded_rng
 
 TEST_SHARE = 0.2
 STS_MIN_SCORE, STS_SCALE = 1.0, 5.0
@@ -120,13 +122,14 @@ def finetune_pairs(task_type: str, columns: dict[str, list], cap: int, rng: np.r
     return out
 
 
-def run_finetune_data(task_type: str, data_path: str, dataset_name: str | Sequence[str], save_root: str,
-                      max_samples_per_dataset: int, seed: int) -> dict[str, Any]:
+def run_finetune_data(task_type: str, data_path: str | None, dataset_name: str | Sequence[str], save_root: str,
+                      max_samples_per_dataset: int, seed: int, cache_dir: str | None = None,
+                      hf_subset: str | None = None) -> dict[str, Any]:
     import datasets
 
     stats: dict[str, Any] = {}
     for ref in resolve_tasks(task_type, dataset_name, data_path):
-        folder = dataset_folder(data_path, ref.name)
+        folder = dataset_dir(ref, data_path, cache_dir, hf_subset)
         rows = split_rows(folder, task_type, seed, ref.name)
         for split, cap in (("train", max_samples_per_dataset), ("test", int(TEST_SHARE * max_samples_per_dataset))):
             out = finetune_pairs(task_type, rows[split], cap, seeded_rng(seed, f"{ref.name}/{split}"))
@@ -140,16 +143,26 @@ def run_finetune_data(task_type: str, data_path: str, dataset_name: str | Sequen
 
 
 @record
-def main(task_type: str, save_root: str, data_path: str, dataset_name: str = "all",
-         max_samples_per_dataset: int = 20000, seed: int = 42, timeout_minutes: int = 60) -> None:
-    """Write finetuning pair datasets; see the module docstring."""
+def main(task_type: str, save_root: str, data_path: str | None = None, dataset_name: str = "all",
+         max_samples_per_dataset: int = 20000, seed: int = 42, cache_dir: str | None = None,
+         hf_subset: str | None = None, timeout_minutes: int = 60) -> None:
+    """Write finetuning pair datasets; see the module docstring.
+
+    Args:
+        data_path: a folder with one sub-folder per dataset in MTEB's column layout; without it the
+            tasks are loaded through mteb from the hub and kept under ``cache_dir``.
+        cache_dir: where hub tasks are kept in the local layout (default ~/.cache/dist_data/mteb).
+        hf_subset: the subset of a multilingual task (default: its English one).
+    """
     problems = [] if task_type in TASK_TYPES else [
         f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}"]
     def body(info: distributed.DistInfo) -> None:
         error = None
         if info.is_main:  # reading and seeded sampling: one rank writes, the result is the same for any world size
             try:
-                run_finetune_data(task_type, str(data_path), dataset_name, str(save_root), int(max_samples_per_dataset), seed)
+                run_finetune_data(task_type, None if data_path is None else str(data_path), dataset_name, str(save_root),
+                                  int(max_samples_per_dataset), seed, None if cache_dir is None else str(cache_dir),
+                                  hf_subset)
             except (ValueError, InputError, BadRowError) as e:
                 error = e
         distributed.raise_if_any_failed(error)

@@ -36,6 +36,7 @@ TASK_TYPES = {
 }
 SPLIT_ORDER = ("train", "validation", "dev", "test")
 TRAIN_SPLITS = ("train", "validation", "dev")  # what "train" means when datasets are combined
+NOT_SPLITS = {"corpus", "queries", "source"}  # the other files of a dataset folder (source.json: see mteb_hub)
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def local_splits(folder: str, task_type: str) -> list[str]:
         found = {os.path.basename(p).rsplit(".", 1)[0] for p in glob.glob(os.path.join(folder, "qrels", "*.tsv"))}
     else:
         found = {os.path.basename(p).split(".")[0] for p in glob.glob(os.path.join(folder, "*.*"))}
-    return sorted(found & set(SPLIT_ORDER), key=SPLIT_ORDER.index) + sorted(found - set(SPLIT_ORDER) - {"corpus", "queries"})
+    return sorted(found & set(SPLIT_ORDER), key=SPLIT_ORDER.index) + sorted(found - set(SPLIT_ORDER) - NOT_SPLITS)
 
 
 def split_file(folder: str, stem: str) -> str:
