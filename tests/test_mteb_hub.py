@@ -178,6 +178,13 @@ def test_embed_mteb_and_finetune_data_without_data_path(hub, tmp_path, monkeypat
 
     run_embed_mteb(info, **{**kw, "save_root_path": str(tmp_path / "again")})  # the cached copy: no second load
     assert loads == ["Banking77Classification.v2"]
+    # torchrun, 2 ranks, no --data_path: every rank reads the cached copy (offline: a load would fail)
+    run_cli("dist_data.embed_mteb", "--task_type=classification", "--dataset_name=banking77", "--batch_size=16",
+            f"--save_root_path={tmp_path / 'two'}", f"--cache_dir={cache}", "--progress=False", nproc=2,
+            env={"HF_DATASETS_OFFLINE": "1"})
+    for split in ("train", "test"):
+        one, two = np.load(out / f"{split}.npz"), np.load(str(out / f"{split}.npz").replace("/out/", "/two/"))
+        assert np.array_equal(one["data"], two["data"]) and np.array_equal(one["label"], two["label"])
 
     # finetune pairs from the hub copy == from the same files given with --data_path (draws are seeded by name)
     import shutil
