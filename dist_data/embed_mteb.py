@@ -18,8 +18,9 @@ Output ``DIR/{model name, / -> _}/{dataset}/`` (vectors L2-normalised, rows in d
   sentence2, label}; reranking: {query, positive, negative, positive_offsets, negative_offsets}
   (the positives of query i are ``positive[positive_offsets[i]:positive_offsets[i+1]]``).
 
-A split whose file exists is skipped (resume). Each split's texts are embedded in fixed blocks
-owned by whole ranks, so the vectors are the same for any number of ranks.
+A split whose file exists is skipped (resume). Each split's texts are sorted by length once and
+embedded in fixed blocks of that order owned by whole ranks, so the vectors are the same for any
+number of ranks.
 """
 
 from __future__ import annotations
@@ -47,17 +48,27 @@ def model_folder(model_name: str) -> str:
 
 def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequence[str], role: str,
                 block_rows: int, stats: Stats, show_progress: bool) -> np.ndarray:
-    """All ``texts`` embedded (each rank its blocks), gathered in order on every rank."""
+    """All ``texts`` embedded (each rank its blocks), gathered in order on every rank.
+
+    The texts are put in one global order, longest first (ties by position), before they are cut
+    into blocks: batches hold texts of similar length, as in a single ``encode`` of everything
+    (blocks of the unsorted order padded ~25% more tokens on WordNet definitions), and a
+    text's batch depends only on the split, so the vectors are the same for any number of ranks.
+    """
+    order = np.argsort(-np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
     lo, hi = distributed.shard_range(len(texts), info.rank, info.world_size, unit=block_rows)
     parts = []
     with progress(hi - lo, role, show_progress and info.is_main) as bar:
         for s in range(lo, hi, block_rows):
             e = min(s + block_rows, hi)
-            parts.append(embedder.embed(list(texts[s:e]), f"{role}-{s // block_rows:07d}"))
+            parts.append(embedder.embed([texts[i] for i in order[s:e]], f"{role}-{s // block_rows:07d}"))
             bar.update(e - s)
     mine = np.concatenate(parts) if parts else embedder.embed([], f"{role}-empty")
     stats.add("embedded", hi - lo)
-    return distributed.all_gather_array(mine)
+    by_length = distributed.all_gather_array(mine)
+    vectors = np.empty_like(by_length)
+    vectors[order] = by_length
+    return vectors
 
 
 def label_mapping(labels: Sequence[Any]) -> dict[Any, int]:

@@ -23,11 +23,10 @@ import numpy as np
 
 from . import distributed
 from .dedup import text_hashes
-from .embed import BlockEmbedder, load_model, spec_for
 from .io import BadRowError, beir_join, get_beir_document, get_beir_query, get_query_positives, read_qrels
 from .keys import KeyedVectors, Owners, global_first
 from .log import logger, progress
-from .pipeline import RunDir, Stats, embed_by_block, read_stage, reject_reason
+from .pipeline import RunDir, Stats, count_cache_hits, embed_by_block, query_document_embedders, read_stage, reject_reason
 from .select import PAD_ID, exact_scores
 
 
@@ -221,9 +220,9 @@ def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: It
         query_texts = [items.queries[i] for i in first_item]
         query_rep = global_first(query_keys, query_texts)
         own_query = np.flatnonzero(query_rep == query_keys)
-        model = load_model(model_name, info.device, dtype, max_seq_length, revision)
-        q_embedder, d_embedder = (BlockEmbedder(model, spec_for(model, model_name, revision, p, dtype, batch_size),
-                                                run.cache_dir) for p in (query_prompt, document_prompt))
+        q_embedder, d_embedder = query_document_embedders(
+            info, run, model_name=model_name, revision=revision, dtype=dtype, max_seq_length=max_seq_length,
+            batch_size=batch_size, query_prompt=query_prompt, document_prompt=document_prompt)
         rec["rows"] = len(own_doc) + len(own_query)
         with progress(rec["rows"], "embed", show_progress and info.is_main) as bar:
             q_vec = embed_by_block(q_embedder, query_keys[own_query], [query_texts[i] for i in own_query],
@@ -235,10 +234,7 @@ def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: It
                     parts.append(embed_by_block(d_embedder, docs.block_pos[rows], [doc_texts[i] for i in rows],
                                                 block_rows, role, bar.update))
             d_vec = np.concatenate(parts) if parts else d_embedder.embed([], "document-empty")
-        hits = distributed.all_gather_object(q_embedder.cache_hits + d_embedder.cache_hits)
-        stats.add("cached_blocks", hits[info.rank])
-        if sum(hits) and info.is_main:
-            logger.info("embed: %d block(s) served from the cache in %s", sum(hits), run.cache_dir)
+        count_cache_hits(info, stats, run, (q_embedder, d_embedder))
         stats.add("unique_queries", len(own_query))
         stats.add("unique_documents", len(own_doc))
         own_queries = KeyedVectors(query_keys[own_query], q_vec)

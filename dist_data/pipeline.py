@@ -299,31 +299,45 @@ class PairEmbeddings:
     first_docs: list[str]
 
 
+def query_document_embedders(info: distributed.DistInfo, run: RunDir, *, model_name: str | None, revision: str | None,
+                             dtype: str, max_seq_length: int | None, batch_size: int, query_prompt: str,
+                             document_prompt: str) -> tuple[BlockEmbedder, BlockEmbedder]:
+    """One model, two block embedders (query and document prompts) caching blocks in the run folder."""
+    from .embed import load_model, spec_for
+
+    model = load_model(model_name, info.device, dtype, max_seq_length, revision)
+    return tuple(BlockEmbedder(model, spec_for(model, model_name, revision, prompt, dtype, batch_size), run.cache_dir)
+                 for prompt in (query_prompt, document_prompt))
+
+
+def count_cache_hits(info: distributed.DistInfo, stats: Stats, run: RunDir, embedders: Sequence[BlockEmbedder]) -> None:
+    """Record this rank's blocks served from the cache; rank 0 logs the total (a resumed run)."""
+    hits = distributed.all_gather_object(sum(e.cache_hits for e in embedders))
+    stats.add("cached_blocks", hits[info.rank])
+    if sum(hits) and info.is_main:
+        logger.info("embed: %d block(s) served from the cache in %s", sum(hits), run.cache_dir)
+
+
 def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Shard, queries: Sequence[str],
                 documents: Sequence[str], *, model_name: str | None, revision: str | None, dtype: str,
                 max_seq_length: int | None, batch_size: int, block_rows: int, query_prompt: str,
                 document_prompt: str, show_progress: bool) -> PairEmbeddings:
     """The embed stage of a pairs pipeline: every query, and each distinct document once."""
-    from .embed import load_model, spec_for
     from .log import progress
 
     with stats.stage("embed") as rec:
         doc_ids = global_first(shard.positions, documents)
         is_first = doc_ids == shard.positions
-        model = load_model(model_name, info.device, dtype, max_seq_length, revision)
-        embedders = [BlockEmbedder(model, spec_for(model, model_name, revision, prompt, dtype, batch_size),
-                                   run.cache_dir) for prompt in (query_prompt, document_prompt)]
+        embedders = query_document_embedders(info, run, model_name=model_name, revision=revision, dtype=dtype,
+                                             max_seq_length=max_seq_length, batch_size=batch_size,
+                                             query_prompt=query_prompt, document_prompt=document_prompt)
         first_docs = [documents[i] for i in np.flatnonzero(is_first)]
         rec["rows"] = len(queries) + len(first_docs)
         with progress(rec["rows"], "embed", show_progress and info.is_main) as bar:
             query_emb = embed_by_block(embedders[0], shard.positions, queries, block_rows, "query", bar.update)
             doc_emb = embed_by_block(embedders[1], shard.positions[is_first], first_docs, block_rows, "document",
                                      bar.update)
-        hits = sum(e.cache_hits for e in embedders)
-        stats.add("cached_blocks", hits)
-        all_hits = sum(distributed.all_gather_object(hits))
-        if all_hits:
-            logger.info("embed: %d block(s) served from the cache in %s", all_hits, run.cache_dir)
+        count_cache_hits(info, stats, run, embedders)
     return PairEmbeddings(query_emb, doc_ids, is_first, doc_emb, first_docs)
 
 
