@@ -19,8 +19,8 @@ Output ``DIR/{model name, / -> _}/{dataset}/`` (vectors L2-normalised, rows in d
   (the positives of query i are ``positive[positive_offsets[i]:positive_offsets[i+1]]``).
 
 A split whose file exists is skipped (resume). Each split's texts are sorted by length once and
-embedded in fixed blocks of that order owned by whole ranks, so the vectors are the same for any
-number of ranks.
+embedded in fixed blocks of that order, dealt to the ranks in turn, so the vectors are the same for
+any number of ranks.
 """
 
 from __future__ import annotations
@@ -54,20 +54,25 @@ def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequ
     into blocks: batches hold texts of similar length, as in a single ``encode`` of everything
     (blocks of the unsorted order padded ~25% more tokens on WordNet definitions), and a
     text's batch depends only on the split, so the vectors are the same for any number of ranks.
+    Blocks are dealt to the ranks in turn, so each rank gets its share of long and short texts.
     """
     order = np.argsort(-np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
-    lo, hi = distributed.shard_range(len(texts), info.rank, info.world_size, unit=block_rows)
+    starts = range(0, len(texts), block_rows)
+    mine_starts = starts[info.rank::info.world_size]  # blocks dealt in turn: every rank gets long and short texts
+    n_mine = sum(min(s + block_rows, len(texts)) - s for s in mine_starts)
     parts = []
-    with progress(hi - lo, role, show_progress and info.is_main) as bar:
-        for s in range(lo, hi, block_rows):
-            e = min(s + block_rows, hi)
-            parts.append(embedder.embed([texts[i] for i in order[s:e]], f"{role}-{s // block_rows:07d}"))
-            bar.update(e - s)
+    with progress(n_mine, role, show_progress and info.is_main) as bar:
+        for s in mine_starts:
+            block = order[s:s + block_rows]
+            parts.append(embedder.embed([texts[i] for i in block], f"{role}-{s // block_rows:07d}"))
+            bar.update(len(block))
     mine = np.concatenate(parts) if parts else embedder.embed([], f"{role}-empty")
-    stats.add("embedded", hi - lo)
-    by_length = distributed.all_gather_array(mine)
-    vectors = np.empty_like(by_length)
-    vectors[order] = by_length
+    stats.add("embedded", n_mine)
+    gathered = distributed.all_gather_array(mine)  # rank 0's blocks, then rank 1's, ...
+    rows = np.concatenate([order[s:s + block_rows] for r in range(info.world_size)
+                           for s in starts[r::info.world_size]] or [np.zeros(0, dtype=np.int64)])
+    vectors = np.empty_like(gathered)
+    vectors[rows] = gathered
     return vectors
 
 
