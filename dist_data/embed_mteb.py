@@ -88,15 +88,20 @@ def label_mapping(labels: Sequence[Any]) -> dict[Any, int]:
 
 
 def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir: str, embedder_for, block_rows: int,
-                  stats: Stats, show_progress: bool) -> None:
-    """Every split of one dataset (skipping those already written)."""
+                  stats: Stats, show_progress: bool, args: dict[str, Any] | None = None) -> None:
+    """Every split of one dataset (skipping those already written).
+
+    ``stats`` gets this rank's counts: ``rows`` per split (rank 0), texts ``embedded`` in this
+    rank's blocks, ``texts_encoded`` (not from the cache), ``cached_blocks``, ``splits_skipped``.
+    """
     os.makedirs(out_dir, exist_ok=True)
     splits = local_splits(folder, ref.task_type)
     if not splits:
         raise InputError(f"{folder}: no splits found for a {ref.task_type} dataset")
     if info.is_main:  # what dist_data.combine reads to find a task type's datasets
         write_json(os.path.join(out_dir, "meta.json"), {"task_type": ref.task_type, "dataset": ref.name,
-                                                        "mteb_name": ref.mteb_name, "splits": splits})
+                                                        "mteb_name": ref.mteb_name, "splits": splits, "source": folder,
+                                                        "args": args or {}})
     embedder = embedder_for(ref.name)
     todo = [s for s in splits if not os.path.exists(os.path.join(out_dir, f"{s}.npz"))]
     stats.add("splits_skipped", len(splits) - len(todo))
@@ -110,7 +115,7 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
             if info.is_main:
                 save_npz(os.path.join(out_dir, f"{s}.npz"), data=vectors,
                          label=np.array([mapping[v] for v in data[s]["label"]], dtype=np.int64))
-            stats.add("rows", len(vectors))
+                stats.add("rows", len(vectors), reason=s)
     elif ref.task_type == "retrieval":
         for name in ("corpus", "queries"):
             path = os.path.join(out_dir, f"{name}.npz")
@@ -120,10 +125,12 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
             vectors = embed_texts(info, embedder, texts, f"{ref.name}-{name}", block_rows, stats, show_progress)
             if info.is_main:
                 save_npz(path, data=vectors, id=np.array(ids))
-            stats.add("rows", len(vectors))
+                stats.add("rows", len(vectors), reason=name)
         for s in todo:
             if info.is_main:
-                save_npz(os.path.join(out_dir, f"{s}.npz"), **load_split(folder, "retrieval", s))
+                qrels = load_split(folder, "retrieval", s)
+                save_npz(os.path.join(out_dir, f"{s}.npz"), **qrels)
+                stats.add("rows", len(qrels["query_id"]), reason=s)
     else:
         for s in todo:
             d = load_split(folder, ref.task_type, s)
@@ -136,7 +143,9 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
                     arrays[key] = np.asarray(value, dtype=np.float32 if key == "score" else np.int64)
             if info.is_main:
                 save_npz(os.path.join(out_dir, f"{s}.npz"), **arrays)
-            stats.add("rows", len(next(iter(arrays.values()))))
+                stats.add("rows", len(arrays["query"] if "query" in arrays else next(iter(arrays.values()))), reason=s)
+    stats.add("texts_encoded", embedder.texts_embedded)
+    stats.add("cached_blocks", embedder.cache_hits)
     distributed.barrier()
 
 
@@ -164,17 +173,34 @@ def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: 
         p = prompts.get(name, "") if isinstance(prompts, dict) else prompts
         return BlockEmbedder(model, spec_for(model, model_name, revision, p, dtype, batch_size), cache)
 
+    args = {"task_type": task_type, "model_name": model_name or DEFAULT_MODEL, "revision": revision,
+            "batch_size": batch_size, "prompt": prompt, "max_seq_length": max_seq_length, "dtype": dtype,
+            "hf_subset": hf_subset, "world_size": info.world_size}
+    totals = Stats()
     for ref, folder in zip(refs, folders):
         out_dir = os.path.join(save_root_path, model_folder(model_name), ref.name)
-        with stats.stage(ref.name) as rec:
+        stats = Stats()
+        with stats.stage("embed", log=False) as rec:
             embed_dataset(info, ref, folder, out_dir, embedder_for, BATCHES_PER_BLOCK * batch_size, stats,
-                          show_progress)
-            rec["rows"] = stats.counts.get("rows", 0)
+                          show_progress, args)
+            rec["rows"] = stats.counts.get("embedded", 0)
+        merged = Stats.merge(distributed.all_gather_object(stats.to_dict()))
+        for key, value in merged["counts"].items():
+            totals.add(key, sum(value.values()) if isinstance(value, dict) else value)
+        if info.is_main:
+            write_json(os.path.join(out_dir, "stats.json"), {"dataset": ref.name, "task_type": task_type, **merged})
+            counts, embed = merged["counts"], merged["stages"]["embed"]
+            logger.info("%s: %s; %s texts embedded (%s encoded, %s block(s) from the cache) in %.1f s (%s texts/s); "
+                        "%d split(s) already there", ref.name,
+                        ", ".join(f"{k} {fmt_rows(n)}" for k, n in counts.get("rows", {}).items()) or "nothing new",
+                        fmt_rows(counts.get("embedded", 0)), fmt_rows(counts.get("texts_encoded", 0)),
+                        counts.get("cached_blocks", 0), embed["seconds"], fmt_rows(embed["rows_per_s"]),
+                        counts.get("splits_skipped", 0))
     if info.is_main:
         logger.info("embedded %d %s dataset(s): %s rows, %s split(s) already there, in %.0f s -> %s", len(refs),
-                    task_type, fmt_rows(stats.counts.get("rows", 0)), stats.counts.get("splits_skipped", 0),
+                    task_type, fmt_rows(totals.counts.get("rows", 0)), totals.counts.get("splits_skipped", 0),
                     time.perf_counter() - start, os.path.join(save_root_path, model_folder(model_name)))
-    return stats
+    return totals
 
 
 @record

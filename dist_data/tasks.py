@@ -68,6 +68,16 @@ def registry(task_type: str) -> dict[str, str]:
     return names
 
 
+def english_text_tasks(task_type: str) -> list[str]:
+    """What ``--dataset_name=all`` means without ``--data_path``: the registry's current (not
+    superseded) text tasks of the type with an English subset, aggregates left out (their parts are
+    tasks of their own)."""
+    import mteb
+
+    tasks = mteb.get_tasks(task_types=[TASK_TYPES[task_type]], languages=["eng"])
+    return sorted(t.metadata.name for t in tasks if list(t.metadata.modalities) == ["text"] and not t.is_aggregate)
+
+
 def seeded_rng(seed: int, label: str) -> np.random.Generator:
     """A generator for one named draw (a dataset, a split): independent of every other draw."""
     return np.random.default_rng([seed, zlib.crc32(label.encode())])
@@ -93,7 +103,8 @@ def beir_table(folder: str, name: str) -> tuple[list[str], list[str]]:
 def resolve_tasks(task_type: str, dataset_name: str | Sequence[str], data_path: str | None) -> list[TaskRef]:
     """The datasets to run, checked against MTEB's registry (and, with ``data_path``, the folder).
 
-    ``dataset_name='all'``: every task of the type (with ``data_path``: every dataset folder there).
+    ``dataset_name='all'``: every current English text task of the type (with ``data_path``: every
+    dataset folder there in the type's layout).
 
     Raises:
         ValueError: an unknown task type, or a name the registry does not know (valid names listed).
@@ -114,7 +125,7 @@ def resolve_tasks(task_type: str, dataset_name: str | Sequence[str], data_path: 
             names = sorted(d for d in os.listdir(data_path) if os.path.isdir(os.path.join(data_path, d))
                            and has_layout(os.path.join(data_path, d), task_type))
         elif known is not None:
-            names = sorted(set(known.values()))
+            names = english_text_tasks(task_type)
         else:
             raise ValueError("--dataset_name=all needs the mteb package (pip install mteb) or --data_path")
     else:

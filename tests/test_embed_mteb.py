@@ -100,6 +100,12 @@ def test_classification_labels_over_all_splits(embedded, model):
         src = rows(data / "wn_pos" / f"{split}.jsonl")
         close(model, [r["text"] for r in src], z["data"])
         assert z["label"].tolist() == [mapping[r["label"]] for r in src]
+    # the run's account: rows per split, every text embedded by one of the 2 ranks, nothing from a cache
+    stats = json.load(open(out / "wn_pos" / "stats.json"))
+    n = {s: len(rows(data / "wn_pos" / f"{s}.jsonl")) for s in ("train", "test")}
+    assert stats["counts"]["rows"] == n and stats["counts"]["embedded"] == sum(n.values())
+    assert stats["counts"]["cached_blocks"] == 0 and len(stats["ranks"]) == 2
+    assert 0 < stats["counts"]["texts_encoded"] <= sum(n.values())
 
 
 def test_clustering_rows_flattened(embedded, model):
@@ -167,6 +173,11 @@ def test_task_names_are_checked_against_the_mteb_registry(tmp_path):
 
     assert resolve_tasks("classification", "banking77", None)[0].mteb_name.startswith("Banking77Classification")
     assert resolve_tasks("sts", "STSBenchmark", None)[0].mteb_name == "STSBenchmark"
+    # all: current English text tasks; superseded versions and aggregates are left out
+    names = {r.name for r in resolve_tasks("classification", "all", None)}
+    assert "Banking77Classification.v2" in names and "Banking77Classification" not in names
+    names = {r.name for r in resolve_tasks("retrieval", "all", None)}
+    assert "CQADupstackAndroidRetrieval" in names and "CQADupstackRetrieval" not in names and "SciFact" in names
 
 
 TYPES = ["classification", "clustering", "retrieval", "sts", "pair_classification", "reranking"]
