@@ -65,8 +65,9 @@ def model():
     return SentenceTransformer(resolve_model(None), device="cpu")
 
 
-def run_killed(module: str, *flags: str, out: str, nproc: int = 2, after_blocks: int = 2) -> str:
-    """Start a torchrun job, SIGKILL one rank once ``after_blocks`` blocks (embeddings, tokens) are cached.
+def run_killed(module: str, *flags: str, out: str, nproc: int = 2, after_blocks: int = 2, cache: str | None = None) -> str:
+    """Start a torchrun job, SIGKILL one rank once ``after_blocks`` blocks (embeddings, tokens) are cached
+    (under ``cache``, by default ``out/cache``).
 
     Asserts the job failed and published nothing; returns its stderr.
     """
@@ -77,7 +78,7 @@ def run_killed(module: str, *flags: str, out: str, nproc: int = 2, after_blocks:
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.time() + 300
-    cache = os.path.join(out, "cache")
+    cache = cache or os.path.join(out, "cache")
     while time.time() < deadline:
         blocks = [f for _, _, fs in os.walk(cache) for f in fs if f.endswith((".npy", ".npz"))] if os.path.isdir(cache) else []
         if len(blocks) >= after_blocks:

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from conftest import run_cli, write_jsonl
+from conftest import run_cli, run_killed, write_jsonl
 from dist_data.wordnet import iter_synsets
 
 POS_NAME = {"n": "noun", "v": "verb", "a": "adjective", "r": "adverb"}
@@ -160,6 +160,24 @@ def test_existing_split_is_skipped_and_bad_names_are_clear(embedded, tmp_path):
     proc = run_cli("dist_data.embed_mteb", "--task_type=sts", "--dataset_name=nope", f"--data_path={data}",
                    f"--save_root_path={tmp_path}", nproc=0, check=False)
     assert proc.returncode == 2 and "no folder" in proc.stderr
+
+
+def test_resume_after_a_killed_rank_gives_the_same_bytes(tmp_path):
+    synsets = random.Random(3).sample(list(iter_synsets()), 2000)
+    os.makedirs(tmp_path / "data" / "wn_big")
+    write_jsonl(tmp_path / "data" / "wn_big" / "test.jsonl", [{"text": s.definition, "label": s.pos} for s in synsets])
+    flags = ["--task_type=classification", "--dataset_name=wn_big", f"--data_path={tmp_path / 'data'}",
+             "--batch_size=8", "--progress=False"]
+    model_dir = "sentence-transformers_all-MiniLM-L6-v2"
+    killed = tmp_path / "killed"
+    run_killed("dist_data.embed_mteb", *flags, f"--save_root_path={killed}", out=str(killed),
+               cache=str(killed / model_dir / ".cache"), after_blocks=3)
+    assert not os.path.exists(killed / model_dir / "wn_big" / "test.npz")
+    run_cli("dist_data.embed_mteb", *flags, f"--save_root_path={killed}")
+    run_cli("dist_data.embed_mteb", *flags, f"--save_root_path={tmp_path / 'clean'}", nproc=0)
+    resumed, clean = (open(d / model_dir / "wn_big" / "test.npz", "rb").read() for d in (killed, tmp_path / "clean"))
+    assert resumed == clean
+    assert json.load(open(killed / model_dir / "wn_big" / "stats.json"))["counts"]["cached_blocks"] >= 3
 
 
 def test_task_names_are_checked_against_the_mteb_registry(tmp_path):
