@@ -136,6 +136,10 @@ def resolve_tasks(task_type: str, dataset_name: str | Sequence[str], data_path: 
         if known is not None:
             mteb_name = known.get(name.lower())
             if mteb_name is None and not data_path:
+                other = next((t for t in TASK_TYPES if t != task_type and name.lower() in registry(t)), None)
+                if other:
+                    raise ValueError(f"{name!r} is a {other} task of the MTEB registry, not {task_type}: "
+                                     f"pass --task_type={other}")
                 valid = sorted(set(known.values()))
                 raise ValueError(f"{name!r} is not a {task_type} task of the MTEB registry; valid names: "
                                  f"{', '.join(valid[:60])}{' ...' if len(valid) > 60 else ''}")

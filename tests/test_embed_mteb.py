@@ -191,6 +191,8 @@ def test_task_names_are_checked_against_the_mteb_registry(tmp_path):
 
     assert resolve_tasks("classification", "banking77", None)[0].mteb_name.startswith("Banking77Classification")
     assert resolve_tasks("sts", "STSBenchmark", None)[0].mteb_name == "STSBenchmark"
+    with pytest.raises(ValueError, match="'banking77' is a classification task of the MTEB registry, not sts"):
+        resolve_tasks("sts", "banking77", None)
     # all: current English text tasks; superseded versions and aggregates are left out
     names = {r.name for r in resolve_tasks("classification", "all", None)}
     assert "Banking77Classification.v2" in names and "Banking77Classification" not in names
