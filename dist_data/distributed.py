@@ -119,6 +119,26 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _padded(array: np.ndarray) -> tuple[list[int], torch.Tensor]:
+    """Every rank's row count (one collective) and this rank's rows as raw bytes padded to the
+    largest count, so that any dtype (float16, structured hashes, ...) travels unchanged."""
+    device = _comm_device()
+    size = torch.tensor([array.shape[0]], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    counts = [int(s.item()) for s in sizes]
+    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    padded = np.zeros((max(counts), row_bytes), dtype=np.uint8)
+    if array.shape[0]:
+        padded[: array.shape[0]] = array.reshape(array.shape[0], -1).view(np.uint8).reshape(array.shape[0], row_bytes)
+    return counts, torch.from_numpy(padded).to(device)
+
+
+def _unpadded(received: list[torch.Tensor], counts: list[int], like: np.ndarray) -> np.ndarray:
+    flat = np.concatenate([r[:c].cpu().numpy() for r, c in zip(received, counts)], axis=0)
+    return flat.view(like.dtype).reshape((sum(counts),) + like.shape[1:])
+
+
 def all_gather_array(array: np.ndarray) -> np.ndarray:
     """Concatenate ``array`` (rows may differ per rank) from all ranks, in rank order.
 
@@ -128,24 +148,22 @@ def all_gather_array(array: np.ndarray) -> np.ndarray:
     if not is_distributed():
         return array
     array = np.ascontiguousarray(array)
-    device = _comm_device()
-    world = dist.get_world_size()
-    size = torch.tensor([array.shape[0]], dtype=torch.int64, device=device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    counts = [int(s.item()) for s in sizes]
-    max_rows = max(counts)
-    # Send raw bytes so any dtype (float16, structured hashes, ...) travels unchanged.
-    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
-    padded = np.zeros((max_rows, row_bytes), dtype=np.uint8)
-    if array.shape[0]:
-        padded[: array.shape[0]] = array.reshape(array.shape[0], -1).view(np.uint8).reshape(array.shape[0], row_bytes)
-    send = torch.from_numpy(padded).to(device)
-    recv = [torch.empty_like(send) for _ in range(world)]
-    dist.all_gather(recv, send)
-    parts = [r[:c].cpu().numpy() for r, c in zip(recv, counts)]
-    flat = np.concatenate(parts, axis=0)
-    return flat.view(array.dtype).reshape((sum(counts),) + array.shape[1:])
+    counts, send = _padded(array)
+    received = [torch.empty_like(send) for _ in counts]
+    dist.all_gather(received, send)
+    return _unpadded(received, counts, array)
+
+
+def gather_array(array: np.ndarray, dst: int = 0) -> np.ndarray | None:
+    """:func:`all_gather_array` onto rank ``dst`` only (the others get None): for results one rank
+    writes, so the whole array is held once per job instead of once per rank."""
+    if not is_distributed():
+        return array
+    array = np.ascontiguousarray(array)
+    counts, send = _padded(array)
+    received = [torch.empty_like(send) for _ in counts] if dist.get_rank() == dst else None
+    dist.gather(send, received, dst=dst)
+    return _unpadded(received, counts, array) if received is not None else None
 
 
 def all_gather_object(obj: Any) -> list[Any]:

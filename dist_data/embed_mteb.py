@@ -42,13 +42,16 @@ from .mteb_hub import dataset_dirs
 from .tasks import TASK_TYPES, TaskRef, beir_table, load_split, local_splits, resolve_tasks
 
 
+TEXT_COLUMNS = {"sentence1", "sentence2", "query", "positive", "negative"}  # embedded; the rest kept as numbers
+
+
 def model_folder(model_name: str) -> str:
     return (model_name or DEFAULT_MODEL).replace("/", "_")
 
 
 def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequence[str], role: str,
-                block_rows: int, stats: Stats, show_progress: bool) -> np.ndarray:
-    """All ``texts`` embedded (each rank its blocks), gathered in order on every rank.
+                block_rows: int, stats: Stats, show_progress: bool) -> np.ndarray | None:
+    """All ``texts`` embedded (each rank its blocks), gathered in order on rank 0 (None elsewhere).
 
     The texts are put in one global order, longest first (ties by position), before they are cut
     into blocks: batches hold texts of similar length, as in a single ``encode`` of everything
@@ -68,7 +71,9 @@ def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequ
             bar.update(len(block))
     mine = np.concatenate(parts) if parts else embedder.embed([], f"{role}-empty")
     stats.add("embedded", n_mine)
-    gathered = distributed.all_gather_array(mine)  # rank 0's blocks, then rank 1's, ...
+    gathered = distributed.gather_array(mine)  # on rank 0 (which writes): its blocks, then rank 1's, ...
+    if gathered is None:
+        return None
     rows = np.concatenate([order[s:s + block_rows] for r in range(info.world_size)
                            for s in starts[r::info.world_size]] or [np.zeros(0, dtype=np.int64)])
     vectors = np.empty_like(gathered)
@@ -136,7 +141,7 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
             d = load_split(folder, ref.task_type, s)
             arrays = {}
             for key, value in d.items():
-                if value and isinstance(value[0], str):
+                if key in TEXT_COLUMNS:
                     arrays[key] = embed_texts(info, embedder, value, f"{ref.name}-{s}-{key}", block_rows, stats,
                                               show_progress)
                 else:

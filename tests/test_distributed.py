@@ -56,6 +56,11 @@ def _uneven_gather(rank, world):
     got = distributed.all_gather_array(mine)
     expected = np.concatenate([np.arange(12, dtype=np.float32).reshape(3, 4), np.zeros((0, 4), np.float32)])
     np.testing.assert_array_equal(got, expected)
+    on_main = distributed.gather_array(mine)
+    if rank == 0:
+        np.testing.assert_array_equal(on_main, expected)
+    else:
+        assert on_main is None
     # 16-byte hashes travel unchanged.
     texts = [["alpha", "beta"], ["gamma"]][rank]
     hashes = distributed.all_gather_array(text_hashes(texts))
@@ -102,7 +107,7 @@ def test_sharded_topk_merge_equals_gather_and_brute_force():
 
 def test_helpers_are_identity_without_a_group():
     a = np.arange(6).reshape(3, 2)
-    assert distributed.all_gather_array(a) is a
+    assert distributed.all_gather_array(a) is a and distributed.gather_array(a) is a
     assert distributed.all_gather_object(5) == [5]
     assert distributed.get_world_size() == 1
     distributed.raise_if_any_failed(None)

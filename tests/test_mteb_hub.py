@@ -16,7 +16,7 @@ from test_embed_mteb import build
 
 from dist_data import distributed, mteb_hub
 from dist_data.io import read_rows
-from dist_data.tasks import TaskRef, beir_table, load_split, local_splits
+from dist_data.tasks import beir_table, load_split, local_splits
 
 datasets = pytest.importorskip("datasets")
 mteb = pytest.importorskip("mteb")
