@@ -69,11 +69,20 @@ def teardown() -> None:
 
 @contextmanager
 def process_group(timeout_minutes: int = 120) -> Iterator[DistInfo]:
-    """``with process_group() as info:`` — init, then teardown in ``finally``."""
+    """``with process_group() as info:`` — init, then teardown in ``finally``.
+
+    After a normal end every rank waits for the others before tearing down, so no rank closes its
+    connections while another is still writing (after an error there is no barrier: the others
+    may never arrive).
+    """
     info = init(timeout_minutes)
+    finished = False
     try:
         yield info
+        finished = True
     finally:
+        if finished:
+            barrier()
         teardown()
 
 
