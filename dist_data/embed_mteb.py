@@ -61,21 +61,23 @@ def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequ
     """
     order = np.argsort(-np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
     starts = range(0, len(texts), block_rows)
-    mine_starts = starts[info.rank::info.world_size]  # blocks dealt in turn: every rank gets long and short texts
-    n_mine = sum(min(s + block_rows, len(texts)) - s for s in mine_starts)
+
+    def rows_of(rank: int) -> np.ndarray:  # blocks dealt in turn: every rank gets long and short texts
+        return np.concatenate([order[s:s + block_rows] for s in starts[rank::info.world_size]]
+                              or [np.zeros(0, dtype=np.int64)])
+
     parts = []
-    with progress(n_mine, role, show_progress and info.is_main) as bar:
-        for s in mine_starts:
+    with progress(len(rows_of(info.rank)), role, show_progress and info.is_main) as bar:
+        for s in starts[info.rank::info.world_size]:
             block = order[s:s + block_rows]
             parts.append(embedder.embed([texts[i] for i in block], f"{role}-{s // block_rows:07d}"))
             bar.update(len(block))
     mine = np.concatenate(parts) if parts else embedder.embed([], f"{role}-empty")
-    stats.add("embedded", n_mine)
+    stats.add("embedded", len(mine))
     gathered = distributed.gather_array(mine)  # on rank 0 (which writes): its blocks, then rank 1's, ...
     if gathered is None:
         return None
-    rows = np.concatenate([order[s:s + block_rows] for r in range(info.world_size)
-                           for s in starts[r::info.world_size]] or [np.zeros(0, dtype=np.int64)])
+    rows = np.concatenate([rows_of(r) for r in range(info.world_size)])
     vectors = np.empty_like(gathered)
     vectors[rows] = gathered
     return vectors
@@ -96,8 +98,8 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
                   stats: Stats, show_progress: bool, args: dict[str, Any] | None = None) -> None:
     """Every split of one dataset (skipping those already written).
 
-    ``stats`` gets this rank's counts: ``rows`` per split (rank 0), texts ``embedded`` in this
-    rank's blocks, ``texts_encoded`` (not from the cache), ``cached_blocks``, ``splits_skipped``.
+    ``stats`` gets this rank's counts: ``rows`` per split and ``splits_skipped`` (rank 0), texts
+    ``embedded`` in this rank's blocks, ``texts_encoded`` (not from the cache), ``cached_blocks``.
     """
     os.makedirs(out_dir, exist_ok=True)
     splits = local_splits(folder, ref.task_type)
@@ -109,7 +111,8 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
                                                         "args": args or {}})
     embedder = embedder_for(ref.name)
     todo = [s for s in splits if not os.path.exists(os.path.join(out_dir, f"{s}.npz"))]
-    stats.add("splits_skipped", len(splits) - len(todo))
+    if info.is_main:  # counted once: the stats of all ranks are summed
+        stats.add("splits_skipped", len(splits) - len(todo))
     if ref.task_type in ("classification", "clustering"):
         data = {s: load_split(folder, ref.task_type, s) for s in splits}  # labels: union of all splits
         mapping = label_mapping([v for d in data.values() for v in d["label"]])
@@ -169,7 +172,6 @@ def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: 
     start = time.perf_counter()
     refs = resolve_tasks(task_type, dataset_name, data_path)
     folders = dataset_dirs(info, refs, data_path, cache_dir, hf_subset)
-    stats = Stats()
     model = load_model(model_name, info.device, dtype, max_seq_length, revision)
     prompts = prompts_for(prompt)
     cache = os.path.join(save_root_path, model_folder(model_name), ".cache")
