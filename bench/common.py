@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 def make_pairs(n_pairs: int, path: str) -> None:
     """``n_pairs`` (lemma, definition) WordNet pairs: the shipped sample for 5,000, else a seeded draw."""
-    from dist_data.wordnet import SAMPLE_PAIRS, iter_synsets
+    from dist_data.text.wordnet import SAMPLE_PAIRS, iter_synsets
 
     if n_pairs == 5000:
         with gzip.open(SAMPLE_PAIRS, "rt", encoding="utf-8") as f, open(path, "w", encoding="utf-8") as out:

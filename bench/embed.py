@@ -21,7 +21,7 @@ from common import run_all, table, write_report
 FLOOR = r"""
 import json, sys
 from sentence_transformers import SentenceTransformer
-from dist_data.embed import resolve_model
+from dist_data.core.embed import resolve_model
 texts = [json.loads(l)["text"] for l in open(sys.argv[1], encoding="utf-8")]
 model = SentenceTransformer(resolve_model(None), device="cpu")
 model.encode(texts, batch_size=int(sys.argv[2]), normalize_embeddings=True)
@@ -32,7 +32,7 @@ def make_dataset(n_rows: int, root: str) -> str:
     """``root/wn_pos/test.jsonl``: WordNet definitions labelled by part of speech."""
     import random
 
-    from dist_data.wordnet import iter_synsets
+    from dist_data.text.wordnet import iter_synsets
 
     synsets = random.Random(0).sample(list(iter_synsets()), n_rows)
     os.makedirs(os.path.join(root, "wn_pos"), exist_ok=True)

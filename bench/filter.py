@@ -22,7 +22,7 @@ FLOOR = r"""
 import json, sys, time
 import numpy as np
 from sentence_transformers import SentenceTransformer
-from dist_data.embed import resolve_model
+from dist_data.core.embed import resolve_model
 path, batch_size = sys.argv[1], int(sys.argv[2])
 rows = [json.loads(l) for l in open(path, encoding="utf-8")]
 texts = [r["query"] for r in rows] + [r["document"] for r in rows]
@@ -36,7 +36,7 @@ print(json.dumps({"encode_seconds": enc}))
 SEARCH = r"""
 import json, sys, time
 import faiss, numpy as np
-from dist_data.index import search
+from dist_data.core.index import search
 import torch
 emb = np.load(sys.argv[1]); n = emb.shape[0] // 2
 q, d = np.ascontiguousarray(emb[:n]), np.ascontiguousarray(emb[n:])

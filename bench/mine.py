@@ -24,7 +24,7 @@ RECIPE = dict(range_min=2, range_max=100, num_negatives=16, sampling_strategy="r
 FLOOR = r"""
 import json, sys
 from sentence_transformers import SentenceTransformer
-from dist_data.embed import resolve_model
+from dist_data.core.embed import resolve_model
 rows = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8")]
 texts = list(dict.fromkeys(r["query"] for r in rows)) + list(dict.fromkeys(r["document"] for r in rows))
 model = SentenceTransformer(resolve_model(None), device="cpu")
@@ -35,7 +35,7 @@ import json, sys
 import datasets
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import mine_hard_negatives
-from dist_data.embed import resolve_model
+from dist_data.core.embed import resolve_model
 path, batch_size, use_faiss, out, recipe = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4], json.loads(sys.argv[5])
 rows = [json.loads(l) for l in open(path, encoding="utf-8")]
 ds = datasets.Dataset.from_dict({"query": [r["query"] for r in rows], "document": [r["document"] for r in rows]})

@@ -54,7 +54,7 @@ def make_docs(n_docs: int, path: str) -> None:
     """WordNet documents: runs of 1-40 consecutive synsets, cycling over the whole database."""
     import random
 
-    from dist_data.wordnet import iter_synsets
+    from dist_data.text.wordnet import iter_synsets
 
     rng = random.Random(0)
     synsets = list(iter_synsets())

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .io import InputError, save_npz, write_json
-from .tasks import TRAIN_SPLITS, seeded_rng
-from .log import logger
+from .core.io import InputError, save_npz, write_json
+from .text.tasks import TRAIN_SPLITS, seeded_rng
+from .core.log import logger
 
 STS_SAME_CLASS = 3.0
 
@@ -202,7 +202,7 @@ def collection_pairs(path: str) -> tuple[str, list[tuple[str, str]]]:
     Raises:
         BadRowError: a row that does not follow the file's schema (file and line named).
     """
-    from .io import BadRowError, read_rows
+    from .core.io import BadRowError, read_rows
 
     rows = read_rows(path)
     if not rows:
@@ -354,8 +354,8 @@ class Combine:
     def _run(fn, *args) -> None:
         import sys
 
-        from .io import BadRowError
-        from .log import setup_logging
+        from .core.io import BadRowError
+        from .core.log import setup_logging
 
         setup_logging(0, 0, 1)
         try:

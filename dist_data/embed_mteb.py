@@ -33,13 +33,13 @@ from typing import Any, Sequence
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from . import distributed
-from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
-from .io import InputError, save_npz, write_json
-from .log import logger, progress
-from .pipeline import Stats, fmt_rows, run_entry_point
-from .mteb_hub import dataset_dirs
-from .tasks import TASK_TYPES, TaskRef, beir_table, load_split, local_splits, resolve_tasks
+from .core import distributed
+from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
+from .core.io import InputError, save_npz, write_json
+from .core.log import logger, progress
+from .core.pipeline import Stats, fmt_rows, run_entry_point
+from .text.mteb_hub import dataset_dirs
+from .text.tasks import TASK_TYPES, TaskRef, beir_table, load_split, local_splits, resolve_tasks
 
 
 TEXT_COLUMNS = {"sentence1", "sentence2", "query", "positive", "negative"}  # embedded; the rest kept as numbers

@@ -22,13 +22,13 @@ import time
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from . import distributed, index
-from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL
-from .log import logger, progress
-from .pipeline import (Stats, common_flag_problems, embed_pairs, fmt_rows, merge_outputs, open_run, read_stage,
+from .core import distributed, index
+from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL
+from .core.log import logger, progress
+from .core.pipeline import (Stats, common_flag_problems, embed_pairs, fmt_rows, merge_outputs, open_run, read_stage,
                        run_entry_point, write_parts)
-from .select import consistency_keep
-from .wordnet import SAMPLE_PAIRS
+from .core.select import consistency_keep
+from .text.wordnet import SAMPLE_PAIRS
 
 RESULT_NAME = "filtered.jsonl"
 

@@ -27,12 +27,12 @@ from typing import Any, Sequence
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from . import distributed
-from .io import BadRowError, InputError, write_json
-from .log import logger
-from .pipeline import run_entry_point
-from .mteb_hub import dataset_dir
-from .tasks import TASK_TYPES, TRAIN_SPLITS, beir_table, load_split, local_splits, resolve_tasks, seeded_rng
+from .core import distributed
+from .core.io import BadRowError, InputError, write_json
+from .core.log import logger
+from .core.pipeline import run_entry_point
+from .text.mteb_hub import dataset_dir
+from .text.tasks import TASK_TYPES, TRAIN_SPLITS, beir_table, load_split, local_splits, resolve_tasks, seeded_rng
 
 TEST_SHARE = 0.2
 STS_MIN_SCORE, STS_SCALE = 1.0, 5.0

@@ -33,14 +33,14 @@ import time
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from . import distributed, index
-from .embed import BATCHES_PER_BLOCK, DEFAULT_MODEL
-from .log import logger, progress
-from .mining import (PositiveSets, embed_stage, fetch_records, format_rows, pair_scores, read_beir, read_pairs,
+from .core import distributed, index
+from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL
+from .core.log import logger, progress
+from .text.mining import (PositiveSets, embed_stage, fetch_records, format_rows, pair_scores, read_beir, read_pairs,
                      rerank_stage)
-from .pipeline import Stats, common_flag_problems, fmt_rows, merge_outputs, open_run, run_entry_point, write_parts
-from .select import PAD_ID, canonical_topk, select_negatives
-from .wordnet import SAMPLE_PAIRS
+from .core.pipeline import Stats, common_flag_problems, fmt_rows, merge_outputs, open_run, run_entry_point, write_parts
+from .core.select import PAD_ID, canonical_topk, select_negatives
+from .text.wordnet import SAMPLE_PAIRS
 
 RESULT_NAME = "mined.jsonl"
 FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list", "nomic", "tevatron")

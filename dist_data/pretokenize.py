@@ -30,15 +30,15 @@ from typing import Iterator
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from . import distributed
-from .dedup import content_hash
-from .embed import DEFAULT_MODEL, resolve_model
-from .io import BadRowError, InputError, atomic_open, build_catalog, get_texts, resolve_sources, save_npz
-from .log import logger, progress
-from .pack import SPECIALS, Layout, PackStats, pack_slice
-from .pipeline import (REJECTED, Stats, fmt_rows, merge_outputs, open_run, parse_or_reject, run_entry_point,
+from .core import distributed
+from .core.dedup import content_hash
+from .core.embed import DEFAULT_MODEL, resolve_model
+from .core.io import BadRowError, InputError, atomic_open, build_catalog, get_texts, resolve_sources, save_npz
+from .core.log import logger, progress
+from .text.pack import SPECIALS, Layout, PackStats, pack_slice
+from .core.pipeline import (REJECTED, Stats, fmt_rows, merge_outputs, open_run, parse_or_reject, run_entry_point,
                        sample_positions, write_parts)
-from .wordnet import SAMPLE_TEXT
+from .text.wordnet import SAMPLE_TEXT
 
 RESULT_NAME = "dataset"
 FORMATS = ("hf", "parquet")

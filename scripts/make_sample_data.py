@@ -17,7 +17,7 @@ import gzip
 import json
 import random
 
-from dist_data.wordnet import SAMPLE_PAIRS, SAMPLE_TEXT, iter_synsets
+from dist_data.text.wordnet import SAMPLE_PAIRS, SAMPLE_TEXT, iter_synsets
 
 N_PAIRS = 5000
 N_DOCS = 2000

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import pytest
 
-from dist_data.wordnet import iter_synsets
+from dist_data.text.wordnet import iter_synsets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,7 +60,7 @@ def run_cli(module: str, *flags: str, nproc: int = 2, timeout: int = 600, check:
 def model():
     from sentence_transformers import SentenceTransformer
 
-    from dist_data.embed import resolve_model
+    from dist_data.core.embed import resolve_model
 
     return SentenceTransformer(resolve_model(None), device="cpu")
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from conftest import run_cli
-from dist_data.wordnet import iter_synsets
+from dist_data.text.wordnet import iter_synsets
 
 
 def write_gz(path, rows):

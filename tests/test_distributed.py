@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from dist_data import distributed, index
-from dist_data.dedup import text_hashes
-from dist_data.select import canonical_topk, exact_scores
+from dist_data.core import distributed
+from dist_data.core import index
+from dist_data.core.dedup import text_hashes
+from dist_data.core.select import canonical_topk, exact_scores
 
 
 def _free_port() -> int:
@@ -126,7 +127,7 @@ def test_shard_range_covers_in_order(n, world, unit):
 
 
 def _check_exchange_and_fetch(rank, world):
-    from dist_data.keys import KeyedVectors, Owners, global_first
+    from dist_data.core.keys import KeyedVectors, Owners, global_first
 
     # uneven personalised all-to-all, with an empty message
     send = [np.full((rank + r, 3), 10 * rank + r, dtype=np.float32) for r in range(world)]

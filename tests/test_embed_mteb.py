@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, run_killed, write_jsonl
-from dist_data.wordnet import iter_synsets
+from dist_data.text.wordnet import iter_synsets
 
 POS_NAME = {"n": "noun", "v": "verb", "a": "adjective", "r": "adverb"}
 
@@ -188,7 +188,7 @@ def test_task_names_are_checked_against_the_mteb_registry(tmp_path):
     assert "'Banking77Clasification' is not a classification task of the MTEB registry" in proc.stderr
     assert "Banking77Classification" in proc.stderr  # the valid names are listed
 
-    from dist_data.tasks import resolve_tasks
+    from dist_data.text.tasks import resolve_tasks
 
     assert resolve_tasks("classification", "banking77", None)[0].mteb_name.startswith("Banking77Classification")
     assert resolve_tasks("sts", "STSBenchmark", None)[0].mteb_name == "STSBenchmark"

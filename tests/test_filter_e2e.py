@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, run_killed, wordnet_pairs, write_jsonl
-from dist_data.dedup import first_occurrence, text_hashes
+from dist_data.core.dedup import first_occurrence, text_hashes
 
 K = 2
 COMMON = ["--batch_size=32", f"--k={K}", "--progress=False"]

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import wordnet_pairs, write_jsonl
-from dist_data.io import (BadRowError, InputError, atomic_open, build_catalog, get_texts, merge_files,
+from dist_data.core.io import (BadRowError, InputError, atomic_open, build_catalog, get_texts, merge_files,
                           resolve_sources)
 
 KEYS = ["query", "document"]

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import run_cli, run_killed, wordnet_beir, wordnet_pairs, write_jsonl
-from dist_data.io import beir_join
-from dist_data.select import canonical_topk, select_negatives
-from dist_data.wordnet import iter_synsets
+from dist_data.core.io import beir_join
+from dist_data.core.select import canonical_topk, select_negatives
+from dist_data.text.wordnet import iter_synsets
 
 
 def reference_negatives(scores, positives, pos_score, num_negatives, range_min, range_max, abs_margin, max_score):
@@ -313,7 +313,7 @@ def test_cross_encoder_rescoring_against_its_own_predictions(model, tmp_path):
     import torch
     from sentence_transformers import CrossEncoder
 
-    from dist_data.embed import resolve_model
+    from dist_data.core.embed import resolve_model
 
     torch.manual_seed(0)  # a cross-encoder head over the shipped MiniLM: scores that differ from the bi-encoder
     ce = CrossEncoder(resolve_model(None), num_labels=1, device="cpu")

@@ -1,4 +1,4 @@
-"""Hub loading through mteb (``dist_data.mteb_hub``): real registry tasks carrying WordNet data in
+"""Hub loading through mteb (``dist_data.text.mteb_hub``): real registry tasks carrying WordNet data in
 the in-memory shapes mteb 2 gives after ``load_data`` are written in the local layout, and read
 back equal to the same data written by hand; end to end, ``embed_mteb`` and ``finetune_data``
 without ``--data_path`` read through that path. The hub itself is unreachable here: an offline
@@ -14,9 +14,10 @@ import pytest
 from conftest import run_cli
 from test_embed_mteb import build
 
-from dist_data import distributed, mteb_hub
-from dist_data.io import read_rows
-from dist_data.tasks import beir_table, load_split, local_splits
+from dist_data.core import distributed
+from dist_data.text import mteb_hub
+from dist_data.core.io import read_rows
+from dist_data.text.tasks import beir_table, load_split, local_splits
 
 datasets = pytest.importorskip("datasets")
 mteb = pytest.importorskip("mteb")

@@ -1,4 +1,4 @@
-"""Packing logic (:mod:`dist_data.pack`) against the obvious reference, on real WordNet text
+"""Packing logic (:mod:`dist_data.text.pack`) against the obvious reference, on real WordNet text
 tokenized by the shipped MiniLM's tokenizer; boundary cases; any cut of the stream into slices."""
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dist_data.pack import Layout, PackStats, pack_slice, reference_pack
+from dist_data.text.pack import Layout, PackStats, pack_slice, reference_pack
 from dist_data.pretokenize import load_tokenizer, special_layout
-from dist_data.wordnet import iter_synsets
+from dist_data.text.wordnet import iter_synsets
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, run_killed, write_jsonl
-from dist_data.pack import reference_pack
+from dist_data.text.pack import reference_pack
 from dist_data.pretokenize import load_tokenizer, special_layout
-from dist_data.wordnet import iter_synsets
+from dist_data.text.wordnet import iter_synsets
 
 FLAGS = ["--seq_len=128", "--block_docs=32", "--progress=False"]
 

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dist_data.dedup import first_occurrence, normalize_text, text_hashes
-from dist_data.select import PAD_ID, canonical_topk, consistency_keep, exact_scores, merge_topk
+from dist_data.core.dedup import first_occurrence, normalize_text, text_hashes
+from dist_data.core.select import PAD_ID, canonical_topk, consistency_keep, exact_scores, merge_topk
 
 
 def brute_force_keep(q, d, doc_of_pair, k):

@@ -14,8 +14,8 @@ from typing import Iterator
 
 WORDNET_DIR = os.environ.get("WORDNET_DIR", "/usr/share/wordnet")
 POS_FILES = {"n": "data.noun", "v": "data.verb", "a": "data.adj", "r": "data.adv"}
-SAMPLE_PAIRS = os.path.join(os.path.dirname(__file__), "data", "wordnet_pairs.jsonl.gz")
-SAMPLE_TEXT = os.path.join(os.path.dirname(__file__), "data", "wordnet_text.jsonl.gz")
+SAMPLE_PAIRS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "wordnet_pairs.jsonl.gz")
+SAMPLE_TEXT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "wordnet_text.jsonl.gz")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .io import (BadRowError, InputError, Row, beir_join, get_beir_document, get_beir_query, read_qrels,
+from ..core.io import (BadRowError, InputError, Row, beir_join, get_beir_document, get_beir_query, read_qrels,
                  read_rows)
 
 TASK_TYPES = {

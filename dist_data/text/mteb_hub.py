@@ -35,9 +35,9 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Iterable, Iterator
 
-from . import distributed
-from .io import InputError, beir_join, write_json
-from .log import logger
+from ..core import distributed
+from ..core.io import InputError, beir_join, write_json
+from ..core.log import logger
 from .tasks import SPLIT_ORDER, TaskRef, dataset_folder
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "dist_data", "mteb")

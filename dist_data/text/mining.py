@@ -21,13 +21,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import distributed
-from .dedup import text_hashes
-from .io import BadRowError, beir_join, get_beir_document, get_beir_query, get_query_positives, read_qrels
-from .keys import KeyedVectors, Owners, global_first
-from .log import logger, progress
-from .pipeline import RunDir, Stats, count_cache_hits, embed_by_block, query_document_embedders, read_stage, reject_reason
-from .select import PAD_ID, exact_scores
+from ..core import distributed
+from ..core.dedup import text_hashes
+from ..core.io import BadRowError, beir_join, get_beir_document, get_beir_query, get_query_positives, read_qrels
+from ..core.keys import KeyedVectors, Owners, global_first
+from ..core.log import logger, progress
+from ..core.pipeline import RunDir, Stats, count_cache_hits, embed_by_block, query_document_embedders, read_stage, reject_reason
+from ..core.select import PAD_ID, exact_scores
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Text-domain logic: mining stages, packing, MTEB tasks, the shipped WordNet samples."""
