@@ -29,16 +29,19 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import distributed, index
-from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL
+from .core import cli, distributed, index
+from .core.cli import at_least, flag, non_empty, one_of
+from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.log import logger, progress
 from .text.mining import (PositiveSets, embed_stage, fetch_records, format_rows, pair_scores, read_beir, read_pairs,
                      rerank_stage)
-from .core.pipeline import Stats, common_flag_problems, fmt_rows, merge_outputs, open_run, run_entry_point, write_parts
+from .core.pipeline import (PairOptions, Stats, begin_run, fmt_rows, merge_outputs, open_run, run_entry_point,
+                            write_parts)
 from .core.select import PAD_ID, canonical_topk, select_negatives
 from .text.wordnet import SAMPLE_PAIRS
 
@@ -46,50 +49,85 @@ RESULT_NAME = "mined.jsonl"
 FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list", "nomic", "tevatron")
 
 
-def run_mine(info: distributed.DistInfo, args: dict, *, dataset: str | None, corpus: str | None, corpus_key: str,
-             queries: str | None, qrels: str | None, output_dir: str, query_key: str, document_key: str,
-             num_negatives: int, range_min: int, range_max: int | None, max_score: float | None,
-             min_score: float | None, absolute_margin: float | None, relative_margin: float | None,
-             sampling_strategy: str, seed: int, cross_encoder: str | None, output_format: str, output_scores: bool,
-             too_few: str, model_name: str, batch_size: int, max_rows: int | None, index_mode: str,
-             query_prompt: str, document_prompt: str, max_seq_length: int | None, dtype: str, on_bad_rows: str,
-             compress: bool, overwrite: bool, show_progress: bool, revision: str | None, split: str) -> dict | None:
+@dataclass(frozen=True, kw_only=True)
+class MineOptions(PairOptions):
+    """Mine hard negatives for (query, positive) pairs."""
+
+    dataset: str | None = flag(None, "(query, positive) rows in any sentence-transformers training-data layout "
+                               "(default: the shipped WordNet sample)", non_empty)
+    corpus: str | None = flag(None, "extra candidate documents (BeIR mode: the corpus)", non_empty)
+    corpus_key: str = flag("text", "the corpus text field (a title field is joined by a space)", non_empty)
+    queries: str | None = flag(None, "BeIR mode: queries.jsonl (with --corpus and --qrels)", non_empty)
+    qrels: str | None = flag(None, "BeIR mode: a qrels TSV (query-id, corpus-id, score)", non_empty)
+    num_negatives: int = flag(3, "negatives per (query, positive)", at_least(1))
+    range_min: int = flag(0, "skip this many top candidates (0-based rank window start)", at_least(0))
+    range_max: int | None = flag(None, "rank window end, excluded (default: sentence-transformers' choice)",
+                                 at_least(1))
+    max_score: float | None = flag(None, "drop candidates scoring above this")
+    min_score: float | None = flag(None, "drop candidates scoring below this")
+    absolute_margin: float | None = flag(None, "drop candidates with score + margin > the hardest positive's")
+    relative_margin: float | None = flag(None, "drop candidates with score > positive - |positive| * margin")
+    sampling_strategy: str = flag("top", "top, or random (seeded by --seed and the row)", one_of("top", "random"))
+    cross_encoder: str | None = flag(None, "a CrossEncoder (name or path) that rescores candidates and positives",
+                                     non_empty)
+    output_format: str = flag("triplet", "triplet, n-tuple, labeled-pair, labeled-list, nomic or tevatron",
+                              one_of(*FORMATS))
+    output_scores: bool = flag(False, "also write the scores")
+    too_few: str = flag("keep", "keep or drop the pairs with fewer negatives than asked (counted either way)",
+                        one_of("keep", "drop"))
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.range_max is not None and self.range_max <= self.range_min:
+            problems.append(f"--range_max must be > --range_min={self.range_min}, got {self.range_max}")
+        elif self.range_max is not None and self.num_negatives > self.range_max - self.range_min:
+            problems.append(f"cannot mine --num_negatives={self.num_negatives} from ranks "
+                            f"{self.range_min}..{self.range_max}")
+        if self.queries or self.qrels:
+            if not (self.queries and self.qrels and self.corpus):
+                problems.append("BeIR mode needs all of --queries, --corpus and --qrels")
+            if self.dataset:
+                problems.append("give either --dataset (pairs) or --queries/--corpus/--qrels (BeIR), not both")
+        return problems
+
+
+def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
     """The mining pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
-    run, done = open_run(info, output_dir, args, RESULT_NAME, overwrite)
+    run, done = open_run(info, opts, RESULT_NAME)
     if done is not None:
         return done
     stats = Stats()
-    block_rows = BATCHES_PER_BLOCK * batch_size
-    if qrels:
-        items, docs, rejects = read_beir(info, stats, queries=queries, corpus=corpus, qrels=qrels, split=split,
-                                         corpus_key=corpus_key, max_rows=max_rows, seed=seed, block_rows=block_rows,
-                                         on_bad_rows=on_bad_rows)
+    block_rows = BATCHES_PER_BLOCK * opts.batch_size
+    check_model(opts.model_name, opts.revision, "model_name")
+    if opts.cross_encoder:
+        check_model(opts.cross_encoder, None, "cross_encoder")
+    if opts.qrels:
+        items, docs, rejects = read_beir(info, stats, queries=opts.queries, corpus=opts.corpus, qrels=opts.qrels,
+                                         split=opts.split, corpus_key=opts.corpus_key, max_rows=opts.max_rows,
+                                         seed=opts.seed, block_rows=block_rows, on_bad_rows=opts.on_bad_rows)
     else:
-        items, docs, rejects = read_pairs(info, stats, dataset=dataset or SAMPLE_PAIRS, split=split,
-                                          query_key=query_key, document_key=document_key, corpus=corpus,
-                                          corpus_key=corpus_key, max_rows=max_rows, seed=seed,
-                                          block_rows=block_rows, on_bad_rows=on_bad_rows)
-    if info.is_main:
-        run.write_args()
-    emb = embed_stage(info, stats, run, items, docs, model_name=model_name, revision=revision, dtype=dtype,
-                      max_seq_length=max_seq_length, batch_size=batch_size, block_rows=block_rows,
-                      query_prompt=query_prompt, document_prompt=document_prompt, show_progress=show_progress)
+        items, docs, rejects = read_pairs(info, stats, dataset=opts.dataset or SAMPLE_PAIRS, split=opts.split,
+                                          query_key=opts.query_key, document_key=opts.document_key,
+                                          corpus=opts.corpus, corpus_key=opts.corpus_key, max_rows=opts.max_rows,
+                                          seed=opts.seed, block_rows=block_rows, on_bad_rows=opts.on_bad_rows)
+    begin_run(info, run)
+    emb = embed_stage(info, stats, run, items, docs, opts, block_rows)
 
     n = len(items.queries)
     with stats.stage("search", rows=len(emb.query_keys)):
         pos_rep = emb.doc_reps.lookup(items.positive_keys, docs.owners)[:, 0]
         query_rep = emb.query_reps
         positives = PositiveSets.gather(query_rep[emb.item_query], pos_rep)
-        if range_max is not None:
-            window_end = range_max
+        if opts.range_max is not None:
+            window_end = opts.range_max
         else:  # sentence-transformers' default: wider when filters will remove candidates
-            filters = any(v is not None for v in (absolute_margin, relative_margin, max_score, min_score))
-            window_end = range_min + num_negatives * (10 if filters else 1) + positives.max_count
+            filters = any(v is not None for v in (opts.absolute_margin, opts.relative_margin, opts.max_score, opts.min_score))
+            window_end = opts.range_min + opts.num_negatives * (10 if filters else 1) + positives.max_count
         pool = window_end + positives.max_count  # room for the positives on top of the window
-        with progress(len(emb.query_keys), "search", show_progress and info.is_main, unit="queries") as bar:
+        with progress(len(emb.query_keys), "search", opts.progress and info.is_main, unit="queries") as bar:
             cand_scores, cand_ids, timings = index.search(
-                emb.query_vectors, emb.doc_vectors.vectors, emb.doc_vectors.keys, pool, index_mode, info.device,
+                emb.query_vectors, emb.doc_vectors.vectors, emb.doc_vectors.keys, pool, opts.index, info.device,
                 fp16=dtype == "float16", on_progress=bar.update)
     stats.record("index", sum(distributed.all_gather_object(len(emb.doc_vectors.keys))), timings["index_seconds"])
 
@@ -105,28 +143,29 @@ def run_mine(info: distributed.DistInfo, args: dict, *, dataset: str | None, cor
         own_score = pair_scores(emb.query_vectors, np.stack([emb.item_query, np.searchsorted(wanted, pos_rep)], 1),
                                 vectors)
 
-    if cross_encoder:
+    if opts.cross_encoder:
         cand_scores, flat_scores, own_score = rerank_stage(
-            info, stats, cross_encoder, items, docs, emb, cand_ids, flat_item, flat_doc, pos_rep,
-            batch_size=batch_size, block_rows=block_rows, show_progress=show_progress)
+            info, stats, opts.cross_encoder, items, docs, emb, cand_ids, flat_item, flat_doc, pos_rep,
+            batch_size=opts.batch_size, block_rows=block_rows, show_progress=opts.progress)
         cand_scores, cand_ids = canonical_topk(cand_scores, cand_ids, cand_ids.shape[1])
     # The margins use the hardest (lowest-scoring) positive of the query, as sentence-transformers.
     hardest = np.full(n, np.inf)
     np.minimum.at(hardest, flat_item, flat_scores)
 
     with stats.stage("select", rows=n):
-        seeds = (np.int64(seed) * np.int64(1_000_003) + items.seed_keys) % np.int64(2**62)
+        seeds = (np.int64(opts.seed) * np.int64(1_000_003) + items.seed_keys) % np.int64(2**62)
         neg_ids, neg_scores, removed = select_negatives(
-            cand_ids[emb.item_query], cand_scores[emb.item_query], pos_lists, hardest, num_negatives=num_negatives,
-            range_min=range_min, range_max=window_end, max_score=max_score, min_score=min_score,
-            absolute_margin=absolute_margin, relative_margin=relative_margin, sampling=sampling_strategy, seeds=seeds)
+            cand_ids[emb.item_query], cand_scores[emb.item_query], pos_lists, hardest,
+            num_negatives=opts.num_negatives, range_min=opts.range_min, range_max=window_end, max_score=opts.max_score,
+            min_score=opts.min_score, absolute_margin=opts.absolute_margin, relative_margin=opts.relative_margin,
+            sampling=opts.sampling_strategy, seeds=seeds)
         for rule, count in removed.items():
             stats.add("candidates_removed", count, reason=rule)
 
     with stats.stage("write") as rec:
         found = (neg_ids != PAD_ID).sum(axis=1)
-        full = found == num_negatives
-        keep = full | ((too_few == "keep") & (output_format != "n-tuple") & (found > 0))
+        full = found == opts.num_negatives
+        keep = full | ((opts.too_few == "keep") & (opts.output_format != "n-tuple") & (found > 0))
         records = fetch_records(docs, np.concatenate([neg_ids[keep][neg_ids[keep] != PAD_ID],
                                                       items.positive_keys[keep]]))
         lines = []
@@ -138,20 +177,20 @@ def run_mine(info: distributed.DistInfo, args: dict, *, dataset: str | None, cor
                 continue
             negatives = [records[int(d)] for d in neg_ids[i, : found[i]]]
             query_id = items.query_ids[i] if items.query_ids else str(query_rep[emb.item_query[i]])
-            for out in format_rows(output_format, items.queries[i], query_id,
+            for out in format_rows(opts.output_format, items.queries[i], query_id,
                                    records[int(items.positive_keys[i])], negatives, own_score[i],
-                                   neg_scores[i, : found[i]].tolist(), output_scores):
+                                   neg_scores[i, : found[i]].tolist(), opts.output_scores):
                 lines.append(json.dumps(out, ensure_ascii=False))
         stats.add("kept", len(lines))
         rec["rows"] = len(lines)
         write_parts(run, info.rank, lines, None, rejects)
-    merged = merge_outputs(run, info.rank, info.world_size, stats, compress, False)
+    merged = merge_outputs(run, info.rank, info.world_size, stats, opts.compress, False)
     if merged is not None:
         c = merged["counts"]
         removed_total = c.get("candidates_removed", {})
         logger.info("mined %s (query, positive) pairs: %s with all %d negatives, %s with fewer (%s dropped); "
                     "candidates removed: %s; %s rows written, rejected %s, in %.0f s -> %s",
-                    fmt_rows(c.get("queries", 0)), fmt_rows(c.get("with_all_negatives", 0)), num_negatives,
+                    fmt_rows(c.get("queries", 0)), fmt_rows(c.get("with_all_negatives", 0)), opts.num_negatives,
                     fmt_rows(c.get("too_few_negatives", 0)), fmt_rows(c.get("dropped", {}).get("too_few_negatives", 0)),
                     ", ".join(f"{k} {fmt_rows(v)}" for k, v in sorted(removed_total.items())) or "none",
                     fmt_rows(c.get("kept", 0)), fmt_rows(sum(c.get("rejected", {}).values())),
@@ -160,105 +199,11 @@ def run_mine(info: distributed.DistInfo, args: dict, *, dataset: str | None, cor
 
 
 @record
-def main(
-    output_dir: str,
-    dataset: str | None = None,
-    query_key: str = "query",
-    document_key: str = "document",
-    corpus: str | None = None,
-    corpus_key: str = "text",
-    queries: str | None = None,
-    qrels: str | None = None,
-    num_negatives: int = 3,
-    range_min: int = 0,
-    range_max: int | None = None,
-    max_score: float | None = None,
-    min_score: float | None = None,
-    absolute_margin: float | None = None,
-    relative_margin: float | None = None,
-    sampling_strategy: str = "top",
-    seed: int = 42,
-    cross_encoder: str | None = None,
-    output_format: str = "triplet",
-    output_scores: bool = False,
-    too_few: str = "keep",
-    model_name: str = DEFAULT_MODEL,
-    batch_size: int = 64,
-    max_rows: int | None = None,
-    index: str = "gather",
-    query_prompt: str = "",
-    document_prompt: str = "",
-    max_seq_length: int | None = None,
-    dtype: str = "float32",
-    on_bad_rows: str = "error",
-    compress: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    revision: str | None = None,
-    split: str = "train",
-    timeout_minutes: int = 120,
-) -> None:
-    """Mine hard negatives; see the module docstring.
-
-    Args:
-        dataset: (query, positive) rows: ``{query_key, document_key}``, ``{query_key, "pos": [...]}``,
-            ``{"set": [query, positive, ...]}`` or ``[query, positive]`` lists, in jsonl(.gz),
-            parquet, csv, folders, globs, save_to_disk folders or Hugging Face names. Default: the
-            shipped WordNet sample.
-        corpus: extra candidate documents (``corpus_key``, plus ``title`` when present, joined as
-            BeIR does); the positives are always candidates too.
-        queries, qrels: BeIR mode, with ``corpus``: queries.jsonl, corpus.jsonl and a qrels TSV;
-            one output row per judged-positive (query, document).
-        num_negatives: negatives per (query, positive).
-        range_min, range_max: the rank window among the remaining candidates (0-based, end
-            excluded); range_max defaults to sentence-transformers' choice.
-        max_score, min_score: drop candidates scoring above / below.
-        absolute_margin, relative_margin: drop candidates with score + margin > positive score, or
-            score > positive - |positive| * margin, against the query's hardest positive.
-        sampling_strategy: ``top`` or ``random`` (seeded by ``--seed`` and the row, whatever the ranks).
-        cross_encoder: a CrossEncoder name or path that rescores candidates and positives first.
-        output_format: triplet, n-tuple, labeled-pair, labeled-list, nomic or tevatron.
-        too_few: ``keep`` the pairs with fewer negatives than asked (n-tuple cannot) or ``drop``
-            them; counted either way.
-        index: ``gather`` (every rank searches all documents) or ``sharded`` (each rank indexes its
-            documents; per-shard top-k merged). Same output.
-    """
-    args = dict(locals())
-    problems = common_flag_problems(batch_size, max_rows, on_bad_rows, dtype)
-    for name, value, low in [("num_negatives", num_negatives, 1), ("range_min", range_min, 0)]:
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            problems.append(f"--{name} must be an integer >= {low}, got {value!r}")
-    if range_max is not None and (not isinstance(range_max, int) or range_max <= range_min):
-        problems.append(f"--range_max must be an integer > range_min={range_min}, got {range_max!r}")
-    elif range_max is not None and isinstance(range_min, int) and num_negatives > range_max - range_min:
-        problems.append(f"cannot mine {num_negatives} negatives from ranks {range_min}..{range_max}")
-    if sampling_strategy not in ("top", "random"):
-        problems.append(f"--sampling_strategy must be 'top' or 'random', got {sampling_strategy!r}")
-    if output_format not in FORMATS:
-        problems.append(f"--output_format must be one of {', '.join(FORMATS)}, got {output_format!r}")
-    if too_few not in ("keep", "drop"):
-        problems.append(f"--too_few must be 'keep' or 'drop', got {too_few!r}")
-    if index not in ("gather", "sharded"):
-        problems.append(f"--index must be 'gather' or 'sharded', got {index!r}")
-    if queries or qrels:
-        if not (queries and qrels and corpus):
-            problems.append("BeIR mode needs all of --queries, --corpus and --qrels")
-        if dataset:
-            problems.append("give either --dataset (pairs) or --queries/--corpus/--qrels (BeIR), not both")
-    run_entry_point(problems, timeout_minutes, lambda info: run_mine(
-        info, args, dataset=None if dataset is None else str(dataset), corpus=None if corpus is None else str(corpus),
-        corpus_key=str(corpus_key), queries=None if queries is None else str(queries),
-        qrels=None if qrels is None else str(qrels), output_dir=str(output_dir), query_key=str(query_key),
-        document_key=str(document_key), num_negatives=num_negatives, range_min=range_min, range_max=range_max,
-        max_score=max_score, min_score=min_score, absolute_margin=absolute_margin, relative_margin=relative_margin,
-        sampling_strategy=sampling_strategy, seed=seed, cross_encoder=cross_encoder, output_format=output_format,
-        output_scores=bool(output_scores), too_few=too_few, model_name=model_name, batch_size=batch_size,
-        max_rows=max_rows, index_mode=index, query_prompt=query_prompt or "", document_prompt=document_prompt or "",
-        max_seq_length=max_seq_length, dtype=dtype, on_bad_rows=on_bad_rows, compress=bool(compress),
-        overwrite=bool(overwrite), show_progress=bool(progress), revision=revision, split=split))
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dist_data.mine --flag=value ...`` (``--help`` lists the flags)."""
+    cli.main(MineOptions, lambda opts: run_entry_point(opts, lambda info: run_mine(info, opts)), __doc__,
+             "dist_data.mine", argv)
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    main()

@@ -28,3 +28,25 @@ def progress(total: int, desc: str, enabled: bool, unit: str = "rows") -> tqdm.t
     """A progress bar on rank 0 only, with rows/s."""
     return tqdm.tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled,
                      dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+
+
+def quiet_progress() -> None:
+    """``--noprogress``: no bar anywhere (ours, model loading, datasets', the hub's)."""
+    os.environ["TQDM_DISABLE"] = "1"  # child processes (datasets' workers)
+    init = tqdm.std.tqdm.__init__
+    if not getattr(init, "_dist_data_quiet", False):  # tqdm read its environment at import: patch the class
+        def quiet_init(self, *args, **kwargs):
+            kwargs["disable"] = True
+            init(self, *args, **kwargs)
+        quiet_init._dist_data_quiet = True
+        tqdm.std.tqdm.__init__ = quiet_init
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    try:
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - both are dependencies
+        pass

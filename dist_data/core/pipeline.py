@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,15 +29,10 @@ from .embed import BlockEmbedder
 from .keys import global_first
 from .io import (BadRowError, Catalog, InputError, Row, build_catalog, get_texts, merge_files, resolve_sources,
                  write_json, write_lines)
+from .cli import CommonOptions, Options, at_least, flag, non_empty, one_of, required
+from .embed import DEFAULT_MODEL
 from .log import logger
-
-# Flags that do not change the result; a rerun may differ in these.
-NON_RESULT_FLAGS = {"output_dir", "overwrite", "progress", "timeout_minutes"}
-
-
-class RunConflictError(RuntimeError):
-    """The output folder holds another run's results."""
-
+from .rundir import RunConflictError, RunDir, io_failure
 
 def fmt_rows(n: float) -> str:
     return f"{int(n):,}"
@@ -102,64 +96,6 @@ class Stats:
         for rec in stages.values():
             rec["rows_per_s"] = round(rec["rows"] / rec["seconds"], 1) if rec["seconds"] > 0 else 0.0
         return {"counts": counts, "stages": stages, "ranks": list(per_rank)}
-
-
-# ---------------------------------------------------------------- run folder
-
-class RunDir:
-    """The output folder: args identity, part files, markers, caches, final outputs."""
-
-    def __init__(self, path: str, args: dict[str, Any], result_name: str):
-        self.path = path
-        self.args = {k: v for k, v in sorted(args.items()) if k not in NON_RESULT_FLAGS}
-        self.result_name = result_name
-        self.parts_dir = os.path.join(path, "parts")
-        self.cache_dir = os.path.join(path, "cache")
-
-    def file(self, name: str) -> str:
-        return os.path.join(self.path, name)
-
-    def part(self, name: str, rank: int) -> str:
-        return os.path.join(self.parts_dir, f"{name}-{rank:05d}.jsonl")
-
-    def prepare(self, overwrite: bool, is_main: bool) -> None:
-        """Refuse a folder that holds another run's results; create the folders (rank 0)."""
-        conflict = None
-        if is_main:
-            args_path = self.file("args.json")
-            if os.path.exists(args_path):
-                with open(args_path, encoding="utf-8") as f:
-                    old = json.load(f)
-                diff = {k: (old.get(k), v) for k, v in self.args.items() if old.get(k) != v}
-                diff.update({k: (v, None) for k, v in old.items() if k not in self.args})
-                if diff and not overwrite:
-                    shown = ", ".join(f"{k}={new!r} (was {was!r})" for k, (was, new) in sorted(diff.items())[:4])
-                    conflict = (f"output dir {self.path} holds another run's results ({shown}); "
-                                f"use another --output_dir or pass --overwrite=True")
-                elif diff:
-                    logger.warning("--overwrite: removing the previous run in %s", self.path)
-                    shutil.rmtree(self.path)
-            elif os.path.isdir(self.path) and os.listdir(self.path) and not overwrite:
-                conflict = (f"output dir {self.path} is not empty and holds no args.json of a dist_data run; "
-                            f"use another --output_dir or pass --overwrite=True")
-            if conflict is None:
-                os.makedirs(self.parts_dir, exist_ok=True)
-                os.makedirs(self.cache_dir, exist_ok=True)
-        conflict = distributed.broadcast_object(conflict)
-        if conflict:
-            raise RunConflictError(conflict)
-
-    def write_args(self) -> None:
-        write_json(self.file("args.json"), self.args)
-
-    def is_complete(self) -> bool:
-        return os.path.exists(self.file("_SUCCESS"))
-
-    def mark_part_done(self, rank: int, world_size: int) -> None:
-        write_json(self._marker(rank, world_size), {"rank": rank, "world_size": world_size})
-
-    def _marker(self, rank: int, world_size: int) -> str:
-        return os.path.join(self.parts_dir, f"part-{rank:05d}-of-{world_size:05d}.done")
 
 
 # ---------------------------------------------------------------- reading
@@ -299,14 +235,14 @@ class PairEmbeddings:
     first_docs: list[str]
 
 
-def query_document_embedders(info: distributed.DistInfo, run: RunDir, *, model_name: str | None, revision: str | None,
-                             dtype: str, max_seq_length: int | None, batch_size: int, query_prompt: str,
+def query_document_embedders(info: distributed.DistInfo, run: RunDir, opts: "ModelOptions", query_prompt: str,
                              document_prompt: str) -> tuple[BlockEmbedder, BlockEmbedder]:
     """One model, two block embedders (query and document prompts) caching blocks in the run folder."""
     from .embed import load_model, spec_for
 
-    model = load_model(model_name, info.device, dtype, max_seq_length, revision)
-    return tuple(BlockEmbedder(model, spec_for(model, model_name, revision, prompt, dtype, batch_size), run.cache_dir)
+    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)
+    return tuple(BlockEmbedder(model, spec_for(model, opts.model_name, opts.revision, prompt, opts.dtype,
+                                               opts.batch_size), run.cache_dir)
                  for prompt in (query_prompt, document_prompt))
 
 
@@ -319,21 +255,17 @@ def count_cache_hits(info: distributed.DistInfo, stats: Stats, run: RunDir, embe
 
 
 def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Shard, queries: Sequence[str],
-                documents: Sequence[str], *, model_name: str | None, revision: str | None, dtype: str,
-                max_seq_length: int | None, batch_size: int, block_rows: int, query_prompt: str,
-                document_prompt: str, show_progress: bool) -> PairEmbeddings:
+                documents: Sequence[str], opts: "PairOptions", block_rows: int) -> PairEmbeddings:
     """The embed stage of a pairs pipeline: every query, and each distinct document once."""
     from .log import progress
 
     with stats.stage("embed") as rec:
         doc_ids = global_first(shard.positions, documents)
         is_first = doc_ids == shard.positions
-        embedders = query_document_embedders(info, run, model_name=model_name, revision=revision, dtype=dtype,
-                                             max_seq_length=max_seq_length, batch_size=batch_size,
-                                             query_prompt=query_prompt, document_prompt=document_prompt)
+        embedders = query_document_embedders(info, run, opts, opts.query_prompt, opts.document_prompt)
         first_docs = [documents[i] for i in np.flatnonzero(is_first)]
         rec["rows"] = len(queries) + len(first_docs)
-        with progress(rec["rows"], "embed", show_progress and info.is_main) as bar:
+        with progress(rec["rows"], "embed", opts.progress and info.is_main) as bar:
             query_emb = embed_by_block(embedders[0], shard.positions, queries, block_rows, "query", bar.update)
             doc_emb = embed_by_block(embedders[1], shard.positions[is_first], first_docs, block_rows, "document",
                                      bar.update)
@@ -341,49 +273,118 @@ def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Sh
     return PairEmbeddings(query_emb, doc_ids, is_first, doc_emb, first_docs)
 
 
-def open_run(info: distributed.DistInfo, output_dir: str, args: dict[str, Any], result_name: str,
-             overwrite: bool) -> tuple[RunDir, dict[str, Any] | None]:
-    """The run folder, checked; with the stats of a complete run with the same flags (then nothing to do)."""
-    run = RunDir(output_dir, args, result_name)
-    run.prepare(overwrite, info.is_main)
-    if not run.is_complete():
+def open_run(info: distributed.DistInfo, opts: "RunOptions", result_name: str) -> tuple[RunDir, dict[str, Any] | None]:
+    """The run folder, locked and checked (rank 0); with the stats of a complete run with the same
+    flags (then nothing to do). Every rank raises the same error when the folder is refused."""
+    run = RunDir(opts.output_dir, opts.result_args(), result_name)
+    error = None
+    if info.is_main:
+        try:
+            run.prepare(opts.overwrite)
+        except (RunConflictError, OSError) as e:
+            error = e
+    distributed.raise_if_any_failed(error)
+    if not run.is_complete() or run.replace:
         return run, None
     if info.is_main:
-        logger.info("%s is already complete (same flags); nothing to do", output_dir)
+        logger.info("%s is already complete (same flags); nothing to do", opts.output_dir)
+        run.lock.release()
     with open(run.file("stats.json"), encoding="utf-8") as f:
         return run, json.load(f)
 
 
-def common_flag_problems(batch_size: Any, max_rows: Any, on_bad_rows: Any, dtype: Any) -> list[str]:
-    """Checks of the flags every pairs entry point takes; one message per bad flag."""
-    problems = []
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        problems.append(f"--batch_size must be an integer >= 1, got {batch_size!r}")
-    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
-        problems.append(f"--max_rows must be an integer >= 1, got {max_rows!r}")
-    if on_bad_rows not in ("error", "skip"):
-        problems.append(f"--on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
-    if dtype not in ("float32", "float16", "bfloat16"):
-        problems.append(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
-    return problems
+def begin_run(info: distributed.DistInfo, run: RunDir) -> None:
+    """After the inputs were read (and the model found): rank 0 records the run and removes an
+    earlier one it replaces; nothing of an earlier run is lost before this point."""
+    error = None
+    if info.is_main:
+        try:
+            run.begin()
+        except OSError as e:
+            error = e
+    distributed.raise_if_any_failed(error)
 
 
-def run_entry_point(problems: Sequence[str], timeout_minutes: int, body: Callable[[distributed.DistInfo], Any]) -> None:
-    """Init the process group and logging, run ``body(info)``; user errors exit 2 with one line (rank 0)."""
+# ---------------------------------------------------------------- options shared by the verbs
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions(CommonOptions):
+    """Flags of every verb that writes one run folder."""
+
+    output_dir: str = required("the run folder (refused if another run with other flags is there)", non_empty)
+    overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
+                           result=False)
+    split: str = flag("train", "the split of a Hugging Face dataset or save_to_disk folder", non_empty)
+    max_rows: int | None = flag(None, "process a seeded sample of at most this many rows (input order kept)",
+                                at_least(1))
+    seed: int = flag(42, "seed of every random draw (sampling, negatives)", at_least(0))
+    on_bad_rows: str = flag("error", "error: stop at the first bad row naming file:line; skip: to rejects.jsonl",
+                            one_of("error", "skip"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions(Options):
+    """Flags of the verbs that embed with a sentence-transformers model."""
+
+    model_name: str = flag(DEFAULT_MODEL, "a sentence-transformers model: hub name or local folder "
+                           "(default: the shipped all-MiniLM-L6-v2)", non_empty)
+    revision: str | None = flag(None, "the model's revision on the hub")
+    batch_size: int = flag(64, "texts per forward pass", at_least(1))
+    max_seq_length: int | None = flag(None, "truncate texts to this many tokens (default: the model's)",
+                                      at_least(1))
+    dtype: str = flag("float32", "float32; float16 or bfloat16 on GPU", one_of("float32", "float16", "bfloat16"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairOptions(RunOptions, ModelOptions):
+    """Flags of the verbs that read (query, document) pairs, embed them and search an index."""
+
+    query_key: str = flag("query", "the query text field", non_empty)
+    document_key: str = flag("document", "the document text field", non_empty)
+    index: str = flag("gather", "gather: every rank searches all vectors; sharded: per-rank shards, merged top-k "
+                      "(same result)", one_of("gather", "sharded"))
+    query_prompt: str = flag("", "prefix for queries (e5/bge style, e.g. 'query: ')")
+    document_prompt: str = flag("", "prefix for documents")
+    compress: bool = flag(False, "gzip the merged result (reproducible bytes)")
+
+
+def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], Any]) -> None:
+    """Init the process group and logging, run ``body(info)``.
+
+    User errors (bad input, a refused folder, a full disk) print one line on rank 0 and exit 2;
+    Ctrl-C prints one line and exits 130; SIGTERM (torchrun stopping the ranks) exits 143 after
+    the same clean-up (the folder lock is released).
+    """
+    import signal
     import sys
 
-    from .log import setup_logging
+    from .log import quiet_progress, setup_logging
 
-    with distributed.process_group(timeout_minutes) as info:
-        setup_logging(info.rank, info.local_rank, info.world_size)
-        try:
-            if problems:
-                raise ValueError("; ".join(problems))
-            body(info)
-        except (ValueError, InputError, BadRowError, RunConflictError) as e:
-            if info.is_main:
-                logger.error("%s", e)
-            sys.exit(2)
+    def terminated(signum, frame):  # noqa: ARG001 - torchrun stops the other ranks with SIGTERM
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+    if not opts.progress:
+        quiet_progress()
+    try:
+        with distributed.process_group(opts.timeout_minutes) as info:
+            setup_logging(info.rank, info.local_rank, info.world_size)
+            try:
+                body(info)
+            except (ValueError, InputError, BadRowError, RunConflictError) as e:
+                if info.is_main:
+                    logger.error("%s", e)
+                sys.exit(2)
+            except OSError as e:
+                problem = io_failure(opts.__dict__.get("output_dir", ""), e)
+                if problem is None:
+                    raise
+                logger.error("%s", problem)
+                sys.exit(2)
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0") or 0) == 0:
+            print("interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 # ---------------------------------------------------------------- publishing
@@ -413,10 +414,12 @@ def merge_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, gzip_ou
     merged = None
     if rank == 0:
         with stats.stage("merge") as rec:
+            result_name = run.result_name + (".gz" if gzip_output else "")
+            run.record([result_name, "rejects.jsonl", "stats.json", "_SUCCESS"] + (["ids_to_keep.json"] if write_ids else []))
             if merge_result is not None:
                 result = merge_result()
             else:
-                result = run.result_name + (".gz" if gzip_output else "")
+                result = result_name
                 merge_files([run.part("part", r) for r in range(world_size)], run.file(result), gzip_output)
             merge_files([run.part("rejects", r) for r in range(world_size)], run.file("rejects.jsonl"))
             if write_ids:
@@ -437,5 +440,6 @@ def merge_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, gzip_ou
         write_json(run.file("stats.json"), merged)
         with open(run.file("_SUCCESS"), "w", encoding="utf-8"):
             pass
+        run.lock.release()
     distributed.barrier()
     return merged

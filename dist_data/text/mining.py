@@ -26,7 +26,7 @@ from ..core.dedup import text_hashes
 from ..core.io import BadRowError, beir_join, get_beir_document, get_beir_query, get_query_positives, read_qrels
 from ..core.keys import KeyedVectors, Owners, global_first
 from ..core.log import logger, progress
-from ..core.pipeline import RunDir, Stats, count_cache_hits, embed_by_block, query_document_embedders, read_stage, reject_reason
+from ..core.pipeline import PairOptions, RunDir, Stats, count_cache_hits, embed_by_block, query_document_embedders, read_stage, reject_reason
 from ..core.select import PAD_ID, exact_scores
 
 
@@ -207,10 +207,8 @@ class Embedded:
     item_query: np.ndarray  # (n,) row of each item in query_keys
 
 
-def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: Items, docs: Documents, *,
-                model_name: str | None, revision: str | None, dtype: str, max_seq_length: int | None,
-                batch_size: int, block_rows: int, query_prompt: str, document_prompt: str,
-                show_progress: bool) -> Embedded:
+def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: Items, docs: Documents,
+                opts: PairOptions, block_rows: int) -> Embedded:
     """Deduplicate queries and documents over all ranks and embed each distinct text once."""
     with stats.stage("embed") as rec:
         doc_texts = docs.model_texts
@@ -220,11 +218,9 @@ def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: It
         query_texts = [items.queries[i] for i in first_item]
         query_rep = global_first(query_keys, query_texts)
         own_query = np.flatnonzero(query_rep == query_keys)
-        q_embedder, d_embedder = query_document_embedders(
-            info, run, model_name=model_name, revision=revision, dtype=dtype, max_seq_length=max_seq_length,
-            batch_size=batch_size, query_prompt=query_prompt, document_prompt=document_prompt)
+        q_embedder, d_embedder = query_document_embedders(info, run, opts, opts.query_prompt, opts.document_prompt)
         rec["rows"] = len(own_doc) + len(own_query)
-        with progress(rec["rows"], "embed", show_progress and info.is_main) as bar:
+        with progress(rec["rows"], "embed", opts.progress and info.is_main) as bar:
             q_vec = embed_by_block(q_embedder, query_keys[own_query], [query_texts[i] for i in own_query],
                                    block_rows, "query", bar.update)
             parts = []

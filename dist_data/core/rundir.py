@@ -1,0 +1,258 @@
+"""The output folder of a run: who may write it, what it holds, and what a rerun may do to it.
+
+One rerun policy for every entry point:
+
+- the same flags resume an unfinished run, or say "already complete";
+- flags that change the result are refused, naming them, unless ``--overwrite``;
+- ``--overwrite`` removes only what a dist_data run wrote (its ``manifest.json``; a user's own
+  files stay), and only once the new run's inputs and model have been checked;
+- a run that failed or was killed before it cached any work (a bad flag, a missing input, a wrong
+  key, a model not found, a kill during reading) leaves nothing in the way of the next command;
+- two jobs never write one folder at once: a lock file names the holder (host, pid, start); a
+  lock left by a dead process on this host is taken over with a notice.
+
+The folder::
+
+    .dist_data.lock    the running job (host, pid, start, command); removed when it ends
+    manifest.json      every file and folder the run wrote (what --overwrite removes)
+    args.json          the flags that determine the result
+    cache/  parts/     resumable work and rank-local parts (removed with the run)
+    <result>, stats.json, rejects.jsonl, _SUCCESS (last)
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import errno
+import glob
+import json
+import os
+import shutil
+import socket
+import sys
+from typing import Any, Iterable
+
+from .io import write_json
+from .log import logger
+
+LOCK_NAME = ".dist_data.lock"
+MANIFEST = "manifest.json"
+# Written by every run: what --overwrite removes when an older run left no manifest.
+RUN_FILES = ("args.json", "stats.json", "_SUCCESS", "rejects.jsonl", "ids_to_keep.json", MANIFEST, "parts", "cache")
+
+
+class RunConflictError(RuntimeError):
+    """The output folder holds another run's results, or another job is writing it."""
+
+
+def flag_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``--name=new (was old)`` for every flag that differs, sorted by name."""
+    names = sorted(set(old) | set(new))
+    return [f"--{k}={new.get(k)!r} (was {old.get(k)!r})" for k in names if old.get(k) != new.get(k)]
+
+
+def refuse_other_flags(path: str, what: str, diff: list[str]) -> RunConflictError:
+    return RunConflictError(f"{path} holds {what} with other flags: {', '.join(diff)}; rerun with the same flags "
+                            f"to resume, use another output folder, or pass --overwrite (removes only what dist_data "
+                            f"wrote there)")
+
+
+def remove_paths(root: str, names: Iterable[str]) -> list[str]:
+    """Remove ``names`` (files or folders, relative to ``root``) where they exist; the removed ones."""
+    removed = []
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+def remove_stale_temporaries(root: str) -> int:
+    """Temporary files of a killed write (``*.tmp-<pid>``, ``*.tmp``) under ``root``; how many."""
+    stale = [p for pattern in ("*.tmp-*", "*.tmp") for p in glob.glob(os.path.join(root, "**", pattern), recursive=True)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    return len(stale)
+
+
+# ---------------------------------------------------------------- the lock
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held by this process until :meth:`release` (or exit)."""
+
+    def __init__(self, folder: str):
+        self.path = os.path.join(folder, LOCK_NAME)
+        self.held = False
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`RunConflictError` naming its holder.
+
+        A lock whose holder is a dead process on this host is taken over (with a notice); a lock
+        from another host cannot be checked from here, so the message says how to clear it.
+        """
+        me = {"host": socket.gethostname(), "pid": os.getpid(),
+              "started": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1))):
+                    logger.warning("taking over the lock of a dead run in %s (pid %s, started %s)",
+                                   os.path.dirname(self.path), holder.get("pid"), holder.get("started"))
+                    os.remove(self.path)
+                    continue
+                where = "this host" if holder.get("host") == me["host"] else f"host {holder.get('host')}"
+                raise RunConflictError(
+                    f"{os.path.dirname(self.path)} is being written by another dist_data run (pid {holder.get('pid')} "
+                    f"on {where}, started {holder.get('started')}); wait for it to end, or use another --output_dir"
+                    + ("" if where == "this host" else f". If that run is dead, delete {self.path} and rerun"))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+            self.held = True
+            atexit.register(self.release)
+            return
+        raise RunConflictError(f"could not take the lock {self.path}")
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            try:
+                if self._holder().get("pid") == os.getpid():
+                    os.remove(self.path)
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------- the run folder
+
+class RunDir:
+    """The output folder of one run: args identity, part files, markers, caches, final outputs."""
+
+    def __init__(self, path: str, args: dict[str, Any], result_name: str):
+        self.path = path
+        self.args = dict(sorted(args.items()))
+        self.result_name = result_name
+        self.parts_dir = os.path.join(path, "parts")
+        self.cache_dir = os.path.join(path, "cache")
+        self.lock = FolderLock(path)
+        self.replace = False  # set by prepare: the earlier run's files go at begin()
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def part(self, name: str, rank: int) -> str:
+        return os.path.join(self.parts_dir, f"{name}-{rank:05d}.jsonl")
+
+    def _old_args(self) -> dict[str, Any] | None:
+        try:
+            with open(self.file("args.json"), encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    def has_work(self) -> bool:
+        """Whether an unfinished run cached anything worth resuming (embedding or token blocks, parts)."""
+        for folder in (self.cache_dir, self.parts_dir):
+            for _, _, files in os.walk(folder):
+                if any(".tmp" not in f for f in files):
+                    return True
+        return False
+
+    def prepare(self, overwrite: bool) -> None:
+        """Rank 0, first thing: take the lock, clear a killed write's temporaries, apply the rerun policy.
+
+        Raises:
+            RunConflictError: the folder is locked, or holds a run with other flags (without --overwrite).
+        """
+        os.makedirs(self.path, exist_ok=True)
+        self.lock.acquire()
+        stale = remove_stale_temporaries(self.path)
+        if stale:
+            logger.info("removed %d temporary file(s) of an interrupted write in %s", stale, self.path)
+        old = self._old_args()
+        if old is None:
+            self.replace = self.has_work()  # leftovers of a run that never recorded its flags
+            return
+        diff = flag_diff(old, self.args)
+        if not diff:
+            return
+        finished = self.is_complete()
+        if not finished and not self.has_work():
+            logger.info("%s holds an unfinished run that cached nothing (%s); starting over", self.path,
+                        ", ".join(diff))
+        elif not overwrite:
+            raise refuse_other_flags(self.path, "a finished run" if finished else "an unfinished run", diff)
+        self.replace = True
+
+    def owned(self) -> list[str]:
+        """What a dist_data run wrote here: its manifest, or (older runs) the names every run writes."""
+        try:
+            with open(self.file(MANIFEST), encoding="utf-8") as f:
+                listed = json.load(f)["paths"]
+        except (FileNotFoundError, KeyError, ValueError):
+            listed = [self.result_name, self.result_name + ".gz"]
+        return sorted(set(listed) | set(RUN_FILES))
+
+    def begin(self) -> None:
+        """Rank 0, once the inputs were read and the model loaded: replace an earlier run if asked,
+        record the flags and the manifest, create ``parts/`` and ``cache/``."""
+        if self.replace:
+            removed = remove_paths(self.path, self.owned())
+            logger.warning("removed the earlier run's files in %s: %s (nothing else touched)", self.path,
+                           ", ".join(removed) or "none")
+            self.replace = False
+        os.makedirs(self.parts_dir, exist_ok=True)
+        os.makedirs(self.cache_dir, exist_ok=True)
+        self.record(["args.json", "parts", "cache"])
+        write_json(self.file("args.json"), self.args)
+
+    def record(self, names: Iterable[str]) -> None:
+        """Add ``names`` to the manifest (before they are written: a killed write is still owned)."""
+        try:
+            with open(self.file(MANIFEST), encoding="utf-8") as f:
+                paths = set(json.load(f)["paths"])
+        except (FileNotFoundError, KeyError, ValueError):
+            paths = set()
+        paths |= set(names) | {MANIFEST}
+        write_json(self.file(MANIFEST), {"paths": sorted(paths), "written_by": "dist_data"})
+
+    def is_complete(self) -> bool:
+        return os.path.exists(self.file("_SUCCESS"))
+
+    def mark_part_done(self, rank: int, world_size: int) -> None:
+        write_json(os.path.join(self.parts_dir, f"part-{rank:05d}-of-{world_size:05d}.done"),
+                   {"rank": rank, "world_size": world_size})
+
+
+def io_failure(path: str, error: OSError) -> RunConflictError | None:
+    """A full disk or a read-only folder as one line: where, and that nothing was published."""
+    if error.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM):
+        return RunConflictError(f"cannot write {getattr(error, 'filename', None) or path}: "
+                                f"{os.strerror(error.errno)}; nothing was published; free space or fix the "
+                                f"permissions, then rerun the same command to resume")
+    return None
+
