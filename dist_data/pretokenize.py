@@ -25,19 +25,21 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import distributed
+from .core import cli, distributed
+from .core.cli import at_least, flag, non_empty, one_of
 from .core.dedup import content_hash
-from .core.embed import DEFAULT_MODEL, resolve_model
+from .core.embed import DEFAULT_MODEL, check_model, resolve_model
 from .core.io import BadRowError, InputError, atomic_open, build_catalog, get_texts, resolve_sources, save_npz
 from .core.log import logger, progress
 from .text.pack import SPECIALS, Layout, PackStats, pack_slice
-from .core.pipeline import (REJECTED, Stats, fmt_rows, merge_outputs, open_run, parse_or_reject, run_entry_point,
-                       sample_positions, write_parts)
+from .core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, merge_outputs, open_run,
+                            parse_or_reject, run_entry_point, sample_positions, write_parts)
 from .text.wordnet import SAMPLE_TEXT
 
 RESULT_NAME = "dataset"
@@ -94,9 +96,9 @@ def tokenize_stage(info: distributed.DistInfo, stats: Stats, run, *, dataset: st
             selected = sample_positions(catalog.total, max_rows, seed) if max_rows else None
             n = len(selected) if selected is not None else catalog.total
             lo, hi = distributed.shard_range(n, info.rank, info.world_size, unit=block_docs)
+            stats.add("input_rows", catalog.total if info.is_main else 0)  # once; zero elsewhere (same keys)
+            stats.add("dropped", catalog.total - n if info.is_main else 0, reason="not_sampled")
             if info.is_main:
-                stats.add("input_rows", catalog.total)
-                stats.add("dropped", catalog.total - n, reason="not_sampled")
                 logger.info("read: %s documents in %d file(s); %s on %d rank(s), %s here", fmt_rows(catalog.total),
                             len(catalog.sources), fmt_rows(n), info.world_size, fmt_rows(hi - lo))
             with progress(hi - lo, "tokenize", show_progress and info.is_main, unit="docs") as bar:
@@ -223,27 +225,51 @@ def join_parts(run, world_size: int, output_format: str, rows_per_shard: int) ->
     return "data"
 
 
-def run_pretokenize(info: distributed.DistInfo, args: dict, *, dataset: str, output_dir: str, text_key: str,
-                    tokenizer_name: str, seq_len: int, specials: str, drop_last: bool, special_tokens_mask: bool,
-                    output_format: str, rows_per_shard: int, block_docs: int, max_rows: int | None, seed: int,
-                    on_bad_rows: str, hf_save_name: str | None, overwrite: bool, show_progress: bool,
-                    revision: str | None, split: str) -> dict | None:
+@dataclass(frozen=True, kw_only=True)
+class PretokenizeOptions(RunOptions):
+    """Pack documents into fixed-length token sequences."""
+
+    dataset: str = flag(SAMPLE_TEXT, "jsonl(.gz), parquet, csv, .txt (a document per line), folders, globs, "
+                        "save_to_disk folders or hub names (default: the shipped WordNet text)", non_empty)
+    text_key: str = flag("text", "the text field", non_empty)
+    tokenizer_name: str = flag(DEFAULT_MODEL, "a fast tokenizer: hub name or folder (default: the shipped "
+                               "MiniLM's, BERT uncased)", non_empty)
+    revision: str | None = flag(None, "the tokenizer's revision on the hub")
+    seq_len: int = flag(512, "tokens per sequence", at_least(1))
+    specials: str = flag("document", "document: [CLS] doc [SEP] per document; sequence: around each sequence; "
+                         "none", one_of(*SPECIALS))
+    drop_last: bool = flag(False, "drop the last sequence when partial (else padded)")
+    special_tokens_mask: bool = flag(False, "also write special_tokens_mask (1 at specials and padding)")
+    output_format: str = flag("hf", "hf: dataset/ (load_from_disk); parquet: data/train-*-of-*.parquet",
+                              one_of(*FORMATS))
+    rows_per_shard: int = flag(100_000, "sequences per parquet file", at_least(1))
+    block_docs: int = flag(1024, "documents per tokenization block (the unit of caching and resume)", at_least(1))
+    hf_save_name: str | None = flag(None, "also push the result to the hub under this name (where reachable)",
+                                    non_empty, result=False)
+
+
+def run_pretokenize(info: distributed.DistInfo, opts: PretokenizeOptions) -> dict | None:
     start = time.perf_counter()
-    run, done = open_run(info, output_dir, args, RESULT_NAME, overwrite)
+    result_name = RESULT_NAME if opts.output_format == "hf" else "data"
+    run, done = open_run(info, opts, result_name)
     if done is not None:
         return done
-    stats = Stats()
-    if info.is_main:  # first: a run killed while tokenizing is then resumable
-        run.write_args()
-    tok = load_tokenizer(tokenizer_name, revision)
-    layout = special_layout(tok, seq_len, specials)
-    files, rejects = tokenize_stage(info, stats, run, dataset=dataset, split=split, text_key=text_key, tok=tok,
-                                    layout=layout, block_docs=block_docs, max_rows=max_rows, seed=seed,
-                                    on_bad_rows=on_bad_rows, show_progress=show_progress)
-    pack_stage(info, stats, run, files, layout, drop_last, special_tokens_mask)
+    stats = Stats.with_keys("input_rows", "read", "documents", "tokens_in", "document_specials",
+                            "sequence_specials", "tokens_out", "padding", "sequences", "dropped_tokens",
+                            "cached_blocks", buckets=("dropped", "rejected"))
+    check_model(opts.tokenizer_name, opts.revision, "tokenizer_name")
+    resolve_sources(opts.dataset, opts.split)  # a missing input stops here, before the folder is touched
+    tok = load_tokenizer(opts.tokenizer_name, opts.revision)
+    layout = special_layout(tok, opts.seq_len, opts.specials)
+    begin_run(info, run)  # before tokenizing: a run killed while tokenizing is then resumable
+    files, rejects = tokenize_stage(info, stats, run, dataset=opts.dataset, split=opts.split, text_key=opts.text_key,
+                                    tok=tok, layout=layout, block_docs=opts.block_docs, max_rows=opts.max_rows,
+                                    seed=opts.seed, on_bad_rows=opts.on_bad_rows, show_progress=opts.progress)
+    pack_stage(info, stats, run, files, layout, opts.drop_last, opts.special_tokens_mask)
     write_parts(run, info.rank, [], None, rejects)
     merged = merge_outputs(run, info.rank, info.world_size, stats, False, False,
-                           merge_result=lambda: join_parts(run, info.world_size, output_format, rows_per_shard))
+                           merge_result=lambda: join_parts(run, info.world_size, opts.output_format,
+                                                           opts.rows_per_shard))
     if merged is not None:
         c = merged["counts"]
         expected = c.get("tokens_in", 0) + c.get("document_specials", 0) + c.get("sequence_specials", 0)
@@ -253,11 +279,11 @@ def run_pretokenize(info: distributed.DistInfo, args: dict, *, dataset: str, out
                     "dropped with the last partial sequence), rejected %s, in %.0f s -> %s",
                     fmt_rows(c.get("documents", 0)), fmt_rows(c.get("tokens_in", 0)),
                     fmt_rows(c.get("document_specials", 0) + c.get("sequence_specials", 0)),
-                    fmt_rows(c.get("sequences", 0)), seq_len, fmt_rows(c.get("padding", 0)),
+                    fmt_rows(c.get("sequences", 0)), opts.seq_len, fmt_rows(c.get("padding", 0)),
                     fmt_rows(c.get("dropped_tokens", 0)), fmt_rows(sum(c.get("rejected", {}).values())),
                     time.perf_counter() - start, run.file(merged["outputs"]["result"]))
-        if hf_save_name:
-            push_to_hub(run, output_format, hf_save_name)
+        if opts.hf_save_name:
+            push_to_hub(run, opts.output_format, opts.hf_save_name)
     return merged
 
 
@@ -278,71 +304,14 @@ def push_to_hub(run, output_format: str, name: str) -> None:
 
 
 @record
-def main(
-    output_dir: str,
-    dataset: str = SAMPLE_TEXT,
-    text_key: str = "text",
-    tokenizer_name: str = DEFAULT_MODEL,
-    seq_len: int = 512,
-    specials: str = "document",
-    drop_last: bool = False,
-    special_tokens_mask: bool = False,
-    output_format: str = "hf",
-    rows_per_shard: int = 100_000,
-    block_docs: int = 1024,
-    max_rows: int | None = None,
-    seed: int = 42,
-    on_bad_rows: str = "error",
-    hf_save_name: str | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    revision: str | None = None,
-    split: str = "train",
-    timeout_minutes: int = 120,
-) -> None:
-    """Pack documents into token sequences; see the module docstring.
-
-    Args:
-        dataset: jsonl(.gz), parquet, csv, .txt (a document per line), folders, globs, save_to_disk
-            folders or Hugging Face names. Default: the shipped WordNet text sample.
-        text_key: the text field.
-        tokenizer_name: a fast tokenizer (hub name or path); default the shipped MiniLM's (BERT uncased).
-        seq_len: tokens per sequence.
-        specials: ``document`` ([CLS] doc [SEP] for each document), ``sequence`` ([CLS] ... [SEP]
-            around each sequence) or ``none``.
-        drop_last: drop the dataset's last sequence when partial (else it is padded).
-        special_tokens_mask: also write the ``special_tokens_mask`` column (1 at specials and padding).
-        output_format: ``hf`` (``dataset/`` for ``datasets.load_from_disk``) or ``parquet``
-            (``data/train-*-of-*.parquet``, ``rows_per_shard`` sequences each).
-        block_docs: documents per tokenization block (the unit of caching and of resume).
-        hf_save_name: also push the result to the hub under this name (where the hub is reachable).
-    """
-    args = dict(locals())
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dist_data.pretokenize --flag=value ...`` (``--help`` lists the flags)."""
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the fast tokenizer's threads: one share of the cores per rank
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // local_world)))
-    problems = []
-    for name, value, low in [("seq_len", seq_len, 1), ("rows_per_shard", rows_per_shard, 1),
-                             ("block_docs", block_docs, 1)]:
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            problems.append(f"--{name} must be an integer >= {low}, got {value!r}")
-    if max_rows is not None and (not isinstance(max_rows, int) or max_rows < 1):
-        problems.append(f"--max_rows must be an integer >= 1, got {max_rows!r}")
-    if specials not in SPECIALS:
-        problems.append(f"--specials must be one of {', '.join(SPECIALS)}, got {specials!r}")
-    if output_format not in FORMATS:
-        problems.append(f"--output_format must be one of {', '.join(FORMATS)}, got {output_format!r}")
-    if on_bad_rows not in ("error", "skip"):
-        problems.append(f"--on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
-    run_entry_point(problems, timeout_minutes, lambda info: run_pretokenize(
-        info, args, dataset=str(dataset), output_dir=str(output_dir), text_key=str(text_key),
-        tokenizer_name=tokenizer_name, seq_len=seq_len, specials=specials, drop_last=bool(drop_last),
-        special_tokens_mask=bool(special_tokens_mask), output_format=output_format, rows_per_shard=rows_per_shard,
-        block_docs=block_docs, max_rows=max_rows, seed=seed, on_bad_rows=on_bad_rows, hf_save_name=hf_save_name,
-        overwrite=bool(overwrite), show_progress=bool(progress), revision=revision, split=split))
+    cli.main(PretokenizeOptions, lambda opts: run_entry_point(opts, lambda info: run_pretokenize(info, opts)),
+             __doc__, "dist_data.pretokenize", argv)
 
 
 if __name__ == "__main__":
-    import fire
-
-    fire.Fire(main)
+    main()

@@ -6,7 +6,17 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --exclusive
 set -euo pipefail
-GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}
+# Ranks per node: the GPUs SLURM allocated on this node (sbatch --gpus-per-node=N), or GPUS_PER_NODE.
+if [ -z "${GPUS_PER_NODE:-}" ]; then
+  if [ -n "${SLURM_GPUS_ON_NODE:-}" ]; then
+    GPUS_PER_NODE=$SLURM_GPUS_ON_NODE
+  elif [ -n "${SLURM_GPUS_PER_NODE:-}" ]; then
+    GPUS_PER_NODE=${SLURM_GPUS_PER_NODE##*:}   # "a100:8" -> 8
+  else
+    echo "slurm.sh: SLURM allocated no GPUs; pass --gpus-per-node=N to sbatch, or set GPUS_PER_NODE (CPU ranks too)" >&2
+    exit 2
+  fi
+fi
 HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 PORT=${PORT:-29500}
 srun --kill-on-bad-exit=1 torchrun \

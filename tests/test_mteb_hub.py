@@ -149,8 +149,8 @@ def test_subsets_of_multilingual_tasks():
 
 
 def test_embed_mteb_and_finetune_data_without_data_path(hub, tmp_path, monkeypatch, model):
-    from dist_data.embed_mteb import run_embed_mteb
-    from dist_data.finetune_data import run_finetune_data
+    from dist_data.embed_mteb import EmbedMtebOptions, run_embed_mteb
+    from dist_data.finetune_data import FinetuneOptions, run_finetune_data
 
     local, tasks = hub
     loads = []
@@ -163,10 +163,9 @@ def test_embed_mteb_and_finetune_data_without_data_path(hub, tmp_path, monkeypat
     monkeypatch.setattr(mteb_hub, "get_task", get_task)
     info = distributed.DistInfo(0, 1, 0, __import__("torch").device("cpu"))
     cache = tmp_path / "cache"
-    kw = dict(task_type="classification", dataset_name="banking77", model_name=None, batch_size=16,
-              save_root_path=str(tmp_path / "out"), data_path=None, prompt=None, max_seq_length=None,
-              dtype="float32", revision=None, show_progress=False, cache_dir=str(cache))
-    run_embed_mteb(info, **kw)
+    kw = dict(task_type="classification", dataset_name="banking77", batch_size=16,
+              save_root_path=str(tmp_path / "out"), progress=False, cache_dir=str(cache))
+    run_embed_mteb(info, EmbedMtebOptions(**kw))
     assert loads == ["Banking77Classification.v2"]
     assert os.path.isfile(cache / "Banking77Classification.v2" / "default" / "source.json")
     out = tmp_path / "out" / "sentence-transformers_all-MiniLM-L6-v2" / "banking77"
@@ -177,7 +176,7 @@ def test_embed_mteb_and_finetune_data_without_data_path(hub, tmp_path, monkeypat
                                                           normalize_embeddings=True), atol=2e-6)
         assert z["label"].tolist() == [mapping[r["label"]] for r in src]
 
-    run_embed_mteb(info, **{**kw, "save_root_path": str(tmp_path / "again")})  # the cached copy: no second load
+    run_embed_mteb(info, EmbedMtebOptions(**{**kw, "save_root_path": str(tmp_path / "again")}))  # the cached copy: no second load
     assert loads == ["Banking77Classification.v2"]
     # torchrun, 2 ranks, no --data_path: every rank reads the cached copy (offline: a load would fail)
     run_cli("dist_data.embed_mteb", "--task_type=classification", "--dataset_name=banking77", "--batch_size=16",
@@ -192,8 +191,9 @@ def test_embed_mteb_and_finetune_data_without_data_path(hub, tmp_path, monkeypat
 
     shutil.copytree(local / "wn_sts", tmp_path / "by_hand" / "STSBenchmark")
     ref = tmp_path / "ft_local"
-    run_finetune_data("sts", str(tmp_path / "by_hand"), "STSBenchmark", str(ref), 50, 7)
-    run_finetune_data("sts", None, "STSBenchmark", str(tmp_path / "ft_hub"), 50, 7, str(cache))
+    ft = dict(task_type="sts", dataset_name="STSBenchmark", max_samples_per_dataset=50, seed=7)
+    run_finetune_data(FinetuneOptions(**ft, data_path=str(tmp_path / "by_hand"), save_root=str(ref)))
+    run_finetune_data(FinetuneOptions(**ft, save_root=str(tmp_path / "ft_hub"), cache_dir=str(cache)))
     for split in ("train", "test"):
         a = datasets.load_from_disk(str(ref / f"STSBenchmark_{split}")).to_dict()
         b = datasets.load_from_disk(str(tmp_path / "ft_hub" / f"STSBenchmark_{split}")).to_dict()

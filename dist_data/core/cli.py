@@ -214,7 +214,7 @@ def usage(cls: type[Options], prog: str, doc: str | None) -> str:
     """The text of ``--help``: the verb's summary, then one line per flag."""
     by_name = {f.name: f for f in dataclasses.fields(cls)}
     order = [n for c in cls.__mro__ if c is not CommonOptions for n in vars(c).get("__annotations__", {})
-             if n in by_name] + [f.name for f in dataclasses.fields(CommonOptions)]
+             if n in by_name] + [f.name for f in dataclasses.fields(CommonOptions) if f.name in by_name]
     fields = sorted((by_name[n] for n in dict.fromkeys(order)), key=lambda f: f.default is not dataclasses.MISSING)
     width = max(len(f.name) for f in fields) + 2
     shown = {f.name: "required" if f.default is dataclasses.MISSING else f"default {_shown(f.default)}" for f in fields}

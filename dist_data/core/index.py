@@ -28,11 +28,19 @@ DB_CHUNK = 1 << 20
 FAISS_GPU_MAX_K = 2048
 
 
+_NOTICED = []
+
+
 def _faiss():
+    """The faiss module, or None (then the torch search path runs, with a notice once per process)."""
     try:
         import faiss
-    except ImportError as e:
-        raise ImportError("dist_data needs faiss: `pip install faiss-cpu` (or faiss-gpu, see INSTALL_FAISS.md)") from e
+    except ImportError:
+        if not _NOTICED:
+            _NOTICED.append(True)
+            logger.warning("faiss is not installed: searching with torch matmul + top-k (exact, slower on CPU); "
+                           "`pip install faiss-cpu` or faiss-gpu as in INSTALL_FAISS.md for the faiss index")
+        return None
     return faiss
 
 
@@ -45,8 +53,8 @@ class FlatIndex:
         self._torch_vectors = None
         self._vectors, self._device, self._fp16 = vectors, device, fp16
         faiss = _faiss()
-        if device.type == "cuda":
-            if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        if device.type == "cuda" or faiss is None:
+            if faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
                 try:
                     self._index = faiss.IndexFlatIP(self.dim)
                     opts = faiss.GpuClonerOptions()
@@ -58,8 +66,9 @@ class FlatIndex:
                     return
                 except Exception as e:  # noqa: BLE001 - fall back, but say so
                     logger.warning("faiss-gpu failed (%s); using torch matmul search on %s", e, device)
-            self._torch_vectors = torch.from_numpy(vectors).to(device, torch.float16 if fp16 else torch.float32)
-            self.backend = "torch-gpu"
+            half = fp16 and device.type == "cuda"
+            self._torch_vectors = torch.from_numpy(vectors).to(device, torch.float16 if half else torch.float32)
+            self.backend = "torch-gpu" if device.type == "cuda" else "torch-cpu"
             return
         self._index = faiss.IndexFlatIP(self.dim)
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Iterable, Iterator, Sequence
@@ -146,11 +147,41 @@ def _load_hf(source: Source):
     return ds
 
 
+def _lines(source: Source) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of a text file (gzip and zstd too); a truncated or corrupt
+    compressed file is an :class:`InputError` naming the file and the last line read whole."""
+    lineno = 0
+    try:
+        with _open_text_binary(source.path) as f:
+            for lineno, bline in enumerate(f, start=1):
+                yield lineno, bline
+    except (EOFError, OSError, zlib.error) as e:
+        if isinstance(e, FileNotFoundError):
+            raise InputError(f"no such file: {source.path}") from None
+        raise InputError(f"{source.path}: truncated or not a valid {os.path.splitext(source.path)[1]} file "
+                         f"({type(e).__name__}: {e}); the last good line is {max(lineno - 1, 0)}") from None
+
+
+def _bad_unicode(value: Any) -> str | None:
+    """Where ``value`` holds text that is not valid Unicode (undecodable bytes kept as lone surrogates)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"at character {e.start}"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = _bad_unicode(item)
+        if where:
+            return f"in {key!r} {where}"
+    return None
+
+
 def count_rows(source: Source) -> int:
     """Rows in one source without parsing them (blank lines are not rows)."""
     if source.kind in ("jsonl", "text"):
-        with _open_text_binary(source.path) as f:
-            return sum(1 for line in f if line.strip())
+        return sum(1 for _, line in _lines(source) if line.strip())
     if source.kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -166,24 +197,24 @@ def _iter_source(source: Source, start: int = 0) -> Iterator[tuple[int, Any, str
     ``start`` skips rows of Hugging Face datasets without reading them (others are text: read all).
     """
     if source.kind in ("jsonl", "text"):
-        with _open_text_binary(source.path) as f:
-            for lineno, bline in enumerate(f, start=1):
-                if not bline.strip():
-                    continue
-                try:
-                    text = bline.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as e:
-                    yield lineno, None, None, f"invalid UTF-8 ({e.reason} at byte {e.start})"
-                    continue
-                if source.kind == "text":
-                    yield lineno, {"text": text}, None, None
-                    continue
-                try:
-                    yield lineno, json.loads(text), text, None
-                except json.JSONDecodeError as e:
-                    yield lineno, None, text, f"malformed JSON ({e.msg} at column {e.colno})"
+        for lineno, bline in _lines(source):
+            if not bline.strip():
+                continue
+            try:
+                text = bline.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                yield lineno, None, None, f"invalid UTF-8 ({e.reason} at byte {e.start})"
+                continue
+            if source.kind == "text":
+                yield lineno, {"text": text}, None, None
+                continue
+            try:
+                yield lineno, json.loads(text), text, None
+            except json.JSONDecodeError as e:
+                yield lineno, None, text, f"malformed JSON ({e.msg} at column {e.colno})"
     elif source.kind == "json":
-        with open(source.path, encoding="utf-8") as f:
+        # Undecodable bytes are kept as lone surrogates and make their record a bad row (below).
+        with open(source.path, encoding="utf-8-sig", errors="surrogateescape") as f:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as e:
@@ -194,12 +225,21 @@ def _iter_source(source: Source, start: int = 0) -> Iterator[tuple[int, Any, str
         if not isinstance(data, list):
             raise InputError(f"{source.path}: a .json input must hold a list of records")
         for i, value in enumerate(data, start=1):
-            yield i, value, None, None
+            where = _bad_unicode(value)
+            yield i, None if where else value, None, f"invalid UTF-8 or a lone surrogate {where}" if where else None
     elif source.kind in ("csv", "tsv"):
-        with open(source.path, encoding="utf-8", newline="") as f:
+        # utf-8-sig: a byte-order mark is not part of the first column's name; undecodable bytes are
+        # kept as lone surrogates so that their row (not the file) is bad, named by its line.
+        with open(source.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             reader = csv.DictReader(f, delimiter="," if source.kind == "csv" else "\t")
+            if _bad_unicode(reader.fieldnames or []):
+                raise InputError(f"{source.path}:1: the header is not valid UTF-8")
             for value in reader:
-                yield reader.line_num, value, None, None
+                where = _bad_unicode(value)
+                if where:
+                    yield reader.line_num, None, None, f"invalid UTF-8 {where}"
+                else:
+                    yield reader.line_num, value, None, None
     elif source.kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -299,11 +339,18 @@ def build_catalog(sources: Sequence[Source], rank: int = 0, world_size: int = 1)
 
 
 def _text(row: Row, name: str, text: Any) -> str:
-    """``text`` checked: a non-empty string, or a :class:`BadRowError` naming the row."""
+    """``text`` checked: a non-empty string of valid Unicode, or a :class:`BadRowError` naming the row.
+
+    A lone surrogate (``"\\ud800"`` is valid JSON) would crash the tokenizer on whichever rank
+    embeds it; it is a bad row here, at read time.
+    """
     if not isinstance(text, str):
         raise BadRowError(row.source, row.line, f"{name!r} is {type(text).__name__}, expected a string")
     if not text.strip():
         raise BadRowError(row.source, row.line, f"{name!r} is empty")
+    where = _bad_unicode(text)
+    if where:
+        raise BadRowError(row.source, row.line, f"{name!r} is not valid Unicode (a lone surrogate {where})")
     return text
 
 
@@ -364,8 +411,9 @@ def get_query_positives(row: Row, query_key: str, document_key: str) -> tuple[st
         return query, [_text(row, document_key, value[document_key])]
     if "pos" in value:
         pos = value["pos"]
-        if isinstance(pos, str):
-            pos = [pos]
+        if isinstance(pos, str):  # e.g. a part-of-speech column named pos: never a positive
+            raise BadRowError(row.source, row.line, f"'pos' is a string ({pos[:40]!r}), expected a list of "
+                                                    f"positive texts; is --document_key={document_key!r} right?")
         if not isinstance(pos, list) or not pos:
             raise BadRowError(row.source, row.line, "'pos' must be a non-empty list of texts")
         return query, [_text(row, f"pos[{i}]", t) for i, t in enumerate(pos)]
@@ -478,6 +526,32 @@ def write_json(path: str, obj: Any) -> None:
     with atomic_open(path) as f:
         json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False, default=str)
         f.write("\n")
+
+
+def require_dir(path: str, flag: str) -> str:
+    """``path`` when it is a folder, else :class:`InputError` naming the flag."""
+    if not os.path.isdir(path):
+        raise InputError(f"--{flag}: no such folder: {path}")
+    return path
+
+
+def read_json(path: str) -> Any:
+    """The JSON in ``path``, or None when there is no such file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def save_dataset(ds, path: str) -> None:
+    """``ds.save_to_disk(path)`` atomically: written beside it, then renamed over it."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.save_to_disk(tmp)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
 
 
 def write_lines(path: str, lines: Iterable[str]) -> int:

@@ -47,6 +47,12 @@ class Stats:
     counts: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    @classmethod
+    def with_keys(cls, *keys: str, buckets: Sequence[str] = ()) -> "Stats":
+        """Stats whose counts start at zero for ``keys`` (and ``{}`` for ``buckets``), so that every
+        rank and every run has the same keys, whatever happened."""
+        return cls(counts={**{k: 0 for k in keys}, **{b: {} for b in buckets}})
+
     def add(self, key: str, n: int = 1, reason: str | None = None) -> None:
         if reason is None:
             self.counts[key] = self.counts.get(key, 0) + int(n)
@@ -195,10 +201,10 @@ def read_stage(info: distributed.DistInfo, stats: Stats, dataset: str, split: st
             error = e
         distributed.raise_if_any_failed(error)
         rec["rows"] = shard.n_read
+        if name == "read":  # counted once (rank 0); zero elsewhere, so every rank has the same keys
+            stats.add("dropped", catalog.total - len(selected) if info.is_main else 0, reason="not_sampled")
+            stats.add("input_rows", catalog.total if info.is_main else 0)
         if info.is_main:
-            if name == "read":
-                stats.add("dropped", catalog.total - len(selected), reason="not_sampled")
-                stats.add("input_rows", catalog.total)
             logger.info("%s: %s rows in %d file(s); processing %s on %d rank(s), %s here", name,
                         fmt_rows(catalog.total), len(catalog.sources), fmt_rows(len(selected)), info.world_size,
                         fmt_rows(shard.n_read))

@@ -113,6 +113,9 @@ class FolderLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
+                if holder.get("host") == me["host"] and holder.get("pid") == me["pid"]:  # this process's own
+                    os.remove(self.path)
+                    continue
                 if holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1))):
                     logger.warning("taking over the lock of a dead run in %s (pid %s, started %s)",
                                    os.path.dirname(self.path), holder.get("pid"), holder.get("started"))
