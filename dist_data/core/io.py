@@ -573,8 +573,11 @@ def merge_files(parts: Sequence[str], out_path: str, gzip_output: bool = False) 
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
+    # Through a buffer: numpy's direct file write reports a full disk as an OSError without errno.
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
     with atomic_open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
+        f.write(buf.getbuffer())
 
 
 def save_npz(path: str, **arrays: np.ndarray) -> None:

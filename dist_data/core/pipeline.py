@@ -370,7 +370,7 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminated)
-    if not opts.progress:
+    if not opts.progress or int(os.environ.get("LOCAL_RANK", "0") or 0) != 0:  # bars on local rank 0 only
         quiet_progress()
     try:
         with distributed.process_group(opts.timeout_minutes) as info:
