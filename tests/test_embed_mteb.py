@@ -354,3 +354,42 @@ def test_combine_finetune_and_all(finetune, tmp_path):
     assert joined.column_names == ["anchor", "positive", "dataset"]
     assert len(joined) == len(train) + len(sts) + 8
     assert {"wn_pos", "wn_lex", "wn_sts", "pairs"} == set(joined["dataset"])
+
+
+def test_rerun_policy_of_embed_mteb_and_finetune_data(embedded, tmp_path):
+    import shutil
+
+    data, _, _ = embedded
+    small = tmp_path / "data"
+    shutil.copytree(data / "wn_sts", small / "wn_sts")
+    flags = ["--task_type=sts", "--dataset_name=wn_sts", f"--data_path={small}", f"--save_root_path={tmp_path / 'e'}",
+             "--batch_size=16", "--noprogress"]
+    run_cli("dist_data.embed_mteb", *flags, nproc=0)
+    out = tmp_path / "e" / "sentence-transformers_all-MiniLM-L6-v2" / "wn_sts"
+    (out / "my_notes.txt").write_text("kept")
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    # another prompt: refused, naming it; the vectors and meta.json of the first run stay as they were
+    proc = run_cli("dist_data.embed_mteb", *flags, "--prompt=query: ", nproc=0, check=False)
+    assert proc.returncode == 2 and "--prompt='query: ' (was None)" in proc.stderr
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+    proc = run_cli("dist_data.embed_mteb", *flags, "--prompt=query: ", "--overwrite", nproc=0)
+    assert json.load(open(out / "meta.json"))["args"]["prompt"] == "query: "
+    assert (out / "my_notes.txt").read_text() == "kept"
+    assert (out / "test.npz").read_bytes() != before["test.npz"]  # made again, with the prompt
+
+    ft = ["--task_type=sts", f"--data_path={small}", f"--save_root={tmp_path / 'ft'}", "--noprogress"]
+    run_cli("dist_data.finetune_data", *ft, "--max_samples_per_dataset=50", nproc=0)
+    first = json.load(open(tmp_path / "ft" / "finetune_sts_stats.json"))
+    proc = run_cli("dist_data.finetune_data", *ft, "--max_samples_per_dataset=50", nproc=0)
+    assert "already complete" in proc.stderr
+    proc = run_cli("dist_data.finetune_data", *ft, "--max_samples_per_dataset=20", nproc=0, check=False)
+    assert proc.returncode == 2 and "--max_samples_per_dataset=20 (was 50)" in proc.stderr
+    assert json.load(open(tmp_path / "ft" / "finetune_sts_stats.json")) == first
+    run_cli("dist_data.finetune_data", *ft, "--max_samples_per_dataset=20", "--overwrite", nproc=0)
+    assert json.load(open(tmp_path / "ft" / "finetune_sts_stats.json"))["wn_sts_train"]["cap"] == 20
+    proc = run_cli("dist_data.finetune_data", "--task_type=sts", f"--data_path={tmp_path / 'nope'}",
+                   f"--save_root={tmp_path / 'ft2'}", nproc=0, check=False)
+    assert proc.returncode == 2 and "--data_path: no such folder" in proc.stderr
+    proc = run_cli("dist_data.combine", "finetune", "--task_type=sts", f"--data_dir={tmp_path / 'nope'}",
+                   f"--save_root_path={tmp_path / 'c'}", nproc=0, check=False)
+    assert proc.returncode == 2 and "--data_dir: no such folder" in proc.stderr and "Traceback" not in proc.stderr

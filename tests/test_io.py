@@ -119,3 +119,64 @@ def test_atomic_writes_leave_nothing_on_failure_and_gzip_is_reproducible(tmp_pat
     merge_files(parts, str(tmp_path / "m2.gz"), gzip_output=True)
     assert (tmp_path / "m1.gz").read_bytes() == (tmp_path / "m2.gz").read_bytes()
     assert gzip.decompress((tmp_path / "m1.gz").read_bytes()) == b"line 0\nline 1\n"
+
+
+# ---------------------------------------------------------------- bad input, named by file and line
+
+def test_truncated_or_non_gzip_files_name_the_file_and_the_last_good_line(tmp_path, rows):
+    whole = tmp_path / "whole.jsonl.gz"
+    with gzip.open(whole, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
+    with pytest.raises(InputError) as e:
+        read_all(str(cut))
+    msg = str(e.value)
+    assert msg.startswith(f"{cut}: truncated or not a valid .gz file") and "the last good line is" in msg
+    last_good = int(msg.rsplit(" ", 1)[1])
+    assert 0 < last_good < len(rows)
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_text(json.dumps(rows[0]) + "\n")  # plain text under a .gz name
+    with pytest.raises(InputError, match="fake.jsonl.gz: truncated or not a valid .gz file"):
+        read_all(str(fake))
+
+
+def test_invalid_utf8_in_csv_and_json_is_a_bad_row_with_its_line(tmp_path, rows):
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_bytes(b"query,document\nbank,a river side\ncaf\xe9,a place for coffee\nsea,salt water\n")
+    _, got = read_all(str(csv_path))
+    assert [r.line for r in got] == [2, 3, 4]
+    assert get_texts(got[0], KEYS) == ["bank", "a river side"] and get_texts(got[2], KEYS)[0] == "sea"
+    with pytest.raises(BadRowError, match=r"pairs.csv:3: invalid UTF-8 in 'query'"):
+        get_texts(got[1], KEYS)
+    json_path = tmp_path / "pairs.json"
+    json_path.write_bytes(b'[{"query": "a", "document": "b"}, {"query": "caf\xe9", "document": "c"}]')
+    _, got = read_all(str(json_path))
+    get_texts(got[0], KEYS)
+    with pytest.raises(BadRowError, match=r"pairs.json:2: invalid UTF-8"):
+        get_texts(got[1], KEYS)
+
+
+def test_a_lone_surrogate_is_a_bad_row_at_read_time(tmp_path, rows):
+    path = write_jsonl(tmp_path / "s.jsonl", [rows[0], '{"query": "x\\ud800y", "document": "d"}'])
+    _, got = read_all(path)
+    with pytest.raises(BadRowError, match=r"s.jsonl:2: 'query' is not valid Unicode \(a lone surrogate at character 1\)"):
+        get_texts(got[1], KEYS)
+
+
+def test_a_csv_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffquery,document\nbank,a river side\n".encode("utf-8"))
+    _, got = read_all(str(path))
+    assert get_texts(got[0], KEYS) == ["bank", "a river side"]
+
+
+def test_a_string_pos_is_never_a_positive(tmp_path):
+    from dist_data.core.io import get_query_positives
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"query": "benthos", "document": "sea-floor life", "pos": "n"}])
+    _, got = read_all(path)
+    assert get_query_positives(got[0], "query", "document") == ("benthos", ["sea-floor life"])
+    with pytest.raises(BadRowError, match=r"p.jsonl:1: 'pos' is a string \('n'\), expected a list of positive texts; "
+                                          r"is --document_key='doc' right\?"):
+        get_query_positives(got[0], "query", "doc")

@@ -192,3 +192,25 @@ def test_stats_have_the_same_keys_on_every_rank_and_mine_adds_up(tmp_path):
 def test_noprogress_silences_every_bar(tmp_path):
     proc = filter_run(tmp_path / "quiet", nproc=2)
     assert "it/s" not in proc.stderr and "rows/s]" not in proc.stderr and "%|" not in proc.stderr
+
+
+def test_bad_rows_of_every_kind_are_skipped_with_file_and_line(tmp_path):
+    rows = wordnet_pairs(40, seed=5, synonyms=False)
+    lines = [f"{r['query']},{r['document'].replace(',', ' ')}".encode() for r in rows]
+    lines[3] = b"caf\xe9,a place for coffee"
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_bytes("\ufeffquery,document\n".encode() + b"\n".join(lines) + b"\n")
+    jsonl = write_jsonl(tmp_path / "pairs.jsonl", [*rows[:2], '{"query": "x\\ud800", "document": "d"}'])
+    out = tmp_path / "run"
+    filter_run(out, f"--dataset={csv_path},{jsonl}", "--on_bad_rows=skip", nproc=2)
+    rejects = [json.loads(line) for line in open(out / "rejects.jsonl")]
+    assert [(os.path.basename(r["file"]), r["line"]) for r in rejects] == [("pairs.csv", 5), ("pairs.jsonl", 3)]
+    stats = json.load(open(out / "stats.json"))["counts"]
+    assert stats["read"] == 43 and sum(stats["rejected"].values()) == 2
+    assert stats["kept"] + stats["dropped"]["not_in_top_k"] == 41
+    proc = filter_run(tmp_path / "run2", f"--dataset={jsonl}", check=False)
+    assert proc.returncode == 2 and "pairs.jsonl:3: 'query' is not valid Unicode" in proc.stderr
+    # the shipped sample's pos is a part-of-speech letter: with a wrong --document_key it is a bad row
+    proc = run_cli("dist_data.mine", f"--output_dir={tmp_path / 'm'}", "--document_key=doc", "--noprogress",
+                   nproc=0, check=False)
+    assert proc.returncode == 2 and "'pos' is a string ('n')" in proc.stderr and "wordnet_pairs.jsonl.gz:1" in proc.stderr

@@ -140,9 +140,12 @@ def resolve_tasks(task_type: str, dataset_name: str | Sequence[str], data_path: 
                 if other:
                     raise ValueError(f"{name!r} is a {other} task of the MTEB registry, not {task_type}: "
                                      f"pass --task_type={other}")
+                import difflib
+
                 valid = sorted(set(known.values()))
-                raise ValueError(f"{name!r} is not a {task_type} task of the MTEB registry; valid names: "
-                                 f"{', '.join(valid[:60])}{' ...' if len(valid) > 60 else ''}")
+                close = difflib.get_close_matches(name, valid, n=5, cutoff=0.0)
+                raise ValueError(f"{name!r} is not a {task_type} task of the MTEB registry; the closest of its "
+                                 f"{len(valid)} {task_type} tasks: {', '.join(close)}")
         refs.append(TaskRef(task_type, name, mteb_name))
     return refs
 
