@@ -133,9 +133,9 @@ def test_bad_rows_skipped_into_rejects_with_reasons(data, tmp_path):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--k=0"], "--k must be an integer >= 1"),
+    (["--k=0"], "--k must be >= 1, got 0"),
     (["--dataset=/nonexistent/pairs.jsonl"], "no such file or folder: /nonexistent/pairs.jsonl"),
-    (["--index=ivf"], "--index must be 'gather' or 'sharded'"),
+    (["--index=ivf"], "--index must be one of gather, sharded, got 'ivf'"),
 ])
 def test_flag_errors_are_one_clear_line(tmp_path, flags, message):
     proc = run_cli("dist_data.filter", f"--output_dir={tmp_path / 'o'}", *flags, nproc=0, check=False)
@@ -148,7 +148,7 @@ def test_output_dir_of_another_run_is_refused(runs, data):
     proc = run_cli("dist_data.filter", f"--dataset={path}", f"--output_dir={runs['ws1']}", "--k=3",
                    "--batch_size=32", nproc=0, check=False)
     assert proc.returncode == 2
-    assert "holds another run's results" in proc.stderr and "k=3 (was 2)" in proc.stderr
+    assert "holds a finished run with other flags" in proc.stderr and "--k=3 (was 2)" in proc.stderr
 
 
 def test_readme_first_example_on_the_shipped_default(tmp_path):

@@ -127,7 +127,8 @@ def test_mine_is_identical_for_any_world_size_with_random_sampling(pairs_file, t
     assert a == (tmp_path / "b" / "mined.jsonl").read_bytes()
     rows = [json.loads(line) for line in a.decode().splitlines()]
     stats = json.load(open(tmp_path / "b" / "stats.json"))
-    assert stats["counts"]["queries"] == len(rows) + stats["counts"].get("dropped", {}).get("too_few_negatives", 0)
+    c = stats["counts"]
+    assert c["pairs"] == c["kept"] + c["dropped"]["too_few_negatives"] and c["kept"] == c["rows_written"] == len(rows)
     for r in rows:
         assert r["document"] not in r["negatives"] and len(set(r["negatives"])) == len(r["negatives"])
 

@@ -197,8 +197,7 @@ class RunDir:
         if stale:
             logger.info("removed %d temporary file(s) of an interrupted write in %s", stale, self.path)
         old = self._old_args()
-        if old is None:
-            self.replace = self.has_work()  # leftovers of a run that never recorded its flags
+        if old is None:  # a new folder, or one with files of the user's: nothing here is ours to remove
             return
         diff = flag_diff(old, self.args)
         if not diff:
