@@ -385,7 +385,8 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
                 problem = io_failure(opts.__dict__.get("output_dir", ""), e)
                 if problem is None:
                     raise
-                logger.error("%s", problem)
+                if info.is_main:  # the same error on every rank (raise_if_any_failed): said once
+                    logger.error("%s", problem)
                 sys.exit(2)
     except KeyboardInterrupt:
         if int(os.environ.get("RANK", "0") or 0) == 0:
