@@ -37,7 +37,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import cli, distributed
 from .core.cli import CommonOptions, flag, non_empty, one_of, required
 from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, load_model, spec_for
-from .core.io import InputError, save_npz, write_json
+from .core.io import InputError, read_json, save_npz, write_json
 from .core.log import logger, progress
 from .core.pipeline import ModelOptions, Stats, fmt_rows, run_entry_point
 from .core.rundir import FolderLock, RunConflictError, flag_diff, refuse_other_flags, remove_paths
@@ -63,7 +63,8 @@ class EmbedMtebOptions(CommonOptions, ModelOptions):
                                  "(default ~/.cache/dist_data/mteb)", non_empty)
     hf_subset: str | None = flag(None, "the subset of a multilingual task (default: its English one)", non_empty)
     prompt: str | None = flag(None, "an instruction prefix for every text, or a JSON file {dataset: prompt}")
-    overwrite: bool = flag(False, "replace vectors made with other flags (only the files embed_mteb wrote)")
+    overwrite: bool = flag(False, "replace vectors made with other flags (only the files embed_mteb wrote)",
+                           result=False)
 
 
 def model_folder(model_name: str) -> str:
@@ -186,6 +187,9 @@ def prompts_for(prompt: str | None) -> dict[str, str] | str:
     return prompt or ""
 
 
+OUR_FILES = ("meta.json", "stats.json", "label_mapping.json")  # beside the {split}.npz files
+
+
 def check_rerun(out_dir: str, args: dict[str, Any], overwrite: bool) -> None:
     """The rerun policy for one dataset folder: vectors made with other flags are never mixed with new
     ones, and ``meta.json`` never describes flags the vectors were not made with.
@@ -193,11 +197,10 @@ def check_rerun(out_dir: str, args: dict[str, Any], overwrite: bool) -> None:
     Raises:
         RunConflictError: the folder holds vectors of other flags (without ``overwrite``).
     """
-    try:
-        with open(os.path.join(out_dir, "meta.json"), encoding="utf-8") as f:
-            old = {k: v for k, v in json.load(f).get("args", {}).items() if k in args}
-    except FileNotFoundError:
+    meta = read_json(os.path.join(out_dir, "meta.json"))
+    if meta is None:
         return
+    old = {k: v for k, v in meta.get("args", {}).items() if k in args}
     diff = flag_diff(old, args)
     if not diff:
         return
@@ -205,9 +208,6 @@ def check_rerun(out_dir: str, args: dict[str, Any], overwrite: bool) -> None:
         raise refuse_other_flags(out_dir, "vectors", diff)
     removed = remove_paths(out_dir, sorted(f for f in os.listdir(out_dir) if f.endswith(".npz") or f in OUR_FILES))
     logger.warning("--overwrite: removed %s from %s (made with %s)", ", ".join(removed), out_dir, ", ".join(diff))
-
-
-OUR_FILES = ("meta.json", "stats.json", "label_mapping.json")
 
 
 def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions) -> Stats:

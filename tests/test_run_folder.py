@@ -71,10 +71,11 @@ def test_stale_temporaries_are_removed_and_a_killed_run_is_resumed(tmp_path):
     (out / "parts").mkdir(parents=True)
     (out / "filtered.jsonl.tmp-4242").write_text("half a merge")
     (out / "parts" / "part-00000.jsonl.tmp-4242").write_text("half a part")
+    (out / "draft.tmp").write_text("a user's own temporary file")
     proc = filter_run(out)
     assert "removed 2 temporary file(s)" in proc.stderr
     leftovers = [f for _, _, fs in os.walk(out) for f in fs if ".tmp" in f]
-    assert leftovers == []
+    assert leftovers == ["draft.tmp"]
 
 
 def _dead_pid() -> int:

@@ -30,9 +30,6 @@ from typing import Any, Callable, Sequence
 
 Check = Callable[[Any], "str | None"]
 
-# Flags that do not change a run's result: a rerun may differ in these.
-NON_RESULT_FLAGS = frozenset({"output_dir", "overwrite", "progress", "timeout_minutes"})
-
 
 class UsageError(ValueError):
     """Bad flags: printed as one line (or a short list), exit status 2."""
@@ -46,8 +43,8 @@ def flag(default: Any, help: str, check: Check | None = None, *, result: bool = 
     return field(default=default, metadata={"help": help, "check": check, "result": result})
 
 
-def required(help: str, check: Check | None = None) -> Any:
-    return field(metadata={"help": help, "check": check, "result": True})
+def required(help: str, check: Check | None = None, *, result: bool = True) -> Any:
+    return field(metadata={"help": help, "check": check, "result": result})
 
 
 # ---------------------------------------------------------------- checks
@@ -64,16 +61,6 @@ def non_empty(v: Any) -> str | None:
     return None if v is None or str(v).strip() else "must not be empty"
 
 
-def all_of(*checks: Check) -> Check:
-    def check(v: Any) -> str | None:
-        for c in checks:
-            problem = c(v)
-            if problem:
-                return problem
-        return None
-    return check
-
-
 # ---------------------------------------------------------------- options
 
 @dataclass(frozen=True)
@@ -85,8 +72,7 @@ class Options:
 
     def result_args(self) -> dict[str, Any]:
         """The flags that determine the result (what ``args.json`` holds and a rerun must repeat)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata.get("result", True) and f.name not in NON_RESULT_FLAGS}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("result", True)}
 
 
 @dataclass(frozen=True)

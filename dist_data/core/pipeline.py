@@ -1,16 +1,7 @@
-"""Stages shared by every entry point: the run folder, stats, reading a shard, global dedup,
-block embedding, and publishing the merged outputs.
-
-The output folder of a run::
-
-    args.json                 the flags (a rerun with other flags is refused)
-    cache/emb-<key>/*.npy     per-block embeddings (resume)
-    parts/part-00000.jsonl    rank-local results, merged in rank order = input order
-    parts/*.done              per-rank completion markers
-    <result>.jsonl[.gz]       the merged result
-    rejects.jsonl             bad rows set aside with --on_bad_rows=skip (file, line, reason, row)
-    stats.json                totals and per-rank counts and stage timings
-    _SUCCESS                  written last
+"""Stages shared by every entry point: stats, reading a shard, global dedup, block embedding,
+opening the run folder (its layout and rerun policy: :mod:`dist_data.core.rundir`), the options
+shared by the verbs, and publishing the merged outputs (rank-local parts merged in rank order =
+input order, ``stats.json``, ``rejects.jsonl``, ``_SUCCESS`` last).
 """
 
 from __future__ import annotations
@@ -25,14 +16,14 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import distributed
-from .embed import BlockEmbedder
-from .keys import global_first
+from .cli import CommonOptions, Options, at_least, flag, non_empty, one_of, required
+from .embed import DEFAULT_MODEL, BlockEmbedder
 from .io import (BadRowError, Catalog, InputError, Row, build_catalog, get_texts, merge_files, resolve_sources,
                  write_json, write_lines)
-from .cli import CommonOptions, Options, at_least, flag, non_empty, one_of, required
-from .embed import DEFAULT_MODEL
+from .keys import global_first
 from .log import logger
 from .rundir import RunConflictError, RunDir, io_failure
+
 
 def fmt_rows(n: float) -> str:
     return f"{int(n):,}"
@@ -317,7 +308,8 @@ def begin_run(info: distributed.DistInfo, run: RunDir) -> None:
 class RunOptions(CommonOptions):
     """Flags of every verb that writes one run folder."""
 
-    output_dir: str = required("the run folder (refused if another run with other flags is there)", non_empty)
+    output_dir: str = required("the run folder (refused if another run with other flags is there)", non_empty,
+                               result=False)
     overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
                            result=False)
     split: str = flag("train", "the split of a Hugging Face dataset or save_to_disk folder", non_empty)
@@ -382,7 +374,7 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
                     logger.error("%s", e)
                 sys.exit(2)
             except OSError as e:
-                problem = io_failure(opts.__dict__.get("output_dir", ""), e)
+                problem = io_failure(getattr(opts, "output_dir", ""), e)
                 if problem is None:
                     raise
                 if info.is_main:  # the same error on every rank (raise_if_any_failed): said once

@@ -33,7 +33,7 @@ import socket
 import sys
 from typing import Any, Iterable
 
-from .io import write_json
+from .io import read_json, write_json
 from .log import logger
 
 LOCK_NAME = ".dist_data.lock"
@@ -73,9 +73,16 @@ def remove_paths(root: str, names: Iterable[str]) -> list[str]:
     return removed
 
 
-def remove_stale_temporaries(root: str) -> int:
-    """Temporary files of a killed write (``*.tmp-<pid>``, ``*.tmp``) under ``root``; how many."""
-    stale = [p for pattern in ("*.tmp-*", "*.tmp") for p in glob.glob(os.path.join(root, "**", pattern), recursive=True)]
+def remove_stale_temporaries(root: str, owned: Iterable[str]) -> int:
+    """Temporary files of a killed write (``<name>.tmp-<pid>``, ``<name>.tmp``) of the ``owned`` names
+    under ``root`` (inside an owned folder: any); how many. A user's own ``*.tmp`` files stay."""
+    stale = []
+    for name in owned:
+        path = os.path.join(root, name)
+        stale += glob.glob(glob.escape(path) + ".tmp-*") + glob.glob(glob.escape(path) + ".tmp")
+        if os.path.isdir(path):
+            stale += [p for pattern in ("*.tmp-*", "*.tmp")
+                      for p in glob.glob(os.path.join(glob.escape(path), "**", pattern), recursive=True)]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
     return len(stale)
@@ -170,12 +177,6 @@ class RunDir:
     def part(self, name: str, rank: int) -> str:
         return os.path.join(self.parts_dir, f"{name}-{rank:05d}.jsonl")
 
-    def _old_args(self) -> dict[str, Any] | None:
-        try:
-            with open(self.file("args.json"), encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return None
 
     def has_work(self) -> bool:
         """Whether an unfinished run cached anything worth resuming (embedding or token blocks, parts)."""
@@ -193,10 +194,10 @@ class RunDir:
         """
         os.makedirs(self.path, exist_ok=True)
         self.lock.acquire()
-        stale = remove_stale_temporaries(self.path)
+        stale = remove_stale_temporaries(self.path, self.owned())
         if stale:
             logger.info("removed %d temporary file(s) of an interrupted write in %s", stale, self.path)
-        old = self._old_args()
+        old = read_json(self.file("args.json"))
         if old is None:  # a new folder, or one with files of the user's: nothing here is ours to remove
             return
         diff = flag_diff(old, self.args)
@@ -210,13 +211,16 @@ class RunDir:
             raise refuse_other_flags(self.path, "a finished run" if finished else "an unfinished run", diff)
         self.replace = True
 
+    def _manifest(self) -> list[str] | None:
+        """The paths the manifest lists, or None (no manifest, or one that cannot be read)."""
+        try:
+            return (read_json(self.file(MANIFEST)) or {}).get("paths")
+        except ValueError:
+            return None
+
     def owned(self) -> list[str]:
         """What a dist_data run wrote here: its manifest, or (older runs) the names every run writes."""
-        try:
-            with open(self.file(MANIFEST), encoding="utf-8") as f:
-                listed = json.load(f)["paths"]
-        except (FileNotFoundError, KeyError, ValueError):
-            listed = [self.result_name, self.result_name + ".gz"]
+        listed = self._manifest() or [self.result_name, self.result_name + ".gz"]
         return sorted(set(listed) | set(RUN_FILES))
 
     def begin(self) -> None:
@@ -234,12 +238,7 @@ class RunDir:
 
     def record(self, names: Iterable[str]) -> None:
         """Add ``names`` to the manifest (before they are written: a killed write is still owned)."""
-        try:
-            with open(self.file(MANIFEST), encoding="utf-8") as f:
-                paths = set(json.load(f)["paths"])
-        except (FileNotFoundError, KeyError, ValueError):
-            paths = set()
-        paths |= set(names) | {MANIFEST}
+        paths = set(self._manifest() or ()) | set(names) | {MANIFEST}
         write_json(self.file(MANIFEST), {"paths": sorted(paths), "written_by": "dist_data"})
 
     def is_complete(self) -> bool:
