@@ -27,7 +27,7 @@ text}). ``--output_scores`` adds the scores.
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -38,15 +38,17 @@ from .core import cli, distributed, index
 from .core.cli import at_least, flag, non_empty, one_of
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.log import logger, progress
-from .text.mining import (PositiveSets, embed_stage, fetch_records, format_rows, pair_scores, read_beir, read_pairs,
-                     rerank_stage)
-from .core.pipeline import (PairOptions, Stats, begin_run, fmt_rows, merge_outputs, open_run, run_entry_point,
-                            write_parts)
+from .core.io import read_lines, write_folder_atomically
+from .core.pipeline import (PairOptions, Stats, begin_run, cache_root, fmt_rows, merge_outputs, open_run,
+                            report_scores, run_entry_point, write_parts)
+from .text.formats import FORMATS, QUERY_FORMATS, dumps, pair_rows, query_row, write_nomic_folder
+from .text.mining import (PositiveSets, embed_stage, fetch_records, join_input_negatives, pair_scores, read_beir,
+                          read_pairs, rerank_stage)
 from .core.select import PAD_ID, canonical_topk, select_negatives
 from .text.wordnet import SAMPLE_PAIRS
 
 RESULT_NAME = "mined.jsonl"
-FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list", "nomic", "tevatron")
+NOMIC_FOLDER = "mined"  # --output_format=nomic: contrastors' shard folder
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,11 +72,18 @@ class MineOptions(PairOptions):
     sampling_strategy: str = flag("top", "top, or random (seeded by --seed and the row)", one_of("top", "random"))
     cross_encoder: str | None = flag(None, "a CrossEncoder (name or path) that rescores candidates and positives",
                                      non_empty)
-    output_format: str = flag("triplet", "triplet, n-tuple, labeled-pair, labeled-list, nomic or tevatron",
-                              one_of(*FORMATS))
-    output_scores: bool = flag(False, "also write the scores")
+    include_positives: bool = flag(False, "keep the query's positives among the candidates, in rank order "
+                                   "(reranking evaluation sets; with --output_format=n-tuple)")
+    use_input_negatives: bool = flag(False, "the rows' own negatives (neg, negative, negative_N, list items after "
+                                     "the positive) join their query's candidates, and the corpus")
+    output_format: str = flag("triplet", ", ".join(FORMATS), one_of(*FORMATS))
+    output_scores: bool = flag(False, "also write the scores (nomic: document_score, negatives_scores)")
     too_few: str = flag("keep", "keep or drop the pairs with fewer negatives than asked (counted either way)",
                         one_of("keep", "drop"))
+    shard_rows: int = flag(100_000, "nomic: rows per shard-XXXXX.jsonl.gz", at_least(1))
+    shard_url: str | None = flag(None, "nomic: where the trainer will read the shards from (e.g. s3://bucket/mined); "
+                                 "names them in counts.json and offsets.json.gz (default: the shard folder)",
+                                 non_empty)
 
     def problems(self) -> list[str]:
         problems = []
@@ -88,18 +97,27 @@ class MineOptions(PairOptions):
                 problems.append("BeIR mode needs all of --queries, --corpus and --qrels")
             if self.dataset:
                 problems.append("give either --dataset (pairs) or --queries/--corpus/--qrels (BeIR), not both")
+            if self.use_input_negatives:
+                problems.append("--use_input_negatives reads the negatives of --dataset rows; BeIR mode has none")
+        if self.include_positives and self.output_format != "n-tuple":
+            problems.append(f"--include_positives writes n-tuple rows (the positives keep their rank among the "
+                            f"candidates); got --output_format={self.output_format}")
         return problems
+
+    @property
+    def result_name(self) -> str:
+        return NOMIC_FOLDER if self.output_format == "nomic" else RESULT_NAME
 
 
 def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
     """The mining pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
-    run, done = open_run(info, opts, RESULT_NAME)
+    run, done = open_run(info, opts, opts.result_name)
     if done is not None:
         return done
     stats = Stats.with_keys("input_rows", "read", "pairs", "kept", "rows_written", "with_all_negatives",
-                            "too_few_negatives", "unique_queries", "unique_documents", "cached_blocks",
-                            buckets=("dropped", "rejected", "candidates_removed"))
+                            "too_few_negatives", "merged_into_query_row", "input_negatives", "unique_queries",
+                            "unique_documents", "cached_blocks", buckets=("dropped", "rejected", "candidates_removed"))
     block_rows = BATCHES_PER_BLOCK * opts.batch_size
     check_model(opts.model_name, opts.revision, "model_name")
     if opts.cross_encoder:
@@ -112,7 +130,8 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         items, docs, rejects = read_pairs(info, stats, dataset=opts.dataset or SAMPLE_PAIRS, split=opts.split,
                                           query_key=opts.query_key, document_key=opts.document_key,
                                           corpus=opts.corpus, corpus_key=opts.corpus_key, max_rows=opts.max_rows,
-                                          seed=opts.seed, block_rows=block_rows, on_bad_rows=opts.on_bad_rows)
+                                          seed=opts.seed, block_rows=block_rows, on_bad_rows=opts.on_bad_rows,
+                                          input_negatives=opts.use_input_negatives)
     begin_run(info, run)
     emb = embed_stage(info, stats, run, items, docs, opts, block_rows)
 
@@ -128,10 +147,14 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
             window_end = opts.range_min + opts.num_negatives * (10 if filters else 1) + positives.max_count
         pool = window_end + positives.max_count  # room for the positives on top of the window
         with progress(len(emb.query_keys), "search", opts.progress and info.is_main, unit="queries") as bar:
-            cand_scores, cand_ids, timings = index.search(
-                emb.query_vectors, emb.doc_vectors.vectors, emb.doc_vectors.keys, pool, opts.index, info.device,
-                fp16=opts.dtype == "float16", on_progress=bar.update)
+            cand_scores, cand_ids, timings = index.cached_search(
+                cache_root(run, opts), emb.query_vectors, emb.doc_vectors.vectors, emb.doc_vectors.keys, pool,
+                opts.index, info.device, fp16=opts.dtype == "float16", on_progress=bar.update)
+        if items.negative_keys is not None:
+            cand_scores, cand_ids = join_input_negatives(emb, docs, items, cand_scores, cand_ids)
     stats.record("index", sum(distributed.all_gather_object(len(emb.doc_vectors.keys))), timings["index_seconds"])
+    if timings.get("cached") and info.is_main:
+        logger.info("search: results read back from the cache (same vectors, k=%d)", pool)
 
     with stats.stage("positives", rows=n):
         pos_lists = [positives.of(int(query_rep[q])) for q in emb.item_query]
@@ -160,43 +183,80 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
             cand_ids[emb.item_query], cand_scores[emb.item_query], pos_lists, hardest,
             num_negatives=opts.num_negatives, range_min=opts.range_min, range_max=window_end, max_score=opts.max_score,
             min_score=opts.min_score, absolute_margin=opts.absolute_margin, relative_margin=opts.relative_margin,
-            sampling=opts.sampling_strategy, seeds=seeds)
+            sampling=opts.sampling_strategy, seeds=seeds, exclude_positives=not opts.include_positives)
         for rule, count in removed.items():
             stats.add("candidates_removed", count, reason=rule)
 
+    found = (neg_ids != PAD_ID).sum(axis=1)
+    selected = neg_ids != PAD_ID
+    report_scores(info, run, stats, f"dist_data.mine: {n_label(opts)}",
+                  {"positive": own_score, "negative": neg_scores[selected],
+                   "difference": np.repeat(own_score, found) - neg_scores[selected]},
+                  [("positive vs selected negative scores", ["positive", "negative"], "score"),
+                   ("positive - negative", ["difference"], "score difference")])
+
     with stats.stage("write") as rec:
-        found = (neg_ids != PAD_ID).sum(axis=1)
-        full = found == opts.num_negatives
-        keep = full | ((opts.too_few == "keep") & (opts.output_format != "n-tuple") & (found > 0))
-        records = fetch_records(docs, np.concatenate([neg_ids[keep][neg_ids[keep] != PAD_ID],
-                                                      items.positive_keys[keep]]))
-        lines = []
+        grouped = opts.output_format in QUERY_FORMATS
+        units = np.arange(n)
+        if grouped:  # one row per query: its first (query, positive) item leads, the others merge into it
+            qk = items.query_keys
+            first = np.ones(n, dtype=bool)
+            first[1:] = qk[1:] != qk[:-1]
+            units = np.flatnonzero(first & (query_rep[emb.item_query] == qk))
+            stats.add("merged_into_query_row", n - len(units))
+        full = found[units] == opts.num_negatives
+        keep = full | ((opts.too_few == "keep") & (opts.output_format != "n-tuple") & (found[units] > 0))
+        kept_units = units[keep]
+        lead_pos = [flat_doc[flat_item == i] for i in kept_units.tolist()] if grouped else []
+        records = fetch_records(docs, np.concatenate([neg_ids[kept_units][selected[kept_units]],
+                                                      items.positive_keys[kept_units], *lead_pos]))
         stats.add("with_all_negatives", int(full.sum()))
         stats.add("too_few_negatives", int((~full).sum()))
-        stats.add("kept", int(keep.sum()))  # pairs written: pairs = kept + dropped
+        stats.add("kept", int(keep.sum()))  # pairs = kept + dropped + merged_into_query_row
         stats.add("dropped", int((~keep).sum()), reason="too_few_negatives")
-        for i in np.flatnonzero(keep).tolist():
+        lines = []
+        for j, i in enumerate(kept_units.tolist()):
             negatives = [records[int(d)] for d in neg_ids[i, : found[i]]]
-            query_id = items.query_ids[i] if items.query_ids else str(query_rep[emb.item_query[i]])
-            for out in format_rows(opts.output_format, items.queries[i], query_id,
-                                   records[int(items.positive_keys[i])], negatives, own_score[i],
-                                   neg_scores[i, : found[i]].tolist(), opts.output_scores):
-                lines.append(json.dumps(out, ensure_ascii=False))
+            neg_sc = neg_scores[i, : found[i]].tolist()
+            if grouped:
+                query_id = items.query_ids[i] if items.query_ids else str(query_rep[emb.item_query[i]])
+                mask = flat_item == i
+                out = [query_row(opts.output_format, items.queries[i], query_id, [records[int(d)] for d in lead_pos[j]],
+                                 negatives, flat_scores[mask].tolist(), neg_sc, opts.output_scores)]
+            else:
+                out = pair_rows(opts.output_format, items.queries[i], records[int(items.positive_keys[i])], negatives,
+                                own_score[i], neg_sc, opts.output_scores)
+            lines += [dumps(r, opts.output_format) for r in out]
         stats.add("rows_written", len(lines))  # output lines (a triplet row per negative, ...)
         rec["rows"] = len(lines)
         write_parts(run, info.rank, lines, None, rejects)
-    merged = merge_outputs(run, info.rank, info.world_size, stats, opts.compress, False)
+
+    def nomic_folder() -> str:
+        parts = [run.part("part", r) for r in range(info.world_size)]
+        write_folder_atomically(run.file(NOMIC_FOLDER), lambda tmp: write_nomic_folder(
+            read_lines(parts), tmp, opts.shard_rows, opts.shard_url or os.path.abspath(run.file(NOMIC_FOLDER))))
+        return NOMIC_FOLDER
+
+    merged = merge_outputs(run, info.rank, info.world_size, stats, opts.compress, False,
+                           nomic_folder if opts.output_format == "nomic" else None)
     if merged is not None:
         c = merged["counts"]
         removed_total = c.get("candidates_removed", {})
-        logger.info("mined %s (query, positive) pairs: %s with all %d negatives, %s with fewer (%s dropped); "
+        logger.info("mined %s (query, positive) pairs: %s with all %d negatives, %s with fewer (%s dropped)%s; "
                     "candidates removed: %s; %s rows written, rejected %s, in %.0f s -> %s",
                     fmt_rows(c.get("pairs", 0)), fmt_rows(c.get("with_all_negatives", 0)), opts.num_negatives,
                     fmt_rows(c.get("too_few_negatives", 0)), fmt_rows(c.get("dropped", {}).get("too_few_negatives", 0)),
+                    f", {fmt_rows(c['merged_into_query_row'])} merged into their query's row"
+                    if c.get("merged_into_query_row") else "",
                     ", ".join(f"{k} {fmt_rows(v)}" for k, v in sorted(removed_total.items())) or "none",
                     fmt_rows(c.get("rows_written", 0)), fmt_rows(sum(c.get("rejected", {}).values())),
                     time.perf_counter() - start, run.file(merged["outputs"]["result"]))
     return merged
+
+
+def n_label(opts: MineOptions) -> str:
+    return (f"{opts.num_negatives} negatives, ranks {opts.range_min}..{opts.range_max or 'auto'}, "
+            f"{opts.sampling_strategy}" + (f", cross-encoder {opts.cross_encoder}" if opts.cross_encoder else ""))
 
 
 @record

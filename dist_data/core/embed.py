@@ -110,16 +110,44 @@ class EmbedSpec:
     dtype: str
     batch_size: int
     normalize: bool = True
+    role: str = ""  # "query" or "document": encode_query / encode_document (a Router model's route)
 
     def key(self) -> str:
         return content_hash([json.dumps(asdict(self), sort_keys=True)])
 
 
 def spec_for(model, model_name: str | None, revision: str | None, prompt: str, dtype: str,
-             batch_size: int) -> EmbedSpec:
+             batch_size: int, max_seq_length: int | None = None, role: str = "") -> EmbedSpec:
     pooling = " ".join(type(m).__name__ for m in model) + f" dim={embedding_dim(model)}"
-    return EmbedSpec(model_name or DEFAULT_MODEL, revision, prompt or "", int(model.max_seq_length or 0),
-                     pooling, dtype, int(batch_size))
+    return EmbedSpec(model_name or DEFAULT_MODEL, revision, prompt or "", int(max_seq_length or model.max_seq_length or 0),
+                     pooling, dtype, int(batch_size), role=role)
+
+
+# The prompt names sentence-transformers' encode_query / encode_document use when none is given.
+DEFAULT_PROMPT_NAMES = {"query": ("query",), "document": ("document", "passage", "corpus")}
+
+
+def resolve_prompt(model, prompt: str | None, prompt_name: str | None, role: str, flag: str) -> str:
+    """The text put before every ``role`` text: ``prompt`` when given, else the model's prompt
+    ``prompt_name``, else the model's own default for the role (as ``encode_query`` and
+    ``encode_document`` pick it: ``query``; ``document``, ``passage`` or ``corpus``), else none.
+
+    Raises:
+        InputError: ``prompt_name`` is not one of the model's prompts (they are listed).
+    """
+    if prompt:
+        return prompt
+    prompts = dict(getattr(model, "prompts", None) or {})
+    if prompt_name:
+        if prompt_name not in prompts:
+            raise InputError(f"--{flag}={prompt_name!r}: the model defines no such prompt (it has: "
+                             f"{', '.join(sorted(prompts)) or 'none'}); give the text itself with --"
+                             f"{'query_prompt' if role == 'query' else 'document_prompt'}")
+        return prompts[prompt_name]
+    for name in DEFAULT_PROMPT_NAMES.get(role, ()):
+        if name in prompts:
+            return prompts[name]
+    return ""
 
 
 class BlockEmbedder:
@@ -161,8 +189,11 @@ class BlockEmbedder:
         if not texts:
             dim = embedding_dim(self.model)
             return np.zeros((0, dim), dtype=np.float32)
+        if self.spec.max_seq_length:  # one model serves queries and documents, each with its own length
+            self.model.max_seq_length = self.spec.max_seq_length
+        encode = getattr(self.model, f"encode_{self.spec.role}", None) if self.spec.role else None
         with torch.inference_mode():
-            emb = self.model.encode(
+            emb = (encode or self.model.encode)(
                 texts,
                 batch_size=self.spec.batch_size,
                 prompt=self.spec.prompt or None,

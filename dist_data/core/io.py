@@ -16,7 +16,7 @@ import shutil
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -75,11 +75,15 @@ def _kind_of(path: str) -> str | None:
             ".csv": "csv", ".tsv": "tsv", ".txt": "text"}.get(ext)
 
 
+# Files of a shard folder that are not rows: contrastors' counts.json and offsets.json.gz.
+FOLDER_METADATA = frozenset({"counts.json", "offsets.json.gz"})
+
+
 def resolve_sources(spec: str | Sequence[str], split: str = "train") -> list[Source]:
     """Turn ``--dataset`` into an ordered list of sources.
 
     Accepts a file, a folder (every supported file under it, sorted; e.g. nomic-style
-    ``shard-00000.jsonl.gz`` folders), a glob, a comma-separated list of those, a ``save_to_disk``
+    ``shard-00000.jsonl.gz`` folders, whose ``counts.json`` and ``offsets.json.gz`` are not rows), a glob, a comma-separated list of those, a ``save_to_disk``
     folder or a Hugging Face dataset name.
     """
     specs = [s for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
@@ -96,7 +100,7 @@ def resolve_sources(spec: str | Sequence[str], split: str = "train") -> list[Sou
                 os.path.join(root, f)
                 for root, _, names in os.walk(item)
                 for f in names
-                if _kind_of(f) and not f.startswith(".")
+                if _kind_of(f) and not f.startswith(".") and f not in FOLDER_METADATA
             )
             if not files:
                 raise InputError(f"folder {item} holds no input files ({', '.join(SUFFIXES)})")
@@ -392,23 +396,47 @@ def get_query_positives(row: Row, query_key: str, document_key: str) -> tuple[st
     - ``[q, d, ...]``: a list row; the first item is the query, the second its positive (further
       items, the negatives of a triplet, are not used).
     """
+    return get_query_positives_negatives(row, query_key, document_key, False)[:2]
+
+
+def _input_negatives(row: Row, value: dict) -> list[str]:
+    """The negatives a row brings: ``neg`` (a list or one text), ``negative``, ``negative_1``, ..."""
+    if "neg" in value:
+        neg = value["neg"]
+        items = [neg] if isinstance(neg, str) else neg
+        if not isinstance(items, list):
+            raise BadRowError(row.source, row.line, "'neg' must be a list of texts")
+        return [_text(row, f"neg[{i}]", t) for i, t in enumerate(items)]
+    keys = (["negative"] if "negative" in value else []) + sorted(
+        (k for k in value if k.startswith("negative_") and k[9:].isdigit()), key=lambda k: int(k[9:]))
+    return [_text(row, k, value[k]) for k in keys]
+
+
+def get_query_positives_negatives(row: Row, query_key: str, document_key: str,
+                                  with_negatives: bool = True) -> tuple[str, list[str], list[str]]:
+    """:func:`get_query_positives` and the row's own negatives (``neg``, ``negative``,
+    ``negative_N``, or a list row's items after the positive); none when ``with_negatives`` is off."""
     value = _parsed(row)
     if isinstance(value, list):
         if len(value) < 2:
             raise BadRowError(row.source, row.line, f"list row has {len(value)} item(s), expected [query, positive, ...]")
-        return _text(row, "item 0", value[0]), [_text(row, "item 1", value[1])]
+        negatives = [_text(row, f"item {i}", t) for i, t in enumerate(value[2:], 2)] if with_negatives else []
+        return _text(row, "item 0", value[0]), [_text(row, "item 1", value[1])], negatives
+    if isinstance(value, dict) and with_negatives:
+        query, positives = get_query_positives(row, query_key, document_key)
+        return query, positives, _input_negatives(row, value)
     if not isinstance(value, dict):
         raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object or a list")
     if "set" in value and query_key not in value:
         items = value["set"]
         if not isinstance(items, list) or len(items) < 2:
             raise BadRowError(row.source, row.line, "'set' must be a list of at least 2 texts [query, positive, ...]")
-        return _text(row, "set[0]", items[0]), [_text(row, f"set[{i}]", t) for i, t in enumerate(items[1:], 1)]
+        return _text(row, "set[0]", items[0]), [_text(row, f"set[{i}]", t) for i, t in enumerate(items[1:], 1)], []
     if query_key not in value:
         raise BadRowError(row.source, row.line, f"missing key {query_key!r} (has {sorted(value)[:8]})")
     query = _text(row, query_key, value[query_key])
     if document_key in value:
-        return query, [_text(row, document_key, value[document_key])]
+        return query, [_text(row, document_key, value[document_key])], []
     if "pos" in value:
         pos = value["pos"]
         if isinstance(pos, str):  # e.g. a part-of-speech column named pos: never a positive
@@ -416,7 +444,7 @@ def get_query_positives(row: Row, query_key: str, document_key: str) -> tuple[st
                                                     f"positive texts; is --document_key={document_key!r} right?")
         if not isinstance(pos, list) or not pos:
             raise BadRowError(row.source, row.line, "'pos' must be a non-empty list of texts")
-        return query, [_text(row, f"pos[{i}]", t) for i, t in enumerate(pos)]
+        return query, [_text(row, f"pos[{i}]", t) for i, t in enumerate(pos)], []
     raise BadRowError(row.source, row.line, f"missing key {document_key!r} (or 'pos') (has {sorted(value)[:8]})")
 
 
@@ -552,6 +580,29 @@ def save_dataset(ds, path: str) -> None:
     if os.path.isdir(path):
         shutil.rmtree(path)
     os.replace(tmp, path)
+
+
+def write_folder_atomically(path: str, fill: Callable[[str], Any]) -> Any:
+    """``fill(tmp)`` writes a folder beside ``path``, which then replaces ``path`` (nothing half-written
+    is ever at ``path``); returns what ``fill`` returned."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        out = fill(tmp)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_lines(paths: Sequence[str]) -> Iterator[str]:
+    """The lines of ``paths`` in order, without their line ends."""
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                yield line.rstrip("\n")
 
 
 def write_lines(path: str, lines: Iterable[str]) -> int:

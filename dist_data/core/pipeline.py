@@ -25,6 +25,10 @@ from .log import logger
 from .rundir import RunConflictError, RunDir, io_failure
 
 
+# contrastors' filter_rows.py reads every ``ids_to_keep_*.json`` of a folder (one per writer)
+IDS_NAME = "ids_to_keep_0.json"
+
+
 def fmt_rows(n: float) -> str:
     return f"{int(n):,}"
 
@@ -37,6 +41,7 @@ class Stats:
 
     counts: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)  # quantile tables over all ranks (set on rank 0)
 
     @classmethod
     def with_keys(cls, *keys: str, buckets: Sequence[str] = ()) -> "Stats":
@@ -70,7 +75,7 @@ class Stats:
                              "rows_per_s": round(rows / seconds, 1) if seconds > 0 else 0.0}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"counts": self.counts, "stages": self.stages}
+        return {"counts": self.counts, "stages": self.stages, **({"scores": self.scores} if self.scores else {})}
 
     @staticmethod
     def merge(per_rank: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -92,7 +97,9 @@ class Stats:
                 total["seconds"] = max(total["seconds"], rec["seconds"])
         for rec in stages.values():
             rec["rows_per_s"] = round(rec["rows"] / rec["seconds"], 1) if rec["seconds"] > 0 else 0.0
-        return {"counts": counts, "stages": stages, "ranks": list(per_rank)}
+        scores = next((r["scores"] for r in per_rank if r.get("scores")), None)
+        return {"counts": counts, "stages": stages, **({"scores": scores} if scores else {}),
+                "ranks": [{k: v for k, v in r.items() if k != "scores"} for r in per_rank]}
 
 
 # ---------------------------------------------------------------- reading
@@ -232,15 +239,26 @@ class PairEmbeddings:
     first_docs: list[str]
 
 
-def query_document_embedders(info: distributed.DistInfo, run: RunDir, opts: "ModelOptions", query_prompt: str,
-                             document_prompt: str) -> tuple[BlockEmbedder, BlockEmbedder]:
-    """One model, two block embedders (query and document prompts) caching blocks in the run folder."""
-    from .embed import load_model, spec_for
+def cache_root(run: RunDir, opts: "PairOptions") -> str:
+    """Where embedding blocks and search results are cached: ``--cache_dir`` (shared by runs: its
+    entries are keyed by content) or the run folder's ``cache/``."""
+    return opts.cache_dir or run.cache_dir
+
+
+def query_document_embedders(info: distributed.DistInfo, run: RunDir,
+                             opts: "PairOptions") -> tuple[BlockEmbedder, BlockEmbedder]:
+    """One model, two block embedders (queries, documents: each its prompt and length), caching blocks."""
+    from .embed import load_model, resolve_prompt, spec_for
 
     model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)
-    return tuple(BlockEmbedder(model, spec_for(model, opts.model_name, opts.revision, prompt, opts.dtype,
-                                               opts.batch_size), run.cache_dir)
-                 for prompt in (query_prompt, document_prompt))
+    roles = (("query", opts.query_prompt, opts.query_prompt_name, opts.query_max_seq_length, "query_prompt_name"),
+             ("document", opts.document_prompt, opts.corpus_prompt_name, opts.document_max_seq_length,
+              "corpus_prompt_name"))
+    return tuple(BlockEmbedder(model, spec_for(model, opts.model_name, opts.revision,
+                                               resolve_prompt(model, prompt, name, role, flag), opts.dtype,
+                                               opts.batch_size, max_len or opts.max_seq_length, role),
+                               cache_root(run, opts))
+                 for role, prompt, name, max_len, flag in roles)
 
 
 def count_cache_hits(info: distributed.DistInfo, stats: Stats, run: RunDir, embedders: Sequence[BlockEmbedder]) -> None:
@@ -248,7 +266,7 @@ def count_cache_hits(info: distributed.DistInfo, stats: Stats, run: RunDir, embe
     hits = distributed.all_gather_object(sum(e.cache_hits for e in embedders))
     stats.add("cached_blocks", hits[info.rank])
     if sum(hits) and info.is_main:
-        logger.info("embed: %d block(s) served from the cache in %s", sum(hits), run.cache_dir)
+        logger.info("embed: %d block(s) served from the cache in %s", sum(hits), embedders[0].cache_dir)
 
 
 def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Shard, queries: Sequence[str],
@@ -259,7 +277,7 @@ def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Sh
     with stats.stage("embed") as rec:
         doc_ids = global_first(shard.positions, documents)
         is_first = doc_ids == shard.positions
-        embedders = query_document_embedders(info, run, opts, opts.query_prompt, opts.document_prompt)
+        embedders = query_document_embedders(info, run, opts)
         first_docs = [documents[i] for i in np.flatnonzero(is_first)]
         rec["rows"] = len(queries) + len(first_docs)
         with progress(rec["rows"], "embed", opts.progress and info.is_main) as bar:
@@ -341,8 +359,18 @@ class PairOptions(RunOptions, ModelOptions):
     document_key: str = flag("document", "the document text field", non_empty)
     index: str = flag("gather", "gather: every rank searches all vectors; sharded: per-rank shards, merged top-k "
                       "(same result)", one_of("gather", "sharded"))
-    query_prompt: str = flag("", "prefix for queries (e5/bge style, e.g. 'query: ')")
-    document_prompt: str = flag("", "prefix for documents")
+    query_prompt: str = flag("", "prefix for queries (e5/bge style, e.g. 'query: '); wins over --query_prompt_name")
+    document_prompt: str = flag("", "prefix for documents; wins over --corpus_prompt_name")
+    query_prompt_name: str | None = flag(None, "one of the model's own prompts for queries (default: its 'query' "
+                                         "prompt if it has one, as encode_query)", non_empty)
+    corpus_prompt_name: str | None = flag(None, "one of the model's own prompts for documents (default: its "
+                                          "'document'/'passage'/'corpus' prompt, as encode_document)", non_empty)
+    query_max_seq_length: int | None = flag(None, "truncate queries to this many tokens (default: --max_seq_length)",
+                                            at_least(1))
+    document_max_seq_length: int | None = flag(None, "truncate documents to this many tokens (default: "
+                                               "--max_seq_length)", at_least(1))
+    cache_dir: str | None = flag(None, "embeddings and search results cached by content, shared by runs (a sweep "
+                                 "re-embeds nothing); default: the run folder's cache/", non_empty, result=False)
     compress: bool = flag(False, "gzip the merged result (reproducible bytes)")
 
 
@@ -386,6 +414,28 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
         sys.exit(130)
 
 
+# ---------------------------------------------------------------- what the scores look like
+
+def report_scores(info: distributed.DistInfo, run: RunDir, stats: Stats, title: str,
+                  columns: dict[str, np.ndarray], panels: Sequence[tuple[str, Sequence[str], str]],
+                  extra: dict[str, np.ndarray] | None = None) -> None:
+    """Quantile tables of ``columns`` over all ranks into ``stats.json`` (``scores``), logged as a
+    table, and ``scores.png``: one histogram panel per ``(title, column names, x label)``.
+    ``extra`` columns are plotted but not tabled (e.g. ranks). Collective; rank 0 writes."""
+    from .report import describe, score_table, write_histograms
+
+    names = list(columns) + list(extra or {})
+    gathered = {n: distributed.gather_array(np.asarray(v, dtype=np.float32))
+                for n, v in {**columns, **(extra or {})}.items()}
+    if not info.is_main:
+        return
+    stats.scores = {n: describe(gathered[n]) for n in columns}
+    logger.info("scores:\n%s", score_table(stats.scores))
+    run.record(["scores.png"])
+    write_histograms(run.file("scores.png"), title,
+                     [(t, {n: gathered[n] for n in cols if n in names}, x) for t, cols, x in panels])
+
+
 # ---------------------------------------------------------------- publishing
 
 def write_parts(run: RunDir, rank: int, result_lines: Sequence[str], ids: Sequence[int] | None,
@@ -413,8 +463,8 @@ def merge_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, gzip_ou
     merged = None
     if rank == 0:
         with stats.stage("merge") as rec:
-            result_name = run.result_name + (".gz" if gzip_output else "")
-            run.record([result_name, "rejects.jsonl", "stats.json", "_SUCCESS"] + (["ids_to_keep.json"] if write_ids else []))
+            result_name = run.result_name + (".gz" if gzip_output and merge_result is None else "")
+            run.record([result_name, "rejects.jsonl", "stats.json", "_SUCCESS"] + ([IDS_NAME] if write_ids else []))
             if merge_result is not None:
                 result = merge_result()
             else:
@@ -426,7 +476,7 @@ def merge_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, gzip_ou
                 for r in range(world_size):
                     with open(run.part("ids", r), encoding="utf-8") as f:
                         kept_ids.extend(int(line) for line in f)
-                write_json(run.file("ids_to_keep.json"), kept_ids)
+                write_json(run.file(IDS_NAME), kept_ids)
             per_rank = []
             for r in range(world_size):
                 with open(os.path.join(run.parts_dir, f"stats-{r:05d}.json"), encoding="utf-8") as f:

@@ -39,7 +39,8 @@ from .log import logger
 LOCK_NAME = ".dist_data.lock"
 MANIFEST = "manifest.json"
 # Written by every run: what --overwrite removes when an older run left no manifest.
-RUN_FILES = ("args.json", "stats.json", "_SUCCESS", "rejects.jsonl", "ids_to_keep.json", MANIFEST, "parts", "cache")
+RUN_FILES = ("args.json", "stats.json", "_SUCCESS", "rejects.jsonl", "ids_to_keep.json", "ids_to_keep_0.json",
+             "scores.png", MANIFEST, "parts", "cache")
 
 
 class RunConflictError(RuntimeError):

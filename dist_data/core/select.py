@@ -108,7 +108,7 @@ def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids
                      positive_score: np.ndarray, *, num_negatives: int, range_min: int = 0,
                      range_max: int | None = None, max_score: float | None = None, min_score: float | None = None,
                      absolute_margin: float | None = None, relative_margin: float | None = None,
-                     sampling: str = "top", seeds: np.ndarray | None = None
+                     sampling: str = "top", seeds: np.ndarray | None = None, exclude_positives: bool = True
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Hard negatives per query from its candidates, as sentence-transformers' ``mine_hard_negatives``.
 
@@ -120,7 +120,8 @@ def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids
     Args:
         cand_ids: ``(n, c) int64`` candidate document ids, canonical order (-1 = padding).
         cand_scores: ``(n, c) float`` their scores.
-        positive_ids: per query, the ids of all its positives (never emitted).
+        positive_ids: per query, the ids of all its positives (never emitted, unless
+            ``exclude_positives`` is off: reranking evaluation sets keep them in rank order).
         positive_score: ``(n,)`` the query's hardest (lowest) positive score, for the margins.
         seeds: ``(n,) int`` per-query seeds for ``random`` (e.g. from the query's global id).
 
@@ -145,7 +146,8 @@ def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids
         removed[rule] = removed.get(rule, 0) + int(hit.sum())
         valid[hit] = False
 
-    drop("positive", np.stack([np.isin(cand_ids[i], positive_ids[i]) for i in range(n)]) if n else valid)
+    if exclude_positives:
+        drop("positive", np.stack([np.isin(cand_ids[i], positive_ids[i]) for i in range(n)]) if n else valid)
     pos = np.asarray(positive_score, dtype=np.float64)[:, None]
     if absolute_margin is not None:
         drop("absolute_margin", cand_scores + absolute_margin > pos)

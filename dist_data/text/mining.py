@@ -17,17 +17,17 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..core import distributed
 from ..core.dedup import text_hashes
-from ..core.io import BadRowError, beir_join, get_beir_document, get_beir_query, get_query_positives, read_qrels
+from ..core.io import BadRowError, beir_join, get_beir_document, get_beir_query, get_query_positives_negatives, read_qrels
 from ..core.keys import KeyedVectors, Owners, global_first
 from ..core.log import logger, progress
 from ..core.pipeline import PairOptions, RunDir, Stats, count_cache_hits, embed_by_block, query_document_embedders, read_stage, reject_reason
-from ..core.select import PAD_ID, exact_scores
+from ..core.select import PAD_ID, canonical_topk, exact_scores
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Items:
     seed_keys: np.ndarray  # (n,) int64 seeds random sampling
     query_owners: Owners = field(default=None)  # type: ignore[assignment]
     query_ids: list[str] | None = None  # the input's query ids (BeIR); else the query's key
+    negative_keys: list[np.ndarray] | None = None  # the input row's own negatives (--use_input_negatives)
 
 
 # ---------------------------------------------------------------- reading
@@ -75,9 +76,14 @@ def _documents(rows: list[tuple[int, int, str, str, str, str]], owners: Owners) 
 
 def read_pairs(info: distributed.DistInfo, stats: Stats, *, dataset: str, split: str, query_key: str,
                document_key: str, corpus: str | None, corpus_key: str, max_rows: int | None, seed: int,
-               block_rows: int, on_bad_rows: str) -> tuple[Items, Documents, list[dict]]:
-    """Pair rows (any sentence-transformers layout) and, optionally, a separate corpus of negatives."""
-    shard = read_stage(info, stats, dataset, split, lambda row: get_query_positives(row, query_key, document_key),
+               block_rows: int, on_bad_rows: str, input_negatives: bool = False) -> tuple[Items, Documents, list[dict]]:
+    """Pair rows (any sentence-transformers layout) and, optionally, a separate corpus of negatives.
+
+    With ``input_negatives`` the rows' own negatives are documents too (candidates of every
+    query), and each item remembers those of its row.
+    """
+    shard = read_stage(info, stats, dataset, split,
+                       lambda row: get_query_positives_negatives(row, query_key, document_key, input_negatives),
                        max_rows, seed, block_rows, on_bad_rows)
     rejects = list(shard.rejects)
     docs: list[tuple] = []
@@ -91,9 +97,13 @@ def read_pairs(info: distributed.DistInfo, stats: Stats, *, dataset: str, split:
         docs += [(int(p), int(p), "corpus", rid, title, text)
                  for p, (rid, title, text) in zip(cshard.positions.tolist(), cshard.values)]
         ranges.append((cshard.lo, cshard.hi))
-    stride = 1 + distributed.all_reduce_max(max((len(v[1]) for v in shard.values), default=1))
-    queries, query_keys, positive_keys, seed_keys = [], [], [], []
-    for pos, gid, (query, positives) in zip(shard.positions.tolist(), shard.gids.tolist(), shard.values):
+    stride = 1 + distributed.all_reduce_max(max((len(v[1]) + len(v[2]) for v in shard.values), default=1))
+    queries, query_keys, positive_keys, seed_keys, negative_keys = [], [], [], [], []
+    for pos, gid, (query, positives, negatives) in zip(shard.positions.tolist(), shard.gids.tolist(), shard.values):
+        neg_keys = np.array([n_corpus + pos * stride + slot
+                             for slot in range(len(positives) + 1, len(positives) + 1 + len(negatives))], dtype=np.int64)
+        for key, text in zip(neg_keys.tolist(), negatives):
+            docs.append((key, pos, "document", str(key), "", text))
         for slot, text in enumerate(positives, start=1):
             key = n_corpus + pos * stride + slot
             docs.append((key, pos, "document", str(key), "", text))
@@ -101,9 +111,12 @@ def read_pairs(info: distributed.DistInfo, stats: Stats, *, dataset: str, split:
             query_keys.append(pos)
             positive_keys.append(key)
             seed_keys.append(gid * stride + slot)
+            negative_keys.append(neg_keys)
+        stats.add("input_negatives", len(negatives))
     ranges.append((n_corpus + shard.lo * stride, n_corpus + shard.hi * stride))
     items = Items(queries, np.array(query_keys, dtype=np.int64), np.array(positive_keys, dtype=np.int64),
-                  np.array(seed_keys, dtype=np.int64), Owners.gather([(shard.lo, shard.hi)]))
+                  np.array(seed_keys, dtype=np.int64), Owners.gather([(shard.lo, shard.hi)]),
+                  negative_keys=negative_keys if input_negatives else None)
     stats.add("pairs", len(queries))
     return items, _documents(docs, Owners.gather(ranges)), rejects
 
@@ -218,7 +231,7 @@ def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: It
         query_texts = [items.queries[i] for i in first_item]
         query_rep = global_first(query_keys, query_texts)
         own_query = np.flatnonzero(query_rep == query_keys)
-        q_embedder, d_embedder = query_document_embedders(info, run, opts, opts.query_prompt, opts.document_prompt)
+        q_embedder, d_embedder = query_document_embedders(info, run, opts)
         rec["rows"] = len(own_doc) + len(own_query)
         with progress(rec["rows"], "embed", opts.progress and info.is_main) as bar:
             q_vec = embed_by_block(q_embedder, query_keys[own_query], [query_texts[i] for i in own_query],
@@ -263,6 +276,35 @@ class PositiveSets:
     def of(self, query_rep: int) -> np.ndarray:
         lo, hi = np.searchsorted(self.query_reps, [query_rep, query_rep + 1])
         return self.doc_reps[lo:hi]
+
+
+def join_input_negatives(emb: Embedded, docs: Documents, items: Items, cand_scores: np.ndarray,
+                         cand_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query row's candidates with its input row's own negatives added (scored like any
+    candidate, deduplicated by text, canonical order). Collective."""
+    first_item = np.searchsorted(items.query_keys, emb.query_keys) if len(items.query_keys) else \
+        np.zeros(0, dtype=np.int64)
+    per_query = [items.negative_keys[i] for i in first_item.tolist()]
+    flat = np.concatenate(per_query) if per_query else np.zeros(0, dtype=np.int64)
+    reps = emb.doc_reps.lookup(flat, docs.owners)[:, 0]
+    wanted = np.unique(reps)
+    vectors = emb.doc_vectors.lookup(wanted, docs.owners)
+    rows = np.repeat(np.arange(len(per_query)), [len(k) for k in per_query])
+    scores = pair_scores(emb.query_vectors, np.stack([rows, np.searchsorted(wanted, reps)], 1), vectors)
+    width = max((len(k) for k in per_query), default=0)
+    extra_ids = np.full((len(per_query), width), PAD_ID, dtype=np.int64)
+    extra_scores = np.full((len(per_query), width), -np.inf)
+    col = np.arange(len(flat)) - np.repeat(np.cumsum([0] + [len(k) for k in per_query])[:-1], [len(k) for k in per_query])
+    extra_ids[rows, col] = reps
+    extra_scores[rows, col] = scores
+    for r in range(len(per_query)):  # a negative the search found already, or listed twice, counts once
+        seen = set(cand_ids[r].tolist())
+        for c in range(width):
+            if extra_ids[r, c] in seen:
+                extra_ids[r, c], extra_scores[r, c] = PAD_ID, -np.inf
+            seen.add(int(extra_ids[r, c]))
+    ids = np.concatenate([cand_ids, extra_ids], axis=1)
+    return canonical_topk(np.concatenate([cand_scores, extra_scores], axis=1), ids, ids.shape[1])
 
 
 def pair_scores(query_vectors: np.ndarray, rows: np.ndarray, doc_vectors: np.ndarray) -> np.ndarray:
@@ -328,32 +370,3 @@ def fetch_records(docs: Documents, keys: np.ndarray) -> dict[int, tuple[str, str
     keys = np.unique(np.asarray(keys, dtype=np.int64))
     texts = distributed.fetch_strings(keys, docs.owners.of(keys), docs.records)
     return {int(k): tuple(json.loads(t)) for k, t in zip(keys.tolist(), texts)}
-
-
-def format_rows(fmt: str, query: str, query_id: str, positive: tuple[str, str, str],
-                negatives: list[tuple[str, str, str]], pos_score: float, neg_scores: Sequence[float],
-                with_scores: bool) -> list[dict[str, Any]]:
-    """Output records of one (query, positive) pair; documents are ``(docid, title, text)``."""
-    scores = [round(float(pos_score), 6)] + [round(float(s), 6) for s in neg_scores]
-    if fmt == "tevatron":
-        def passage(doc, score):
-            return {"docid": doc[0], "title": doc[1], "text": doc[2], **({"score": score} if with_scores else {})}
-        return [{"query_id": query_id, "query": query, "positive_passages": [passage(positive, scores[0])],
-                 "negative_passages": [passage(d, s) for d, s in zip(negatives, scores[1:])]}]
-    pos_text = beir_join(positive[1], positive[2])
-    neg_texts = [beir_join(d[1], d[2]) for d in negatives]
-    if fmt == "triplet":
-        return [{"anchor": query, "positive": pos_text, "negative": neg,
-                 **({"scores": [scores[0], s]} if with_scores else {})} for neg, s in zip(neg_texts, scores[1:])]
-    if fmt == "n-tuple":
-        return [{"anchor": query, "positive": pos_text,
-                 **{f"negative_{i}": neg for i, neg in enumerate(neg_texts, start=1)},
-                 **({"scores": scores} if with_scores else {})}]
-    if fmt == "labeled-pair":
-        return [{"anchor": query, "positive": text, **({"score": s} if with_scores else {"label": label})}
-                for text, label, s in zip([pos_text, *neg_texts], [1] + [0] * len(neg_texts), scores)]
-    if fmt == "labeled-list":
-        return [{"anchor": query, "documents": [pos_text, *neg_texts], "labels": [1] + [0] * len(neg_texts),
-                 **({"scores": scores} if with_scores else {})}]
-    return [{"query": query, "document": pos_text, "negatives": neg_texts,  # nomic
-             **({"scores": scores} if with_scores else {})}]
