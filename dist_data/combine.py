@@ -5,19 +5,26 @@
     python -m dist_data.combine collection --data_dir=st_training_data/ --max_pairs_per_dataset=100000 \\
         --save_root_path=OUT
     python -m dist_data.combine finetune --task_type=sts --data_dir=FT --max_rows_per_dataset=20000 --save_root_path=OUT
-    python -m dist_data.combine all --save_root_path=OUT      # finetune/* + collection as (anchor, positive, dataset)
+    python -m dist_data.combine all --save_root_path=OUT      # finetune/* + collection as (anchor, positive)
 
 Writes ``OUT/{task_type}/train.npz`` and ``test.npz`` with ``data`` [N, D], ``label`` [N] (one
-global label space: each dataset's labels are offset so datasets never collide) and ``dataset``
-[N] (the row's dataset, an index into ``datasets.json``), plus ``stats.json``.
+global label space: each dataset's labels are offset so datasets never collide; also as ``labels``,
+the key CSRv2's training dataset reads) and ``dataset`` [N] (the row's dataset, an index into
+``datasets.json``), plus ``stats.json``.
 
-Rules: train = train + validation (+ dev); a dataset with only a test split is split 80/20 by
-row (seeded; stratified for classification); test rows whose label never occurs in train are
-dropped and counted. Classes: classification and clustering keep their labels; retrieval: a
-judged query and its relevant documents form one class, one (query, document) row pair per
-qrel, unjudged queries and documents are singletons in train; sts: score >= 3.0 (0-5 scale)
-puts both sentences in one class, else two; pair_classification: label 1 puts both in one
+Rules (as CSRv2's combine): train = train + validation (+ dev); a dataset with only a test split
+is split 80/20 (seeded; by row, stratified for classification; by whole classes for the pair
+tasks, so a query keeps its documents). Classification and clustering drop (and count) test rows
+whose label never occurs in train; retrieval, sts, reranking and pair_classification keep their
+test rows, whose classes are their own. Classes: classification and clustering keep their labels;
+retrieval: a judged query and its relevant documents form one class, one (query, document) row
+pair per qrel, unjudged queries and documents are singletons in train; sts: score >= 3.0 (0-5
+scale) puts both sentences in one class, else two; pair_classification: label 1 puts both in one
 class, else two; reranking: a query and its positives share a class, negatives are singletons.
+
+The text sets (``collection``, ``finetune``, ``all``) hold only the trainer's columns; which
+dataset each row came from is beside them, in ``provenance.json`` (``{"datasets": [names],
+"train": [index per row], "test": [...]}``): a trainer takes every column as an input.
 """
 
 from __future__ import annotations
@@ -31,13 +38,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .core.io import InputError, require_dir, save_dataset, save_npz, write_json
+from .core.io import InputError, read_json, require_dir, save_dataset, save_npz, write_json
 from .core import cli
 from .core.cli import Options, at_least, flag, non_empty, one_of, required
-from .text.tasks import TASK_TYPES, TRAIN_SPLITS, seeded_rng
+from .text.tasks import STS_SCALE, TASK_TYPES, TRAIN_SPLITS, load_reranking, seeded_rng
 from .core.log import logger
 
 STS_SAME_CLASS = 3.0
+OWN_TEST_CLASSES = ("retrieval", "sts", "reranking", "pair_classification")  # test rows keep classes unseen in train
+STS_POSITIVE = 4.0  # combine all: an STS pair is a (anchor, positive) pair from this score (0-5 scale) up
 
 
 class Rows:
@@ -97,7 +106,7 @@ def dataset_rows(folder: str, task_type: str, splits: list[str]) -> tuple[dict[s
         always_train.add(corpus["data"][lone_d], next_class + np.arange(len(lone_d)))
         return out, always_train, next_class + len(lone_d)
     for split in splits:
-        z = np.load(os.path.join(folder, f"{split}.npz"))
+        z = np.load(os.path.join(folder, f"{split}.npz")) if task_type != "reranking" else None
         rows = out.setdefault(split, Rows())
         if task_type in ("classification", "clustering"):
             rows.add(z["data"], z["label"])
@@ -108,6 +117,7 @@ def dataset_rows(folder: str, task_type: str, splits: list[str]) -> tuple[dict[s
             rows.add(z["sentence1"], c1)
             rows.add(z["sentence2"], c2)
         elif task_type == "reranking":
+            z = load_reranking(os.path.join(folder, f"{split}.npz"))
             n_q = len(z["query"])
             q_cls = next_class + np.arange(n_q)
             pos_of = np.repeat(np.arange(n_q), np.diff(z["positive_offsets"]))
@@ -122,10 +132,16 @@ def dataset_rows(folder: str, task_type: str, splits: list[str]) -> tuple[dict[s
 
 
 def split_80_20(data: np.ndarray, label: np.ndarray, seed: int, name: str,
-                stratify: bool) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """A seeded 80/20 split by row (per label with ``stratify``)."""
+                how: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A seeded 80/20 split: ``rows`` by row, ``stratified`` by row within each label, ``classes``
+    by whole classes (a query with its documents, a similar pair: never cut apart)."""
     rng = seeded_rng(seed, name)
-    groups = [np.flatnonzero(label == c) for c in np.unique(label)] if stratify else [np.arange(len(label))]
+    if how == "classes":
+        classes = rng.permutation(np.unique(label))
+        train_classes = classes[: int(round(0.8 * len(classes)))]
+        in_train = np.isin(label, train_classes)
+        return (data[in_train], label[in_train]), (data[~in_train], label[~in_train])
+    groups = [np.flatnonzero(label == c) for c in np.unique(label)] if how == "stratified" else [np.arange(len(label))]
     train, test = [], []
     for g in groups:
         g = rng.permutation(g)
@@ -164,13 +180,16 @@ def combine_embeddings(task_type: str, embedding_path: str, save_root_path: str,
             test = merged.get("test", (np.zeros((0, dim), np.float32), np.zeros(0, np.int64)))
             how = "+".join(train_keys)
         elif "test" in merged:
-            train, test = split_80_20(*merged["test"], seed, name, stratify=task_type == "classification")
+            train, test = split_80_20(*merged["test"], seed, name, "classes" if task_type in OWN_TEST_CLASSES else
+                                      "stratified" if task_type == "classification" else "rows")
             how = "80/20 of test"
         else:
             raise InputError(f"{name}: neither a train nor a test split ({sorted(merged)})")
         extra = always_train.arrays(dim)
         train = (np.concatenate([train[0], extra[0]]), np.concatenate([train[1], extra[1]]))
-        seen = np.isin(test[1], train[1])
+        # Classification and clustering test a classifier of the training labels: rows of other labels go.
+        # The pair tasks' test classes are their own (new queries, new pairs), as CSRv2 keeps them.
+        seen = np.isin(test[1], train[1]) | (task_type in OWN_TEST_CLASSES)
         test = (test[0][seen], test[1][seen])
         for key, (data, label) in (("train", train), ("test", test)):
             parts[key][0].append(data)
@@ -178,12 +197,14 @@ def combine_embeddings(task_type: str, embedding_path: str, save_root_path: str,
             parts[key][2].append(np.full(len(label), d_id, dtype=np.int64))
         stats["datasets"][name] = {"label_offset": offset, "classes": n_classes, "train_rows": len(train[1]),
                                    "test_rows": len(test[1]), "test_dropped_unseen_label": int((~seen).sum()),
+                                   "test_rows_of_new_classes": int((~np.isin(test[1], train[1])).sum()),
                                    "train_from": how}
         offset += n_classes
     out_dir = os.path.join(save_root_path, task_type)
     os.makedirs(out_dir, exist_ok=True)
     for key, (data, label, dataset) in parts.items():
-        save_npz(os.path.join(out_dir, f"{key}.npz"), data=np.concatenate(data), label=np.concatenate(label),
+        label = np.concatenate(label)  # CSRv2's combine writes "label", its training dataset reads "labels"
+        save_npz(os.path.join(out_dir, f"{key}.npz"), data=np.concatenate(data), label=label, labels=label,
                  dataset=np.concatenate(dataset))
     write_json(os.path.join(out_dir, "datasets.json"), [m["dataset"] for m in metas])
     stats["classes"] = offset
@@ -251,11 +272,9 @@ def collection_pairs(path: str) -> tuple[str, list[tuple[str, str]]]:
 
 def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset: int | None = None,
                        seed: int = 42) -> dict[str, Any]:
-    """Every ``*.jsonl(.gz)`` of ``data_dir`` as (anchor, positive, dataset) rows: capped per file
+    """Every ``*.jsonl(.gz)`` of ``data_dir`` as (anchor, positive) rows (duplicates once): capped per file
     (seeded sample), shuffled, split 80/20, saved as ``collection/{train,test}`` (``save_to_disk``)."""
     import glob
-
-    import datasets
 
     require_dir(data_dir, "data_dir")
     files = sorted(glob.glob(os.path.join(data_dir, "*.jsonl")) + glob.glob(os.path.join(data_dir, "*.jsonl.gz")))
@@ -265,22 +284,25 @@ def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset
     stats: dict[str, Any] = {"datasets": {}}
     for path in files:
         name = os.path.basename(path).split(".")[0]
-        schema, pairs = collection_pairs(path)
+        schema, all_pairs = collection_pairs(path)
+        pairs = list(dict.fromkeys(all_pairs))  # a mined triplet file repeats its (anchor, positive) per negative
         kept = pairs
         if max_pairs_per_dataset and len(pairs) > max_pairs_per_dataset:
             rng = seeded_rng(seed, name)
             kept = [pairs[i] for i in np.sort(rng.choice(len(pairs), max_pairs_per_dataset, replace=False))]
         rows += [(a, p, name) for a, p in kept]
-        stats["datasets"][name] = {"schema": schema, "pairs": len(pairs), "kept": len(kept)}
+        stats["datasets"][name] = {"schema": schema, "pairs": len(all_pairs), "duplicates": len(all_pairs) - len(pairs),
+                                   "kept": len(kept)}
     order = np.random.default_rng(seed).permutation(len(rows))
     cut = int(round(0.8 * len(rows)))
     out = os.path.join(save_root_path, "collection")
+    splits = {}
     for split, idx in (("train", order[:cut]), ("test", order[cut:])):
         picked = [rows[i] for i in idx]
-        ds = datasets.Dataset.from_dict({"anchor": [r[0] for r in picked], "positive": [r[1] for r in picked],
-                                         "dataset": [r[2] for r in picked]})
-        save_dataset(ds, os.path.join(out, split))
+        splits[split] = {"anchor": [r[0] for r in picked], "positive": [r[1] for r in picked],
+                         "dataset": [r[2] for r in picked]}
         stats[f"{split}_rows"] = len(picked)
+    save_text_sets(out, splits)
     write_json(os.path.join(out, "stats.json"), stats)
     logger.info("collection: %d file(s), %d pairs -> %d train, %d test in %s", len(files), len(rows),
                 stats["train_rows"], stats["test_rows"], out)
@@ -305,41 +327,80 @@ def combine_finetune(task_type: str, data_dir: str, save_root_path: str, max_row
     with open(listing, encoding="utf-8") as f:
         names = sorted({k.rsplit("_", 1)[0] for k in json.load(f)})
     stats: dict[str, Any] = {}
+    splits = {}
     for split in ("train", "test"):
         parts = []
         for name in names:
             ds = _cap(datasets.load_from_disk(os.path.join(data_dir, f"{name}_{split}")), max_rows_per_dataset, seed,
                       f"{name}/{split}")
-            parts.append(ds.add_column("dataset", [name] * len(ds)))
+            parts.append(ds)
             stats[f"{name}_{split}"] = len(ds)
-        save_dataset(datasets.concatenate_datasets(parts), os.path.join(save_root_path, "finetune", task_type, split))
-    write_json(os.path.join(save_root_path, "finetune", task_type, "stats.json"), stats)
-    logger.info("finetune %s: %d dataset(s) -> %s", task_type, len(names), os.path.join(save_root_path, "finetune", task_type))
+        joined = datasets.concatenate_datasets(parts)
+        splits[split] = {**joined.to_dict(), "dataset": [n for n, p in zip(names, parts) for _ in range(len(p))]}
+    out = os.path.join(save_root_path, "finetune", task_type)
+    save_text_sets(out, splits)
+    write_json(os.path.join(out, "stats.json"), stats)
+    logger.info("finetune %s: %d dataset(s) -> %s", task_type, len(names), out)
     return stats
 
 
-def combine_all(save_root_path: str) -> dict[str, int]:
-    """Every ``finetune/*`` and the ``collection`` as one (anchor, positive, dataset) set per split."""
-    import glob
-
+def save_text_sets(out: str, splits: dict[str, dict[str, list]]) -> None:
+    """``out/{split}`` (``save_to_disk``) with the trainer's columns only, and ``out/provenance.json``
+    naming each row's dataset (the ``dataset`` entry of each split's columns)."""
     import datasets
 
-    sizes = {}
+    names = sorted({d for columns in splits.values() for d in columns["dataset"]})
+    index = {n: i for i, n in enumerate(names)}
+    for split, columns in splits.items():
+        save_dataset(datasets.Dataset.from_dict({k: v for k, v in columns.items() if k != "dataset"}),
+                     os.path.join(out, split))
+    write_json(os.path.join(out, "provenance.json"),
+               {"datasets": names, **{split: [index[d] for d in c["dataset"]] for split, c in splits.items()}})
+
+
+def load_text_set(folder: str, split: str) -> tuple[Any, list[str]]:
+    """A split written by :func:`save_text_sets` and its rows' dataset names."""
+    import datasets
+
+    prov = read_json(os.path.join(folder, "provenance.json"))
+    if prov is None:
+        raise InputError(f"{folder} has no provenance.json: rerun dist_data.combine on it")
+    ds = datasets.load_from_disk(os.path.join(folder, split))
+    return ds, [prov["datasets"][i] for i in prov[split]]
+
+
+def combine_all(save_root_path: str, min_sts_score: float = STS_POSITIVE) -> dict[str, Any]:
+    """Every ``finetune/*`` and the ``collection`` as one (anchor, positive) set per split (provenance
+    beside it). STS pairs are positives only from ``min_sts_score`` (0-5 scale) up; the rest are counted."""
+    import glob
+
+    stats: dict[str, Any] = {"min_sts_score": min_sts_score, "sts_below_threshold": 0}
+    splits = {}
     for split in ("train", "test"):
-        parts = []
-        for path in sorted(glob.glob(os.path.join(save_root_path, "finetune", "*", split))):
-            ds = datasets.load_from_disk(path).rename_columns({"sentence1": "anchor", "sentence2": "positive"})
-            parts.append(ds.select_columns(["anchor", "positive", "dataset"]))
-        collection = os.path.join(save_root_path, "collection", split)
-        if os.path.isdir(collection):
-            parts.append(datasets.load_from_disk(collection).select_columns(["anchor", "positive", "dataset"]))
-        if not parts:
+        anchors, positives, sources = [], [], []
+        folders = sorted(glob.glob(os.path.join(save_root_path, "finetune", "*", "")))
+        collection = os.path.join(save_root_path, "collection")
+        for folder in folders + ([collection] if os.path.isdir(collection) else []):
+            ds, names = load_text_set(folder.rstrip(os.sep), split)
+            cols = ds.to_dict()
+            first, second = ("anchor", "positive") if "anchor" in cols else ("sentence1", "sentence2")
+            keep = [True] * len(ds)
+            if "score" in cols:  # finetune_data's STS scores are on [0, 1] (score / 5)
+                keep = [s * STS_SCALE >= min_sts_score - 1e-9 for s in cols["score"]]
+                stats["sts_below_threshold"] += keep.count(False)
+            anchors += [a for a, k in zip(cols[first], keep) if k]
+            positives += [p for p, k in zip(cols[second], keep) if k]
+            sources += [n for n, k in zip(names, keep) if k]
+        if not anchors and not folders and not os.path.isdir(collection):
             raise InputError(f"{save_root_path} holds neither finetune/*/{split} nor collection/{split}")
-        joined = datasets.concatenate_datasets(parts)
-        save_dataset(joined, os.path.join(save_root_path, "all", split))
-        sizes[split] = len(joined)
-    logger.info("all: %d train, %d test rows -> %s", sizes["train"], sizes["test"], os.path.join(save_root_path, "all"))
-    return sizes
+        splits[split] = {"anchor": anchors, "positive": positives, "dataset": sources}
+        stats[f"{split}_rows"] = len(anchors)
+    out = os.path.join(save_root_path, "all")
+    save_text_sets(out, splits)
+    write_json(os.path.join(out, "stats.json"), stats)
+    logger.info("all: %d train, %d test rows (%d STS pairs below %.1f/5 left out) -> %s", stats["train_rows"],
+                stats["test_rows"], stats["sts_below_threshold"], min_sts_score, out)
+    return stats
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,7 +415,7 @@ class EmbeddingsOptions(Options):
 
 @dataclass(frozen=True, kw_only=True)
 class CollectionOptions(Options):
-    """(anchor, positive, dataset) rows from a folder of sentence-transformers training-data files."""
+    """(anchor, positive) rows from a folder of sentence-transformers training-data files."""
 
     data_dir: str = required("a folder of *.jsonl(.gz) training-data files", non_empty)
     save_root_path: str = required("where collection/{train,test} are written", non_empty)
@@ -375,9 +436,10 @@ class FinetuneSetsOptions(Options):
 
 @dataclass(frozen=True, kw_only=True)
 class AllOptions(Options):
-    """Every finetune/* set and the collection as (anchor, positive, dataset)."""
+    """Every finetune/* set and the collection as (anchor, positive); STS pairs from a score up."""
 
     save_root_path: str = required("the folder holding finetune/ and collection/", non_empty)
+    min_sts_score: float = flag(STS_POSITIVE, "an STS pair is a positive from this score (0-5 scale) up")
 
 
 def _run(fn: Callable[..., Any], opts: Options) -> None:

@@ -15,8 +15,12 @@ Output ``DIR/{model name, / -> _}/{dataset}/`` (vectors L2-normalised, rows in d
 - retrieval: ``corpus.npz`` {data, id} (title and text joined by a space), ``queries.npz``
   {data, id}, ``{split}.npz`` {query_id, corpus_id} from the qrels (score > 0).
 - sts: ``{split}.npz`` {sentence1, sentence2, score}; pair_classification: {sentence1,
-  sentence2, label}; reranking: {query, positive, negative, positive_offsets, negative_offsets}
-  (the positives of query i are ``positive[positive_offsets[i]:positive_offsets[i+1]]``).
+  sentence2, label}; reranking: {query [Q, D], positive [Q] and negative [Q]: object arrays of
+  per-query (n_i, D) arrays} as CSRv2 reads them; ``--reranking_layout=offsets`` writes flat
+  {positive, negative, positive_offsets, negative_offsets} instead (no pickles; the positives of
+  query i are ``positive[positive_offsets[i]:positive_offsets[i+1]]``).
+- a validation split is written as ``val.npz`` (retrieval) or ``validation.npz`` (the others), the
+  names CSRv2's loaders read.
 
 A split whose file exists is skipped (resume). Each split's texts are sorted by length once and
 embedded in fixed blocks of that order, dealt to the ranks in turn, so the vectors are the same for
@@ -42,7 +46,8 @@ from .core.log import logger, progress
 from .core.pipeline import ModelOptions, Stats, fmt_rows, run_entry_point
 from .core.rundir import FolderLock, RunConflictError, flag_diff, refuse_other_flags, remove_paths
 from .text.mteb_hub import dataset_dirs
-from .text.tasks import TASK_TYPES, TaskRef, beir_table, load_split, local_splits, resolve_tasks
+from .text.tasks import (RERANKING_LAYOUTS, TASK_TYPES, TaskRef, beir_table, load_split, local_splits, npz_split_name,
+                         reranking_arrays, resolve_tasks)
 
 
 TEXT_COLUMNS = {"sentence1", "sentence2", "query", "positive", "negative"}  # embedded; the rest kept as numbers
@@ -63,6 +68,8 @@ class EmbedMtebOptions(CommonOptions, ModelOptions):
                                  "(default ~/.cache/dist_data/mteb)", non_empty)
     hf_subset: str | None = flag(None, "the subset of a multilingual task (default: its English one)", non_empty)
     prompt: str | None = flag(None, "an instruction prefix for every text, or a JSON file {dataset: prompt}")
+    reranking_layout: str = flag("csrv2", "reranking npz: csrv2 (object arrays of per-query (n_i, d) arrays, as CSRv2 "
+                                 "reads them) or offsets (flat arrays + offsets, no pickles)", one_of(*RERANKING_LAYOUTS))
     overwrite: bool = flag(False, "replace vectors made with other flags (only the files embed_mteb wrote)",
                            result=False)
 
@@ -117,7 +124,8 @@ def label_mapping(labels: Sequence[Any]) -> dict[Any, int]:
 
 
 def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir: str, embedder_for, block_rows: int,
-                  stats: Stats, show_progress: bool, args: dict[str, Any] | None = None) -> None:
+                  stats: Stats, show_progress: bool, args: dict[str, Any] | None = None,
+                  reranking_layout: str = "csrv2") -> None:
     """Every split of one dataset (skipping those already written).
 
     ``stats`` gets this rank's counts: ``rows`` per split and ``splits_skipped`` (rank 0), texts
@@ -127,12 +135,13 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
     splits = local_splits(folder, ref.task_type)
     if not splits:
         raise InputError(f"{folder}: no splits found for a {ref.task_type} dataset")
+    names = {s: npz_split_name(ref.task_type, s, splits) for s in splits}  # the file names CSRv2 reads
     if info.is_main:  # what dist_data.combine reads to find a task type's datasets (only after the rerun check)
         write_json(os.path.join(out_dir, "meta.json"), {"task_type": ref.task_type, "dataset": ref.name,
-                                                        "mteb_name": ref.mteb_name, "splits": splits, "source": folder,
-                                                        "args": args or {}})
+                                                        "mteb_name": ref.mteb_name, "splits": [names[s] for s in splits],
+                                                        "split_sources": names, "source": folder, "args": args or {}})
     embedder = embedder_for(ref.name)
-    todo = [s for s in splits if not os.path.exists(os.path.join(out_dir, f"{s}.npz"))]
+    todo = [s for s in splits if not os.path.exists(os.path.join(out_dir, f"{names[s]}.npz"))]
     if info.is_main:  # counted once: the stats of all ranks are summed
         stats.add("splits_skipped", len(splits) - len(todo))
     if ref.task_type in ("classification", "clustering"):
@@ -143,7 +152,7 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
         for s in todo:
             vectors = embed_texts(info, embedder, data[s]["text"], f"{ref.name}-{s}", block_rows, stats, show_progress)
             if info.is_main:
-                save_npz(os.path.join(out_dir, f"{s}.npz"), data=vectors,
+                save_npz(os.path.join(out_dir, f"{names[s]}.npz"), data=vectors,
                          label=np.array([mapping[v] for v in data[s]["label"]], dtype=np.int64))
                 stats.add("rows", len(vectors), reason=s)
     elif ref.task_type == "retrieval":
@@ -159,7 +168,7 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
         for s in todo:
             if info.is_main:
                 qrels = load_split(folder, "retrieval", s)
-                save_npz(os.path.join(out_dir, f"{s}.npz"), **qrels)
+                save_npz(os.path.join(out_dir, f"{names[s]}.npz"), **qrels)
                 stats.add("rows", len(qrels["query_id"]), reason=s)
     else:
         for s in todo:
@@ -172,7 +181,9 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
                 else:
                     arrays[key] = np.asarray(value, dtype=np.float32 if key == "score" else np.int64)
             if info.is_main:
-                save_npz(os.path.join(out_dir, f"{s}.npz"), **arrays)
+                if ref.task_type == "reranking":
+                    arrays = reranking_arrays(**arrays, layout=reranking_layout)
+                save_npz(os.path.join(out_dir, f"{names[s]}.npz"), **arrays)
                 stats.add("rows", len(arrays["query"] if "query" in arrays else next(iter(arrays.values()))), reason=s)
     stats.add("texts_encoded", embedder.texts_embedded)
     stats.add("cached_blocks", embedder.cache_hits)
@@ -217,7 +228,8 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions) -> Stats:
     model_dir = os.path.join(opts.save_root_path, model_folder(model_name))
     args = {"task_type": task_type, "model_name": model_name or DEFAULT_MODEL, "revision": opts.revision,
             "batch_size": opts.batch_size, "prompt": opts.prompt, "max_seq_length": opts.max_seq_length,
-            "dtype": opts.dtype, "hf_subset": opts.hf_subset}
+            "dtype": opts.dtype, "hf_subset": opts.hf_subset,
+            **({"reranking_layout": opts.reranking_layout} if task_type == "reranking" else {})}
     error, lock = None, FolderLock(model_dir)
     if info.is_main:  # every refusal before anything is loaded or written
         try:
@@ -245,7 +257,7 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions) -> Stats:
         stats = Stats()
         with stats.stage("embed", log=False) as rec:
             embed_dataset(info, ref, folder, out_dir, embedder_for, BATCHES_PER_BLOCK * opts.batch_size, stats,
-                          show_progress, {**args, "world_size": info.world_size})
+                          show_progress, {**args, "world_size": info.world_size}, opts.reranking_layout)
             rec["rows"] = stats.counts.get("embedded", 0)
         merged = Stats.merge(distributed.all_gather_object(stats.to_dict()))
         for key, value in merged["counts"].items():

@@ -12,7 +12,7 @@ Run it (the embedded default: the shipped WordNet sample and all-MiniLM-L6-v2, n
     # many nodes: launch/slurm.sh or launch/multi_host.sh
 
 Outputs in ``--output_dir``: ``filtered.jsonl[.gz]`` (the kept records, input order),
-``ids_to_keep.json`` (with ``--write_ids``), ``rejects.jsonl``, ``stats.json``, ``args.json``.
+``ids_to_keep_0.json`` (with ``--write_ids``), ``scores.png``, ``rejects.jsonl``, ``stats.json``, ``args.json``.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from .core import cli, distributed, index
 from .core.cli import at_least, flag, non_empty
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.log import logger, progress
-from .core.pipeline import (PairOptions, Stats, begin_run, embed_pairs, fmt_rows, merge_outputs, open_run,
-                            read_stage, run_entry_point, write_parts)
+from .core.pipeline import (IDS_NAME, PairOptions, Stats, begin_run, cache_root, embed_pairs, fmt_rows, merge_outputs,
+                            open_run, read_stage, report_scores, run_entry_point, write_parts)
+from .core.keys import KeyedVectors, Owners
 from .core.select import consistency_keep
 from .text.wordnet import SAMPLE_PAIRS
 
 RESULT_NAME = "filtered.jsonl"
+RANK_DEPTH = 10  # neighbours searched at least, so that scores.png shows where the own document ranks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +44,8 @@ class FilterOptions(PairOptions):
     dataset: str = flag(SAMPLE_PAIRS, "jsonl(.gz)/parquet/csv file, folder, glob, comma list, save_to_disk folder "
                         "or hub name (default: the shipped WordNet sample)", non_empty)
     k: int = flag(2, "keep a pair iff its document is among the top-k neighbours of its query", at_least(1))
-    write_ids: bool = flag(False, "also write ids_to_keep.json: the kept global line ids")
+    write_ids: bool = flag(False, f"also write {IDS_NAME}: the kept global line ids (contrastors' filter_rows.py "
+                           "reads ids_to_keep_*.json)")
 
 
 def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
@@ -70,11 +73,23 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
         n_docs = distributed.all_gather_object(int(is_first.sum()))
         if info.is_main and k > sum(n_docs):
             logger.warning("k=%d is larger than the %d unique documents: every pair is kept", k, sum(n_docs))
+        depth = max(k, RANK_DEPTH)  # a few more neighbours than k: where the own document ranks, for scores.png
         with progress(len(queries), "search", opts.progress and info.is_main, unit="queries") as bar:
-            neighbor_scores, neighbor_ids, timings = index.search(
-                emb.query_emb, emb.doc_emb, shard.positions[is_first], k, opts.index, info.device,
-                fp16=opts.dtype == "float16", on_progress=bar.update)
+            neighbor_scores, neighbor_ids, timings = index.cached_search(
+                cache_root(run, opts), emb.query_emb, emb.doc_emb, shard.positions[is_first], depth, opts.index,
+                info.device, fp16=opts.dtype == "float16", on_progress=bar.update)
     stats.record("index", sum(n_docs), timings["index_seconds"])
+
+    hit = neighbor_ids == doc_ids[:, None]
+    own_rank = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, depth + 1)  # 1 = the top neighbour
+    other = np.where(hit, -np.inf, neighbor_scores).max(axis=1) if depth else np.zeros(len(queries))
+    own_vectors = KeyedVectors(shard.positions[is_first], emb.doc_emb).lookup(doc_ids, Owners.gather([(shard.lo, shard.hi)]))
+    own = np.einsum("ij,ij->i", emb.query_emb.astype(np.float64), own_vectors.astype(np.float64))
+    report_scores(info, run, stats, f"dist_data.filter: k={k}",
+                  {"own_document": own, "best_other": other, "margin": own - other},
+                  [("own document vs best other document", ["own_document", "best_other"], "score"),
+                   (f"rank of the own document (kept: <= {k}; {depth + 1} = below {depth})", ["own_rank"], "rank")],
+                  extra={"own_rank": own_rank})
 
     with stats.stage("write") as rec:
         keep = consistency_keep(neighbor_ids, doc_ids, k)

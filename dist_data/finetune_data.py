@@ -35,10 +35,21 @@ from .core.log import logger
 from .core.pipeline import run_entry_point
 from .core.rundir import RunConflictError, flag_diff, refuse_other_flags, remove_paths
 from .text.mteb_hub import dataset_dir
-from .text.tasks import TASK_TYPES, TRAIN_SPLITS, beir_table, load_split, local_splits, resolve_tasks, seeded_rng
+from .text.tasks import STS_SCALE, TASK_TYPES, TRAIN_SPLITS, beir_table, load_split, local_splits, resolve_tasks, seeded_rng
 
 TEST_SHARE = 0.2
-STS_MIN_SCORE, STS_SCALE = 1.0, 5.0
+STS_MIN_SCORE = 1.0
+
+
+def label_quotas(sizes: list[int], possible: list[int], cap: int) -> list[int]:
+    """Pairs per label, proportional to the label's share of the rows and never more than it can
+    give; the shares are rounded by largest remainder, so they sum to at most ``cap``."""
+    total = sum(sizes)
+    ideal = np.array([cap * s / total if total else 0.0 for s in sizes])
+    quotas = np.floor(ideal).astype(np.int64)
+    for i in np.argsort(-(ideal - quotas), kind="stable")[: cap - int(quotas.sum())]:
+        quotas[i] += 1
+    return np.minimum(quotas, possible).tolist()
 
 
 def same_label_pairs(texts: list[str], labels: list, cap: int, rng: np.random.Generator) -> list[tuple[str, str]]:
@@ -46,13 +57,15 @@ def same_label_pairs(texts: list[str], labels: list, cap: int, rng: np.random.Ge
     by_label: dict[str, list[str]] = {}
     for t, y in zip(texts, labels):
         by_label.setdefault(repr(y), []).append(t)
-    total = len(texts)
+    keys = sorted(by_label)
+    members_of = {key: list(dict.fromkeys(by_label[key])) for key in keys}  # different texts only
+    quotas = label_quotas([len(by_label[k]) for k in keys], [len(m) * (len(m) - 1) // 2 for m in members_of.values()],
+                          cap)
     pairs: list[tuple[str, str]] = []
-    for key in sorted(by_label):
-        members = list(dict.fromkeys(by_label[key]))  # different texts only
+    for key, quota in zip(keys, quotas):
+        members = members_of[key]
         n = len(members)
         possible = n * (n - 1) // 2
-        quota = min(possible, int(round(cap * len(by_label[key]) / total)))
         if quota == 0:
             continue
         if possible <= 4_000_000:

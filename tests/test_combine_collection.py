@@ -36,14 +36,17 @@ def test_each_schema_and_caps_and_split(folder, tmp_path):
     run_cli("dist_data.combine", "collection", f"--data_dir={root}", f"--save_root_path={tmp_path}",
             "--max_pairs_per_dataset=120", nproc=0)
     stats = json.load(open(tmp_path / "collection" / "stats.json"))["datasets"]
-    assert stats["querypos"] == {"schema": "query-pos", "pairs": 100, "kept": 100}  # one pair per positive
-    assert stats["sets"] == {"schema": "set", "pairs": 150, "kept": 120}  # 3 items: 3 pairs each, capped
-    assert stats["triplets"] == {"schema": "3-column", "pairs": 100, "kept": 100}
-    assert stats["pairs"] == {"schema": "2-column", "pairs": 100, "kept": 100}
+    assert stats["querypos"] == {"schema": "query-pos", "pairs": 100, "duplicates": 0, "kept": 100}  # one per positive
+    assert stats["sets"] == {"schema": "set", "pairs": 150, "duplicates": 0, "kept": 120}  # 3 pairs each, capped
+    assert stats["triplets"] == {"schema": "3-column", "pairs": 100, "duplicates": 0, "kept": 100}
+    assert stats["pairs"] == {"schema": "2-column", "pairs": 100, "duplicates": 0, "kept": 100}
     train = datasets.load_from_disk(str(tmp_path / "collection" / "train"))
     test = datasets.load_from_disk(str(tmp_path / "collection" / "test"))
-    assert len(train) == 336 and len(test) == 84 and train.column_names == ["anchor", "positive", "dataset"]
-    rows = {(r["anchor"], r["positive"], r["dataset"]) for r in [*train, *test]}
+    assert len(train) == 336 and len(test) == 84 and train.column_names == ["anchor", "positive"]
+    prov = json.load(open(tmp_path / "collection" / "provenance.json"))  # the source of each row, beside the set
+    source = {s: [prov["datasets"][i] for i in prov[s]] for s in ("train", "test")}
+    rows = {(r["anchor"], r["positive"], d) for split, ds in (("train", train), ("test", test))
+            for r, d in zip(ds, source[split])}
     s = synsets[120]  # a triplet keeps (anchor, positive), never the negative
     assert (s.lemmas[0], s.definition, "triplets") in rows
     assert not any(r[1] == synsets[119].definition and r[0] == s.lemmas[0] for r in rows)

@@ -46,13 +46,16 @@ def build(root) -> dict:
     with open(os.path.join(f, "qrels", "test.tsv"), "w") as out:
         out.write("query-id\tcorpus-id\tscore\n")
         out.writelines(f"q{i}\t{s.id}\t1\n" for i, s in enumerate(synsets[:60]))
-    # sts: a definition and an example of the same synset (5) or of another (lemma-overlap score)
+    # sts: a definition and an example of the same synset (5) or of another: 4 in the same lexicographer
+    # file (a close topic), 2 with the same part of speech, else the lemma overlap
     f = folder("wn_sts")
     rows = []
     for i, s in enumerate(synsets[:80]):
         other = synsets[(i * 7 + 3) % 400] if i % 2 else s
         overlap = len(set(s.lemmas) & set(other.lemmas)) / len(set(s.lemmas) | set(other.lemmas))
-        rows.append({"sentence1": s.definition, "sentence2": other.examples[0], "score": round(5 * overlap, 2)})
+        score = 5.0 if other is s else 4.0 if other.lexfile == s.lexfile else 2.0 if other.pos == s.pos else \
+            round(5 * overlap, 2)
+        rows.append({"sentence1": s.definition, "sentence2": other.examples[0], "score": score})
     write_jsonl(os.path.join(f, "test.jsonl"), rows)
     # pair classification in MTEB's list layout
     f = folder("wn_pairs")
@@ -140,13 +143,72 @@ def test_sts_pair_classification_reranking(embedded, model):
     p = np.load(out / "wn_pairs" / "test.npz")
     assert p["label"].tolist() == [int(r["score"] == 5) for r in src]
     np.testing.assert_array_equal(p["sentence1"], z["sentence1"])
+
+
+def csrv2_reranking_classes(path):
+    """CSRv2's reading of a reranking split (its combine's contract, written here): per query i,
+    ``positive[i]`` and ``negative[i]`` are (n_i, d) arrays; the query and its positives form one
+    class, every negative its own."""
+    z = np.load(path, allow_pickle=True)
+    data, labels, c = [], [], 0
+    for q, pos, neg in zip(z["query"], z["positive"], z["negative"]):
+        data.append(q)
+        labels.append(c)
+        for p in pos:
+            assert p.shape == q.shape
+            data.append(p)
+            labels.append(c)
+        c += 1
+        for n in neg:
+            data.append(n)
+            labels.append(c)
+            c += 1
+    return np.array(data), np.array(labels)
+
+
+def test_reranking_npz_is_csrv2s_layout_and_offsets_on_request(embedded, model, tmp_path):
+    from dist_data.core.io import InputError
+    from dist_data.text.tasks import load_reranking
+
+    data, out, _ = embedded
     rr = rows(data / "wn_rerank" / "test.jsonl")
-    r = np.load(out / "wn_rerank" / "test.npz")
+    path = out / "wn_rerank" / "test.npz"
+    r = np.load(path, allow_pickle=True)
     close(model, [x["query"] for x in rr], r["query"])
-    close(model, [t for x in rr for t in x["negative"]], r["negative"])
-    offsets = r["negative_offsets"]
-    assert offsets[0] == 0 and np.diff(offsets).tolist() == [len(x["negative"]) for x in rr]
-    assert r["positive_offsets"].tolist() == list(range(51))
+    assert r["positive"].dtype == object and r["positive"].shape == r["negative"].shape == (len(rr),)
+    for x, pos, neg in zip(rr, r["positive"], r["negative"]):  # one (n_i, d) array per query, its own texts
+        assert pos.shape == (len(x["positive"]), 384) and neg.shape == (len(x["negative"]), 384)
+    close(model, [t for x in rr for t in x["negative"]], np.concatenate(list(r["negative"])))
+    # CSRv2's combine reads it: a class per query (+ its positive), one per negative
+    vectors, labels = csrv2_reranking_classes(path)
+    assert len(vectors) == sum(1 + len(x["positive"]) + len(x["negative"]) for x in rr)
+    assert len(set(labels.tolist())) == sum(1 + len(x["negative"]) for x in rr)
+    # the offsets layout on request; our reader gives the same arrays from both, and no pickle is in it
+    run_cli("dist_data.embed_mteb", "--task_type=reranking", "--dataset_name=wn_rerank", f"--data_path={data}",
+            f"--save_root_path={tmp_path}", "--batch_size=16", "--reranking_layout=offsets", "--noprogress", nproc=0)
+    flat_path = tmp_path / "sentence-transformers_all-MiniLM-L6-v2" / "wn_rerank" / "test.npz"
+    flat = np.load(flat_path)  # allow_pickle=False
+    assert np.diff(flat["negative_offsets"]).tolist() == [len(x["negative"]) for x in rr]
+    assert flat["positive_offsets"].tolist() == list(range(51))
+    ours = load_reranking(str(path))
+    for key in ("query", "positive", "negative", "positive_offsets", "negative_offsets"):
+        np.testing.assert_array_equal(ours[key], flat[key])
+    # object arrays in a file dist_data did not write are never unpickled
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, query=r["query"], positive=r["positive"], negative=r["negative"])
+    with pytest.raises(InputError, match="refusing to unpickle"):
+        load_reranking(str(foreign))
+
+
+def test_validation_split_file_names_are_csrv2s():
+    from dist_data.text.tasks import npz_split_name
+
+    assert npz_split_name("retrieval", "dev", ["train", "dev", "test"]) == "val"
+    assert npz_split_name("retrieval", "validation", ["validation", "test"]) == "val"
+    assert npz_split_name("classification", "dev", ["train", "dev", "test"]) == "validation"
+    assert npz_split_name("sts", "validation", ["validation"]) == "validation"
+    assert npz_split_name("sts", "dev", ["dev", "validation"]) == "dev"  # the name is taken: kept as it is
+    assert npz_split_name("classification", "test", ["test"]) == "test"
 
 
 def test_existing_split_is_skipped_and_bad_names_are_clear(embedded, tmp_path):
@@ -243,6 +305,7 @@ def test_combine_one_label_space_test_only_split_and_unseen_labels(embedded, com
 
 def test_combine_class_rules_for_pairs_retrieval_and_reranking(embedded, combined):
     from dist_data.combine import dataset_rows
+    from dist_data.text.tasks import load_reranking
 
     _, out, _ = embedded
     sts = np.load(out / "wn_sts" / "test.npz")
@@ -254,7 +317,7 @@ def test_combine_class_rules_for_pairs_retrieval_and_reranking(embedded, combine
     rows, _, _ = dataset_rows(str(out / "wn_pairs"), "pair_classification", ["test"])
     _, label = rows["test"].arrays(384)
     assert ((label[:n] == label[n:]) == (pairs["label"] == 1)).all()
-    rr = np.load(out / "wn_rerank" / "test.npz")
+    rr = load_reranking(str(out / "wn_rerank" / "test.npz"))
     rows, _, n_classes = dataset_rows(str(out / "wn_rerank"), "reranking", ["test"])
     _, label = rows["test"].arrays(384)
     n_q, n_p = len(rr["query"]), len(rr["positive"])
@@ -269,8 +332,20 @@ def test_combine_class_rules_for_pairs_retrieval_and_reranking(embedded, combine
     assert len(lone_label) == 60 and len(set(lone_label.tolist())) == 60  # unjudged documents: singletons
     for task_type in TYPES:
         train, test = np.load(combined / task_type / "train.npz"), np.load(combined / task_type / "test.npz")
-        assert set(test["label"].tolist()) <= set(train["label"].tolist())
+        np.testing.assert_array_equal(train["labels"], train["label"])  # CSRv2 trains on "labels"
         assert train["data"].shape[1] == 384 and len(train["label"]) == len(train["dataset"])
+        stats = json.load(open(combined / task_type / "stats.json"))["datasets"]
+        if task_type in ("classification", "clustering"):  # test rows of unseen labels are dropped
+            assert set(test["label"].tolist()) <= set(train["label"].tolist())
+        else:  # CSRv2 keeps the pair tasks' test rows: their classes (new queries, new pairs) are their own
+            assert len(test["label"]) > 0 and not set(test["label"].tolist()) & set(train["label"].tolist())
+            assert all(s["test_dropped_unseen_label"] == 0 and s["test_rows"] > 0 for s in stats.values())
+            assert sum(s["test_rows_of_new_classes"] for s in stats.values()) == len(test["label"])
+    # reranking split 80/20 by class: each of the 50 queries keeps its positive on its side
+    train, test = (np.load(combined / "reranking" / f"{k}.npz") for k in ("train", "test"))
+    n_q = 50
+    assert ((np.unique(train["label"], return_counts=True)[1] == 2).sum()
+            + (np.unique(test["label"], return_counts=True)[1] == 2).sum()) == n_q
 
 
 @pytest.fixture(scope="module")
@@ -298,9 +373,10 @@ def test_finetune_pairs_follow_each_rule(finetune):
     src = rows(data / "wn_pos" / "train.jsonl")
     shares = {y: sum(r["label"] == y for r in src) / len(src) for y in {r["label"] for r in src}}
     got = {y: sum(label_of[r["sentence1"]] == y for r in train) for y in shares}
-    for y, share in shares.items():
+    for y, share in shares.items():  # proportional, rounded by largest remainder: never over the cap
         n = sum(r["label"] == y for r in src)
-        assert got[y] == min(n * (n - 1) // 2, round(300 * share))
+        assert got[y] <= n * (n - 1) // 2 and abs(got[y] - min(n * (n - 1) // 2, 300 * share)) < 1
+    assert sum(got.values()) == 300
     # a test-only dataset is split 80/20 first
     lex_train, lex_test = load("wn_lex_train"), load("wn_lex_test")
     assert not {r["sentence1"] for r in lex_train} & {r["sentence1"] for r in lex_test}
@@ -342,20 +418,42 @@ def test_combine_finetune_and_all(finetune, tmp_path):
             f"--save_root_path={out}", "--max_rows_per_dataset=100", nproc=0)
     run_cli("dist_data.combine", "finetune", "--task_type=sts", f"--data_dir={root}", f"--save_root_path={out}", nproc=0)
     train = datasets.load_from_disk(str(out / "finetune" / "classification" / "train"))
+    # only the trainer's columns: a "dataset" column would be a third text input (read as a hard negative)
+    assert train.column_names == ["sentence1", "sentence2"]
+    prov = json.load(open(out / "finetune" / "classification" / "provenance.json"))
+    names = [prov["datasets"][i] for i in prov["train"]]
     # exact names: wn_pos and wn_lex, each capped at 100; nothing from other task types
-    assert sorted(set(train["dataset"])) == ["wn_lex", "wn_pos"]
-    assert all(train["dataset"].count(n) <= 100 for n in ("wn_lex", "wn_pos"))
+    assert len(names) == len(train) and sorted(set(names)) == ["wn_lex", "wn_pos"]
+    assert all(names.count(n) <= 100 for n in ("wn_lex", "wn_pos"))
     sts = datasets.load_from_disk(str(out / "finetune" / "sts" / "train"))
-    assert "score" in sts.column_names and set(sts["dataset"]) == {"wn_sts"}
+    assert sts.column_names == ["sentence1", "sentence2", "score"]
     coll = tmp_path / "coll"
     coll.mkdir()
     write_jsonl(coll / "pairs.jsonl", [["a query", "its passage"], ["another query", "another passage"]] * 5)
-    run_cli("dist_data.combine", "collection", f"--data_dir={coll}", f"--save_root_path={out}", nproc=0)
+    # a mined triplet file: its (anchor, positive) repeats once per negative
+    words = [s.lemmas[0] for s in iter_synsets()][:40]
+    write_jsonl(coll / "triplets.jsonl", [{"anchor": a, "positive": a.upper(), "negative": n}
+                                          for a in words[:20] for n in words[20:23]])
+    run_cli("dist_data.combine", "collection", f"--data_dir={coll}", f"--save_root_path={out}",
+            "--max_pairs_per_dataset=15", nproc=0)
+    cstats = json.load(open(out / "collection" / "stats.json"))["datasets"]
+    assert cstats["triplets"] == {"schema": "3-column", "pairs": 60, "duplicates": 40, "kept": 15}
+    assert cstats["pairs"]["kept"] == 2 and cstats["pairs"]["duplicates"] == 8
+    ctrain, ctest = (datasets.load_from_disk(str(out / "collection" / s)) for s in ("train", "test"))
+    both = [*zip(ctrain["anchor"], ctrain["positive"]), *zip(ctest["anchor"], ctest["positive"])]
+    assert len(both) == len(set(both)) == 17  # caps are exact; no duplicates
     run_cli("dist_data.combine", "all", f"--save_root_path={out}", nproc=0)
     joined = datasets.load_from_disk(str(out / "all" / "train"))
-    assert joined.column_names == ["anchor", "positive", "dataset"]
-    assert len(joined) == len(train) + len(sts) + 8
-    assert {"wn_pos", "wn_lex", "wn_sts", "pairs"} == set(joined["dataset"])
+    assert joined.column_names == ["anchor", "positive"]
+    # STS pairs are positives only from 4.0 / 5 up; the rest are counted, not turned into positives
+    positives = sum(s * 5 >= 4.0 - 1e-9 for s in sts["score"])
+    all_stats = json.load(open(out / "all" / "stats.json"))
+    assert 0 < positives < len(sts) and all_stats["sts_below_threshold"] >= len(sts) - positives
+    assert len(joined) == len(train) + positives + len(ctrain)
+    prov = json.load(open(out / "all" / "provenance.json"))
+    assert {"wn_pos", "wn_lex", "wn_sts", "pairs", "triplets"} == {prov["datasets"][i] for i in prov["train"]}
+    low = {(a, b) for a, b, s in zip(sts["sentence1"], sts["sentence2"], sts["score"]) if s * 5 < 4.0}
+    assert not low & set(zip(joined["anchor"], joined["positive"]))
 
 
 def test_rerun_policy_of_embed_mteb_and_finetune_data(embedded, tmp_path):

@@ -35,7 +35,8 @@ TASK_TYPES = {
     "pair_classification": "PairClassification",
 }
 SPLIT_ORDER = ("train", "validation", "dev", "test")
-TRAIN_SPLITS = ("train", "validation", "dev")  # what "train" means when datasets are combined
+TRAIN_SPLITS = ("train", "validation", "dev", "val")  # what "train" means when datasets are combined
+STS_SCALE = 5.0  # STS scores are on 0-5; finetune_data writes them divided by this (CoSENT's [0, 1])
 NOT_SPLITS = {"corpus", "queries", "source"}  # the other files of a dataset folder (source.json: see mteb_hub)
 
 
@@ -254,4 +255,68 @@ def load_split(folder: str, task_type: str, split: str) -> dict[str, Any]:
                 texts = [_text(r, key, t) for t in as_list(_field(r, key))]
                 out[key] += texts
                 out[f"{key}_offsets"].append(out[f"{key}_offsets"][-1] + len(texts))
+    return out
+
+
+# ---------------------------------------------------------------- the npz layouts CSRv2 reads
+
+VALIDATION_NAMES = ("validation", "dev", "val")
+
+
+def npz_split_name(task_type: str, split: str, splits: Sequence[str]) -> str:
+    """The file name (without ``.npz``) CSRv2's loaders read for ``split``: a validation split is
+    ``val`` for retrieval and ``validation`` otherwise (unless another split has that name)."""
+    if split not in VALIDATION_NAMES:
+        return split
+    target = "val" if task_type == "retrieval" else "validation"
+    return target if split == target or target not in splits else split
+
+
+RERANKING_LAYOUTS = ("csrv2", "offsets")
+_LAYOUT_KEY, _OBJECT_LAYOUT = "layout", "dist_data:csrv2-object-arrays"
+
+
+def reranking_arrays(query: np.ndarray, positive: np.ndarray, negative: np.ndarray, positive_offsets: Sequence[int],
+                     negative_offsets: Sequence[int], layout: str) -> dict[str, np.ndarray]:
+    """A reranking split's arrays. ``csrv2`` (CSRv2's layout): ``positive`` and ``negative`` are
+    object arrays holding one ``(n_i, d)`` array per query (``(0, d)`` for none). ``offsets``:
+    flat ``(N, d)`` arrays with ``positive_offsets``/``negative_offsets`` (no pickles at all)."""
+    if layout == "offsets":
+        return {"query": query, "positive": positive, "negative": negative,
+                "positive_offsets": np.asarray(positive_offsets, dtype=np.int64),
+                "negative_offsets": np.asarray(negative_offsets, dtype=np.int64)}
+
+    def per_query(flat: np.ndarray, offsets: Sequence[int]) -> np.ndarray:
+        out = np.empty(len(offsets) - 1, dtype=object)  # never a 3-D array, even when all n_i are equal
+        for i in range(len(offsets) - 1):
+            out[i] = np.ascontiguousarray(flat[offsets[i]:offsets[i + 1]])
+        return out
+
+    return {"query": query, "positive": per_query(positive, positive_offsets),
+            "negative": per_query(negative, negative_offsets), _LAYOUT_KEY: np.array(_OBJECT_LAYOUT)}
+
+
+def load_reranking(path: str) -> dict[str, np.ndarray]:
+    """A reranking split in either layout as flat arrays with offsets. Object arrays are unpickled
+    only from files dist_data wrote (they carry its layout marker): a pickle can run code.
+
+    Raises:
+        InputError: object arrays in a file dist_data did not write.
+    """
+    with np.load(path) as z:
+        files = set(z.files)
+        if "positive_offsets" in files:
+            return {k: z[k] for k in ("query", "positive", "negative", "positive_offsets", "negative_offsets")}
+        marked = _LAYOUT_KEY in files and str(z[_LAYOUT_KEY]) == _OBJECT_LAYOUT
+    if not marked:
+        raise InputError(f"{path}: its positive/negative arrays are pickled objects and the file was not written by "
+                         f"dist_data; refusing to unpickle it (a pickle can run code). Embed the dataset with "
+                         f"dist_data.embed_mteb")
+    with np.load(path, allow_pickle=True) as z:
+        query = z["query"]
+        out = {"query": query}
+        for key in ("positive", "negative"):
+            parts = [np.asarray(p, dtype=np.float32).reshape(-1, query.shape[1]) for p in z[key]]
+            out[key] = np.concatenate(parts) if parts else np.zeros((0, query.shape[1]), np.float32)
+            out[f"{key}_offsets"] = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
     return out
