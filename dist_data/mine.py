@@ -14,15 +14,15 @@ With ``--cross_encoder`` the candidates and positives are rescored by it first.
         --corpus=msmarco/corpus.jsonl --qrels=msmarco/qrels/train.tsv --output_format=tevatron --output_dir=out/t
 
 Inputs: ``--dataset`` rows ``{query, document}``, ``{query, pos: [...]}``, ``{set: [query, pos, ...]}``
-or ``[query, positive]`` (optionally ``--corpus`` adds candidate documents); or BeIR mode
-(``--queries --corpus --qrels``): one item per judged-positive (query, document), title and text
-joined by a space as BeIR does.
+or ``[query, positive]`` (optionally ``--corpus`` adds candidate documents, ``--use_input_negatives``
+the rows' own negatives); or BeIR mode (``--queries --corpus --qrels``): one item per
+judged-positive (query, document), title and text joined by a space as BeIR does.
 
-Output ``mined.jsonl[.gz]`` in ``--output_format``: ``triplet`` (anchor, positive, negative; one
-row per negative), ``n-tuple`` (anchor, positive, negative_1..n), ``labeled-pair`` (anchor,
-positive, label), ``labeled-list`` (anchor, documents, labels), ``nomic`` (query, document,
-negatives), ``tevatron`` (query_id, query, positive_passages, negative_passages of {docid, title,
-text}). ``--output_scores`` adds the scores.
+Output ``mined.jsonl[.gz]`` in ``--output_format`` (see :mod:`dist_data.text.formats`): per pair
+``triplet``, ``n-tuple``, ``labeled-pair``, ``labeled-list`` (sentence-transformers) or ``nomic``
+(contrastors: the folder ``mined/`` of shards, ``counts.json``, ``offsets.json.gz``); per query
+``tevatron`` or ``flagembedding``. ``--output_scores`` adds the scores. Every run also writes
+``scores.png`` and score quantiles in ``stats.json``.
 """
 
 from __future__ import annotations

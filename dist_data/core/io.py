@@ -391,7 +391,7 @@ def get_query_positives(row: Row, query_key: str, document_key: str) -> tuple[st
     """A query and its positives from any of the pair layouts of sentence-transformers' training data.
 
     - ``{query_key: q, document_key: d}`` (one positive);
-    - ``{query_key: q, "pos": [d, ...]}`` (``"neg"``, if present, is not used);
+    - ``{query_key: q, "pos": [d, ...]}`` (``"neg"``: see :func:`get_query_positives_negatives`);
     - ``{"set": [q, d, ...]}``: the first item is the query, the rest its positives;
     - ``[q, d, ...]``: a list row; the first item is the query, the second its positive (further
       items, the negatives of a triplet, are not used).
