@@ -207,7 +207,8 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         full = found[units] == opts.num_negatives
         keep = full | ((opts.too_few == "keep") & (opts.output_format != "n-tuple") & (found[units] > 0))
         kept_units = units[keep]
-        lead_pos = [flat_doc[flat_item == i] for i in kept_units.tolist()] if grouped else []
+        bounds = np.searchsorted(flat_item, np.arange(n + 1))  # item i's positives: flat[bounds[i]:bounds[i + 1]]
+        lead_pos = [flat_doc[bounds[i]:bounds[i + 1]] for i in kept_units.tolist()] if grouped else []
         records = fetch_records(docs, np.concatenate([neg_ids[kept_units][selected[kept_units]],
                                                       items.positive_keys[kept_units], *lead_pos]))
         stats.add("with_all_negatives", int(full.sum()))
@@ -220,9 +221,8 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
             neg_sc = neg_scores[i, : found[i]].tolist()
             if grouped:
                 query_id = items.query_ids[i] if items.query_ids else str(query_rep[emb.item_query[i]])
-                mask = flat_item == i
                 out = [query_row(opts.output_format, items.queries[i], query_id, [records[int(d)] for d in lead_pos[j]],
-                                 negatives, flat_scores[mask].tolist(), neg_sc, opts.output_scores)]
+                                 negatives, flat_scores[bounds[i]:bounds[i + 1]].tolist(), neg_sc, opts.output_scores)]
             else:
                 out = pair_rows(opts.output_format, items.queries[i], records[int(items.positive_keys[i])], negatives,
                                 own_score[i], neg_sc, opts.output_scores)

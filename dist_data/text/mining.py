@@ -294,15 +294,14 @@ def join_input_negatives(emb: Embedded, docs: Documents, items: Items, cand_scor
     width = max((len(k) for k in per_query), default=0)
     extra_ids = np.full((len(per_query), width), PAD_ID, dtype=np.int64)
     extra_scores = np.full((len(per_query), width), -np.inf)
-    col = np.arange(len(flat)) - np.repeat(np.cumsum([0] + [len(k) for k in per_query])[:-1], [len(k) for k in per_query])
-    extra_ids[rows, col] = reps
-    extra_scores[rows, col] = scores
-    for r in range(len(per_query)):  # a negative the search found already, or listed twice, counts once
+    start = 0
+    for r, keys in enumerate(per_query):  # a negative the search found already, or listed twice, counts once
         seen = set(cand_ids[r].tolist())
-        for c in range(width):
-            if extra_ids[r, c] in seen:
-                extra_ids[r, c], extra_scores[r, c] = PAD_ID, -np.inf
-            seen.add(int(extra_ids[r, c]))
+        for c, (rep, score) in enumerate(zip(reps[start:start + len(keys)].tolist(), scores[start:start + len(keys)])):
+            if rep not in seen:
+                extra_ids[r, c], extra_scores[r, c] = rep, score
+                seen.add(rep)
+        start += len(keys)
     ids = np.concatenate([cand_ids, extra_ids], axis=1)
     return canonical_topk(np.concatenate([cand_scores, extra_scores], axis=1), ids, ids.shape[1])
 
