@@ -49,6 +49,7 @@ from .text.wordnet import SAMPLE_PAIRS
 
 RESULT_NAME = "mined.jsonl"
 NOMIC_FOLDER = "mined"  # --output_format=nomic: contrastors' shard folder
+FIXED_WIDTH = ("n-tuple", "nomic")  # formats whose rows hold exactly --num_negatives negatives
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +79,8 @@ class MineOptions(PairOptions):
                                      "the positive) join their query's candidates, and the corpus")
     output_format: str = flag("triplet", ", ".join(FORMATS), one_of(*FORMATS))
     output_scores: bool = flag(False, "also write the scores (nomic: document_score, negatives_scores)")
-    too_few: str = flag("keep", "keep or drop the pairs with fewer negatives than asked (counted either way)",
+    too_few: str = flag("keep", "keep or drop the pairs with fewer negatives than asked (counted either way; "
+                        "n-tuple and nomic always drop them)",
                         one_of("keep", "drop"))
     shard_rows: int = flag(100_000, "nomic: rows per shard-XXXXX.jsonl.gz", at_least(1))
     shard_url: str | None = flag(None, "nomic: where the trainer will read the shards from (e.g. s3://bucket/mined); "
@@ -205,7 +207,8 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
             units = np.flatnonzero(first & (query_rep[emb.item_query] == qk))
             stats.add("merged_into_query_row", n - len(units))
         full = found[units] == opts.num_negatives
-        keep = full | ((opts.too_few == "keep") & (opts.output_format != "n-tuple") & (found[units] > 0))
+        # n-tuple columns and contrastors' batches (1 + num_negatives documents a query) are fixed-width
+        keep = full | ((opts.too_few == "keep") & (opts.output_format not in FIXED_WIDTH) & (found[units] > 0))
         kept_units = units[keep]
         bounds = np.searchsorted(flat_item, np.arange(n + 1))  # item i's positives: flat[bounds[i]:bounds[i + 1]]
         lead_pos = [flat_doc[bounds[i]:bounds[i + 1]] for i in kept_units.tolist()] if grouped else []

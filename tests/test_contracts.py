@@ -326,3 +326,14 @@ def test_score_quantiles_and_plots_match_the_rows(tmp_path):
     own = fstats["scores"]["own_document"]
     assert own["count"] == fstats["counts"]["read"] and fstats["scores"]["margin"]["count"] == own["count"]
     assert 0 < kept < own["count"] and (tmp_path / "f" / "scores.png").stat().st_size > 10_000
+
+
+def test_nomic_rows_are_fixed_width(tmp_path):
+    # 6 pairs: at most 5 candidates a query, fewer than the 6 negatives asked; contrastors batches
+    # 1 + num_negatives documents a query, so such rows are dropped (and counted), never written short
+    path = write_jsonl(tmp_path / "pairs.jsonl", wordnet_pairs(6, seed=5, synonyms=False))
+    run_cli("dist_data.mine", f"--dataset={path}", "--num_negatives=6", "--output_format=nomic", "--noprogress",
+            f"--output_dir={tmp_path / 'o'}", nproc=0)
+    counts = json.load(open(tmp_path / "o" / "stats.json"))["counts"]
+    assert counts["pairs"] == counts["dropped"]["too_few_negatives"] == 6 and counts["rows_written"] == 0
+    assert json.load(open(tmp_path / "o" / "mined" / "counts.json"))["total_count"] == 0
