@@ -374,14 +374,17 @@ def combine_all(save_root_path: str, min_sts_score: float = STS_POSITIVE) -> dic
     beside it). STS pairs are positives only from ``min_sts_score`` (0-5 scale) up; the rest are counted."""
     import glob
 
+    collection = os.path.join(save_root_path, "collection")
+    folders = [f.rstrip(os.sep) for f in sorted(glob.glob(os.path.join(save_root_path, "finetune", "*", "")))]
+    folders += [collection] if os.path.isdir(collection) else []
+    if not folders:
+        raise InputError(f"{save_root_path} holds neither finetune/*/train nor collection/train")
     stats: dict[str, Any] = {"min_sts_score": min_sts_score, "sts_below_threshold": 0}
     splits = {}
     for split in ("train", "test"):
         anchors, positives, sources = [], [], []
-        folders = sorted(glob.glob(os.path.join(save_root_path, "finetune", "*", "")))
-        collection = os.path.join(save_root_path, "collection")
-        for folder in folders + ([collection] if os.path.isdir(collection) else []):
-            ds, names = load_text_set(folder.rstrip(os.sep), split)
+        for folder in folders:
+            ds, names = load_text_set(folder, split)
             cols = ds.to_dict()
             first, second = ("anchor", "positive") if "anchor" in cols else ("sentence1", "sentence2")
             keep = [True] * len(ds)
@@ -391,8 +394,6 @@ def combine_all(save_root_path: str, min_sts_score: float = STS_POSITIVE) -> dic
             anchors += [a for a, k in zip(cols[first], keep) if k]
             positives += [p for p, k in zip(cols[second], keep) if k]
             sources += [n for n, k in zip(names, keep) if k]
-        if not anchors and not folders and not os.path.isdir(collection):
-            raise InputError(f"{save_root_path} holds neither finetune/*/{split} nor collection/{split}")
         splits[split] = {"anchor": anchors, "positive": positives, "dataset": sources}
         stats[f"{split}_rows"] = len(anchors)
     out = os.path.join(save_root_path, "all")
@@ -425,7 +426,7 @@ class CollectionOptions(Options):
 
 @dataclass(frozen=True, kw_only=True)
 class FinetuneSetsOptions(Options):
-    """finetune_data's datasets of one task type joined with a dataset column."""
+    """finetune_data's datasets of one task type joined (provenance.json beside them)."""
 
     task_type: str = required("the task type finetune_data wrote", one_of(*TASK_TYPES))
     data_dir: str = required("the --save_root of dist_data.finetune_data", non_empty)

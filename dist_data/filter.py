@@ -82,7 +82,7 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
 
     hit = neighbor_ids == doc_ids[:, None]
     own_rank = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, depth + 1)  # 1 = the top neighbour
-    other = np.where(hit, -np.inf, neighbor_scores).max(axis=1) if depth else np.zeros(len(queries))
+    other = np.where(hit, -np.inf, neighbor_scores).max(axis=1)
     own_vectors = KeyedVectors(shard.positions[is_first], emb.doc_emb).lookup(doc_ids, Owners.gather([(shard.lo, shard.hi)]))
     own = np.einsum("ij,ij->i", emb.query_emb.astype(np.float64), own_vectors.astype(np.float64))
     report_scores(info, run, stats, f"dist_data.filter: k={k}",

@@ -399,6 +399,44 @@ def get_query_positives(row: Row, query_key: str, document_key: str) -> tuple[st
     return get_query_positives_negatives(row, query_key, document_key, False)[:2]
 
 
+def get_query_positives_negatives(row: Row, query_key: str, document_key: str,
+                                  with_negatives: bool = True) -> tuple[str, list[str], list[str]]:
+    """:func:`get_query_positives` and the row's own negatives (``neg``, ``negative``,
+    ``negative_N``, or a list row's items after the positive); none when ``with_negatives`` is off."""
+    value = _parsed(row)
+    if isinstance(value, list):
+        if len(value) < 2:
+            raise BadRowError(row.source, row.line, f"list row has {len(value)} item(s), expected [query, positive, ...]")
+        negatives = [_text(row, f"item {i}", t) for i, t in enumerate(value[2:], 2)] if with_negatives else []
+        return _text(row, "item 0", value[0]), [_text(row, "item 1", value[1])], negatives
+    if not isinstance(value, dict):
+        raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object or a list")
+    query, positives = _dict_query_positives(row, value, query_key, document_key)
+    return query, positives, _input_negatives(row, value) if with_negatives else []
+
+
+def _dict_query_positives(row: Row, value: dict, query_key: str, document_key: str) -> tuple[str, list[str]]:
+    if "set" in value and query_key not in value:
+        items = value["set"]
+        if not isinstance(items, list) or len(items) < 2:
+            raise BadRowError(row.source, row.line, "'set' must be a list of at least 2 texts [query, positive, ...]")
+        return _text(row, "set[0]", items[0]), [_text(row, f"set[{i}]", t) for i, t in enumerate(items[1:], 1)]
+    if query_key not in value:
+        raise BadRowError(row.source, row.line, f"missing key {query_key!r} (has {sorted(value)[:8]})")
+    query = _text(row, query_key, value[query_key])
+    if document_key in value:
+        return query, [_text(row, document_key, value[document_key])]
+    if "pos" in value:
+        pos = value["pos"]
+        if isinstance(pos, str):  # e.g. a part-of-speech column named pos: never a positive
+            raise BadRowError(row.source, row.line, f"'pos' is a string ({pos[:40]!r}), expected a list of "
+                                                    f"positive texts; is --document_key={document_key!r} right?")
+        if not isinstance(pos, list) or not pos:
+            raise BadRowError(row.source, row.line, "'pos' must be a non-empty list of texts")
+        return query, [_text(row, f"pos[{i}]", t) for i, t in enumerate(pos)]
+    raise BadRowError(row.source, row.line, f"missing key {document_key!r} (or 'pos') (has {sorted(value)[:8]})")
+
+
 def _input_negatives(row: Row, value: dict) -> list[str]:
     """The negatives a row brings: ``neg`` (a list or one text), ``negative``, ``negative_1``, ..."""
     if "neg" in value:
@@ -410,42 +448,6 @@ def _input_negatives(row: Row, value: dict) -> list[str]:
     keys = (["negative"] if "negative" in value else []) + sorted(
         (k for k in value if k.startswith("negative_") and k[9:].isdigit()), key=lambda k: int(k[9:]))
     return [_text(row, k, value[k]) for k in keys]
-
-
-def get_query_positives_negatives(row: Row, query_key: str, document_key: str,
-                                  with_negatives: bool = True) -> tuple[str, list[str], list[str]]:
-    """:func:`get_query_positives` and the row's own negatives (``neg``, ``negative``,
-    ``negative_N``, or a list row's items after the positive); none when ``with_negatives`` is off."""
-    value = _parsed(row)
-    if isinstance(value, list):
-        if len(value) < 2:
-            raise BadRowError(row.source, row.line, f"list row has {len(value)} item(s), expected [query, positive, ...]")
-        negatives = [_text(row, f"item {i}", t) for i, t in enumerate(value[2:], 2)] if with_negatives else []
-        return _text(row, "item 0", value[0]), [_text(row, "item 1", value[1])], negatives
-    if isinstance(value, dict) and with_negatives:
-        query, positives = get_query_positives(row, query_key, document_key)
-        return query, positives, _input_negatives(row, value)
-    if not isinstance(value, dict):
-        raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object or a list")
-    if "set" in value and query_key not in value:
-        items = value["set"]
-        if not isinstance(items, list) or len(items) < 2:
-            raise BadRowError(row.source, row.line, "'set' must be a list of at least 2 texts [query, positive, ...]")
-        return _text(row, "set[0]", items[0]), [_text(row, f"set[{i}]", t) for i, t in enumerate(items[1:], 1)], []
-    if query_key not in value:
-        raise BadRowError(row.source, row.line, f"missing key {query_key!r} (has {sorted(value)[:8]})")
-    query = _text(row, query_key, value[query_key])
-    if document_key in value:
-        return query, [_text(row, document_key, value[document_key])], []
-    if "pos" in value:
-        pos = value["pos"]
-        if isinstance(pos, str):  # e.g. a part-of-speech column named pos: never a positive
-            raise BadRowError(row.source, row.line, f"'pos' is a string ({pos[:40]!r}), expected a list of "
-                                                    f"positive texts; is --document_key={document_key!r} right?")
-        if not isinstance(pos, list) or not pos:
-            raise BadRowError(row.source, row.line, "'pos' must be a non-empty list of texts")
-        return query, [_text(row, f"pos[{i}]", t) for i, t in enumerate(pos)], []
-    raise BadRowError(row.source, row.line, f"missing key {document_key!r} (or 'pos') (has {sorted(value)[:8]})")
 
 
 def _row_id(row: Row, value: dict) -> str:

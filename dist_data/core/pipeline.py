@@ -424,7 +424,6 @@ def report_scores(info: distributed.DistInfo, run: RunDir, stats: Stats, title: 
     ``extra`` columns are plotted but not tabled (e.g. ranks). Collective; rank 0 writes."""
     from .report import describe, score_table, write_histograms
 
-    names = list(columns) + list(extra or {})
     gathered = {n: distributed.gather_array(np.asarray(v, dtype=np.float32))
                 for n, v in {**columns, **(extra or {})}.items()}
     if not info.is_main:
@@ -433,7 +432,7 @@ def report_scores(info: distributed.DistInfo, run: RunDir, stats: Stats, title: 
     logger.info("scores:\n%s", score_table(stats.scores))
     run.record(["scores.png"])
     write_histograms(run.file("scores.png"), title,
-                     [(t, {n: gathered[n] for n in cols if n in names}, x) for t, cols, x in panels])
+                     [(t, {n: gathered[n] for n in cols}, x) for t, cols, x in panels])
 
 
 # ---------------------------------------------------------------- publishing

@@ -11,8 +11,6 @@ Documents are ``(docid, title, text)``; the text a model sees is title and text 
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 from typing import Any, Iterable, Sequence
@@ -125,10 +123,7 @@ def write_nomic_folder(lines: Iterable[str], folder: str, rows_per_shard: int, u
             flush()
     if shard or not per_file:
         flush()
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz:
-        gz.write(json.dumps(offsets, sort_keys=True).encode("utf-8"))
-    with atomic_open(os.path.join(folder, "offsets.json.gz"), "wb") as f:
-        f.write(buf.getvalue())
+    with atomic_open(os.path.join(folder, "offsets.json.gz"), "wb", gzip_output=True) as f:
+        f.write(json.dumps(offsets, sort_keys=True).encode("utf-8"))
     write_json(os.path.join(folder, "counts.json"), {"count_per_file": counts, "total_count": sum(counts.values())})
     return per_file

@@ -282,9 +282,7 @@ def join_input_negatives(emb: Embedded, docs: Documents, items: Items, cand_scor
                          cand_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each query row's candidates with its input row's own negatives added (scored like any
     candidate, deduplicated by text, canonical order). Collective."""
-    first_item = np.searchsorted(items.query_keys, emb.query_keys) if len(items.query_keys) else \
-        np.zeros(0, dtype=np.int64)
-    per_query = [items.negative_keys[i] for i in first_item.tolist()]
+    per_query = [items.negative_keys[i] for i in np.searchsorted(items.query_keys, emb.query_keys).tolist()]
     flat = np.concatenate(per_query) if per_query else np.zeros(0, dtype=np.int64)
     reps = emb.doc_reps.lookup(flat, docs.owners)[:, 0]
     wanted = np.unique(reps)
