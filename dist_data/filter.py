@@ -28,7 +28,7 @@ from .core.cli import at_least, flag, non_empty
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.log import logger, progress
 from .core.pipeline import (IDS_NAME, PairOptions, Stats, begin_run, cache_root, embed_pairs, fmt_rows, merge_outputs,
-                            open_run, read_stage, report_scores, run_entry_point, write_parts)
+                            open_run, read_stage, record_search, report_scores, run_entry_point, write_parts)
 from .core.keys import KeyedVectors, Owners
 from .core.select import consistency_keep
 from .text.wordnet import SAMPLE_PAIRS
@@ -76,9 +76,9 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
         depth = max(k, RANK_DEPTH)  # a few more neighbours than k: where the own document ranks, for scores.png
         with progress(len(queries), "search", opts.progress and info.is_main, unit="queries") as bar:
             neighbor_scores, neighbor_ids, timings = index.cached_search(
-                cache_root(run, opts), emb.query_emb, emb.doc_emb, shard.positions[is_first], depth, opts.index,
-                info.device, fp16=opts.dtype == "float16", on_progress=bar.update)
-    stats.record("index", sum(n_docs), timings["index_seconds"])
+                cache_root(run, opts), emb.query_emb, emb.doc_emb, shard.positions[is_first], depth,
+                opts.index_spec(), info.device, fp16=opts.dtype == "float16", on_progress=bar.update)
+    record_search(info, stats, opts, timings, n_docs[rank], depth)
 
     hit = neighbor_ids == doc_ids[:, None]
     own_rank = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, depth + 1)  # 1 = the top neighbour

@@ -40,7 +40,7 @@ from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.log import logger, progress
 from .core.io import read_lines, write_folder_atomically
 from .core.pipeline import (PairOptions, Stats, begin_run, cache_root, fmt_rows, merge_outputs, open_run,
-                            report_scores, run_entry_point, write_parts)
+                            record_search, report_scores, run_entry_point, write_parts)
 from .text.formats import FORMATS, QUERY_FORMATS, dumps, pair_rows, query_row, write_nomic_folder
 from .text.mining import (PositiveSets, embed_stage, fetch_records, join_input_negatives, pair_scores, read_beir,
                           read_pairs, rerank_stage)
@@ -151,12 +151,10 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         with progress(len(emb.query_keys), "search", opts.progress and info.is_main, unit="queries") as bar:
             cand_scores, cand_ids, timings = index.cached_search(
                 cache_root(run, opts), emb.query_vectors, emb.doc_vectors.vectors, emb.doc_vectors.keys, pool,
-                opts.index, info.device, fp16=opts.dtype == "float16", on_progress=bar.update)
+                opts.index_spec(), info.device, fp16=opts.dtype == "float16", on_progress=bar.update)
         if items.negative_keys is not None:
             cand_scores, cand_ids = join_input_negatives(emb, docs, items, cand_scores, cand_ids)
-    stats.record("index", sum(distributed.all_gather_object(len(emb.doc_vectors.keys))), timings["index_seconds"])
-    if timings.get("cached") and info.is_main:
-        logger.info("search: results read back from the cache (same vectors, k=%d)", pool)
+    record_search(info, stats, opts, timings, len(emb.doc_vectors.keys), pool)
 
     with stats.stage("positives", rows=n):
         pos_lists = [positives.of(int(query_rep[q])) for q in emb.item_query]

@@ -52,7 +52,9 @@ def run_cli(module: str, *flags: str, nproc: int = 2, timeout: int = 600, check:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stderr[-4000:]}")
+        # a crash's list of loaded extension modules is one long line that would hide its stack
+        err = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("Extension modules:"))
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{err[-8000:]}")
     return proc
 
 

@@ -151,3 +151,94 @@ def _check_exchange_and_fetch(rank, world):
 
 def test_exchange_fetch_and_first_occurrence_across_ranks():
     run_ranks(_check_exchange_and_fetch)
+
+
+# --- approximate indexes and the partitioned key tables
+
+def _clustered(n, d, seed):
+    """Unit vectors around 30 centres (as real embeddings cluster), float32."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(30, d))
+    x = centres[rng.integers(0, 30, n)] + 0.35 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+DOCS, QUERIES = _clustered(3000, 16, 1), _clustered(400, 16, 2)
+IVF = index.IndexSpec("ivf", nlist=40, nprobe=3, seed=5, recall_queries=150)
+
+
+def _ivf_search(rank, world):
+    lo, hi = distributed.shard_range(len(DOCS), rank, world)
+    qlo, qhi = distributed.shard_range(len(QUERIES), rank, world)
+    scores, ids, timings = index.search(QUERIES[qlo:qhi], DOCS[lo:hi], np.arange(lo, hi) * 2, 10, IVF,
+                                        torch.device("cpu"))
+    ids, scores = distributed.all_gather_array(ids), distributed.all_gather_array(scores)
+    if rank == 0:
+        np.savez(os.path.join(os.environ["DIST_DATA_TEST_OUT"], f"ivf-{world}.npz"), ids=ids, scores=scores,
+                 recall=timings["recall"]["recall@10"], sample=timings["recall"]["recall_queries"])
+
+
+def test_ivf_gives_the_same_neighbours_for_any_world_size_and_reports_its_true_recall(tmp_path, monkeypatch):
+    from dist_data.core.select import seeded_uniform
+
+    monkeypatch.setenv("DIST_DATA_TEST_OUT", str(tmp_path))
+    scores, ids, timings = index.search(QUERIES, DOCS, np.arange(len(DOCS)) * 2, 10, IVF, torch.device("cpu"))
+    for world in (2, 3):
+        run_ranks(_ivf_search, world)
+        got = np.load(tmp_path / f"ivf-{world}.npz")
+        np.testing.assert_array_equal(got["ids"], ids)  # the shared quantizer: the same lists probed
+        assert float(got["recall"]) == timings["recall"]["recall@10"] and int(got["sample"]) == timings["recall"]["recall_queries"]
+    # candidates are rescored exactly: every returned score is the exact inner product
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", QUERIES.astype(np.float64), DOCS[ids // 2].astype(np.float64)), atol=1e-6)
+    # the reported recall is the overlap with brute force on the seeded sample of queries
+    exact = np.argsort(-(QUERIES @ DOCS.T), axis=1, kind="stable")[:, :10] * 2
+    sample = seeded_uniform(index._vector_keys(QUERIES), IVF.seed + 1) < IVF.recall_queries / len(QUERIES)
+    truth = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact[sample], ids[sample])])
+    assert timings["recall"]["recall_queries"] == sample.sum() and 100 < sample.sum() < 200
+    assert timings["recall"]["recall@10"] == pytest.approx(truth, abs=1e-4) and 0.3 < truth < 0.999
+    # probing every list is exact search
+    _, all_lists, t = index.search(QUERIES, DOCS, np.arange(len(DOCS)) * 2, 10,
+                                   index.IndexSpec("ivf", nlist=40, nprobe=40, seed=5), torch.device("cpu"))
+    np.testing.assert_array_equal(all_lists, index.search(QUERIES, DOCS, np.arange(len(DOCS)) * 2, 10, "gather",
+                                                          torch.device("cpu"))[1])
+    assert t["recall"]["recall@10"] == 1.0
+
+
+def test_hnsw_finds_nearly_all_true_neighbours():
+    _, ids, timings = index.search(QUERIES, DOCS, np.arange(len(DOCS)), 10, index.IndexSpec("hnsw", hnsw_m=16),
+                                   torch.device("cpu"))
+    exact = np.argsort(-(QUERIES @ DOCS.T), axis=1, kind="stable")[:, :10]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, ids)]) > 0.95
+    assert timings["backend"] == "faiss-cpu-hnsw" and timings["recall"]["recall@10"] > 0.95
+
+
+TEXTS = [f"text {i % 37}" for i in range(500)]  # many repeats across ranks
+PAIRS_Q = np.random.default_rng(3).integers(0, 60, 700)
+PAIRS_D = np.random.default_rng(4).integers(0, 90, 700)
+
+
+def _partitioned_tables(rank, world):
+    from dist_data.core.dedup import first_occurrence
+    from dist_data.text.mining import PositiveSets
+
+    keys = np.random.default_rng(9).permutation(500)[rank::world]  # keys in any order on any rank
+    reps = global_first_of(keys)
+    np.testing.assert_array_equal(reps, first_occurrence(text_hashes(TEXTS), np.arange(500))[keys])
+    lo, hi = distributed.shard_range(700, rank, world)
+    sets = PositiveSets.gather(PAIRS_Q[lo:hi], PAIRS_D[lo:hi])
+    for q in np.unique(PAIRS_Q[lo:hi]).tolist():
+        assert sets.of(q).tolist() == sorted(set(PAIRS_D[PAIRS_Q == q].tolist()))
+    counts = np.unique(np.stack([PAIRS_Q, PAIRS_D], 1), axis=0)[:, 0]
+    assert sets.max_count == np.unique(counts, return_counts=True)[1].max()
+    mine = np.isin(PAIRS_Q, PAIRS_Q[lo:hi])  # it holds the pairs of its own queries, not all pairs
+    assert len(sets.query_reps) == len(np.unique(np.stack([PAIRS_Q[mine], PAIRS_D[mine]], 1), axis=0))
+
+
+def global_first_of(keys):
+    from dist_data.core.keys import global_first
+
+    return global_first(keys, [TEXTS[k] for k in keys.tolist()])
+
+
+def test_first_occurrences_and_positive_sets_are_found_on_home_ranks():
+    run_ranks(_partitioned_tables, 3)

@@ -239,13 +239,28 @@ def exchange(send: list[np.ndarray]) -> list[np.ndarray]:
     return parts
 
 
+def route(values: np.ndarray, dest: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Send each row of ``values`` to rank ``dest[row]`` (all-to-all). Returns the send order and
+    what every rank sent here (in rank order); replies in that order go back with :func:`unroute`."""
+    world = get_world_size()
+    order = np.argsort(dest, kind="stable")
+    split = np.searchsorted(np.asarray(dest)[order], np.arange(world + 1))
+    return order, exchange([values[order[split[r] : split[r + 1]]] for r in range(world)])
+
+
+def unroute(order: np.ndarray, received: list[np.ndarray], replies: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`route`: ``replies`` (one row per received row, in received order) go
+    back to their senders; returns this rank's answers in its original row order."""
+    bounds = np.cumsum([0] + [len(r) for r in received])
+    back = exchange([replies[bounds[i] : bounds[i + 1]] for i in range(len(received))])
+    out = np.empty((len(order),) + replies.shape[1:], dtype=replies.dtype)
+    out[order] = np.concatenate(back) if back else replies[:0]
+    return out
+
+
 def _ask_owners(want: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Send each owner the keys wanted from it; returns (the send order, the keys asked of this rank)."""
-    world = get_world_size()
-    want = np.asarray(want, dtype=np.int64)
-    order = np.argsort(owner, kind="stable")
-    split = np.searchsorted(np.asarray(owner)[order], np.arange(world + 1))
-    return order, exchange([want[order[split[r] : split[r + 1]]] for r in range(world)])
+    return route(np.asarray(want, dtype=np.int64), owner)
 
 
 def fetch(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

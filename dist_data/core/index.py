@@ -1,8 +1,20 @@
 """Nearest-neighbour search behind one interface; faiss is hidden here.
 
-- CPU: faiss ``IndexFlatIP`` (exact inner product).
-- GPU with faiss-gpu: the same index moved to this rank's GPU.
-- GPU without faiss-gpu (or when it fails): a chunked torch matmul + top-k, no cap on k.
+Layouts (``IndexSpec.mode``):
+
+- ``gather``: every rank all-gathers the documents into one exact index (O(N) memory per rank).
+- ``sharded``: each rank indexes its own documents exactly; every query visits every shard and the
+  per-shard top-k lists are merged (O(N / world) memory per rank). Same result as ``gather``.
+- ``ivf``: ``sharded`` with a faiss IVF index per rank instead of the flat one. The coarse
+  quantizer is trained once, on a seeded sample of the documents that does not depend on the
+  number of ranks, and shared, so a query probes the same lists whatever the world size: the
+  result is the same for any number of ranks.
+- ``hnsw``: ``sharded`` with a faiss HNSW graph per rank (CPU). Each graph depends on its shard,
+  so the candidates (and the recall) may differ with the number of ranks.
+
+Exact indexes: faiss ``IndexFlatIP`` on CPU; on GPU with faiss-gpu the same index on this rank's
+GPU; on GPU without faiss-gpu (or when it fails), a chunked torch matmul + top-k, no cap on k.
+The approximate ones report recall@k measured against exact search on a seeded sample of queries.
 
 Candidates from the index are rescored exactly (float64, :func:`select.exact_scores`) and put in
 canonical order, so ``gather`` and ``sharded`` give the same neighbours. The index returns
@@ -15,19 +27,52 @@ from __future__ import annotations
 import glob
 import os
 import time
-from typing import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from . import distributed
 from .log import logger
-from .select import PAD_ID, canonical_topk, exact_scores, merge_topk
+from .select import PAD_ID, canonical_topk, exact_scores, merge_topk, seeded_uniform
 
 TIE_SLACK = 16
 SEARCH_BATCH = 4096
-DB_CHUNK = 1 << 20
+SCORE_ELEMENTS = 1 << 26  # the torch search's (queries x documents) score block: 256 MB of float32
 FAISS_GPU_MAX_K = 2048
+MODES = ("gather", "sharded", "ivf", "hnsw")
+TRAIN_POINTS_PER_LIST = 40  # k-means sample size per IVF list (faiss warns below 39)
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which index, and its knobs (the approximate ones only read theirs)."""
+
+    mode: str = "gather"
+    nlist: int | None = None  # IVF lists (default: ~sqrt(documents))
+    nprobe: int = 32  # IVF lists visited per query
+    hnsw_m: int = 32  # HNSW neighbours per node
+    ef_search: int = 128  # HNSW search depth (at least k + TIE_SLACK)
+    seed: int = 0  # the k-means sample and the recall sample
+    recall_queries: int = 1000  # queries whose approximate top-k is compared with the exact one
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"index mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+    @property
+    def approximate(self) -> bool:
+        return self.mode in ("ivf", "hnsw")
+
+    def key(self) -> str:
+        """What the results depend on (the search cache key)."""
+        if self.mode == "ivf":
+            return f"ivf nlist={self.nlist} nprobe={self.nprobe} seed={self.seed}"
+        if self.mode == "hnsw":
+            return f"hnsw m={self.hnsw_m} ef={self.ef_search}"
+        return self.mode
 
 
 _NOTICED = []
@@ -49,14 +94,14 @@ def _faiss():
 class FlatIndex:
     """Exact inner-product search over ``(m, d) float32`` vectors, on this rank's device."""
 
-    def __init__(self, vectors: np.ndarray, device: torch.device, fp16: bool = False):
+    def __init__(self, vectors: np.ndarray, device: torch.device, fp16: bool = False, use_torch: bool = False):
         self.ntotal, self.dim = vectors.shape
         self.backend = "faiss-cpu"
         self._torch_vectors = None
         self._vectors, self._device, self._fp16 = vectors, device, fp16
-        faiss = _faiss()
+        faiss = None if use_torch else _faiss()
         if device.type == "cuda" or faiss is None:
-            if faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+            if faiss is not None and _has_gpu(faiss):
                 try:
                     self._index = faiss.IndexFlatIP(self.dim)
                     opts = faiss.GpuClonerOptions()
@@ -89,8 +134,9 @@ class FlatIndex:
             q = torch.from_numpy(np.ascontiguousarray(queries)).to(self._torch_vectors.device, self._torch_vectors.dtype)
             best_s = best_i = None
             # The database is visited in chunks with a running top-k, so memory stays bounded.
-            for s in range(0, self.ntotal, DB_CHUNK):
-                scores = (q @ self._torch_vectors[s : s + DB_CHUNK].T).float()
+            chunk = max(k_eff, SCORE_ELEMENTS // max(len(q), 1))
+            for s in range(0, self.ntotal, chunk):
+                scores = (q @ self._torch_vectors[s : s + chunk].T).float()
                 top_s, top_i = torch.topk(scores, min(k_eff, scores.shape[1]), dim=1)
                 top_i += s
                 if best_s is not None:
@@ -104,8 +150,99 @@ class FlatIndex:
         return out
 
 
-def topk_against(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, index: FlatIndex,
-                 k: int) -> tuple[np.ndarray, np.ndarray]:
+def _has_gpu(faiss) -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+@contextmanager
+def _faiss_threads(n: int) -> Iterator[None]:
+    """faiss on ``n`` OpenMP threads for a while (k-means that is the same on any machine setup)."""
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _ivf_centroids(doc_emb: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec) -> np.ndarray:
+    """The shared coarse quantizer: spherical k-means on a seeded sample of every rank's documents.
+
+    A document is in the sample by its own id (:func:`select.seeded_uniform`), the sample is
+    ordered by id and k-means runs on one thread of rank 0, so the centroids are the same for any
+    number of ranks. Collective.
+    """
+    import math
+
+    total = sum(distributed.all_gather_object(len(doc_ids)))
+    nlist = min(spec.nlist or max(1, round(math.sqrt(total))), max(total, 1))
+    want = min(total, nlist * TRAIN_POINTS_PER_LIST)
+    pick = seeded_uniform(doc_ids, spec.seed) < want / max(total, 1)
+    sample = distributed.gather_array(np.ascontiguousarray(doc_emb[pick], dtype=np.float32))
+    ids = distributed.gather_array(doc_ids[pick])
+    centroids = np.zeros((0, doc_emb.shape[1]), dtype=np.float32)
+    if distributed.get_rank() == 0:
+        sample = sample[np.argsort(ids, kind="stable")]
+        nlist = max(1, min(nlist, len(sample)))
+        faiss = _faiss()
+        with _faiss_threads(1):
+            kmeans = faiss.Kmeans(doc_emb.shape[1], nlist, niter=20, seed=spec.seed, spherical=True,
+                                  min_points_per_centroid=1, max_points_per_centroid=1 << 30)
+            kmeans.train(np.ascontiguousarray(sample))
+        centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+        logger.info("index: IVF with %d lists trained on %d sampled documents (nprobe %d)", nlist, len(sample),
+                    min(spec.nprobe, nlist))
+    return distributed.all_gather_array(centroids)  # only rank 0 contributes rows
+
+
+class ApproximateIndex:
+    """This rank's documents in a faiss IVF (shared quantizer) or HNSW index; GPU for IVF where
+    faiss-gpu and CUDA are present. :meth:`search` returns candidate rows like :class:`FlatIndex`."""
+
+    def __init__(self, vectors: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec, device: torch.device):
+        faiss = _faiss()
+        if faiss is None:
+            raise ValueError(f"--index={spec.mode} needs faiss: `pip install faiss-cpu` (or faiss-gpu, INSTALL_FAISS.md)")
+        self.ntotal, self.dim = vectors.shape
+        self.spec = spec
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if spec.mode == "ivf":
+            centroids = _ivf_centroids(vectors, doc_ids, spec)
+            self._quantizer = faiss.IndexFlatIP(self.dim)
+            self._quantizer.add(centroids)
+            self._index = faiss.IndexIVFFlat(self._quantizer, self.dim, len(centroids), faiss.METRIC_INNER_PRODUCT)
+            self._index.is_trained = True
+            self._index.add(vectors)
+            self._index.nprobe = min(spec.nprobe, len(centroids))
+            self.backend = "faiss-cpu-ivf"
+            if device.type == "cuda" and _has_gpu(faiss):
+                try:
+                    self._res = faiss.StandardGpuResources()
+                    self._index = faiss.index_cpu_to_gpu(self._res, device.index or 0, self._index)
+                    self.backend = "faiss-gpu-ivf"
+                except Exception as e:  # noqa: BLE001 - fall back, but say so
+                    logger.warning("faiss-gpu IVF failed (%s); searching the IVF index on CPU", e)
+        else:
+            self._index = faiss.IndexHNSWFlat(self.dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self._index.hnsw.efConstruction = max(40, 2 * spec.hnsw_m)
+            self._index.add(vectors)
+            self.backend = "faiss-cpu-hnsw"
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        k_eff = min(k, self.ntotal, FAISS_GPU_MAX_K if "gpu" in self.backend else k)
+        out = np.full((queries.shape[0], k), PAD_ID, dtype=np.int64)
+        if k_eff == 0 or queries.shape[0] == 0:
+            return out
+        if self.spec.mode == "hnsw":
+            self._index.hnsw.efSearch = max(self.spec.ef_search, k_eff)
+        _, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k_eff)
+        out[:, :k_eff] = ids
+        return out
+
+
+def topk_against(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, index, k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Canonical top-``k`` ``(scores float64, ids)`` of ``query_emb`` among ``doc_emb`` (ids ``doc_ids``)."""
     cand = index.search(query_emb, k + TIE_SLACK)
     scores = exact_scores(query_emb, doc_emb, cand)
@@ -113,7 +250,72 @@ def topk_against(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray
     return canonical_topk(scores, ids, k)
 
 
-def search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, k: int, mode: str,
+def _empty(k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, k)), np.full((0, k), PAD_ID, dtype=np.int64)
+
+
+def _sharded_search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, index, k: int,
+                    on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's queries against every rank's shard: in batches, every rank's batch ``b`` is
+    gathered, searched in each shard, and the per-shard top-k lists merged. Collective."""
+    world, rank = distributed.get_world_size(), distributed.get_rank()
+    n_batches = distributed.all_reduce_max(-(-query_emb.shape[0] // SEARCH_BATCH))
+    out_scores, out_ids = [], []
+    for b in range(n_batches):
+        mine = query_emb[b * SEARCH_BATCH : (b + 1) * SEARCH_BATCH]
+        counts = distributed.all_gather_object(mine.shape[0])
+        all_q = distributed.all_gather_array(mine)
+        local_scores, local_ids = topk_against(all_q, doc_emb, doc_ids, index, k)
+        gathered_scores = distributed.all_gather_array(local_scores)
+        gathered_ids = distributed.all_gather_array(local_ids)
+        total, start = sum(counts), sum(counts[:rank])
+        parts = [(gathered_scores[r * total + start : r * total + start + counts[rank]],
+                  gathered_ids[r * total + start : r * total + start + counts[rank]]) for r in range(world)]
+        scores, ids = merge_topk(parts, k)
+        out_scores.append(scores)
+        out_ids.append(ids)
+        if on_progress:
+            on_progress(mine.shape[0])
+    if not out_scores:
+        return _empty(k)
+    return np.concatenate(out_scores), np.concatenate(out_ids)
+
+
+def _vector_keys(vectors: np.ndarray) -> np.ndarray:
+    """A 64-bit key per vector from its bytes (equal vectors, equal keys; any rank, any order)."""
+    words = np.ascontiguousarray(vectors, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    mult = (np.arange(words.shape[1], dtype=np.uint64) * np.uint64(2) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        return (words * mult).sum(axis=1, dtype=np.uint64)
+
+
+def measure_recall(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, found_ids: np.ndarray,
+                   spec: IndexSpec, device: torch.device) -> dict[str, float | int]:
+    """recall@k of ``found_ids`` (the approximate top-k of this rank's queries) against exact search,
+    on a seeded sample of about ``spec.recall_queries`` queries over all ranks (a query is in the
+    sample by its vector, so the sample does not depend on the number of ranks). Collective.
+
+    Returns ``{"recall@K": fraction of the exact top-K found, ..., "recall_queries": sample size}``
+    for K = the searched depth, and 10 when the depth is larger.
+    """
+    depth = found_ids.shape[1]
+    total = sum(distributed.all_gather_object(len(query_emb)))
+    pick = np.flatnonzero(seeded_uniform(_vector_keys(query_emb), spec.seed + 1)
+                          < spec.recall_queries / max(total, 1)) if len(query_emb) else np.zeros(0, dtype=np.int64)
+    exact = FlatIndex(np.ascontiguousarray(doc_emb, dtype=np.float32), device, use_torch=True)  # no copy on CPU
+    _, exact_ids = _sharded_search(query_emb[pick], doc_emb, doc_ids, exact, depth)
+    out: dict[str, float | int] = {}
+    for k in sorted({depth, min(10, depth)}):
+        hits = sum(len(set(e[:k][e[:k] != PAD_ID].tolist()) & set(f[:k].tolist()))
+                   for e, f in zip(exact_ids, found_ids[pick]))
+        wanted = int((exact_ids[:, :k] != PAD_ID).sum())
+        hits, wanted = (sum(x) for x in zip(*distributed.all_gather_object((hits, wanted))))
+        out[f"recall@{k}"] = round(hits / wanted, 4) if wanted else 1.0
+    out["recall_queries"] = sum(distributed.all_gather_object(len(pick)))
+    return out
+
+
+def search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, k: int, spec: IndexSpec | str,
            device: torch.device, fp16: bool = False,
            on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Top-``k`` documents for this rank's queries, over the documents of all ranks.
@@ -121,19 +323,17 @@ def search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, k: i
     Args:
         query_emb: ``(n, d) float32`` this rank's queries.
         doc_emb: ``(m, d) float32`` this rank's documents; doc_ids: ``(m,) int64`` their global ids.
-        mode: ``"gather"`` — all-gather the documents into one index on every rank;
-            ``"sharded"`` — each rank indexes its own documents, queries visit every shard and the
-            per-shard top-k lists are merged.
+        spec: the index (or just its mode): see the module's docstring.
 
     Returns:
         ``(scores (n, k) float64, ids (n, k) int64, timings)`` in canonical order; timings holds
-        ``backend`` and ``index_seconds`` (gathering the documents and building the index).
+        ``backend``, ``index_seconds`` (gathering the documents, training, building the index)
+        and, for an approximate index, ``recall`` (:func:`measure_recall`).
     """
-    if mode not in ("gather", "sharded"):
-        raise ValueError(f"index mode must be 'gather' or 'sharded', got {mode!r}")
+    spec = spec if isinstance(spec, IndexSpec) else IndexSpec(spec)
     world = distributed.get_world_size()
     start = time.perf_counter()
-    if mode == "gather" or world == 1:
+    if spec.mode == "gather" or (spec.mode == "sharded" and world == 1):
         all_emb = distributed.all_gather_array(doc_emb)
         all_ids = distributed.all_gather_array(doc_ids)
         index = FlatIndex(all_emb, device, fp16)
@@ -147,34 +347,18 @@ def search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, k: i
             if on_progress:
                 on_progress(min(SEARCH_BATCH, query_emb.shape[0] - s))
         if not results:
-            return np.zeros((0, k)), np.full((0, k), PAD_ID, dtype=np.int64), timings
+            return (*_empty(k), timings)
         return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]), timings
 
-    index = FlatIndex(doc_emb, device, fp16)
+    index = ApproximateIndex(doc_emb, doc_ids, spec, device) if spec.approximate else FlatIndex(doc_emb, device, fp16)
     timings = {"backend": index.backend, "index_seconds": round(time.perf_counter() - start, 4)}
-    rank = distributed.get_rank()
-    n_batches = distributed.all_reduce_max(-(-query_emb.shape[0] // SEARCH_BATCH))
-    out_scores, out_ids = [], []
-    for b in range(n_batches):
-        mine = query_emb[b * SEARCH_BATCH : (b + 1) * SEARCH_BATCH]
-        # Every rank's batch b visits every shard: one gather of queries, one of results.
-        counts = distributed.all_gather_object(mine.shape[0])
-        all_q = distributed.all_gather_array(mine)
-        local_scores, local_ids = topk_against(all_q, doc_emb, doc_ids, index, k)
-        gathered_scores = distributed.all_gather_array(local_scores)
-        gathered_ids = distributed.all_gather_array(local_ids)
-        total = sum(counts)
-        start = sum(counts[:rank])
-        parts = [(gathered_scores[r * total + start : r * total + start + counts[rank]],
-                  gathered_ids[r * total + start : r * total + start + counts[rank]]) for r in range(world)]
-        scores, ids = merge_topk(parts, k)
-        out_scores.append(scores)
-        out_ids.append(ids)
-        if on_progress:
-            on_progress(mine.shape[0])
-    if not out_scores:
-        return np.zeros((0, k)), np.full((0, k), PAD_ID, dtype=np.int64), timings
-    return np.concatenate(out_scores), np.concatenate(out_ids), timings
+    scores, ids = _sharded_search(query_emb, doc_emb, doc_ids, index, k, on_progress)
+    if spec.approximate:
+        del index
+        t = time.perf_counter()
+        timings["recall"] = measure_recall(query_emb, doc_emb, doc_ids, ids, spec, device)
+        timings["recall_seconds"] = round(time.perf_counter() - t, 4)
+    return scores, ids, timings
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -189,20 +373,21 @@ def _digest(*arrays: np.ndarray) -> str:
 
 
 def cached_search(cache_dir: str | None, query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, k: int,
-                  mode: str, device: torch.device, fp16: bool = False,
+                  spec: IndexSpec | str, device: torch.device, fp16: bool = False,
                   on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """:func:`search`, its results kept under ``cache_dir/search/`` by content: the vectors of this
-    rank's queries and of every rank's documents, the mode and the world. A later run with the
+    rank's queries and of every rank's documents, the index and the world. A later run with the
     same vectors and at most the same ``k`` (a sweep over margins, ranges or sampling) reads them
     back instead of searching; the canonical top-k is a prefix of a longer canonical list.
     ``timings["cached"]`` says whether every rank read its results back.
     """
-    from .io import save_npz
+    from .io import read_json, save_npz, write_json
 
+    spec = spec if isinstance(spec, IndexSpec) else IndexSpec(spec)
     if not cache_dir:
-        return search(query_emb, doc_emb, doc_ids, k, mode, device, fp16, on_progress)
+        return search(query_emb, doc_emb, doc_ids, k, spec, device, fp16, on_progress)
     docs = "".join(distributed.all_gather_object(_digest(doc_emb, doc_ids)))
-    key = _digest(np.frombuffer(f"{mode} {fp16} {distributed.get_world_size()} {distributed.get_rank()} {docs}"
+    key = _digest(np.frombuffer(f"{spec.key()} {fp16} {distributed.get_world_size()} {distributed.get_rank()} {docs}"
                                 .encode(), dtype=np.uint8), query_emb)
     folder = os.path.join(cache_dir, "search")
     found = None
@@ -215,8 +400,12 @@ def cached_search(cache_dir: str | None, query_emb: np.ndarray, doc_emb: np.ndar
             scores, ids = z["scores"][:, :k], z["ids"][:, :k]
         if on_progress:
             on_progress(len(query_emb))
-        return scores, ids, {"backend": "cache", "index_seconds": 0.0, "cached": True}
-    scores, ids, timings = search(query_emb, doc_emb, doc_ids, k, mode, device, fp16, on_progress)
+        recall = read_json(found[1][: -len(".npz")] + ".recall.json") if found[0] == k else None
+        return scores, ids, {"backend": "cache", "index_seconds": 0.0, "cached": True,
+                             **({"recall": recall} if recall else {})}
+    scores, ids, timings = search(query_emb, doc_emb, doc_ids, k, spec, device, fp16, on_progress)
     os.makedirs(folder, exist_ok=True)
     save_npz(os.path.join(folder, f"{key}-k{k}.npz"), scores=scores, ids=ids)
+    if "recall" in timings:
+        write_json(os.path.join(folder, f"{key}-k{k}.recall.json"), timings["recall"])
     return scores, ids, {**timings, "cached": False}

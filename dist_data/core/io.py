@@ -558,6 +558,16 @@ def write_json(path: str, obj: Any) -> None:
         f.write("\n")
 
 
+def write_json_list(path: str, items: Iterable[str]) -> None:
+    """A JSON list of already-encoded ``items``, streamed: the bytes of :func:`write_json` of the list."""
+    with atomic_open(path) as f:
+        sep = "[\n  "
+        for item in items:
+            f.write(sep + item)
+            sep = ",\n  "
+        f.write("[]\n" if sep.startswith("[") else "\n]\n")
+
+
 def require_dir(path: str, flag: str) -> str:
     """``path`` when it is a folder, else :class:`InputError` naming the flag."""
     if not os.path.isdir(path):

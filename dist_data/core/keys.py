@@ -51,15 +51,21 @@ class Owners:
 def global_first(keys: np.ndarray, texts: Sequence[str]) -> np.ndarray:
     """For each of this rank's ``(key, text)``, the lowest key (on any rank) with the same text.
 
-    Texts are compared by their normalised 128-bit hash; ranks exchange 24 bytes a row, not texts.
+    Texts are compared by their normalised 128-bit hash. Each hash has a home rank (the hash
+    modulo the world size) that sees every occurrence of it: a rank sends 24 bytes a row to the
+    homes and holds O(rows / world) of them, never the whole corpus's hashes. Collective.
     """
     keys = np.asarray(keys, dtype=np.int64)
-    all_hashes = distributed.all_gather_array(text_hashes(texts))
-    all_keys = distributed.all_gather_array(keys)
-    reps = first_occurrence(all_hashes, all_keys)
-    counts = distributed.all_gather_object(len(keys))
-    start = sum(counts[: distributed.get_rank()])
-    return reps[start : start + len(keys)]
+    hashes = text_hashes(texts)
+    world = distributed.get_world_size()
+    if world == 1:
+        return first_occurrence(hashes, keys)
+    home = (hashes.view(np.uint64).reshape(-1, 2)[:, 0] % np.uint64(world)).astype(np.int64)
+    row = np.empty(len(keys), dtype=[("hash", hashes.dtype), ("key", np.int64)])
+    row["hash"], row["key"] = hashes, keys
+    order, received = distributed.route(row, home)
+    here = np.concatenate(received)
+    return distributed.unroute(order, received, first_occurrence(here["hash"].copy(), here["key"].copy()))
 
 
 @dataclass

@@ -18,8 +18,8 @@ import numpy as np
 from . import distributed
 from .cli import CommonOptions, Options, at_least, flag, non_empty, one_of, required
 from .embed import DEFAULT_MODEL, BlockEmbedder
-from .io import (BadRowError, Catalog, InputError, Row, build_catalog, get_texts, merge_files, resolve_sources,
-                 write_json, write_lines)
+from .io import (BadRowError, Catalog, InputError, Row, build_catalog, get_texts, merge_files, read_lines,
+                 resolve_sources, write_json, write_json_list, write_lines)
 from .keys import global_first
 from .log import logger
 from .rundir import RunConflictError, RunDir, io_failure
@@ -35,6 +35,18 @@ def fmt_rows(n: float) -> str:
 
 # ---------------------------------------------------------------- stats
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (MiB): each rank's is in stats.json ``ranks``."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
+
+
+RUN_SECTIONS = ("scores", "index")  # one value for the whole run (not per rank)
+
+
 @dataclass
 class Stats:
     """Counts and stage timings of one rank; :meth:`merge` makes the run's totals."""
@@ -42,6 +54,7 @@ class Stats:
     counts: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)  # quantile tables over all ranks (set on rank 0)
+    index: dict[str, Any] = field(default_factory=dict)  # the index used, and its recall when approximate
 
     @classmethod
     def with_keys(cls, *keys: str, buckets: Sequence[str] = ()) -> "Stats":
@@ -75,7 +88,8 @@ class Stats:
                              "rows_per_s": round(rows / seconds, 1) if seconds > 0 else 0.0}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"counts": self.counts, "stages": self.stages, **({"scores": self.scores} if self.scores else {})}
+        return {"counts": self.counts, "stages": self.stages, "peak_rss_mib": peak_rss_mib(),
+                **{name: getattr(self, name) for name in RUN_SECTIONS if getattr(self, name)}}
 
     @staticmethod
     def merge(per_rank: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -97,17 +111,18 @@ class Stats:
                 total["seconds"] = max(total["seconds"], rec["seconds"])
         for rec in stages.values():
             rec["rows_per_s"] = round(rec["rows"] / rec["seconds"], 1) if rec["seconds"] > 0 else 0.0
-        scores = next((r["scores"] for r in per_rank if r.get("scores")), None)
-        return {"counts": counts, "stages": stages, **({"scores": scores} if scores else {}),
-                "ranks": [{k: v for k, v in r.items() if k != "scores"} for r in per_rank]}
+        sections = {name: next((r[name] for r in per_rank if r.get(name)), None) for name in RUN_SECTIONS}
+        return {"counts": counts, "stages": stages, **{k: v for k, v in sections.items() if v},
+                "ranks": [{k: v for k, v in r.items() if k not in RUN_SECTIONS} for r in per_rank]}
 
 
 # ---------------------------------------------------------------- reading
 
-def sample_positions(total: int, max_rows: int | None, seed: int) -> np.ndarray:
-    """Global ids to process: all rows, or a seeded sample of ``max_rows`` of them in input order."""
+def sample_positions(total: int, max_rows: int | None, seed: int) -> np.ndarray | None:
+    """Global ids to process: a seeded sample of ``max_rows`` of them in input order, or None for
+    all rows (no list of every id is made)."""
     if not max_rows or max_rows >= total:
-        return np.arange(total, dtype=np.int64)
+        return None
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(total, size=max_rows, replace=False)).astype(np.int64)
 
@@ -152,16 +167,15 @@ def parse_or_reject(row: Row, parse: Parse, on_bad_rows: str, rejects: list[dict
         return REJECTED
 
 
-def read_shard(catalog: Catalog, gids: np.ndarray, first_position: int, parse: Parse, on_bad_rows: str,
-               stats: Stats) -> Shard:
-    """Read rows ``gids`` (this rank's slice), parse and check each, set aside or raise on bad ones.
+def read_shard(rows: Iterator[Row], first_position: int, parse: Parse, on_bad_rows: str, stats: Stats) -> Shard:
+    """Read ``rows`` (this rank's slice, streamed), parse and check each, set aside or raise on bad ones.
 
     Raises:
         BadRowError: with ``on_bad_rows='error'``, for the first bad row (file and line named).
     """
     positions, good_gids, values, records, rejects = [], [], [], [], []
     n_read = 0
-    for n_read, row in enumerate(catalog.read(gids), start=1):
+    for n_read, row in enumerate(rows, start=1):
         value = parse_or_reject(row, parse, on_bad_rows, rejects, stats)
         if value is REJECTED:
             continue
@@ -192,19 +206,21 @@ def read_stage(info: distributed.DistInfo, stats: Stats, dataset: str, split: st
         try:
             catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
             selected = sample_positions(catalog.total, max_rows, seed)
-            lo, hi = distributed.shard_range(len(selected), info.rank, info.world_size, unit=block_rows)
-            shard = read_shard(catalog, selected[lo:hi], lo, parse, on_bad_rows, stats)
-            shard.lo, shard.hi, shard.n_processed = lo, hi, len(selected)
+            n_selected = catalog.total if selected is None else len(selected)
+            lo, hi = distributed.shard_range(n_selected, info.rank, info.world_size, unit=block_rows)
+            rows = catalog.read_range(lo, hi) if selected is None else catalog.read(selected[lo:hi])
+            shard = read_shard(rows, lo, parse, on_bad_rows, stats)
+            shard.lo, shard.hi, shard.n_processed = lo, hi, n_selected
         except (BadRowError, InputError) as e:
             error = e
         distributed.raise_if_any_failed(error)
         rec["rows"] = shard.n_read
         if name == "read":  # counted once (rank 0); zero elsewhere, so every rank has the same keys
-            stats.add("dropped", catalog.total - len(selected) if info.is_main else 0, reason="not_sampled")
+            stats.add("dropped", catalog.total - n_selected if info.is_main else 0, reason="not_sampled")
             stats.add("input_rows", catalog.total if info.is_main else 0)
         if info.is_main:
             logger.info("%s: %s rows in %d file(s); processing %s on %d rank(s), %s here", name,
-                        fmt_rows(catalog.total), len(catalog.sources), fmt_rows(len(selected)), info.world_size,
+                        fmt_rows(catalog.total), len(catalog.sources), fmt_rows(n_selected), info.world_size,
                         fmt_rows(shard.n_read))
     return shard
 
@@ -357,8 +373,16 @@ class PairOptions(RunOptions, ModelOptions):
 
     query_key: str = flag("query", "the query text field", non_empty)
     document_key: str = flag("document", "the document text field", non_empty)
-    index: str = flag("gather", "gather: every rank searches all vectors; sharded: per-rank shards, merged top-k "
-                      "(same result)", one_of("gather", "sharded"))
+    index: str = flag("gather", "gather: every rank searches all vectors (exact); sharded: per-rank shards, merged "
+                      "top-k (exact, same result, memory / world); ivf, hnsw: approximate per-rank shards for big "
+                      "corpora (candidates rescored exactly; recall@k in stats.json)",
+                      one_of("gather", "sharded", "ivf", "hnsw"))
+    nlist: int | None = flag(None, "--index=ivf: inverted lists (default: ~sqrt(documents))", at_least(1))
+    nprobe: int = flag(32, "--index=ivf: lists visited per query (more: higher recall, slower)", at_least(1))
+    hnsw_m: int = flag(32, "--index=hnsw: graph neighbours per document", at_least(2))
+    ef_search: int = flag(128, "--index=hnsw: search depth (more: higher recall, slower)", at_least(1))
+    recall_queries: int = flag(1000, "--index=ivf/hnsw: queries sampled to measure recall@k against exact search",
+                               at_least(1), result=False)
     query_prompt: str = flag("", "prefix for queries (e5/bge style, e.g. 'query: '); wins over --query_prompt_name")
     document_prompt: str = flag("", "prefix for documents; wins over --corpus_prompt_name")
     query_prompt_name: str | None = flag(None, "one of the model's own prompts for queries (default: its 'query' "
@@ -372,6 +396,12 @@ class PairOptions(RunOptions, ModelOptions):
     cache_dir: str | None = flag(None, "embeddings and search results cached by content, shared by runs (a sweep "
                                  "re-embeds nothing); default: the run folder's cache/", non_empty, result=False)
     compress: bool = flag(False, "gzip the merged result (reproducible bytes)")
+
+    def index_spec(self):
+        from .index import IndexSpec
+
+        return IndexSpec(self.index, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m,
+                         ef_search=self.ef_search, seed=self.seed, recall_queries=self.recall_queries)
 
 
 def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], Any]) -> None:
@@ -412,27 +442,70 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
         if int(os.environ.get("RANK", "0") or 0) == 0:
             print("interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        # A torchrun rank whose work is done and whose process group is torn down leaves now:
+        # native libraries' exit-time destructors (thread pools) have been seen to abort a rank
+        # ("terminate called without an active exception") after a complete run, which torchrun
+        # then reports as a failed job. Every output is already closed and renamed.
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+# ---------------------------------------------------------------- the search
+
+def record_search(info: distributed.DistInfo, stats: Stats, opts: "PairOptions", timings: dict[str, Any],
+                  own_documents: int, depth: int) -> None:
+    """The index stage (this rank's documents) and, in ``stats.index``, the index used and, for an
+    approximate one, its recall@k against exact search; logged on rank 0."""
+    stats.record("index", own_documents, timings["index_seconds"])
+    spec = opts.index_spec()
+    stats.index = {"mode": spec.mode, "depth": depth, "backend": timings["backend"],
+                   **({"nlist": spec.nlist or "auto", "nprobe": spec.nprobe} if spec.mode == "ivf" else {}),
+                   **({"hnsw_m": spec.hnsw_m, "ef_search": spec.ef_search} if spec.mode == "hnsw" else {}),
+                   **({"recall": timings["recall"]} if "recall" in timings else {})}
+    if not info.is_main:
+        return
+    if timings.get("cached"):
+        logger.info("search: results read back from the cache (same vectors, k=%d)", depth)
+    if "recall" in timings:
+        recall = timings["recall"]
+        logger.info("index: %s recall against exact search on %d sampled queries: %s", spec.mode,
+                    recall["recall_queries"], ", ".join(f"{k} {v:.4f}" for k, v in recall.items() if k != "recall_queries"))
 
 
 # ---------------------------------------------------------------- what the scores look like
+
+REPORT_ROWS = 1_000_000  # rows of each score column rank 0 holds for the quantiles and histograms
+
 
 def report_scores(info: distributed.DistInfo, run: RunDir, stats: Stats, title: str,
                   columns: dict[str, np.ndarray], panels: Sequence[tuple[str, Sequence[str], str]],
                   extra: dict[str, np.ndarray] | None = None) -> None:
     """Quantile tables of ``columns`` over all ranks into ``stats.json`` (``scores``), logged as a
     table, and ``scores.png``: one histogram panel per ``(title, column names, x label)``.
-    ``extra`` columns are plotted but not tabled (e.g. ranks). Collective; rank 0 writes."""
+    ``extra`` columns are plotted but not tabled (e.g. ranks). Collective; rank 0 writes.
+
+    Up to :data:`REPORT_ROWS` rows of a column are exact; past that every rank sends every
+    ``step``-th of its rows (``sampled_1_in`` in the table), so rank 0's memory stays bounded.
+    """
     from .report import describe, score_table, write_histograms
 
-    gathered = {n: distributed.gather_array(np.asarray(v, dtype=np.float32))
-                for n, v in {**columns, **(extra or {})}.items()}
+    gathered = {}
+    for name, values in {**columns, **(extra or {})}.items():
+        step = max(1, -(-sum(distributed.all_gather_object(len(values))) // REPORT_ROWS))
+        gathered[name] = (distributed.gather_array(np.asarray(values, dtype=np.float32)[::step]), step)
     if not info.is_main:
         return
-    stats.scores = {n: describe(gathered[n]) for n in columns}
+    stats.scores = {n: {**describe(gathered[n][0]), **({"sampled_1_in": gathered[n][1]} if gathered[n][1] > 1 else {})}
+                    for n in columns}
     logger.info("scores:\n%s", score_table(stats.scores))
     run.record(["scores.png"])
     write_histograms(run.file("scores.png"), title,
-                     [(t, {n: gathered[n] for n in cols}, x) for t, cols, x in panels])
+                     [(t, {n: gathered[n][0] for n in cols}, x) for t, cols, x in panels])
 
 
 # ---------------------------------------------------------------- publishing
@@ -471,11 +544,7 @@ def merge_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, gzip_ou
                 merge_files([run.part("part", r) for r in range(world_size)], run.file(result), gzip_output)
             merge_files([run.part("rejects", r) for r in range(world_size)], run.file("rejects.jsonl"))
             if write_ids:
-                kept_ids: list[int] = []
-                for r in range(world_size):
-                    with open(run.part("ids", r), encoding="utf-8") as f:
-                        kept_ids.extend(int(line) for line in f)
-                write_json(run.file(IDS_NAME), kept_ids)
+                write_json_list(run.file(IDS_NAME), read_lines([run.part("ids", r) for r in range(world_size)]))
             per_rank = []
             for r in range(world_size):
                 with open(os.path.join(run.parts_dir, f"stats-{r:05d}.json"), encoding="utf-8") as f:

@@ -39,6 +39,21 @@ def canonical_topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndar
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
+def seeded_uniform(keys: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform draw in ``[0, 1)`` per key (splitmix64 of key and seed): a row is in a seeded
+    sample by its own key alone, so the sample is the same for any number of ranks.
+
+    >>> bool(seeded_uniform(np.array([7]), 0)[0] == seeded_uniform(np.array([5, 7]), 0)[1])
+    True
+    """
+    with np.errstate(over="ignore"):
+        z = np.asarray(keys).astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge per-shard top-k lists ``[(scores, ids), ...]`` of the same queries into one top-k."""
     scores = np.concatenate([p[0] for p in parts], axis=1)

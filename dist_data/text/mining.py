@@ -255,27 +255,45 @@ def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: It
 
 @dataclass
 class PositiveSets:
-    """Every query's positives over all ranks: query representative -> sorted unique document reps."""
+    """The positives of this rank's queries, over all ranks: query representative -> sorted unique
+    document representatives (each query's list is assembled on a home rank, query mod world, and
+    sent back to the ranks that ask: no rank holds the pairs of the whole corpus)."""
 
     query_reps: np.ndarray  # sorted, with repeats
     doc_reps: np.ndarray  # aligned, unique per query
-    max_count: int
+    max_count: int  # the most positives of any query (all ranks)
 
     @classmethod
     def gather(cls, item_query_rep: np.ndarray, item_pos_rep: np.ndarray) -> "PositiveSets":
-        all_q = distributed.all_gather_array(np.asarray(item_query_rep, dtype=np.int64))
-        all_d = distributed.all_gather_array(np.asarray(item_pos_rep, dtype=np.int64))
-        order = np.lexsort((all_d, all_q))
-        all_q, all_d = all_q[order], all_d[order]
-        first = np.ones(len(all_q), dtype=bool)
-        first[1:] = (all_q[1:] != all_q[:-1]) | (all_d[1:] != all_d[:-1])
-        all_q, all_d = all_q[first], all_d[first]
-        counts = np.unique(all_q, return_counts=True)[1]
-        return cls(all_q, all_d, int(counts.max()) if len(counts) else 1)
+        """Collective: every rank passes its (query rep, positive rep) items."""
+        world = distributed.get_world_size()
+        pairs = np.stack([np.asarray(item_query_rep, dtype=np.int64), np.asarray(item_pos_rep, dtype=np.int64)], 1)
+        _, received = distributed.route(pairs, pairs[:, 0] % world)
+        home = _unique_pairs(np.concatenate(received))  # every pair of the queries homed here
+        counts = np.unique(home[:, 0], return_counts=True)[1]
+        max_count = distributed.all_reduce_max(int(counts.max()) if len(counts) else 1)
+        wanted = np.unique(pairs[:, 0])
+        _, asked = distributed.route(wanted, wanted % world)
+        answers = []
+        for keys in asked:  # each asker gets the pairs of the queries it asked for
+            lo, hi = np.searchsorted(home[:, 0], keys), np.searchsorted(home[:, 0], keys, side="right")
+            answers.append(np.concatenate([home[a:b] for a, b in zip(lo.tolist(), hi.tolist())])
+                           if len(keys) else home[:0])
+        mine = _unique_pairs(np.concatenate(distributed.exchange(answers)))
+        return cls(mine[:, 0].copy(), mine[:, 1].copy(), max_count)
 
     def of(self, query_rep: int) -> np.ndarray:
         lo, hi = np.searchsorted(self.query_reps, [query_rep, query_rep + 1])
         return self.doc_reps[lo:hi]
+
+
+def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` int64 rows sorted by (first, second), repeats removed."""
+    pairs = pairs.reshape(-1, 2)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    first = np.ones(len(pairs), dtype=bool)
+    first[1:] = (pairs[1:] != pairs[:-1]).any(axis=1)
+    return pairs[first]
 
 
 def join_input_negatives(emb: Embedded, docs: Documents, items: Items, cand_scores: np.ndarray,
