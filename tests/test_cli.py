@@ -47,7 +47,7 @@ def test_unknown_and_misspelled_flags_name_the_closest():
     (FilterOptions, ["--max_seq_length=-1"], "--max_seq_length must be >= 1, got -1"),
     (MineOptions, ["--max_score=abc"], "--max_score must be a number, got 'abc'"),
     (MineOptions, ["--range_min=5", "--range_max=3"], "--range_max must be > --range_min=5"),
-    (FilterOptions, ["--index=flat"], "--index must be one of gather, sharded, got 'flat'"),
+    (FilterOptions, ["--index=flat"], "--index must be one of gather, sharded, ivf, hnsw, got 'flat'"),
     (FilterOptions, ["--compress=maybe"], "--compress must be True or False"),
     (FilterOptions, ["--k=2", "--k=3"], "--k is given twice"),
     (PretokenizeOptions, ["--seq_len=0"], "--seq_len must be >= 1, got 0"),

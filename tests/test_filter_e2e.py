@@ -135,7 +135,7 @@ def test_bad_rows_skipped_into_rejects_with_reasons(data, tmp_path):
 @pytest.mark.parametrize("flags,message", [
     (["--k=0"], "--k must be >= 1, got 0"),
     (["--dataset=/nonexistent/pairs.jsonl"], "no such file or folder: /nonexistent/pairs.jsonl"),
-    (["--index=ivf"], "--index must be one of gather, sharded, got 'ivf'"),
+    (["--index=ivfpq"], "--index must be one of gather, sharded, ivf, hnsw, got 'ivfpq'"),
 ])
 def test_flag_errors_are_one_clear_line(tmp_path, flags, message):
     proc = run_cli("dist_data.filter", f"--output_dir={tmp_path / 'o'}", *flags, nproc=0, check=False)
