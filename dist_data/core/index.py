@@ -258,7 +258,7 @@ def _sharded_search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndar
                     on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """This rank's queries against every rank's shard: in batches, every rank's batch ``b`` is
     gathered, searched in each shard, and the per-shard top-k lists merged. Collective."""
-    world, rank = distributed.get_world_size(), distributed.get_rank()
+    world = distributed.get_world_size()
     n_batches = distributed.all_reduce_max(-(-query_emb.shape[0] // SEARCH_BATCH))
     out_scores, out_ids = [], []
     for b in range(n_batches):
@@ -266,12 +266,11 @@ def _sharded_search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndar
         counts = distributed.all_gather_object(mine.shape[0])
         all_q = distributed.all_gather_array(mine)
         local_scores, local_ids = topk_against(all_q, doc_emb, doc_ids, index, k)
-        gathered_scores = distributed.all_gather_array(local_scores)
-        gathered_ids = distributed.all_gather_array(local_ids)
-        total, start = sum(counts), sum(counts[:rank])
-        parts = [(gathered_scores[r * total + start : r * total + start + counts[rank]],
-                  gathered_ids[r * total + start : r * total + start + counts[rank]]) for r in range(world)]
-        scores, ids = merge_topk(parts, k)
+        # each rank gets back only its own queries' lists, one from every shard (all-to-all)
+        bounds = np.cumsum([0] + counts)
+        parts = zip(distributed.exchange([local_scores[bounds[r]:bounds[r + 1]] for r in range(world)]),
+                    distributed.exchange([local_ids[bounds[r]:bounds[r + 1]] for r in range(world)]))
+        scores, ids = merge_topk(list(parts), k)
         out_scores.append(scores)
         out_ids.append(ids)
         if on_progress:
