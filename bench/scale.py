@@ -6,7 +6,7 @@ encoder (so that the stages after embedding show), at world 1 and 2, with the ex
     python bench/scale.py --sizes=10000,100000    # a quick look
 
 For each run: wall time, seconds per stage (slowest rank), peak RSS per rank (from stats.json),
-disk used by the run folder and its embedding/search cache, and recall@10 for ivf. The
+disk used by the run folder and its embedding/search cache, and recall@k for ivf (k = 10, or the searched depth). The
 embedding cache is shared by the runs of one size (the first run of a size embeds; the others
 read the blocks back), so the search and the stages after it are compared on equal terms.
 Growth exponents (time ~ N^a) are fitted between sizes. Prints a table and writes
@@ -66,9 +66,16 @@ def run_one(verb: str, world: int, index: str, data: str, model: str, work: str,
     row = {"verb": verb, "world": world, "index": index, "wall_s": result["wall_s"],
            "stages": {k: v["seconds"] for k, v in stats["stages"].items()},
            "peak_rss_mib_per_rank": [r["peak_rss_mib"] for r in stats["ranks"]],
-           "disk_mib": disk_mib(out), "recall_at_10": stats.get("index", {}).get("recall", {}).get("recall@10")}
+           "disk_mib": disk_mib(out), "recall": stats.get("index", {}).get("recall")}
     shutil.rmtree(os.path.join(out, "parts"), ignore_errors=True)
     return row
+
+
+def recall_cell(recall: dict | None) -> str:
+    """``recall@10 0.97`` (or at the searched depth when it is below 10)."""
+    if not recall:
+        return ""
+    return ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if k.startswith("recall@"))
 
 
 def exponent(rows: list[dict], key) -> float | None:
@@ -85,7 +92,8 @@ def main(sizes: str = "10000,100000,300000,1000000", nprobe: int = 128, nlist: i
     work = work or tempfile.mkdtemp(prefix="bench-scale-")
     model = scale_data.model(os.path.join(work, "tiny-model"))
     rows = []
-    for n in [int(s) for s in str(sizes).split(",")]:
+    sizes = sizes if isinstance(sizes, (list, tuple)) else [int(x) for x in str(sizes).split(",")]  # fire: a tuple
+    for n in [int(x) for x in sizes]:
         size_dir = os.path.join(work, f"n{n}")
         os.makedirs(size_dir, exist_ok=True)
         data = scale_data.pairs(n, os.path.join(size_dir, "pairs.jsonl"))
@@ -98,7 +106,7 @@ def main(sizes: str = "10000,100000,300000,1000000", nprobe: int = 128, nlist: i
             print(json.dumps(row), flush=True)
         shutil.rmtree(os.path.join(size_dir, "cache", "search"), ignore_errors=True)
     header = ("| N | verb | world | index | wall s | embed s | search s | other s | peak RSS MiB per rank "
-              "| run folder MiB | cache MiB | recall@10 |")
+              "| run folder MiB | cache MiB | recall |")
     lines = [header, "|" + "---|" * 12]
     for r in rows:
         st = r["stages"]
@@ -106,7 +114,7 @@ def main(sizes: str = "10000,100000,300000,1000000", nprobe: int = 128, nlist: i
         lines.append(f"| {r['n']:,} | {r['verb']} | {r['world']} | {r['index']} | {r['wall_s']:.0f} | "
                      f"{st.get('embed', 0):.0f} | {st.get('search', 0):.0f} | {other:.0f} | "
                      f"{' / '.join(f'{m:.0f}' for m in r['peak_rss_mib_per_rank'])} | {r['disk_mib']:.0f} | "
-                     f"{r['cache_mib']:.0f} | {r['recall_at_10'] if r['recall_at_10'] is not None else ''} |")
+                     f"{r['cache_mib']:.0f} | {recall_cell(r['recall'])} |")
     print("\n".join(lines))
     growth = {}
     for verb, world, index, _ in RUNS:
