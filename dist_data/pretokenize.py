@@ -93,7 +93,7 @@ def tokenize_stage(info: distributed.DistInfo, stats: Stats, run, *, dataset: st
     with stats.stage("tokenize") as rec:
         try:
             catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
-            selected = sample_positions(catalog.total, max_rows, seed) if max_rows else None
+            selected = sample_positions(catalog.total, max_rows, seed)
             n = len(selected) if selected is not None else catalog.total
             lo, hi = distributed.shard_range(n, info.rank, info.world_size, unit=block_docs)
             stats.add("input_rows", catalog.total if info.is_main else 0)  # once; zero elsewhere (same keys)
