@@ -227,7 +227,8 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions) -> Stats:
     refs = resolve_tasks(task_type, opts.dataset_name, opts.data_path)
     model_dir = os.path.join(opts.save_root_path, model_folder(model_name))
     args = {"task_type": task_type, "model_name": model_name or DEFAULT_MODEL, "revision": opts.revision,
-            "batch_size": opts.batch_size, "prompt": opts.prompt, "max_seq_length": opts.max_seq_length,
+            "batch_size": opts.batch_size, **({"batch_tokens": opts.batch_tokens} if opts.batch_tokens else {}),
+            "prompt": opts.prompt, "max_seq_length": opts.max_seq_length,
             "dtype": opts.dtype, "hf_subset": opts.hf_subset,
             **({"reranking_layout": opts.reranking_layout} if task_type == "reranking" else {})}
     error, lock = None, FolderLock(model_dir)
@@ -248,7 +249,8 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions) -> Stats:
 
     def embedder_for(name: str) -> BlockEmbedder:
         p = prompts.get(name, "") if isinstance(prompts, dict) else prompts
-        return BlockEmbedder(model, spec_for(model, model_name, opts.revision, p, opts.dtype, opts.batch_size), cache)
+        return BlockEmbedder(model, spec_for(model, model_name, opts.revision, p, opts.dtype, opts.batch_size,
+                                            batch_tokens=opts.batch_tokens), cache)
 
     show_progress = opts.progress
     totals = Stats()

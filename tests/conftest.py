@@ -60,11 +60,11 @@ def run_cli(module: str, *flags: str, nproc: int = 2, timeout: int = 600, check:
 
 @pytest.fixture(scope="session")
 def model():
-    from sentence_transformers import SentenceTransformer
+    import torch
 
-    from dist_data.core.embed import resolve_model
+    from dist_data.core.embed import load_model
 
-    return SentenceTransformer(resolve_model(None), device="cpu")
+    return load_model(None, torch.device("cpu"))  # float32, whatever the stored weights are
 
 
 def run_killed(module: str, *flags: str, out: str, nproc: int = 2, after_blocks: int = 2, cache: str | None = None) -> str:

@@ -242,3 +242,14 @@ def global_first_of(keys):
 
 def test_first_occurrences_and_positive_sets_are_found_on_home_ranks():
     run_ranks(_partitioned_tables, 3)
+
+
+def test_more_ranks_than_gpus_is_one_clear_error(monkeypatch):
+    from dist_data.core.io import InputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(InputError, match=r"2 ranks on this node but 1 CUDA device.*--nproc-per-node=1"):
+        distributed.init()

@@ -45,11 +45,11 @@ def test_torch_search_on_gpu_without_faiss_gives_the_cpu_neighbours(monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_embeddings_match_float32(model, dtype):
+def test_half_precision_embeddings_match_float32(dtype):
     from dist_data.core.embed import load_model
 
     texts = [p["document"] for p in wordnet_pairs(500)]
-    ref = model.encode(texts, batch_size=64, normalize_embeddings=True)
+    ref = load_model(None, torch.device("cpu")).encode(texts, batch_size=64, normalize_embeddings=True)
     half = load_model(None, CUDA, dtype).encode(texts, batch_size=64, normalize_embeddings=True,
                                                  convert_to_numpy=False)
     half = torch.stack(half).float().cpu().numpy()
@@ -66,3 +66,38 @@ def test_two_ranks_on_nccl_give_the_bytes_of_one_process(tmp_path):
     assert (tmp_path / "one" / "mined.jsonl").read_bytes() == (tmp_path / "two" / "mined.jsonl").read_bytes()
     stats = json.load(open(tmp_path / "two" / "stats.json"))
     assert "gpu" in stats["index"]["backend"]
+
+
+def test_nccl_group_carries_every_helper(tmp_path):
+    """The collectives over nccl (tensors on the GPU), in a group of one: a one-GPU machine."""
+    import torch.distributed as dist
+
+    from dist_data.core import distributed
+
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1,
+                            device_id=CUDA)
+    try:
+        assert distributed._comm_device().type == "cuda"
+        x = _vectors(100, 8, 4).astype(np.float16)
+        np.testing.assert_array_equal(distributed.all_gather_array(x), x)
+        assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
+        assert distributed.all_reduce_max(7) == 7
+        parts = distributed.exchange([np.arange(5)])
+        np.testing.assert_array_equal(parts[0], np.arange(5))
+        docs, queries = _vectors(3000, 32, 5), _vectors(200, 32, 6)
+        cpu = index.search(queries, docs, np.arange(3000), 10, "gather", torch.device("cpu"))
+        got = index._sharded_search(queries, docs, np.arange(3000), index.FlatIndex(docs, CUDA), 10)
+        np.testing.assert_array_equal(got[1], cpu[1])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_torchrun_rank_on_the_gpu_gives_the_bytes_of_a_plain_process(tmp_path):
+    """The GPU path end to end (float16 embeddings in token-budget batches, the GPU search)."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", wordnet_pairs(3000))
+    flags = ["--progress=False", "--index=sharded", "--dtype=float16", "--batch_tokens=8192"]
+    for nproc, name in ((0, "plain"), (1, "torchrun")):
+        run_cli("dist_data.mine", f"--dataset={data}", f"--output_dir={tmp_path / name}", *flags, nproc=nproc)
+    assert (tmp_path / "plain" / "mined.jsonl").read_bytes() == (tmp_path / "torchrun" / "mined.jsonl").read_bytes()
+    stats = json.load(open(tmp_path / "torchrun" / "stats.json"))
+    assert "gpu" in stats["index"]["backend"] and stats["counts"]["kept"] > 1000

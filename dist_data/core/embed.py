@@ -84,11 +84,11 @@ def load_model(model_name: str | None, device: torch.device, dtype: str = "float
     model = SentenceTransformer(path, device=str(device), revision=revision)
     if max_seq_length:
         model.max_seq_length = int(max_seq_length)
-    if dtype != "float32":
-        if device.type != "cuda":
-            logger.warning("dtype=%s requested on CPU; computing in float32", dtype)
-        else:
-            model = model.to({"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
+    if dtype != "float32" and device.type != "cuda":
+        logger.warning("dtype=%s requested on CPU; computing in float32", dtype)
+        dtype = "float32"
+    # the dtype asked for, whatever the checkpoint was saved in (a float16 checkpoint loads as float16)
+    model = model.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
     model.eval()
     return model
 
@@ -111,16 +111,44 @@ class EmbedSpec:
     batch_size: int
     normalize: bool = True
     role: str = ""  # "query" or "document": encode_query / encode_document (a Router model's route)
+    batch_tokens: int = 0  # > 0: batches of at most this many padded tokens (:func:`token_batches`)
 
     def key(self) -> str:
-        return content_hash([json.dumps(asdict(self), sort_keys=True)])
+        fields = asdict(self)
+        if not self.batch_tokens:  # keys written before token batching existed stay valid
+            del fields["batch_tokens"]
+        return content_hash([json.dumps(fields, sort_keys=True)])
 
 
 def spec_for(model, model_name: str | None, revision: str | None, prompt: str, dtype: str,
-             batch_size: int, max_seq_length: int | None = None, role: str = "") -> EmbedSpec:
+             batch_size: int, max_seq_length: int | None = None, role: str = "", batch_tokens: int = 0) -> EmbedSpec:
     pooling = " ".join(type(m).__name__ for m in model) + f" dim={embedding_dim(model)}"
     return EmbedSpec(model_name or DEFAULT_MODEL, revision, prompt or "", int(max_seq_length or model.max_seq_length or 0),
-                     pooling, dtype, int(batch_size), role=role)
+                     pooling, dtype, int(batch_size), role=role, batch_tokens=int(batch_tokens or 0))
+
+
+def token_lengths(model, texts: Sequence[str], prompt: str = "") -> np.ndarray:
+    """Tokens per text as the model will see it: prompt included, special tokens, truncated."""
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    ids = model.tokenizer([prompt + t for t in texts], add_special_tokens=True, truncation=True,
+                          max_length=model.max_seq_length or None)["input_ids"]
+    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(texts))
+
+
+def token_batches(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
+    """Token-budget batching: positions sorted longest first (ties by position), cut into batches
+    whose padded size (rows x longest row) stays within ``budget`` tokens; a text longer than the
+    budget is a batch of its own. Many short texts share a batch, few long ones do, so each forward
+    pass does about the same work and little of it is padding."""
+    order = np.lexsort((np.arange(len(lengths)), -lengths))
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)  # sorted: the first row is the longest
+        rows = max(1, budget // longest)
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
 
 
 # The prompt names sentence-transformers' encode_query / encode_document use when none is given.
@@ -192,13 +220,19 @@ class BlockEmbedder:
         if self.spec.max_seq_length:  # one model serves queries and documents, each with its own length
             self.model.max_seq_length = self.spec.max_seq_length
         encode = getattr(self.model, f"encode_{self.spec.role}", None) if self.spec.role else None
-        with torch.inference_mode():
-            emb = (encode or self.model.encode)(
-                texts,
-                batch_size=self.spec.batch_size,
-                prompt=self.spec.prompt or None,
-                normalize_embeddings=self.spec.normalize,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.ascontiguousarray(emb, dtype=np.float32)
+        encode = encode or self.model.encode
+
+        def run(part: list[str], batch_size: int) -> np.ndarray:
+            with torch.inference_mode():
+                emb = encode(part, batch_size=batch_size, prompt=self.spec.prompt or None,
+                             normalize_embeddings=self.spec.normalize, convert_to_numpy=True, show_progress_bar=False)
+            return np.ascontiguousarray(emb, dtype=np.float32)
+
+        if not self.spec.batch_tokens:
+            return run(texts, self.spec.batch_size)
+        out = None
+        for rows in token_batches(token_lengths(self.model, texts, self.spec.prompt), self.spec.batch_tokens):
+            emb = run([texts[i] for i in rows], len(rows))  # one forward pass
+            out = np.empty((len(texts), emb.shape[1]), dtype=np.float32) if out is None else out
+            out[rows] = emb
+        return out

@@ -272,7 +272,8 @@ def query_document_embedders(info: distributed.DistInfo, run: RunDir,
               "corpus_prompt_name"))
     return tuple(BlockEmbedder(model, spec_for(model, opts.model_name, opts.revision,
                                                resolve_prompt(model, prompt, name, role, flag), opts.dtype,
-                                               opts.batch_size, max_len or opts.max_seq_length, role),
+                                               opts.batch_size, max_len or opts.max_seq_length, role,
+                                               opts.batch_tokens),
                                cache_root(run, opts))
                  for role, prompt, name, max_len, flag in roles)
 
@@ -361,7 +362,9 @@ class ModelOptions(Options):
     model_name: str = flag(DEFAULT_MODEL, "a sentence-transformers model: hub name or local folder "
                            "(default: the shipped all-MiniLM-L6-v2)", non_empty)
     revision: str | None = flag(None, "the model's revision on the hub")
-    batch_size: int = flag(64, "texts per forward pass", at_least(1))
+    batch_size: int = flag(64, "texts per forward pass (with --batch_tokens: sets the block size only)", at_least(1))
+    batch_tokens: int = flag(0, "token-budget batching: each forward pass holds at most this many padded tokens, "
+                             "texts sorted by length (e.g. 16384 on a GPU); 0: --batch_size texts a pass", at_least(0))
     max_seq_length: int | None = flag(None, "truncate texts to this many tokens (default: the model's)",
                                       at_least(1))
     dtype: str = flag("float32", "float32; float16 or bfloat16 on GPU", one_of("float32", "float16", "bfloat16"))
@@ -442,6 +445,10 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
         if int(os.environ.get("RANK", "0") or 0) == 0:
             print("interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
+    except InputError as e:  # raised while the process group starts (body's own are handled above)
+        if int(os.environ.get("RANK", "0") or 0) == 0:
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     if os.environ.get("TORCHELASTIC_RUN_ID"):
         # A torchrun rank whose work is done and whose process group is torn down leaves now:
         # native libraries' exit-time destructors (thread pools) have been seen to abort a rank

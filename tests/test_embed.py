@@ -1,0 +1,55 @@
+"""Token-budget batching: the batch plan, the vectors it gives, and the same bytes from any world size."""
+
+import numpy as np
+
+from conftest import run_cli, wordnet_pairs, write_jsonl
+from dist_data.core.embed import BlockEmbedder, spec_for, token_batches, token_lengths
+
+
+def test_token_batches_cover_every_row_once_within_the_budget():
+    lengths = np.random.default_rng(0).integers(1, 120, size=1000)
+    lengths[7] = 500  # longer than the budget: a batch of its own
+    batches = token_batches(lengths, 256)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(1000))
+    assert list(lengths[rows]) == sorted(lengths, reverse=True)  # longest first
+    for b in batches:
+        assert len(b) == 1 or len(b) * lengths[b].max() <= 256
+    assert all(len(b) == max(1, 256 // lengths[b].max()) for b in batches[:-1])  # each batch filled greedily
+    assert [len(b) for b in batches if 7 in b] == [1]
+    # ties keep input order, so the plan is a function of the block alone
+    assert token_batches(np.array([3, 3, 3, 3]), 6)[0].tolist() == [0, 1]
+
+
+def test_token_budget_vectors_match_encode_and_each_pass_is_within_budget(model):
+    texts = [p["document"] for p in wordnet_pairs(400, seed=5)] + ["a", "of the"]
+    budget = 700
+    spec = spec_for(model, None, None, "", "float32", 32, batch_tokens=budget)
+    assert spec.key() != spec_for(model, None, None, "", "float32", 32).key()
+    seen = []
+    real_encode = model.encode
+
+    def spy(part, batch_size, **kw):
+        seen.append((len(part), batch_size, int(token_lengths(model, part).max())))
+        return real_encode(part, batch_size=batch_size, **kw)
+
+    model.encode = spy
+    try:
+        got = BlockEmbedder(model, spec, None).embed(texts, "b0")
+    finally:
+        del model.encode
+    ref = model.encode(texts, batch_size=32, normalize_embeddings=True)
+    assert np.abs(got - ref).max() < 1e-5  # only padding differs between the two plans
+    assert all(rows == bs and (rows == 1 or rows * longest <= budget) for rows, bs, longest in seen)
+    assert len(seen) > 1 and max(r for r, _, _ in seen) > 2 * min(r for r, _, _ in seen)  # short texts, bigger batches
+
+
+def test_token_budget_run_gives_the_same_bytes_on_one_and_two_ranks(tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", wordnet_pairs(300, seed=9))
+    out = {}
+    for nproc in (0, 2):
+        out[nproc] = tmp_path / f"w{nproc}"
+        run_cli("dist_data.filter", f"--dataset={data}", f"--output_dir={out[nproc]}", "--batch_size=16",
+                "--batch_tokens=300", "--k=2", "--progress=False", nproc=nproc)
+    assert (out[0] / "filtered.jsonl").read_bytes() == (out[2] / "filtered.jsonl").read_bytes()
+    assert '"batch_tokens": 300' in (out[2] / "args.json").read_text()
