@@ -1,6 +1,7 @@
 """Token-budget batching: the batch plan, the vectors it gives, and the same bytes from any world size."""
 
 import numpy as np
+import pytest
 
 from conftest import run_cli, wordnet_pairs, write_jsonl
 from dist_data.core.embed import BlockEmbedder, spec_for, token_batches, token_lengths
@@ -21,27 +22,33 @@ def test_token_batches_cover_every_row_once_within_the_budget():
     assert token_batches(np.array([3, 3, 3, 3]), 6)[0].tolist() == [0, 1]
 
 
-def test_token_budget_vectors_match_encode_and_each_pass_is_within_budget(model):
+@pytest.mark.parametrize("path", ["forward", "encode"])
+def test_token_budget_vectors_match_encode_and_each_pass_is_within_budget(model, monkeypatch, path):
+    """Both routes: the plain stack's own forward over ids tokenised once, and ``encode`` a batch
+    at a time for any other model."""
+    from dist_data.core import embed
+
     texts = [p["document"] for p in wordnet_pairs(400, seed=5)] + ["a", "of the"]
     budget = 700
     spec = spec_for(model, None, None, "", "float32", 32, batch_tokens=budget)
     assert spec.key() != spec_for(model, None, None, "", "float32", 32).key()
-    seen = []
-    real_encode = model.encode
-
-    def spy(part, batch_size, **kw):
-        seen.append((len(part), batch_size, int(token_lengths(model, part).max())))
-        return real_encode(part, batch_size=batch_size, **kw)
-
-    model.encode = spy
-    try:
-        got = BlockEmbedder(model, spec, None).embed(texts, "b0")
-    finally:
-        del model.encode
+    assert embed._plain_stack(model)
+    seen = []  # (rows, padded width) of every forward pass
+    if path == "encode":
+        monkeypatch.setattr(embed, "_plain_stack", lambda m: False)
+        real = model.encode
+        monkeypatch.setattr(model, "encode", lambda part, batch_size, **kw: (
+            seen.append((len(part), int(token_lengths(model, part).max()))), real(part, batch_size=batch_size, **kw))[1])
+    else:
+        real = model.forward
+        monkeypatch.setattr(model, "forward", lambda f: (seen.append(tuple(f["input_ids"].shape)), real(f))[1])
+    got = BlockEmbedder(model, spec, None).embed(texts, "b0")
+    monkeypatch.undo()
     ref = model.encode(texts, batch_size=32, normalize_embeddings=True)
     assert np.abs(got - ref).max() < 1e-5  # only padding differs between the two plans
-    assert all(rows == bs and (rows == 1 or rows * longest <= budget) for rows, bs, longest in seen)
-    assert len(seen) > 1 and max(r for r, _, _ in seen) > 2 * min(r for r, _, _ in seen)  # short texts, bigger batches
+    assert sum(rows for rows, _ in seen) == len(set(texts))  # each distinct text once
+    assert all(rows == 1 or rows * width <= budget for rows, width in seen)
+    assert len(seen) > 1 and max(r for r, _ in seen) > 2 * min(r for r, _ in seen)  # short texts, bigger batches
 
 
 def test_token_budget_run_gives_the_same_bytes_on_one_and_two_ranks(tmp_path):

@@ -127,13 +127,22 @@ def spec_for(model, model_name: str | None, revision: str | None, prompt: str, d
                      pooling, dtype, int(batch_size), role=role, batch_tokens=int(batch_tokens or 0))
 
 
+def _token_ids(model, texts: Sequence[str], prompt: str = "") -> list[list[int]]:
+    return model.tokenizer([prompt + t for t in texts], add_special_tokens=True, truncation=True,
+                           max_length=model.max_seq_length or None)["input_ids"] if texts else []
+
+
 def token_lengths(model, texts: Sequence[str], prompt: str = "") -> np.ndarray:
     """Tokens per text as the model will see it: prompt included, special tokens, truncated."""
-    if not texts:
-        return np.zeros(0, dtype=np.int64)
-    ids = model.tokenizer([prompt + t for t in texts], add_special_tokens=True, truncation=True,
-                          max_length=model.max_seq_length or None)["input_ids"]
-    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(texts))
+    return np.fromiter((len(x) for x in _token_ids(model, texts, prompt)), dtype=np.int64, count=len(texts))
+
+
+def _plain_stack(model) -> bool:
+    """A Transformer, mean/CLS Pooling that keeps prompt tokens, optional Normalize: the stack that
+    :meth:`BlockEmbedder._forward_token_batches` runs itself (any other goes through ``encode``)."""
+    names = [type(m).__name__ for m in model]
+    return (names[:2] == ["Transformer", "Pooling"] and all(n == "Normalize" for n in names[2:])
+            and getattr(model[1], "include_prompt", True) and hasattr(model, "tokenizer"))
 
 
 def token_batches(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
@@ -230,9 +239,37 @@ class BlockEmbedder:
 
         if not self.spec.batch_tokens:
             return run(texts, self.spec.batch_size)
+        if _plain_stack(self.model):
+            return self._forward_token_batches(texts)
         out = None
         for rows in token_batches(token_lengths(self.model, texts, self.spec.prompt), self.spec.batch_tokens):
             emb = run([texts[i] for i in rows], len(rows))  # one forward pass
             out = np.empty((len(texts), emb.shape[1]), dtype=np.float32) if out is None else out
             out[rows] = emb
         return out
+
+    def _forward_token_batches(self, texts: list[str]) -> np.ndarray:
+        """Token-budget batches through the model's forward: the block is tokenised once (the
+        lengths that plan the batches come from the same ids), each batch padded to its longest
+        row, and the vectors stay on the device until the block is done (one copy back)."""
+        model, pad_id = self.model, self.model.tokenizer.pad_token_id or 0
+        ids = _token_ids(model, texts, self.spec.prompt)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        types = "token_type_ids" in model.tokenizer.model_input_names
+        out = torch.empty((len(texts), embedding_dim(model)), dtype=torch.float32, device=model.device)
+        with torch.inference_mode():
+            for rows in token_batches(lengths, self.spec.batch_tokens):
+                width = int(lengths[rows[0]])  # longest first
+                batch = np.full((len(rows), width), pad_id, dtype=np.int64)
+                for j, i in enumerate(rows):
+                    batch[j, : lengths[i]] = ids[i]
+                input_ids = torch.from_numpy(batch)
+                mask = torch.from_numpy(np.arange(width)[None, :] < lengths[rows][:, None]).long()
+                features = {"input_ids": input_ids, "attention_mask": mask,
+                            **({"token_type_ids": torch.zeros_like(input_ids)} if types else {})}
+                emb = model.forward({k: v.to(model.device, non_blocking=True) for k, v in features.items()})
+                emb = emb["sentence_embedding"].float()
+                if self.spec.normalize:
+                    emb = torch.nn.functional.normalize(emb, dim=-1)
+                out[torch.from_numpy(rows).to(model.device)] = emb
+        return out.cpu().numpy()
