@@ -5,10 +5,12 @@ Layouts (``IndexSpec.mode``):
 - ``gather``: every rank all-gathers the documents into one exact index (O(N) memory per rank).
 - ``sharded``: each rank indexes its own documents exactly; every query visits every shard and the
   per-shard top-k lists are merged (O(N / world) memory per rank). Same result as ``gather``.
-- ``ivf``: ``sharded`` with a faiss IVF index per rank instead of the flat one. The coarse
-  quantizer is trained once, on a seeded sample of the documents that does not depend on the
-  number of ranks, and shared, so a query probes the same lists whatever the world size: the
-  result is the same for any number of ranks.
+- ``ivf``: ``sharded`` with a faiss IVF index per rank instead of the flat one: spherical k-means
+  lists holding 4-bit PQ codes (fast scan: d/2 bytes a vector), whose ``REFINE`` x k best
+  candidates are re-ranked with the rank's float32 vectors. Lists and codes are trained once, on
+  a seeded sample of the documents that does not depend on the number of ranks, and shared, so a
+  query probes the same lists and sees the same codes whatever the world size: the result is the
+  same for any number of ranks.
 - ``hnsw``: ``sharded`` with a faiss HNSW graph per rank (CPU). Each graph depends on its shard,
   so the candidates (and the recall) may differ with the number of ranks.
 
@@ -44,6 +46,7 @@ SCORE_ELEMENTS = 1 << 26  # the torch search's (queries x documents) score block
 FAISS_GPU_MAX_K = 2048
 MODES = ("gather", "sharded", "ivf", "hnsw")
 TRAIN_POINTS_PER_LIST = 40  # k-means sample size per IVF list (faiss warns below 39)
+REFINE = 4  # IVF: candidates by compressed score per neighbour wanted, re-ranked in float32
 
 
 @dataclass(frozen=True)
@@ -166,39 +169,51 @@ def _faiss_threads(n: int) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def _ivf_centroids(doc_emb: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec) -> np.ndarray:
-    """The shared coarse quantizer: spherical k-means on a seeded sample of every rank's documents.
+def _trained_ivf(doc_emb: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec):
+    """The shared, trained, empty IVF index: spherical k-means lists and 4-bit PQ codes, trained on
+    a seeded sample of every rank's documents.
 
     A document is in the sample by its own id (:func:`select.seeded_uniform`), the sample is
-    ordered by id and k-means runs on one thread of rank 0, so the centroids are the same for any
-    number of ranks. Collective.
+    ordered by id and trained on one thread of rank 0, which sends the index to every rank; so the
+    lists and codes are the same for any number of ranks. Collective.
     """
     import math
 
+    faiss = _faiss()
     total = sum(distributed.all_gather_object(len(doc_ids)))
     nlist = min(spec.nlist or max(1, round(math.sqrt(total))), max(total, 1))
     want = min(total, nlist * TRAIN_POINTS_PER_LIST)
     pick = seeded_uniform(doc_ids, spec.seed) < want / max(total, 1)
     sample = distributed.gather_array(np.ascontiguousarray(doc_emb[pick], dtype=np.float32))
     ids = distributed.gather_array(doc_ids[pick])
-    centroids = np.zeros((0, doc_emb.shape[1]), dtype=np.float32)
+    blob = np.zeros(0, dtype=np.uint8)
     if distributed.get_rank() == 0:
-        sample = sample[np.argsort(ids, kind="stable")]
+        sample = np.ascontiguousarray(sample[np.argsort(ids, kind="stable")])
         nlist = max(1, min(nlist, len(sample)))
-        faiss = _faiss()
+        dim = doc_emb.shape[1]
         with _faiss_threads(1):
-            kmeans = faiss.Kmeans(doc_emb.shape[1], nlist, niter=20, seed=spec.seed, spherical=True,
+            kmeans = faiss.Kmeans(dim, nlist, niter=20, seed=spec.seed, spherical=True,
                                   min_points_per_centroid=1, max_points_per_centroid=1 << 30)
-            kmeans.train(np.ascontiguousarray(sample))
-        centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-        logger.info("index: IVF with %d lists trained on %d sampled documents (nprobe %d)", nlist, len(sample),
-                    min(spec.nprobe, nlist))
-    return distributed.all_gather_array(centroids)  # only rank 0 contributes rows
+            kmeans.train(sample)
+            quantizer = faiss.IndexFlatIP(dim)
+            quantizer.add(kmeans.centroids)
+            if dim % 2 == 0:  # 4-bit codes, one sub-quantizer a dimension, scanned with SIMD look-up tables
+                index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, dim, 4, faiss.METRIC_INNER_PRODUCT)
+                index.pq.cp.seed = spec.seed
+            else:  # fast scan needs an even number of sub-quantizers
+                index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.train(sample)  # the lists are given: only the codes are trained
+        blob = faiss.serialize_index(index)
+        logger.info("index: IVF with %d lists and %s codes trained on %d sampled documents (nprobe %d)", nlist,
+                    "4-bit PQ" if hasattr(index, "pq") else "float32", len(sample), min(spec.nprobe, nlist))
+    return faiss.deserialize_index(distributed.all_gather_array(blob))  # only rank 0 contributes bytes
 
 
 class ApproximateIndex:
-    """This rank's documents in a faiss IVF (shared quantizer) or HNSW index; GPU for IVF where
-    faiss-gpu and CUDA are present. :meth:`search` returns candidate rows like :class:`FlatIndex`."""
+    """This rank's documents in a faiss IVF (shared lists and codes) or HNSW index; GPU for IVF
+    where faiss-gpu and CUDA are present. :meth:`search` returns candidate rows like
+    :class:`FlatIndex`: the IVF's compressed scores pick ``REFINE`` times the candidates asked for,
+    which are re-ranked with the rank's float32 vectors."""
 
     def __init__(self, vectors: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec, device: torch.device):
         faiss = _faiss()
@@ -206,15 +221,11 @@ class ApproximateIndex:
             raise ValueError(f"--index={spec.mode} needs faiss: `pip install faiss-cpu` (or faiss-gpu, INSTALL_FAISS.md)")
         self.ntotal, self.dim = vectors.shape
         self.spec = spec
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._vectors = vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if spec.mode == "ivf":
-            centroids = _ivf_centroids(vectors, doc_ids, spec)
-            self._quantizer = faiss.IndexFlatIP(self.dim)
-            self._quantizer.add(centroids)
-            self._index = faiss.IndexIVFFlat(self._quantizer, self.dim, len(centroids), faiss.METRIC_INNER_PRODUCT)
-            self._index.is_trained = True
+            self._index = _trained_ivf(vectors, doc_ids, spec)
             self._index.add(vectors)
-            self._index.nprobe = min(spec.nprobe, len(centroids))
+            self._index.nprobe = min(spec.nprobe, self._index.nlist)
             self.backend = "faiss-cpu-ivf"
             if device.type == "cuda" and _has_gpu(faiss):
                 try:
@@ -234,11 +245,29 @@ class ApproximateIndex:
         out = np.full((queries.shape[0], k), PAD_ID, dtype=np.int64)
         if k_eff == 0 or queries.shape[0] == 0:
             return out
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.spec.mode == "hnsw":
             self._index.hnsw.efSearch = max(self.spec.ef_search, k_eff)
-        _, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k_eff)
-        out[:, :k_eff] = ids
+            _, out[:, :k_eff] = self._index.search(queries, k_eff)
+            return out
+        wide = min(self.ntotal, REFINE * k_eff, FAISS_GPU_MAX_K if "gpu" in self.backend else self.ntotal)
+        _, cand = self._index.search(queries, wide)
+        out[:, :k_eff] = refine(queries, self._vectors, cand, k_eff)
         return out
+
+
+def refine(queries: np.ndarray, vectors: np.ndarray, cand: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best of each query's candidate rows by float32 inner product (``-1`` pads)."""
+    out = np.full((len(cand), k), PAD_ID, dtype=np.int64)
+    step = max(1, SCORE_ELEMENTS // 16 // max(1, cand.shape[1] * vectors.shape[1]))
+    for s in range(0, len(cand), step):
+        c = cand[s : s + step]
+        scores = np.einsum("qd,qrd->qr", queries[s : s + step], vectors[np.maximum(c, 0)])
+        scores[c < 0] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        out[s : s + step, : top.shape[1]] = np.where(np.take_along_axis(scores, top, 1) > -np.inf,
+                                                      np.take_along_axis(c, top, 1), PAD_ID)
+    return out
 
 
 def topk_against(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, index, k: int
