@@ -78,9 +78,12 @@ def recall_cell(recall: dict | None) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if k.startswith("recall@"))
 
 
+FIT_FROM = 100_000  # below this, start-up (~5 s: Python, torch, the model) hides how a stage grows
+
+
 def exponent(rows: list[dict], key) -> float | None:
-    """Least-squares slope of log(value) against log(N) over the sizes where the run exists."""
-    pts = [(math.log(r["n"]), math.log(key(r))) for r in rows if key(r)]
+    """Least-squares slope of log(value) against log(N) over the sizes from FIT_FROM where the run exists."""
+    pts = [(math.log(r["n"]), math.log(key(r))) for r in rows if key(r) and r["n"] >= FIT_FROM]
     if len(pts) < 2:
         return None
     mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
@@ -88,7 +91,12 @@ def exponent(rows: list[dict], key) -> float | None:
 
 
 def main(sizes: str = "10000,100000,300000,1000000", nprobe: int = 128, nlist: int | None = None,
-         work: str | None = None) -> None:
+         work: str | None = None, table_only: bool = False) -> None:
+    """``--table_only``: print the table and exponents of bench/results/scale.json again, running nothing."""
+    if table_only:
+        with open(os.path.join(HERE, "results", "scale.json")) as f:
+            report(json.load(f)["rows"], nprobe, nlist, write=False)
+        return
     work = work or tempfile.mkdtemp(prefix="bench-scale-")
     model = scale_data.model(os.path.join(work, "tiny-model"))
     rows = []
@@ -105,6 +113,10 @@ def main(sizes: str = "10000,100000,300000,1000000", nprobe: int = 128, nlist: i
             rows.append(row)
             print(json.dumps(row), flush=True)
         shutil.rmtree(os.path.join(size_dir, "cache", "search"), ignore_errors=True)
+    report(rows, nprobe, nlist)
+
+
+def report(rows: list[dict], nprobe: int, nlist: int | None, write: bool = True) -> None:
     header = ("| N | verb | world | index | wall s | embed s | search s | other s | peak RSS MiB per rank "
               "| run folder MiB | cache MiB | recall |")
     lines = [header, "|" + "---|" * 12]
@@ -123,11 +135,12 @@ def main(sizes: str = "10000,100000,300000,1000000", nprobe: int = 128, nlist: i
             "search_s": exponent(sel, lambda r: r["stages"].get("search")),
             "wall_s": exponent(sel, lambda r: r["wall_s"]),
             "peak_rss_mib": exponent(sel, lambda r: max(r["peak_rss_mib_per_rank"]))}
-    print("\ngrowth exponents (value ~ N^a):")
+    print(f"\ngrowth exponents (value ~ N^a, fitted from N = {FIT_FROM:,}):")
     for name, g in growth.items():
         print(f"  {name:<22} search {g['search_s']}  wall {g['wall_s']}  peak RSS {g['peak_rss_mib']}")
-    print("report:", write_report("scale", {"rows": rows, "growth": growth, "nprobe": nprobe, "nlist": nlist,
-                                            "model": "tiny: 1 layer, 64-d (bench/scale_data.py)"}))
+    if write:
+        print("report:", write_report("scale", {"rows": rows, "growth": growth, "nprobe": nprobe, "nlist": nlist,
+                                                "model": "tiny: 1 layer, 64-d (bench/scale_data.py)"}))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class IndexSpec:
 
     mode: str = "gather"
     nlist: int | None = None  # IVF lists (default: ~sqrt(documents))
-    nprobe: int = 32  # IVF lists visited per query
+    nprobe: int = 128  # IVF lists visited per query
     hnsw_m: int = 32  # HNSW neighbours per node
     ef_search: int = 128  # HNSW search depth (at least k + TIE_SLACK)
     seed: int = 0  # the k-means sample and the recall sample
@@ -210,8 +210,8 @@ def _trained_ivf(doc_emb: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec):
 
 
 class ApproximateIndex:
-    """This rank's documents in a faiss IVF (shared lists and codes) or HNSW index; GPU for IVF
-    where faiss-gpu and CUDA are present. :meth:`search` returns candidate rows like
+    """This rank's documents in a faiss IVF (shared lists and codes) or HNSW index, both on CPU.
+    :meth:`search` returns candidate rows like
     :class:`FlatIndex`: the IVF's compressed scores pick ``REFINE`` times the candidates asked for,
     which are re-ranked with the rank's float32 vectors."""
 
@@ -227,13 +227,9 @@ class ApproximateIndex:
             self._index.add(vectors)
             self._index.nprobe = min(spec.nprobe, self._index.nlist)
             self.backend = "faiss-cpu-ivf"
-            if device.type == "cuda" and _has_gpu(faiss):
-                try:
-                    self._res = faiss.StandardGpuResources()
-                    self._index = faiss.index_cpu_to_gpu(self._res, device.index or 0, self._index)
-                    self.backend = "faiss-gpu-ivf"
-                except Exception as e:  # noqa: BLE001 - fall back, but say so
-                    logger.warning("faiss-gpu IVF failed (%s); searching the IVF index on CPU", e)
+            if device.type == "cuda" and distributed.get_rank() == 0:
+                logger.info("index: the IVF's fast-scan codes are searched on CPU (faiss has no GPU fast scan); "
+                            "exact search (--index=sharded) runs on the GPU")
         else:
             self._index = faiss.IndexHNSWFlat(self.dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             self._index.hnsw.efConstruction = max(40, 2 * spec.hnsw_m)
@@ -241,7 +237,7 @@ class ApproximateIndex:
             self.backend = "faiss-cpu-hnsw"
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
-        k_eff = min(k, self.ntotal, FAISS_GPU_MAX_K if "gpu" in self.backend else k)
+        k_eff = min(k, self.ntotal)
         out = np.full((queries.shape[0], k), PAD_ID, dtype=np.int64)
         if k_eff == 0 or queries.shape[0] == 0:
             return out
@@ -250,7 +246,7 @@ class ApproximateIndex:
             self._index.hnsw.efSearch = max(self.spec.ef_search, k_eff)
             _, out[:, :k_eff] = self._index.search(queries, k_eff)
             return out
-        wide = min(self.ntotal, REFINE * k_eff, FAISS_GPU_MAX_K if "gpu" in self.backend else self.ntotal)
+        wide = min(self.ntotal, REFINE * k_eff)
         _, cand = self._index.search(queries, wide)
         out[:, :k_eff] = refine(queries, self._vectors, cand, k_eff)
         return out

@@ -381,7 +381,7 @@ class PairOptions(RunOptions, ModelOptions):
                       "corpora (candidates rescored exactly; recall@k in stats.json)",
                       one_of("gather", "sharded", "ivf", "hnsw"))
     nlist: int | None = flag(None, "--index=ivf: inverted lists (default: ~sqrt(documents))", at_least(1))
-    nprobe: int = flag(32, "--index=ivf: lists visited per query (more: higher recall, slower)", at_least(1))
+    nprobe: int = flag(128, "--index=ivf: lists visited per query (more: higher recall, slower)", at_least(1))
     hnsw_m: int = flag(32, "--index=hnsw: graph neighbours per document", at_least(2))
     ef_search: int = flag(128, "--index=hnsw: search depth (more: higher recall, slower)", at_least(1))
     recall_queries: int = flag(1000, "--index=ivf/hnsw: queries sampled to measure recall@k against exact search",
