@@ -253,3 +253,16 @@ def test_more_ranks_than_gpus_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(InputError, match=r"2 ranks on this node but 1 CUDA device.*--nproc-per-node=1"):
         distributed.init()
+
+
+def test_refine_keeps_the_best_candidates_by_inner_product():
+    rng = np.random.default_rng(3)
+    docs, queries = rng.normal(size=(500, 16)).astype(np.float32), rng.normal(size=(40, 16)).astype(np.float32)
+    cand = rng.integers(0, 500, size=(40, 30))
+    cand[5, 20:] = -1  # fewer candidates: trailing -1
+    got = index.refine(queries, docs, cand, 8)
+    for q in range(40):
+        c = cand[q][cand[q] >= 0]
+        best = c[np.argsort(-(docs[c] @ queries[q]), kind="stable")[:8]]
+        assert set(got[q].tolist()) == set(best.tolist())
+    assert (index.refine(queries[:1], docs, cand[5:6, :3], 8)[0, 3:] == -1).all()

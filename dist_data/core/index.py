@@ -253,16 +253,19 @@ class ApproximateIndex:
 
 
 def refine(queries: np.ndarray, vectors: np.ndarray, cand: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` best of each query's candidate rows by float32 inner product (``-1`` pads)."""
+    """The ``k`` best of each query's candidate rows by float32 inner product (faiss, threaded).
+
+    ``cand`` rows may end in ``-1`` (fewer candidates); the result then ends in ``-1`` too.
+    """
+    faiss = _faiss()
+    queries, vectors = np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(vectors, dtype=np.float32)
+    cand = np.ascontiguousarray(cand, dtype=np.int64)
+    vals = np.empty((len(cand), k), dtype=np.float32)
     out = np.full((len(cand), k), PAD_ID, dtype=np.int64)
-    step = max(1, SCORE_ELEMENTS // 16 // max(1, cand.shape[1] * vectors.shape[1]))
-    for s in range(0, len(cand), step):
-        c = cand[s : s + step]
-        scores = np.einsum("qd,qrd->qr", queries[s : s + step], vectors[np.maximum(c, 0)])
-        scores[c < 0] = -np.inf
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        out[s : s + step, : top.shape[1]] = np.where(np.take_along_axis(scores, top, 1) > -np.inf,
-                                                      np.take_along_axis(c, top, 1), PAD_ID)
+    if len(cand) and k:
+        faiss.knn_inner_products_by_idx(faiss.swig_ptr(queries), faiss.swig_ptr(vectors), faiss.swig_ptr(cand),
+                                        vectors.shape[1], len(cand), len(vectors), cand.shape[1], k,
+                                        faiss.swig_ptr(vals), faiss.swig_ptr(out), cand.shape[1])
     return out
 
 
