@@ -264,11 +264,6 @@ def unroute(order: np.ndarray, received: list[np.ndarray], replies: np.ndarray) 
     return out
 
 
-def _ask_owners(want: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Send each owner the keys wanted from it; returns (the send order, the keys asked of this rank)."""
-    return route(np.asarray(want, dtype=np.int64), owner)
-
-
 def fetch(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """The values of keys held by other ranks: each key's owner is asked for it (all-to-all).
 
@@ -279,17 +274,13 @@ def fetch(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], np.
     Returns:
         ``(n, ...)`` the values, in the order of ``want``.
     """
-    order, asked = _ask_owners(want, owner)
-    answers = exchange([np.asarray(serve(keys)) for keys in asked])
-    got = np.concatenate(answers) if answers else np.zeros(0)
-    out = np.empty_like(got)
-    out[order] = got
-    return out
+    order, asked = route(np.asarray(want, dtype=np.int64), owner)
+    return unroute(order, asked, np.concatenate([np.asarray(serve(keys)) for keys in asked]))
 
 
 def fetch_strings(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], list[str]]) -> list[str]:
     """:func:`fetch` for text values: ``serve(keys)`` returns one string per key."""
-    order, asked = _ask_owners(want, owner)
+    order, asked = route(np.asarray(want, dtype=np.int64), owner)
     encoded = [[s.encode("utf-8") for s in serve(keys)] for keys in asked]
     lengths = exchange([np.array([len(b) for b in e], dtype=np.int64) for e in encoded])
     blobs = exchange([np.frombuffer(b"".join(e), dtype=np.uint8) for e in encoded])
