@@ -29,12 +29,10 @@ dataset each row came from is beside them, in ``provenance.json`` (``{"datasets"
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -443,24 +441,11 @@ class AllOptions(Options):
     min_sts_score: float = flag(STS_POSITIVE, "an STS pair is a positive from this score (0-5 scale) up")
 
 
-def _run(fn: Callable[..., Any], opts: Options) -> None:
-    """Run one subcommand in this process; user errors print one line and exit 2."""
-    from .core.io import BadRowError
-    from .core.log import setup_logging
-
-    setup_logging(0, 0, 1)
-    try:
-        fn(**dataclasses.asdict(opts))
-    except (InputError, BadRowError, ValueError) as e:
-        logger.error("%s", e)
-        sys.exit(2)
-
-
 COMMANDS = {
-    "embeddings": (EmbeddingsOptions, lambda o: _run(combine_embeddings, o)),
-    "collection": (CollectionOptions, lambda o: _run(combine_collection, o)),
-    "finetune": (FinetuneSetsOptions, lambda o: _run(combine_finetune, o)),
-    "all": (AllOptions, lambda o: _run(combine_all, o)),
+    "embeddings": (EmbeddingsOptions, lambda o: cli.run_in_process(combine_embeddings, o)),
+    "collection": (CollectionOptions, lambda o: cli.run_in_process(combine_collection, o)),
+    "finetune": (FinetuneSetsOptions, lambda o: cli.run_in_process(combine_finetune, o)),
+    "all": (AllOptions, lambda o: cli.run_in_process(combine_all, o)),
 }
 
 

@@ -271,3 +271,16 @@ def main_with_commands(commands: dict[str, tuple[type[Options], Callable[[Option
         sys.exit(2)
     cls, body = commands[name]
     main(cls, body, cls.__doc__, f"{prog} {name}", argv[1:])
+
+
+def run_in_process(fn: Callable[..., Any], opts: Options) -> None:
+    """``fn(**options)`` in this one process (the single-process subcommands): user errors (bad input,
+    a missing file, a full disk) print one line and exit 2."""
+    from .log import logger, setup_logging
+
+    setup_logging(0, 0, 1)
+    try:
+        fn(**dataclasses.asdict(opts))
+    except (ValueError, OSError) as e:  # InputError and BadRowError are ValueErrors
+        logger.error("%s", e)
+        sys.exit(2)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import zipfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -644,5 +645,11 @@ def save_npy(path: str, array: np.ndarray) -> None:
 
 
 def save_npz(path: str, **arrays: np.ndarray) -> None:
-    with atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
+    """``np.savez`` with reproducible bytes: the same arrays give the same file (``np.savez`` stamps
+    each member with the time of writing). Object arrays (ragged rows) are pickled, as numpy does."""
+    with atomic_open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            array = np.asanyarray(value)
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, array, allow_pickle=array.dtype.hasobject)

@@ -1,0 +1,1 @@
+"""Images: input formats (FFCV, ImageFolder, webdataset shards), visual backbones, ImageNet helpers."""
