@@ -141,10 +141,13 @@ def dataloader_loop(model_name: str, checkpoint: str | None, folder: str, batch_
 
 def dist_data_run(kind: str, path: str, out: str, model: str, checkpoint: str | None, batch_size: int,
                   workers: int) -> dict:
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run each time (a finished run would be reused)
     flag = "--eval_data_ffcv" if kind == "ffcv" else "--eval_data"
     cmd = [sys.executable, "-m", "dist_data.embed_images", f"{flag}={path}", f"--output_dir={out}",
            f"--model_name={model}", f"--batch_size={batch_size}", f"--num_workers={workers}", "--noprogress",
-           "--overwrite"] + ([f"--checkpoint={checkpoint}"] if checkpoint else [])
+           ] + ([f"--checkpoint={checkpoint}"] if checkpoint else [])
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(HERE))
     wall = time.perf_counter() - start
