@@ -115,7 +115,7 @@ def dataloader_loop(model_name: str, checkpoint: str | None, folder: str, batch_
     import numpy as np
     import torch
 
-    from dist_data.image.compat import import_torchvision
+    from dist_data.core.compat import import_torchvision
 
     import_torchvision()
     import timm

@@ -9,3 +9,7 @@ import os as _os
 _os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 __version__ = "0.1.0"
+
+from .core.compat import prepare_torchvision as _prepare_torchvision  # noqa: E402
+
+_prepare_torchvision()  # before transformers, timm or open_clip import torchvision (see core/compat.py)

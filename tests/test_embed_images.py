@@ -20,10 +20,10 @@ from conftest import run_cli
 
 from PIL import Image  # noqa: E402
 
-from dist_data.image.compat import import_torchvision  # noqa: E402
+from dist_data.core.compat import import_torchvision  # noqa: E402
 from dist_data.image.samples import efficientnet_lite0_checkpoint, sample_photos  # noqa: E402
 
-import_torchvision()  # before timm (see dist_data.image.compat)
+import_torchvision()  # before timm (see dist_data.core.compat)
 pytest.importorskip("timm")
 
 TINY = "test_efficientnet"

@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 from dist_data.core.io import InputError
 from dist_data.image import imagenet
-from dist_data.image.compat import _is_op_mismatch
+from dist_data.core.compat import _is_op_mismatch
 
 XML = """<annotation>
   <folder>val</folder>
@@ -74,7 +74,7 @@ def test_the_torchvision_workaround_acts_only_on_the_operator_mismatch():
     assert _is_op_mismatch(RuntimeError("operator torchvision::nms does not exist"))
     assert not _is_op_mismatch(RuntimeError("CUDA error: no kernel image is available"))
     assert not _is_op_mismatch(ImportError("operator torchvision::nms does not exist"))
-    from dist_data.image.compat import import_torchvision
+    from dist_data.core.compat import import_torchvision
 
     tv = import_torchvision()
     from torchvision import transforms  # the pure-Python parts work either way

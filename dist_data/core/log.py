@@ -22,6 +22,10 @@ def setup_logging(rank: int, local_rank: int, world_size: int) -> None:
     for name in ("sentence_transformers", "transformers", "datasets", "faiss"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .compat import notice
+
+    if notice():
+        logger.info("%s", notice())
 
 
 def progress(total: int, desc: str, enabled: bool, unit: str = "rows") -> tqdm.tqdm:

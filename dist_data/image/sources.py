@@ -36,7 +36,7 @@ import torch
 
 from ..core.io import InputError
 from ..core.log import logger
-from .compat import import_torchvision
+from ..core.compat import import_torchvision
 
 FFCV_SUFFIXES = (".ffcv", ".beton")
 WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")

@@ -8,21 +8,22 @@ Defining those two schemas first lets the pure-Python parts import and work (tra
 ``ImageFolder``, timm and open_clip models); torchvision's compiled ops (detection ops,
 ``torchvision.io`` decoding) stay unavailable, and dist_data uses none of them (PIL decodes).
 
-This is the only place that knows about it. It acts only on that exact failure, says so once in
-the log, and does nothing where torchvision imports normally.
+transformers imports torchvision too wherever it is installed, so the text verbs would fail the
+same way: the package's ``__init__`` calls :func:`prepare_torchvision` before anything else loads.
+This is the only place that knows about it. It acts only on that exact failure, says so in the log
+(:func:`notice`, printed by ``setup_logging``), and does nothing where torchvision imports normally.
 """
 
 from __future__ import annotations
 
 import sys
 
-from ..core.log import logger
-
 _MISSING_OPS = {  # what torchvision's _meta_registrations registers fake kernels for
     "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
     "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
 }
 _library = None  # the torch.library.Library holding the schemas (kept alive: dropping it removes them)
+_notice: str | None = None  # what was done, for the log
 
 
 def _is_op_mismatch(error: BaseException) -> bool:
@@ -37,7 +38,7 @@ def import_torchvision():
         ImportError: torchvision is not installed (with the install command).
         RuntimeError: any other import failure, unchanged.
     """
-    global _library
+    global _library, _notice
     if "torchvision" in sys.modules:  # imported already (a failed import leaves no entry)
         return sys.modules["torchvision"]
     try:
@@ -59,8 +60,22 @@ def import_torchvision():
         _library.define(schema)
     import torchvision
 
-    logger.warning("torchvision %s does not match torch %s (%s): its compiled ops are unavailable; defined the "
-                   "schemas of %s so that its Python parts (transforms, ImageFolder, timm, open_clip) work. "
-                   "Install the torchvision build made for this torch to silence this.", torchvision.__version__,
-                   torch.__version__, first_line, ", ".join(_MISSING_OPS))
+    _notice = (f"torchvision {torchvision.__version__} does not match torch {torch.__version__} ({first_line}): its "
+               f"compiled ops are unavailable; defined the schemas of {', '.join(_MISSING_OPS)} so that its Python "
+               f"parts (transforms, ImageFolder, timm, open_clip, transformers) work. Install the torchvision build "
+               f"made for this torch to silence this.")
     return torchvision
+
+
+def prepare_torchvision() -> None:
+    """Where torchvision is installed, import it now (with the workaround if needed), before
+    transformers, timm or open_clip do; where it is not, nothing."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        import_torchvision()
+
+
+def notice() -> str | None:
+    """The line to log when the workaround was used (None otherwise)."""
+    return _notice
