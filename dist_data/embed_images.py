@@ -39,7 +39,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import cli, distributed
 from .core.cli import CommonOptions, Options, at_least, flag, non_empty, one_of, required
 from .core.embed import BATCHES_PER_BLOCK
-from .core.io import InputError, write_json, write_lines
+from .core.io import InputError, read_json, write_json, write_lines
 from .core.log import logger
 from .core.pipeline import begin_run, open_run, peak_rss_mib, run_entry_point
 from .core.rundir import remove_paths
@@ -125,6 +125,10 @@ def _merge_counts(per_rank: list[SplitCounts]) -> dict[str, Any]:
             "cached_blocks": sum(c.cached_blocks for c in per_rank), "rejected": rejected, "seconds": seconds}
 
 
+def _remove_blocks(parts_dir: str, split: str) -> None:
+    remove_paths(parts_dir, [os.path.basename(part_path(parts_dir, split, b)) for b in list_parts(parts_dir, split)])
+
+
 def _finish_split(run, split: str, source: ImageSource, opts: EmbedImagesOptions, block_rows: int) -> dict[str, Any]:
     """Rank 0: the blocks stacked into ``{split}.npz`` (and removed), the split's rejects named."""
     start = time.perf_counter()
@@ -133,8 +137,7 @@ def _finish_split(run, split: str, source: ImageSource, opts: EmbedImagesOptions
     for r in result["rejects"]:
         r["file"] = source.locator(r["index"])
     if not opts.keep_parts:
-        remove_paths(run.parts_dir, [os.path.basename(part_path(run.parts_dir, split, b))
-                                     for b in list_parts(run.parts_dir, split)])
+        _remove_blocks(run.parts_dir, split)
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
 
@@ -165,10 +168,8 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions) -> di
         if os.path.exists(run.file(f"{split}.npz")):
             if info.is_main:
                 logger.info("%s: %s.npz is already there (an earlier run of this command)", split, split)
-                remove_paths(run.parts_dir, [os.path.basename(part_path(run.parts_dir, split, b))
-                                             for b in list_parts(run.parts_dir, split)])
-                previous = (json.load(open(run.file("stats.json"), encoding="utf-8")) if os.path.exists(run.file("stats.json"))
-                            else {}).get("splits", {}).get(split)
+                _remove_blocks(run.parts_dir, split)
+                previous = (read_json(run.file("stats.json")) or {}).get("splits", {}).get(split)
                 stats["splits"][split] = previous or {"note": "stacked by an earlier run"}
             continue
         settings = EmbedSettings(opts.batch_size, BATCHES_PER_BLOCK, opts.num_workers, opts.output_dtype,

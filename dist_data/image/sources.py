@@ -272,8 +272,8 @@ def ffcv_batches(path: str, indices: np.ndarray, batch_size: int, num_workers: i
     from ffcv.reader import Reader
     from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
 
-    names = Reader(path).field_names
-    handlers = Reader(path).handlers
+    reader = Reader(path)
+    names, handlers = reader.field_names, reader.handlers
     image_field = next((n for n in names if type(handlers[n]).__name__ == "RGBImageField"), None)
     label_field = next((n for n in names if type(handlers[n]).__name__ == "IntField"), None)
     if image_field is None:
