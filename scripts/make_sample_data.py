@@ -1,6 +1,7 @@
 """Build the sample datasets shipped in dist_data/data/ from the WordNet 3.0 database.
 
-    python scripts/make_sample_data.py    # writes dist_data/data/wordnet_pairs.jsonl.gz and wordnet_text.jsonl.gz
+    python scripts/make_sample_data.py    # writes dist_data/data/wordnet_pairs.jsonl.gz, wordnet_text.jsonl.gz
+                                          # and imagenet_classes.json
 
 wordnet_pairs: each row is a (query, document) pair: a synset's first lemma and its definition,
 with the synset id and part of speech. 5,000 synsets are drawn with a fixed seed across all parts
@@ -10,13 +11,17 @@ wordnet_text: 2,000 documents ``{"id", "text"}`` for pretokenization, each a run
 synsets of one part of speech written as "lemma, lemma: definition; "example"." lines; runs of
 1 to 80 synsets give documents from a few tokens to a few thousand.
 
-Both are reproducible byte for byte. WordNet's license is in dist_data/data/WORDNET_LICENSE.
+imagenet_classes: the 1,000 ILSVRC classes (label, wnid, CLIP class name from ``imagenet-classes``,
+WordNet lemmas and definition), one class per line; see dist_data.captions.classes.
+
+All are reproducible byte for byte. WordNet's license is in dist_data/data/WORDNET_LICENSE.
 """
 
 import gzip
 import json
 import random
 
+from dist_data.captions.classes import CLASS_TABLE, build_class_table
 from dist_data.text.wordnet import SAMPLE_PAIRS, SAMPLE_TEXT, iter_synsets
 
 N_PAIRS = 5000
@@ -52,6 +57,10 @@ def main() -> None:
     print(f"wrote {N_PAIRS} pairs from {len(synsets)} synsets to {SAMPLE_PAIRS}")
     write_gz(SAMPLE_TEXT, text_documents())
     print(f"wrote {N_DOCS} documents to {SAMPLE_TEXT}")
+    table = build_class_table()
+    with open(CLASS_TABLE, "w", encoding="utf-8") as f:
+        f.write("[\n" + ",\n".join(json.dumps(c, ensure_ascii=False) for c in table) + "\n]\n")
+    print(f"wrote {len(table)} ImageNet classes to {CLASS_TABLE}")
 
 
 if __name__ == "__main__":

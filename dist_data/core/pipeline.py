@@ -225,6 +225,53 @@ def read_stage(info: distributed.DistInfo, stats: Stats, dataset: str, split: st
     return shard
 
 
+@dataclass
+class BlockSlice:
+    """This rank's contiguous slice ``[lo, hi)`` of the processed rows (``n`` on all ranks), in
+    blocks of ``block_rows`` consecutive positions: the unit of caching and resume."""
+
+    catalog: Catalog
+    selected: np.ndarray | None  # the sampled global ids, or None for every row
+    n: int
+    lo: int
+    hi: int
+    block_rows: int
+
+    def blocks(self) -> Iterator[tuple[int, list[Row]]]:
+        """``(block, rows)`` of this slice, read in one streaming pass."""
+        rows = self.catalog.read(self.selected[self.lo : self.hi]) if self.selected is not None \
+            else self.catalog.read_range(self.lo, self.hi)
+        block: list[Row] = []
+        current = None
+        for pos, row in enumerate(rows, start=self.lo):
+            b = pos // self.block_rows
+            if current is not None and b != current:
+                yield current, block
+                block = []
+            current = b
+            block.append(row)
+        if block:
+            yield current, block
+
+
+def plan_blocks(info: distributed.DistInfo, stats: Stats, dataset: str, split: str, max_rows: int | None, seed: int,
+                block_rows: int, unit: str = "rows") -> BlockSlice:
+    """Count the inputs, sample, and give this rank its block-aligned slice (read later, streamed).
+
+    Counts ``input_rows`` and ``dropped.not_sampled`` once (rank 0; zero elsewhere, same keys).
+    """
+    catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
+    selected = sample_positions(catalog.total, max_rows, seed)
+    n = len(selected) if selected is not None else catalog.total
+    lo, hi = distributed.shard_range(n, info.rank, info.world_size, unit=block_rows)
+    stats.add("input_rows", catalog.total if info.is_main else 0)
+    stats.add("dropped", catalog.total - n if info.is_main else 0, reason="not_sampled")
+    if info.is_main:
+        logger.info("read: %s %s in %d file(s); %s on %d rank(s), %s here", fmt_rows(catalog.total), unit,
+                    len(catalog.sources), fmt_rows(n), info.world_size, fmt_rows(hi - lo))
+    return BlockSlice(catalog, selected, n, lo, hi, block_rows)
+
+
 # ---------------------------------------------------------------- embedding
 
 def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequence[str], block_rows: int,

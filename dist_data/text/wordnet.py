@@ -1,52 +1,13 @@
-"""Real English text from the WordNet 3.0 database (Debian's ``wordnet-base``: /usr/share/wordnet).
-
-Used to build the shipped sample dataset (``scripts/make_sample_data.py``), the tests and the
-benchmarks. Each synset gives lemmas (the query side) and a definition and examples (the document
-side).
-"""
+"""The shipped WordNet samples (``scripts/make_sample_data.py`` builds them from the database that
+:mod:`dist_data.core.wordnet` reads): the default inputs of filter, mine and pretokenize."""
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
-from typing import Iterator
 
-WORDNET_DIR = os.environ.get("WORDNET_DIR", "/usr/share/wordnet")
-POS_FILES = {"n": "data.noun", "v": "data.verb", "a": "data.adj", "r": "data.adv"}
+from ..core.wordnet import WORDNET_DIR, Synset, iter_synsets
+
+__all__ = ["SAMPLE_PAIRS", "SAMPLE_TEXT", "WORDNET_DIR", "Synset", "iter_synsets"]  # the tests and benches read them here
+
 SAMPLE_PAIRS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "wordnet_pairs.jsonl.gz")
 SAMPLE_TEXT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "wordnet_text.jsonl.gz")
-
-
-@dataclass(frozen=True)
-class Synset:
-    offset: str
-    pos: str
-    lexfile: int
-    lemmas: tuple[str, ...]
-    definition: str
-    examples: tuple[str, ...]
-
-    @property
-    def id(self) -> str:
-        return f"{self.pos}{self.offset}"
-
-
-def iter_synsets(wordnet_dir: str = WORDNET_DIR, pos: str = "nvar") -> Iterator[Synset]:
-    """Every synset of the given parts of speech, in file order."""
-    if not os.path.isdir(wordnet_dir):
-        raise FileNotFoundError(f"WordNet not found at {wordnet_dir}: `apt-get install wordnet-base` "
-                                f"(or set WORDNET_DIR)")
-    for p in pos:
-        with open(os.path.join(wordnet_dir, POS_FILES[p]), encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("  "):  # license header
-                    continue
-                head, _, gloss = line.partition(" | ")
-                fields = head.split()
-                n_words = int(fields[3], 16)
-                lemmas = tuple(re.sub(r"\(.*\)$", "", w).replace("_", " ") for w in fields[4 : 4 + 2 * n_words : 2])
-                parts = [g.strip() for g in gloss.strip().split(";")]
-                definition = parts[0]
-                examples = tuple(g.strip('"') for g in parts[1:] if g.startswith('"'))
-                yield Synset(fields[0], fields[2].replace("s", "a"), int(fields[1]), lemmas, definition, examples)
