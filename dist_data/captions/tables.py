@@ -154,16 +154,18 @@ def trim_tail(labels: np.ndarray, n_classes: int, lastk: int, ceil: int, seed: i
 
 
 _COUNT_SUFFIX = re.compile(r"_\d+$")
+_CLASS_COUNT = re.compile(r"in\d*caps")
 
 
 def renamed(path: str, classes: int | None = None, n: int | None = None, suffix: str = "") -> str:
-    """The output name of a derived table, clip-beyond-tail's way: ``incaps`` -> ``in{K}caps`` for a
-    class subset (else ``in{K}_`` in front), the trailing ``_{rows}`` -> ``_{n}`` for a row sample,
+    """The output name of a derived table, clip-beyond-tail's way: ``incaps`` (or ``in100caps``) ->
+    ``in{K}caps`` for a class subset (else ``in{K}_`` in front), the trailing ``_{rows}`` -> ``_{n}`` for a row sample,
     or the trailing ``_{rows}`` -> ``suffix`` (``_tail5ceil1``)."""
     stem = os.path.basename(path)
     stem = stem[: -len(".tsv")] if stem.endswith(".tsv") else os.path.splitext(stem)[0]
     if classes is not None:
-        stem = stem.replace("incaps", f"in{classes}caps", 1) if "incaps" in stem else f"in{classes}_{stem}"
+        stem, found = _CLASS_COUNT.subn(f"in{classes}caps", stem, count=1)
+        stem = stem if found else f"in{classes}_{stem}"
     if n is not None:
         stem = _COUNT_SUFFIX.sub("", stem) + f"_{n}"
     if suffix:

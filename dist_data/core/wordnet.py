@@ -21,8 +21,9 @@ class Synset:
     pos: str
     lexfile: int
     lemmas: tuple[str, ...]
-    definition: str
+    definition: str  # the gloss up to its first ";" (what the shipped samples use)
     examples: tuple[str, ...]
+    gloss: str = ""  # the whole definition: the gloss without its quoted examples (nltk's definition())
 
     @property
     def id(self) -> str:
@@ -46,4 +47,6 @@ def iter_synsets(wordnet_dir: str = WORDNET_DIR, pos: str = "nvar") -> Iterator[
                 parts = [g.strip() for g in gloss.strip().split(";")]
                 definition = parts[0]
                 examples = tuple(g.strip('"') for g in parts[1:] if g.startswith('"'))
-                yield Synset(fields[0], fields[2].replace("s", "a"), int(fields[1]), lemmas, definition, examples)
+                whole = re.sub(r'".*?"', "", gloss).strip().strip("; ")
+                yield Synset(fields[0], fields[2].replace("s", "a"), int(fields[1]), lemmas, definition, examples,
+                             whole)
