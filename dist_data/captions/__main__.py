@@ -37,7 +37,7 @@ from . import label as labelling
 from . import tables
 from .classes import imagenet100_labels, imagenet_classes, read_class_names, write_class_frequency
 from .lemmas import LemmaMatcher
-from .runs import FREQUENCY_NAME, publish_table, require_one_process
+from .runs import FREQUENCY_NAME, open_table_run, publish_table
 from .variants import MODES, Fields, make_variants, parse_record
 
 
@@ -135,12 +135,10 @@ class LabelOptions(RunOptions):
 # ---------------------------------------------------------------- variants
 
 def run_variants(info: distributed.DistInfo, opts: VariantsOptions) -> dict | None:
-    require_one_process(info, "variants")
     start = time.perf_counter()
-    run, done = open_run(info, opts, "incaps.tsv")
+    run, stats, done = open_table_run(info, opts, "variants")
     if done is not None:
         return done
-    stats = Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected"))
     fields = opts.fields()
     rejects: list[dict[str, Any]] = []
     with stats.stage("read") as rec:
@@ -184,12 +182,10 @@ def _read_table(stats: Stats, opts) -> tuple[list[str], tables.Table]:
 
 
 def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None:
-    require_one_process(info, "subsets")
     start = time.perf_counter()
-    run, done = open_run(info, opts, "subset.tsv")
+    run, stats, done = open_table_run(info, opts, "subsets")
     if done is not None:
         return done
-    stats = Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected"))
     names, table = _read_table(stats, opts)
     begin_run(info, run)
     columns, rows, labels = list(table.columns), table.rows, table.labels
@@ -235,13 +231,10 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None
 
 
 def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions) -> dict | None:
-    require_one_process(info, "trim_tail")
     start = time.perf_counter()
-    run, done = open_run(info, opts, "trimmed.tsv")
+    run, stats, done = open_table_run(info, opts, "trim_tail", "tail_rows_before", "tail_rows_after")
     if done is not None:
         return done
-    stats = Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected", "tail_rows_before",
-                                                                  "tail_rows_after"))
     names, table = _read_table(stats, opts)
     if opts.lastk > len(names):
         raise ValueError(f"--lastk={opts.lastk} is more than the {len(names)} classes")
