@@ -231,17 +231,39 @@ def test_variant_rules_by_hand():
     assert Fields(False, False, False, False, False, "cname").problems()
 
 
+def trains_with_open_clip(table, want) -> None:
+    """open_clip's own training dataset (``--dataset-type csv --csv-separator '\\t'``) reads our table
+    as written: the image paths open, every caption comes back exactly and tokenizes as itself."""
+    import dist_data  # noqa: F401 - the torchvision workaround, before open_clip imports it
+
+    from open_clip import get_tokenizer
+    from open_clip_train.data import CsvDataset
+    from PIL import Image
+
+    for filepath, label, _ in want[:20]:  # real image files where the table points
+        os.makedirs(os.path.dirname(filepath), exist_ok=True)
+        Image.new("RGB", (8, 8), (label % 256, 0, 0)).save(filepath)
+    tokenizer = get_tokenizer("RN50")
+    ds = CsvDataset(str(table), lambda im: im.size, img_key="filepath", caption_key="caption", sep="\t",
+                    tokenizer=tokenizer)
+    assert len(ds) == len(want) and ds.captions == [w[2] for w in want]
+    for i in range(20):
+        size, tokens = ds[i]
+        assert size == (8, 8) and tokens.tolist() == tokenizer([want[i][2]])[0].tolist()
+
+
 def test_variants_command_end_to_end(tmp_path):
     rows = incaps_rows()
     captions = write_json(str(tmp_path / "imagenet_captions.json"), rows)
     out = tmp_path / "v"
-    flags = [f"--captions={captions}", "--image_root=/data/imagenet", "--use_title", "--use_tags",
+    root = str(tmp_path / "imagenet")
+    flags = [f"--captions={captions}", f"--image_root={root}", "--use_title", "--use_tags",
              "--use_description", "--append_cname", "--mode=openai80", "--shuffle", "--seed=0", f"--output_dir={out}"]
     run_cli("dist_data.captions", "variants", *flags, nproc=0)
     name = f"incaps_title_tags_description_openai80_{len(rows) - 1}.tsv"
     # open_clip's CsvDataset: pd.read_csv(path, sep="\t"), then the filepath and caption columns
     df = pd.read_csv(out / name, sep="\t")
-    want = reference_variants(rows, True, True, True, True, False, "openai80", True, 0, "/data/imagenet")
+    want = reference_variants(rows, True, True, True, True, False, "openai80", True, 0, root)
     assert list(df.columns) == ["filepath", "label", "caption"]
     assert list(df.itertuples(index=False, name=None)) == want
     freq = pd.read_csv(out / "class_frequency.txt", sep="\t", header=None, names=["classname", "count"])
@@ -249,6 +271,7 @@ def test_variants_command_end_to_end(tmp_path):
     assert freq["count"].tolist() == np.bincount([w[1] for w in want], minlength=1000).tolist()
     stats = json.loads((out / "stats.json").read_text())
     assert stats["counts"]["kept"] == len(want) and stats["counts"]["dropped"]["not_an_imagenet_1k_class"] == 1
+    trains_with_open_clip(out / name, want)
     before = (out / name).read_bytes()
     again = run_cli("dist_data.captions", "variants", *flags, nproc=0)
     assert "already complete" in again.stderr and (out / name).read_bytes() == before

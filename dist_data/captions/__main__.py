@@ -1,5 +1,7 @@
-"""Caption curation for "what makes CLIP generalise" studies: ImageNet-Captions variants, class and
-row subsets, trimmed tails, and caption -> ImageNet class labelling (YFCC15M-Cls, CC12M-Cls).
+"""Caption curation: ImageNet-Captions variants, subsets, trimmed tails, caption -> class labels.
+
+The data side of "what makes CLIP generalise" studies (clip-beyond-tail): the same images with
+other caption sources, class counts, data scales and tail shapes; YFCC15M-Cls / CC12M-Cls labels.
 
     python -m dist_data.captions variants --captions=imagenet_captions.json --image_root=$DATASET/imagenet \\
         --use_title --use_tags --use_description --append_cname --mode=openai80 --shuffle --output_dir=DIR
