@@ -408,8 +408,10 @@ def test_label_end_to_end_ranks_and_resume(tmp_path, unique):
     assert list(got.itertuples(index=False, name=None)) == want
     freq = pd.read_csv(one / "class_frequency.txt", sep="\t", header=None)
     assert freq[1].tolist() == np.bincount([w[2] for w in want], minlength=1000).tolist()
-    counts = json.loads((one / "stats.json").read_text())["counts"]
+    stats = json.loads((one / "stats.json").read_text())
+    counts = stats["counts"]
     matched = sum(bool(brute_force(t, unique)) for t in captions)
+    assert stats["examples"]["unmatched_captions"] == [t[:200] for t in captions if not brute_force(t, unique)][:10]
     assert counts["captions_matched"] == matched and counts["rows_out"] == len(want)
     assert counts["dropped"] == {"no_class_lemma": len(captions) - matched, "empty_caption": 1, "not_sampled": 0}
     assert sum(counts["per_class"].values()) == len(want)

@@ -280,6 +280,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
     cache = os.path.join(run.cache_dir, "label")
     os.makedirs(cache, exist_ok=True)
     rejects: list[dict[str, Any]] = []
+    unmatched: list[str] = []
     error, plan = None, None
     with stats.stage("label") as rec:
         try:
@@ -297,6 +298,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
                         stats.add("cached_blocks")
                     labelling.add_counts(stats, result.counts)
                     rejects.extend(result.rejects)
+                    unmatched.extend(result.unmatched_examples[: max(0, labelling.MAX_SHOWN - len(unmatched))])
                     rec["rows"] += len(rows)
                     bar.update(len(rows))
         except (labelling.BadRowError, InputError) as e:
@@ -304,6 +306,9 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
         distributed.raise_if_any_failed(error)
     per_class = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :])
     counts = per_class.sum(axis=0)
+    shown = [t for part in distributed.all_gather_object(unmatched) for t in part][: labelling.MAX_SHOWN]
+    if info.is_main:
+        stats.examples = {"unmatched_captions": shown}
     n_blocks = -(-plan.n // opts.block_rows)
 
     def join() -> str:

@@ -24,7 +24,7 @@ from .lemmas import LemmaMatcher
 from .tables import one_line, tsv_text
 
 COLUMNS = ("filepath", "caption", "label")
-MAX_SHOWN = 5  # unmatched captions kept per block as examples for stats.json
+MAX_SHOWN = 10  # unmatched captions shown in stats.json (the first ones, in input order)
 
 
 def parse_caption(row: Row, caption_key: str, filepath_key: str) -> tuple[str, str | None]:

@@ -44,7 +44,7 @@ def peak_rss_mib() -> float:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KiB on Linux
 
 
-RUN_SECTIONS = ("scores", "index")  # one value for the whole run (not per rank)
+RUN_SECTIONS = ("scores", "index", "examples")  # one value for the whole run (not per rank)
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Stats:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)  # quantile tables over all ranks (set on rank 0)
     index: dict[str, Any] = field(default_factory=dict)  # the index used, and its recall when approximate
+    examples: dict[str, list[str]] = field(default_factory=dict)  # a few rows of a kind, to look at (set on rank 0)
 
     @classmethod
     def with_keys(cls, *keys: str, buckets: Sequence[str] = ()) -> "Stats":
