@@ -31,15 +31,15 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from ..core import cli, distributed
 from ..core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
-from ..core.io import InputError, read_rows, resolve_sources
+from ..core.io import BadRowError, InputError, read_rows, resolve_sources
 from ..core.log import logger, progress
-from ..core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, merge_outputs, open_run,
-                             parse_or_reject, plan_blocks, run_entry_point, write_parts)
+from ..core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, open_run,
+                             parse_or_reject, plan_blocks, run_entry_point)
 from . import label as labelling
 from . import tables
-from .classes import imagenet100_labels, imagenet_classes, read_class_names, write_class_frequency
+from .classes import imagenet100_labels, imagenet_classes, read_class_names
 from .lemmas import LemmaMatcher
-from .runs import FREQUENCY_NAME, open_table_run, publish_table
+from .runs import open_table_run, publish_table
 from .variants import MODES, Fields, make_variants, parse_record
 
 
@@ -157,8 +157,9 @@ def run_variants(info: distributed.DistInfo, opts: VariantsOptions) -> dict | No
     stats.add("dropped", result.empty, reason="empty_caption")
     labels = [label for _, label, _ in result.rows]
     names = [c.name for c in imagenet_classes()]
-    merged = publish_table(run, stats, fields.file_name(len(result.rows)), ("filepath", "label", "caption"),
-                           result.rows, names, tables.class_counts(np.asarray(labels, dtype=np.int64), len(names)).tolist(), rejects)
+    merged = publish_table(run, 0, 1, stats, fields.file_name(len(result.rows)),
+                           lambda path: tables.write_tsv(path, ("filepath", "label", "caption"), result.rows), names,
+                           tables.class_counts(np.asarray(labels, dtype=np.int64), len(names)).tolist(), rejects)
     _summary(merged, start, run.file(merged["outputs"]["result"]))
     return merged
 
@@ -226,8 +227,8 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None
             rows, labels = [rows[i] for i in picked.tolist()], labels[picked]
     stats.add("kept", len(rows))
     name = tables.renamed(opts.df_path, classes=len(classes) if classes is not None else None, n=len(rows))
-    merged = publish_table(run, stats, name, columns, rows, names, tables.class_counts(labels, n_classes).tolist(),
-                           [])
+    merged = publish_table(run, 0, 1, stats, name, lambda path: tables.write_tsv(path, columns, rows), names,
+                           tables.class_counts(labels, n_classes).tolist(), [])
     _summary(merged, start, run.file(merged["outputs"]["result"]))
     return merged
 
@@ -253,7 +254,8 @@ def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions) -> dict | N
     logger.info("tail: %d classes with %s..%s rows each; at most %d kept per class", len(tail),
                 fmt_rows(before[tail].min()), fmt_rows(before[tail].max()), opts.ceil)
     name = tables.renamed(opts.df_path, suffix=f"_tail{opts.lastk}ceil{opts.ceil}")
-    merged = publish_table(run, stats, name, table.columns, table.take(keep), names, after.tolist(), [])
+    merged = publish_table(run, 0, 1, stats, name, lambda path: tables.write_tsv(path, table.columns, table.take(keep)),
+                           names, after.tolist(), [])
     _summary(merged, start, run.file(merged["outputs"]["result"]))
     return merged
 
@@ -301,7 +303,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
                     unmatched.extend(result.unmatched_examples[: max(0, labelling.MAX_SHOWN - len(unmatched))])
                     rec["rows"] += len(rows)
                     bar.update(len(rows))
-        except (labelling.BadRowError, InputError) as e:
+        except (BadRowError, InputError) as e:
             error = e
         distributed.raise_if_any_failed(error)
     per_class = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :])
@@ -309,19 +311,14 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
     shown = [t for part in distributed.all_gather_object(unmatched) for t in part][: labelling.MAX_SHOWN]
     if info.is_main:
         stats.examples = {"unmatched_captions": shown}
-    n_blocks = -(-plan.n // opts.block_rows)
+    blocks = [labelling.block_paths(cache, b)[0] for b in range(-(-plan.n // opts.block_rows))]
 
-    def join() -> str:
-        run.record([FREQUENCY_NAME])
-        with stats.stage("join") as rec:
-            rec["rows"] = int(counts.sum())
-            tables.join_tsv(run.file(name), labelling.COLUMNS,
-                            [labelling.block_paths(cache, b)[0] for b in range(n_blocks)])
-            write_class_frequency(run.file(FREQUENCY_NAME), [c.name for c in classes], counts.tolist())
-        return name
+    def join_blocks(path: str) -> int:  # rank 0, once every rank's blocks are written
+        tables.join_tsv(path, labelling.COLUMNS, blocks)
+        return int(counts.sum())
 
-    write_parts(run, info.rank, [], None, rejects)
-    merged = merge_outputs(run, info.rank, info.world_size, stats, False, False, merge_result=join)
+    merged = publish_table(run, info.rank, info.world_size, stats, name, join_blocks, [c.name for c in classes],
+                           counts.tolist(), rejects)
     if merged is not None:
         c = merged["counts"]
         read = c.get("read", 0)
@@ -334,7 +331,6 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
                                                           if k != "1")),
                     fmt_rows(dropped.get("no_class_lemma", 0)), fmt_rows(dropped.get("empty_caption", 0)),
                     fmt_rows(sum(c.get("rejected", {}).values())), time.perf_counter() - start, run.file(name))
-        merged["outputs"]["class_frequency"] = FREQUENCY_NAME
     return merged
 
 

@@ -3,13 +3,12 @@ stats and ``_SUCCESS``, through the run folder every verb uses (lock, manifest, 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..core import distributed
 from ..core.pipeline import Stats, merge_outputs, open_run, write_parts
 from ..core.rundir import RunDir
 from .classes import write_class_frequency
-from .tables import write_tsv
 
 FREQUENCY_NAME = "class_frequency.txt"
 
@@ -26,20 +25,23 @@ def open_table_run(info: distributed.DistInfo, opts: Any, command: str,
     return run, Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected", *buckets)), done
 
 
-def publish_table(run: RunDir, stats: Stats, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-                  class_names: Sequence[str], counts: Sequence[int], rejects: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write ``name`` (the table) and ``class_frequency.txt`` in the run folder, then stats and
-    ``_SUCCESS``; returns the merged stats."""
+def publish_table(run: RunDir, rank: int, world_size: int, stats: Stats, name: str,
+                  write_table: Callable[[str], int], class_names: Sequence[str], counts: Sequence[int],
+                  rejects: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """After every rank is done: rank 0 writes the table (``write_table(path)`` returns its rows) as
+    ``name`` and ``class_frequency.txt`` in the run folder, then stats and ``_SUCCESS``. Returns the
+    merged stats on rank 0, None elsewhere."""
     run.result_name = name
 
     def write() -> str:
         run.record([FREQUENCY_NAME])
         with stats.stage("write") as rec:
-            rec["rows"] = write_tsv(run.file(name), columns, rows)
+            rec["rows"] = write_table(run.file(name))
             write_class_frequency(run.file(FREQUENCY_NAME), class_names, counts)
         return name
 
-    write_parts(run, 0, [], None, rejects)
-    merged = merge_outputs(run, 0, 1, stats, False, False, merge_result=write)
-    merged["outputs"]["class_frequency"] = FREQUENCY_NAME
+    write_parts(run, rank, [], None, rejects)
+    merged = merge_outputs(run, rank, world_size, stats, False, False, merge_result=write)
+    if merged is not None:
+        merged["outputs"]["class_frequency"] = FREQUENCY_NAME
     return merged
