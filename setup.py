@@ -39,7 +39,9 @@ setup(
         "captions": ["pyahocorasick>=2.0", "open_clip_torch>=2.24"],
         "zstd": ["zstandard"],
         # mteb: the task registry checks; accelerate: a trainer reads our outputs in the contract tests
-        # nltk: an independent reader of WordNet for the caption tests
-        "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2", "accelerate>=1.1", "nltk>=3.8"],
+        # nltk: an independent reader of WordNet for the caption tests; braceexpand and webdataset:
+        # what open_clip's own training reader (open_clip_train.data) imports, to read our caption tables
+        "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2", "accelerate>=1.1", "nltk>=3.8", "braceexpand",
+                "webdataset>=0.2"],
     },
 )
