@@ -298,7 +298,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
                         labelling.save_block(cache, b, key, result)
                     else:
                         stats.add("cached_blocks")
-                    labelling.add_counts(stats, result.counts)
+                    stats.add_counts(result.counts)
                     rejects.extend(result.rejects)
                     unmatched.extend(result.unmatched_examples[: max(0, labelling.MAX_SHOWN - len(unmatched))])
                     rec["rows"] += len(rows)

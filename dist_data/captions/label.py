@@ -114,14 +114,5 @@ def save_block(cache: str, block: int, key: str, result: BlockResult) -> None:
                            "unmatched_examples": result.unmatched_examples})
 
 
-def add_counts(stats: Stats, counts: dict[str, Any]) -> None:
-    for key, value in counts.items():
-        if isinstance(value, dict):
-            for reason, n in value.items():
-                stats.add(key, n, reason=reason)
-        else:
-            stats.add(key, value)
-
-
 def per_class_array(per_class: dict[str, int], wnids: Sequence[str]) -> np.ndarray:
     return np.asarray([per_class.get(w, 0) for w in wnids], dtype=np.int64)

@@ -70,6 +70,16 @@ class Stats:
             bucket = self.counts.setdefault(key, {})
             bucket[reason] = bucket.get(reason, 0) + int(n)
 
+    def add_counts(self, counts: dict[str, Any]) -> None:
+        """Add another ``counts`` (another rank's, a cached block's): numbers summed, buckets by reason."""
+        for key, value in counts.items():
+            if isinstance(value, dict):
+                self.counts.setdefault(key, {})  # an empty bucket stays a key
+                for reason, n in value.items():
+                    self.add(key, n, reason=reason)
+            else:
+                self.add(key, value)
+
     @contextmanager
     def stage(self, name: str, rows: int | None = None, log: bool = True) -> Iterator[dict[str, float]]:
         """Time a stage; set ``rec["rows"]`` inside when the count is known only at the end."""
@@ -95,15 +105,10 @@ class Stats:
     @staticmethod
     def merge(per_rank: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Totals: counts summed; a stage's seconds are the slowest rank's (wall), rows summed."""
-        counts: dict[str, Any] = {}
+        total = Stats()
         for rank_stats in per_rank:
-            for key, value in rank_stats["counts"].items():
-                if isinstance(value, dict):
-                    bucket = counts.setdefault(key, {})
-                    for reason, n in value.items():
-                        bucket[reason] = bucket.get(reason, 0) + n
-                else:
-                    counts[key] = counts.get(key, 0) + value
+            total.add_counts(rank_stats["counts"])
+        counts = total.counts
         stages: dict[str, dict[str, float]] = {}
         for rank_stats in per_rank:
             for name, rec in rank_stats["stages"].items():
