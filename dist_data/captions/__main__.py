@@ -279,36 +279,16 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
                             buckets=("dropped", "rejected", "per_class", "classes_per_caption"))
     resolve_sources(opts.captions, opts.split)  # a missing input stops here, before the folder is touched
     begin_run(info, run)
+    plan = plan_blocks(info, stats, opts.captions, opts.split, opts.max_rows, opts.seed, opts.block_rows,
+                       unit="captions")
     cache = os.path.join(run.cache_dir, "label")
-    os.makedirs(cache, exist_ok=True)
-    rejects: list[dict[str, Any]] = []
-    unmatched: list[str] = []
-    error, plan = None, None
-    with stats.stage("label") as rec:
-        try:
-            plan = plan_blocks(info, stats, opts.captions, opts.split, opts.max_rows, opts.seed, opts.block_rows,
-                               unit="captions")
-            with progress(plan.hi - plan.lo, "label", opts.progress and info.is_main, unit="captions") as bar:
-                for b, rows in plan.blocks():
-                    key = labelling.block_key(rows)
-                    result = labelling.cached_block(cache, b, key)
-                    if result is None:
-                        result = labelling.label_block(rows, matcher, wnids, opts.caption_key, opts.filepath_key,
-                                                       opts.on_bad_rows)
-                        labelling.save_block(cache, b, key, result)
-                    else:
-                        stats.add("cached_blocks")
-                    stats.add_counts(result.counts)
-                    rejects.extend(result.rejects)
-                    unmatched.extend(result.unmatched_examples[: max(0, labelling.MAX_SHOWN - len(unmatched))])
-                    rec["rows"] += len(rows)
-                    bar.update(len(rows))
-        except (BadRowError, InputError) as e:
-            error = e
-        distributed.raise_if_any_failed(error)
+    rejects, shown = labelling.label_blocks(
+        info, stats, plan, cache, ".tsv",
+        lambda rows: labelling.label_block(rows, matcher, wnids, opts.caption_key, opts.filepath_key,
+                                           opts.on_bad_rows),
+        labelling.write_text, opts.progress and info.is_main)
     per_class = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :])
     counts = per_class.sum(axis=0)
-    shown = [t for part in distributed.all_gather_object(unmatched) for t in part][: labelling.MAX_SHOWN]
     if info.is_main:
         stats.examples = {"unmatched_captions": shown}
     blocks = [labelling.block_paths(cache, b)[0] for b in range(-(-plan.n // opts.block_rows))]

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..core.dedup import content_hash
-from ..core.io import BadRowError, Row, atomic_open, read_json, write_json
-from ..core.pipeline import REJECTED, Stats, parse_or_reject
+from ..core import distributed
+from ..core.io import BadRowError, InputError, Row, atomic_open, read_json, write_json
+from ..core.log import progress
+from ..core.pipeline import REJECTED, BlockSlice, Stats, parse_or_reject
 from .lemmas import LemmaMatcher
 from .tables import one_line, tsv_text
 
@@ -47,26 +49,27 @@ def parse_caption(row: Row, caption_key: str, filepath_key: str) -> tuple[str, s
 
 @dataclass
 class BlockResult:
-    """One block's labelled rows (TSV lines, no header) and what happened to each input row."""
+    """One block's labelled rows (``data``: TSV lines without header, or a table) and what happened
+    to each input row."""
 
-    tsv: str
+    data: Any
     counts: dict[str, Any] = field(default_factory=dict)
     rejects: list[dict[str, Any]] = field(default_factory=list)
     unmatched_examples: list[str] = field(default_factory=list)
 
 
-def label_block(rows: Sequence[Row], matcher: LemmaMatcher, wnids: Sequence[str], caption_key: str,
-                filepath_key: str, on_bad_rows: str) -> BlockResult:
-    stats = Stats.with_keys("read", "captions_matched", "rows_out", buckets=("dropped", "rejected", "per_class",
-                                                                           "classes_per_caption"))
-    rejects: list[dict[str, Any]] = []
-    out, unmatched = [], []
+def matched_captions(rows: Sequence[Row], matcher: LemmaMatcher, parse: Callable[[Row], tuple[Any, str | None]],
+                     on_bad_rows: str, stats: Stats, rejects: list[dict[str, Any]],
+                     unmatched: list[str]) -> Iterator[tuple[Any, str, tuple[int, ...]]]:
+    """``(payload, caption, classes)`` of each row whose caption names a class, in input order;
+    ``parse(row)`` gives ``(payload, caption)``. Counts ``read``, ``captions_matched``,
+    ``classes_per_caption`` and every dropped (``empty_caption``, ``no_class_lemma``) or rejected row."""
+    stats.add("read", len(rows))
     for row in rows:
-        parsed = parse_or_reject(row, lambda r: parse_caption(r, caption_key, filepath_key), on_bad_rows, rejects,
-                                 stats)
+        parsed = parse_or_reject(row, parse, on_bad_rows, rejects, stats)
         if parsed is REJECTED:
             continue
-        filepath, caption = parsed
+        payload, caption = parsed
         if caption is None or not caption.strip():
             stats.add("dropped", reason="empty_caption")
             continue
@@ -78,11 +81,22 @@ def label_block(rows: Sequence[Row], matcher: LemmaMatcher, wnids: Sequence[str]
             continue
         stats.add("captions_matched")
         stats.add("classes_per_caption", reason=str(len(classes)))
+        yield payload, caption, classes
+
+
+def label_block(rows: Sequence[Row], matcher: LemmaMatcher, wnids: Sequence[str], caption_key: str,
+                filepath_key: str, on_bad_rows: str) -> BlockResult:
+    stats = Stats.with_keys("read", "captions_matched", "rows_out", buckets=("dropped", "rejected", "per_class",
+                                                                           "classes_per_caption"))
+    rejects: list[dict[str, Any]] = []
+    out, unmatched = [], []
+    for filepath, caption, classes in matched_captions(rows, matcher,
+                                                       lambda r: parse_caption(r, caption_key, filepath_key),
+                                                       on_bad_rows, stats, rejects, unmatched):
         line = one_line(caption)
         for c in classes:
             out.append((filepath, line, c))
             stats.add("per_class", reason=wnids[c])
-    stats.add("read", len(rows))
     stats.add("rows_out", len(out))
     return BlockResult(tsv_text(out), stats.counts, rejects, unmatched)
 
@@ -93,25 +107,67 @@ def block_key(rows: Sequence[Row]) -> str:
                          for r in rows])
 
 
-def block_paths(cache: str, block: int) -> tuple[str, str]:
-    return os.path.join(cache, f"block-{block:07d}.tsv"), os.path.join(cache, f"block-{block:07d}.json")
+def block_paths(cache: str, block: int, suffix: str = ".tsv") -> tuple[str, str]:
+    """A cached block's rows (``block-NNNNNNN{suffix}``) and its counts (``.json``)."""
+    return os.path.join(cache, f"block-{block:07d}{suffix}"), os.path.join(cache, f"block-{block:07d}.json")
 
 
-def cached_block(cache: str, block: int, key: str) -> BlockResult | None:
-    tsv_path, meta_path = block_paths(cache, block)
+def cached_meta(cache: str, block: int, key: str, suffix: str = ".tsv") -> dict[str, Any] | None:
+    """The counts of a finished block whose input had content ``key``; None when it must be redone."""
+    data_path, meta_path = block_paths(cache, block, suffix)
     meta = read_json(meta_path) if os.path.exists(meta_path) else None
-    if not meta or meta.get("key") != key or not os.path.exists(tsv_path):
+    if not meta or meta.get("key") != key or not os.path.exists(data_path):
         return None
-    return BlockResult("", meta["counts"], meta["rejects"], meta["unmatched_examples"])
+    return meta
 
 
-def save_block(cache: str, block: int, key: str, result: BlockResult) -> None:
-    """The rows first, then the counts: the counts file marks the block done."""
-    tsv_path, meta_path = block_paths(cache, block)
-    with atomic_open(tsv_path) as f:
-        f.write(result.tsv)
-    write_json(meta_path, {"key": key, "counts": result.counts, "rejects": result.rejects,
-                           "unmatched_examples": result.unmatched_examples})
+def save_meta(cache: str, block: int, key: str, meta: dict[str, Any], write_data: Callable[[str], None],
+              suffix: str = ".tsv") -> None:
+    """The rows first (``write_data(path)``, atomically), then the counts: the counts mark the block done."""
+    data_path, meta_path = block_paths(cache, block, suffix)
+    write_data(data_path)
+    write_json(meta_path, {"key": key, **meta})
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def label_blocks(info: distributed.DistInfo, stats: Stats, plan: BlockSlice, cache: str, suffix: str,
+                 label: Callable[[list[Row]], BlockResult], write_data: Callable[[str, Any], None],
+                 show_progress: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """Label this rank's blocks: a finished block (same content) is read back from ``cache``, any
+    other is labelled (``label(rows)``) and saved (``write_data(path, result.data)``). Adds every block's
+    counts to ``stats``; returns the rejects and the first unmatched captions of all ranks. A bad
+    row on any rank stops every rank with its message. Collective."""
+    os.makedirs(cache, exist_ok=True)
+    rejects: list[dict[str, Any]] = []
+    unmatched: list[str] = []
+    error = None
+    with stats.stage("label") as rec:
+        try:
+            with progress(plan.hi - plan.lo, "label", show_progress, unit="captions") as bar:
+                for b, rows in plan.blocks():
+                    key = block_key(rows)
+                    meta = cached_meta(cache, b, key, suffix)
+                    if meta is None:
+                        result = label(rows)
+                        meta = {"counts": result.counts, "rejects": result.rejects,
+                                "unmatched_examples": result.unmatched_examples}
+                        save_meta(cache, b, key, meta, lambda path: write_data(path, result.data), suffix)
+                    else:
+                        stats.add("cached_blocks")
+                    stats.add_counts(meta["counts"])
+                    rejects.extend(meta["rejects"])
+                    unmatched.extend(meta["unmatched_examples"][: max(0, MAX_SHOWN - len(unmatched))])
+                    rec["rows"] += len(rows)
+                    bar.update(len(rows))
+        except (BadRowError, InputError) as e:
+            error = e
+        distributed.raise_if_any_failed(error)
+    shown = [t for part in distributed.all_gather_object(unmatched) for t in part][:MAX_SHOWN]
+    return rejects, shown
 
 
 def per_class_array(per_class: dict[str, int], wnids: Sequence[str]) -> np.ndarray:

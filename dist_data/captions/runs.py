@@ -26,22 +26,31 @@ def open_table_run(info: distributed.DistInfo, opts: Any, command: str,
 
 
 def publish_table(run: RunDir, rank: int, world_size: int, stats: Stats, name: str,
-                  write_table: Callable[[str], int], class_names: Sequence[str], counts: Sequence[int],
-                  rejects: list[dict[str, Any]]) -> dict[str, Any] | None:
+                  write_table: Callable[[str], int], class_names: Sequence[str] | None, counts: Sequence[int] | None,
+                  rejects: list[dict[str, Any]],
+                  extra: Sequence[tuple[str, Callable[[str], None]]] = ()) -> dict[str, Any] | None:
     """After every rank is done: rank 0 writes the table (``write_table(path)`` returns its rows) as
-    ``name`` and ``class_frequency.txt`` in the run folder, then stats and ``_SUCCESS``. Returns the
-    merged stats on rank 0, None elsewhere."""
+    ``name``, ``class_frequency.txt`` (when ``class_names`` are given) and each ``extra`` file
+    (``(name, write(path))``) in the run folder, then stats and ``_SUCCESS``. Returns the merged
+    stats on rank 0, None elsewhere."""
     run.result_name = name
+    names = ([FREQUENCY_NAME] if class_names is not None else []) + [n for n, _ in extra]
 
     def write() -> str:
-        run.record([FREQUENCY_NAME])
+        run.record(names)
         with stats.stage("write") as rec:
             rec["rows"] = write_table(run.file(name))
-            write_class_frequency(run.file(FREQUENCY_NAME), class_names, counts)
+            if class_names is not None:
+                write_class_frequency(run.file(FREQUENCY_NAME), class_names, counts)
+            for extra_name, write_extra in extra:
+                write_extra(run.file(extra_name))
         return name
 
     write_parts(run, rank, [], None, rejects)
     merged = merge_outputs(run, rank, world_size, stats, False, False, merge_result=write)
     if merged is not None:
-        merged["outputs"]["class_frequency"] = FREQUENCY_NAME
+        if class_names is not None:
+            merged["outputs"]["class_frequency"] = FREQUENCY_NAME
+        for extra_name, _ in extra:
+            merged["outputs"][extra_name.split(".")[0]] = extra_name
     return merged

@@ -49,7 +49,7 @@ def check_model(model_name: str | None, revision: str | None = None, what: str =
         InputError: naming the model and why it cannot be loaded.
     """
     path = resolve_model(model_name)
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.startswith("open_clip:"):  # open_clip's own errors are one line (clip_text)
         return path
     if path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise InputError(f"--{what}: no such folder: {path}")
@@ -76,8 +76,15 @@ def check_model(model_name: str | None, revision: str | None = None, what: str =
 
 
 def load_model(model_name: str | None, device: torch.device, dtype: str = "float32",
-               max_seq_length: int | None = None, revision: str | None = None):
-    """A SentenceTransformer on ``device`` (fp16/bf16 on GPU when asked)."""
+               max_seq_length: int | None = None, revision: str | None = None, checkpoint: str | None = None):
+    """A SentenceTransformer on ``device`` (fp16/bf16 on GPU when asked); ``open_clip:...`` names a
+    CLIP text tower instead (:mod:`.clip_text`, weights from ``checkpoint``)."""
+    if model_name and model_name.startswith("open_clip:"):
+        from .clip_text import load_open_clip_text
+
+        if dtype != "float32":
+            logger.warning("dtype=%s: the CLIP text tower runs in float32", dtype)
+        return load_open_clip_text(model_name, checkpoint, device)
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model(model_name)

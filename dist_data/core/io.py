@@ -199,7 +199,8 @@ def count_rows(source: Source) -> int:
 def _iter_source(source: Source, start: int = 0) -> Iterator[tuple[int, Any, str | None, str | None]]:
     """Yield ``(line, value, raw, error)`` for every row of one source, in order.
 
-    ``start`` skips rows of Hugging Face datasets without reading them (others are text: read all).
+    ``start`` skips rows of Hugging Face datasets and parquet files without converting them (text
+    files are read from the start); parquet item numbers stay those of the whole file.
     """
     if source.kind in ("jsonl", "text"):
         for lineno, bline in _lines(source):
@@ -250,7 +251,11 @@ def _iter_source(source: Source, start: int = 0) -> Iterator[tuple[int, Any, str
 
         i = 0
         for batch in pq.ParquetFile(source.path).iter_batches(batch_size=8192):
-            for value in batch.to_pylist():
+            if i + batch.num_rows <= start:  # rows before this rank's slice: counted, not converted
+                i += batch.num_rows
+                continue
+            for value in batch.slice(max(0, start - i)).to_pylist():
+                i = max(i, start)
                 i += 1
                 yield i, value, None, None
     elif source.kind in ("hf", "hf_disk"):
@@ -312,7 +317,7 @@ class Catalog:
             a, b = max(lo, int(offsets[s])), min(hi, int(offsets[s + 1]))
             if a >= b:
                 continue
-            skip = a - int(offsets[s]) if source.kind in ("hf", "hf_disk") else 0
+            skip = a - int(offsets[s]) if source.kind in ("hf", "hf_disk", "parquet") else 0
             rows = _iter_source(source, skip)
             for idx, (line, value, raw, error) in enumerate(rows, start=skip):
                 if idx + offsets[s] >= b:
@@ -653,3 +658,35 @@ def save_npz(path: str, **arrays: np.ndarray) -> None:
             member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with archive.open(member, "w", force_zip64=True) as out:
                 np.lib.format.write_array(out, array, allow_pickle=array.dtype.hasobject)
+
+
+def write_parquet(path: str, table) -> None:
+    """A pyarrow table to ``path``, atomically."""
+    import pyarrow.parquet as pq
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def join_parquet(parts: Sequence[str], out_path: str) -> int:
+    """Concatenate parquet files in order into one (streamed a file at a time; schemas unified, so a
+    column that is all null in one part and text in another is text). Returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(p) for p in parts]
+    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
+    schema = schema.remove_metadata()
+    tmp, rows = f"{out_path}.tmp-{os.getpid()}", 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for p in parts:
+            table = pq.read_table(p)
+            table = table.select([n for n in schema.names if n in table.column_names])
+            for name in schema.names:
+                if name not in table.column_names:
+                    table = table.append_column(name, pa.nulls(len(table), schema.field(name).type))
+            writer.write_table(table.select(schema.names).cast(schema))
+            rows += len(table)
+    os.replace(tmp, out_path)
+    return rows
