@@ -62,3 +62,29 @@ def real_captions(n_examples: int = 3000) -> list[str]:
         if len(examples) >= n_examples:
             break
     return out + examples[:n_examples]
+
+
+def laion_rows(n_examples: int = 1500) -> list[dict]:
+    """LAION-400M-shaped rows (``TEXT, URL, NSFW, similarity, LICENSE``) over :func:`real_captions`,
+    with repeated captions (LAION has many), a null caption and NSFW tags of every kind."""
+    texts = real_captions(n_examples)
+    texts = texts + texts[:40]  # the same caption at several URLs
+    rows = []
+    for i, text in enumerate(texts):
+        rows.append({"SAMPLE_ID": 10_000 + i, "URL": f"https://img.example.org/{i}.jpg",
+                     "TEXT": None if i == 17 else text, "HEIGHT": 256, "WIDTH": 256, "LICENSE": "?",
+                     "NSFW": ["UNLIKELY", "UNLIKELY", "UNLIKELY", "UNSURE", "NSFW"][i % 5],
+                     "similarity": 0.3 + (i % 7) / 100})
+    return rows
+
+
+def write_parquet_shards(folder: str, rows: list[dict], n_shards: int = 2) -> str:
+    """``rows`` as ``n_shards`` parquet files ``part-0000N.parquet`` in ``folder``; returns the glob."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(folder, exist_ok=True)
+    step = -(-len(rows) // n_shards)
+    for s in range(n_shards):
+        pq.write_table(pa.Table.from_pylist(rows[s * step : (s + 1) * step]), os.path.join(folder, f"part-{s:05d}.parquet"))
+    return os.path.join(folder, "*.parquet")

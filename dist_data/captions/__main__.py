@@ -31,8 +31,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from ..core import cli, distributed
 from ..core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
-from ..core.io import BadRowError, InputError, read_rows, resolve_sources
-from ..core.log import logger, progress
+from ..core.io import read_rows, resolve_sources
+from ..core.log import logger
 from ..core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, open_run,
                              parse_or_reject, plan_blocks, run_entry_point)
 from . import label as labelling

@@ -97,9 +97,9 @@ def top_classes(labels: np.ndarray, k: int) -> np.ndarray:
 @dataclass
 class Subset:
     positions: np.ndarray  # (m,) sorted row positions kept
-    sampled: int  # rows drawn by the fraction / count
-    readded: int  # first rows of classes the draw lost, put back
-    trimmed: int  # rows taken out of the largest classes to keep exactly n
+    drawn: np.ndarray  # rows drawn by the fraction / count
+    readded: np.ndarray  # first rows of classes the draw lost, put back
+    trimmed: np.ndarray  # rows taken out of the largest classes to keep exactly n
 
 
 def subset_positions(labels: np.ndarray, similarity: np.ndarray, thresh: float, frac: float, n: int | None,
@@ -128,15 +128,16 @@ def subset_positions(labels: np.ndarray, similarity: np.ndarray, thresh: float, 
     present[labels[drawn]] = True
     lost = np.sort(first_of_class[~present[uniq]])
     order = np.concatenate([drawn, lost]).astype(np.int64)
-    trimmed = 0
+    trimmed = np.zeros(0, dtype=np.int64)
     if n is not None and len(order) > n:
-        trimmed = len(order) - n
+        excess = len(order) - n
         in_top = np.flatnonzero(np.isin(labels[order], top_classes(labels[order], top_k)))
-        if trimmed > len(in_top):
-            raise ValueError(f"--n={n}: {trimmed} rows must go but the {top_k} largest classes hold {len(in_top)}")
-        drop = in_top[_sample(seed, len(in_top), trimmed)]
+        if excess > len(in_top):
+            raise ValueError(f"--n={n}: {excess} rows must go but the {top_k} largest classes hold {len(in_top)}")
+        drop = in_top[_sample(seed, len(in_top), excess)]
+        trimmed = np.sort(order[drop])
         order = np.delete(order, drop)
-    return Subset(np.sort(order), len(drawn), len(lost), trimmed)
+    return Subset(np.sort(order), drawn, lost, trimmed)
 
 
 @dataclass

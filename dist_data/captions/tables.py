@@ -26,6 +26,9 @@ from ..core.io import BadRowError, InputError, atomic_open
 _BREAKS = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
 
 
+TABLE_COLUMNS = ("filepath", "label", "caption")  # what open_clip's csv reader is pointed at
+
+
 def one_line(text: str) -> str:
     """``\\n``, ``\\r`` and ``\\t`` -> space: a caption fits one TSV field unquoted by them."""
     return text.translate(_BREAKS)

@@ -1,0 +1,714 @@
+"""LAIONet: ImageNet classes found in LAION captions, kept when the caption means the class.
+
+    torchrun --nproc-per-node=8 -m dist_data.laionet label --laion='laion400m/*.parquet' --output_dir=L
+    torchrun --nproc-per-node=8 -m dist_data.laionet similarity --df_path=L/laion_labeled.parquet \\
+        --model_name=open_clip:ViT-L-14 --checkpoint=open_clip_vit_l14.bin --output_dir=S
+    python -m dist_data.laionet filter --df_path=S/laion_similarity.parquet --similarity_th=0.7 --remove_nsfw \\
+        --output_dir=F
+    python -m dist_data.laionet url_list --df_path=F/laionet_thresh0.7.parquet --output_dir=U   # then img2dataset
+    torchrun --nproc-per-node=8 -m dist_data.laionet arrange --dataset_path='shards/{00000..00458}.tar' \\
+        --metadata_path=U/url_list.parquet --target_data_path=laionet/ --output_dir=A
+    python -m dist_data.laionet subsets --df_path=A/url_list_success3256561.parquet --thresh=0.7 --frac=0.5 \\
+        --output_dir=T
+    torchrun --nproc-per-node=8 -m dist_data.laionet search_similar --references=imagenet_captions.json \\
+        --reference_key=title,tags,description --laion='laion400m/*.parquet' --topk=50 --output_dir=N
+    python -m dist_data.laionet match_freq --df_path=A/url_list_success3256561.parquet \\
+        --t2t_df_path=N2/..._success309113.parquet --references=imagenet_captions.json --output_dir=M
+
+``label``, ``similarity``, ``search_similar`` and ``arrange`` run on any number of ranks (one plain
+process works too) with the same output; the other commands are one pass in one process. Every
+command writes one run folder (its result, ``stats.json`` with rows in / kept / dropped by reason,
+``rejects.jsonl``, ``args.json``); rerunning the same command resumes or says it is complete.
+Rows carry ``laion_index`` (the input's column of that name, else the row's position in the input).
+
+img2dataset (not a dependency: it pins old pandas and webdataset) runs in its own environment on
+``url_list``'s output; ``U/img2dataset.sh`` holds the command.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from .captions import laion as steps
+from .captions import label as labelling
+from .captions import tables
+from .captions.arrange import arrange_files, arrange_webdataset, expand_shards, read_metadata
+from .captions.classes import imagenet_classes
+from .captions.laion_io import (column_array, laion_table, load_columns, read_references, require_columns,
+                                write_wnid_lists)
+from .captions.lemmas import LemmaMatcher
+from .captions.runs import open_table_run, publish_table
+from .core import cli, distributed
+from .core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
+from .core.embed import check_model
+from .core.io import BadRowError, InputError, join_parquet, resolve_sources, write_parquet
+from .core.log import logger, progress
+from .core.pipeline import (REJECTED, ModelOptions, RunOptions, Stats, begin_run, embed_by_block, fmt_rows, open_run,
+                            parse_or_reject, plan_blocks, run_entry_point)
+
+LISTS_NAME = "wnid_to_laion_indices.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableOptions(CommonOptions):
+    output_dir: str = required("the run folder: the result, stats.json, rejects.jsonl, args.json", non_empty,
+                               result=False)
+    overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
+                           result=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelOptions(RunOptions):
+    """Label LAION rows with the ImageNet classes whose lemmas their captions contain (parquet out)."""
+
+    laion: str = required("LAION metadata: parquet shards (a file, folder, glob or comma list; jsonl works too)",
+                          non_empty)
+    text_key: str = flag(steps.TEXT, "the caption column", non_empty)
+    unique_lemmas: bool = flag(True, "only lemmas of exactly one class count (LAIONet's rule); "
+                               "--nounique_lemmas: every lemma")
+    block_rows: int = flag(65536, "rows per block (the unit of caching and resume)", at_least(1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimilarityOptions(RunOptions, ModelOptions):
+    """Cosine of each labelled caption with its class's "{name} which is {definition}"."""
+
+    df_path: str = required("label's laion_labeled.parquet (a column wnids)", non_empty)
+    query_type: str = flag("name_def", "the class text: name_def = '{first lemma} which is {definition}'",
+                           one_of("name_def"))
+    text_key: str = flag(steps.TEXT, "the caption column", non_empty)
+    checkpoint: str | None = flag(None, "weights of an open_clip:ARCH text tower (a local file)", non_empty)
+    block_rows: int = flag(4096, "rows per block (the unit of embedding, caching and resume)", at_least(1))
+    cache_dir: str | None = flag(None, "embeddings cached by content, shared by runs; default: the run folder's "
+                                 "cache/", non_empty, result=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilterOptions(TableOptions):
+    """Rows whose similarity is above a threshold (and LAION's NSFW tag UNLIKELY), with their wnid."""
+
+    df_path: str = required("similarity's laion_similarity.parquet", non_empty)
+    similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
+    similarity_th: float = flag(0.7, "keep rows whose similarity is above this (strictly)")
+    remove_nsfw: bool = flag(False, f"drop rows whose {steps.NSFW} column is not {steps.SAFE_TAG!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubsetsOptions(TableOptions):
+    """A LAIONet training table: rows at or above a threshold, a fraction or n of them, no class lost."""
+
+    df_path: str = required("LAIONet rows (parquet with wnid, the similarity and TEXT)", non_empty)
+    similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
+    thresh: float = flag(0.7, "keep rows whose similarity is at least this")
+    frac: float = flag(1.0, "then keep this fraction of them (sampled)", lambda v: None if 0 < v <= 1 else
+                       f"must be in (0, 1], got {v!r}")
+    n: int | None = flag(None, "or keep exactly n rows (the excess comes out of the 10 largest classes)", at_least(1))
+    seed: int = flag(42, "seed of the draws (pandas' sample(random_state=seed))", at_least(0))
+    image_root: str = flag("laionet", "filepath = {image_root}/{wnid}/{laion_index}.jpg (arrange's layout)",
+                           non_empty)
+
+    def problems(self) -> list[str]:
+        return ["--frac and --n both size the subset: give one"] if self.n is not None and self.frac != 1.0 else []
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions(RunOptions, ModelOptions):
+    """For each reference caption, its top-k LAION captions; each claims the first unclaimed one."""
+
+    references: str = required("reference captions with their class (ImageNet-Captions: json/jsonl/parquet)",
+                               non_empty)
+    reference_key: str = flag("TEXT", "the reference text column; a comma list joins several (title,tags,"
+                              "description; a list is space-joined)", non_empty)
+    reference_wnid_key: str = flag("wnid", "the reference's class column (a wnid)", non_empty)
+    laion: str = required("the LAION rows searched (parquet shards; a file, folder, glob or comma list)", non_empty)
+    text_key: str = flag(steps.TEXT, "the LAION caption column", non_empty)
+    topk: int = flag(50, "neighbours per reference", at_least(1))
+    index: str = flag("gather", "gather: every rank searches all vectors; sharded: per-rank shards, merged "
+                      "top-k (same result, memory / world)", one_of("gather", "sharded"))
+    checkpoint: str | None = flag(None, "weights of an open_clip:ARCH text tower (a local file)", non_empty)
+    block_rows: int = flag(4096, "rows per block (the unit of embedding, caching and resume)", at_least(1))
+    cache_dir: str | None = flag(None, "embeddings and search results cached by content, shared by runs",
+                                 non_empty, result=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatchFreqOptions(TableOptions):
+    """LAIONet rows sampled per class to a reference's class counts, topped up from search_similar."""
+
+    df_path: str = required("LAIONet rows (parquet with wnid, laion_index, TEXT)", non_empty)
+    t2t_df_path: str = required("search_similar's rows (parquet with wnid, laion_index, TEXT)", non_empty)
+    references: str = required("the reference dataset whose class counts are matched", non_empty)
+    reference_wnid_key: str = flag("wnid", "the reference's class column", non_empty)
+    seed: int = flag(42, "seed of the draws", at_least(0))
+    image_root: str = flag("laionet", "filepath of a LAIONet row: {image_root}/{wnid}/{laion_index}.jpg", non_empty)
+    t2t_image_root: str | None = flag(None, "filepath root of a search_similar row (default: --image_root)",
+                                      non_empty)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UrlListOptions(TableOptions):
+    """img2dataset's input: a parquet of URL, TEXT and the columns to keep beside each image."""
+
+    df_path: str = required("LAIONet rows (parquet with URL and TEXT)", non_empty)
+    url_col: str = flag("URL", "the URL column", non_empty)
+    caption_col: str = flag("TEXT", "the caption column", non_empty)
+    save_additional_columns: str = flag("laion_index,wnid,NSFW,similarity,LICENSE,text_to_name_def_wnid_similarity",
+                                        "columns img2dataset saves with each image (those present are kept)",
+                                        non_empty)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArrangeOptions(TableOptions):
+    """img2dataset's webdataset output -> {target}/{wnid}/{laion_index}.jpg (or class-sorted tars)."""
+
+    dataset_path: str = required("img2dataset's tars: a brace pattern ('shards/{00000..00458}.tar'), glob or "
+                                 "folder", non_empty)
+    metadata_path: str = required("the url_list img2dataset read (its rows in the same order)", non_empty)
+    target_data_path: str = required("where the images go", non_empty)
+    target_df_path: str | None = flag(None, "the metadata of the downloaded rows; _success{N} is appended to the "
+                                      "name (default: {output_dir}/{metadata name})", non_empty)
+    output_format: str = flag("files", "files: {target}/{wnid}/{laion_index}.jpg; webdataset: tars in class order "
+                              "(label, then laion_index), for file systems that dislike millions of files",
+                              one_of("files", "webdataset"))
+    number_sample_per_shard: int = flag(10000, "img2dataset's --number_sample_per_shard (its default: 10000)",
+                                        at_least(1))
+    samples_per_tar: int = flag(10000, "--output_format=webdataset: samples per output tar", at_least(1))
+    wnid_key: str = flag(steps.WNID, "the metadata's class column", non_empty)
+
+
+# ---------------------------------------------------------------- label (distributed)
+
+def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
+    start = time.perf_counter()
+    name = "laion_labeled.parquet"
+    run, done = open_run(info, opts, name)
+    if done is not None:
+        return done
+    classes = imagenet_classes()
+    wnids = [c.wnid for c in classes]
+    matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
+    stats = Stats.with_keys("input_rows", "read", "captions_matched", "kept", "cached_blocks",
+                            buckets=("dropped", "rejected", "per_class", "classes_per_caption"))
+    resolve_sources(opts.laion, opts.split)
+    begin_run(info, run)
+    plan = plan_blocks(info, stats, opts.laion, opts.split, opts.max_rows, opts.seed, opts.block_rows, unit="rows")
+    cache = os.path.join(run.cache_dir, "label")
+
+    def label_block(rows) -> labelling.BlockResult:
+        block = Stats.with_keys("read", "captions_matched", "kept", buckets=("dropped", "rejected", "per_class",
+                                                                           "classes_per_caption"))
+        rejects, unmatched, records = [], [], []
+        for record_, _, found in labelling.matched_captions(rows, matcher, lambda r: steps.parse_laion_row(
+                r, opts.text_key), opts.on_bad_rows, block, rejects, unmatched):
+            records.append({**record_, steps.WNIDS: [wnids[c] for c in found]})
+            for c in found:
+                block.add("per_class", reason=wnids[c])
+        block.add("kept", len(records))
+        return labelling.BlockResult(laion_table(records), block.counts, rejects, unmatched)
+
+    rejects, shown = labelling.label_blocks(info, stats, plan, cache, ".parquet", label_block,
+                                            lambda path, table: write_parquet(path, table),
+                                            opts.progress and info.is_main)
+    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :]).sum(0)
+    if info.is_main:
+        stats.examples = {"unmatched_captions": shown}
+    blocks = [labelling.block_paths(cache, b, ".parquet")[0] for b in range(-(-plan.n // opts.block_rows))]
+    merged = publish_table(run, info.rank, info.world_size, stats, name, lambda path: join_parquet(blocks, path),
+                           [c.name for c in classes], counts.tolist(), rejects,
+                           [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNIDS, wnids))])
+    _summary(merged, start, run, "labelled")
+    return merged
+
+
+def _summary(merged: dict | None, start: float, run, verb: str) -> None:
+    if merged is None:
+        return
+    c = merged["counts"]
+    dropped = ", ".join(f"{fmt_rows(n)} {why}" for why, n in c.get("dropped", {}).items() if n) or "none"
+    logger.info("%s %s / %s rows (%.1f%%), dropped: %s, rejected %s, in %.1f s -> %s", verb,
+                fmt_rows(c.get("kept", 0)), fmt_rows(c.get("read", 0)),
+                100.0 * c.get("kept", 0) / max(c.get("read", 0), 1), dropped,
+                fmt_rows(sum(c.get("rejected", {}).values())), time.perf_counter() - start,
+                run.file(merged["outputs"]["result"]))
+
+
+# ---------------------------------------------------------------- similarity (distributed)
+
+def _parse_labelled(row, text_key: str, known: dict[str, int]) -> tuple[dict[str, Any], str | None, list[int]]:
+    record_, caption = steps.parse_laion_row(row, text_key)
+    found = record_.get(steps.WNIDS)
+    if not isinstance(found, (list, tuple)) or not all(isinstance(w, str) for w in found):
+        raise BadRowError(row.source, row.line, f"{steps.WNIDS!r} must be a list of wnids, got {found!r:.60}")
+    unknown = [w for w in found if w not in known]
+    if unknown:
+        raise BadRowError(row.source, row.line, f"{steps.WNIDS!r} holds {unknown[0]!r}, not an ImageNet-1k wnid")
+    return record_, caption, [known[w] for w in found]
+
+
+def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict | None:
+    from .core.embed import BlockEmbedder, load_model, spec_for
+    from .core.keys import global_first
+
+    start = time.perf_counter()
+    name = "laion_similarity.parquet"
+    run, done = open_run(info, opts, name)
+    if done is not None:
+        return done
+    classes = imagenet_classes()
+    known = {c.wnid: c.label for c in classes}
+    check_model(opts.model_name, opts.revision, "model_name")
+    resolve_sources(opts.df_path, opts.split)
+    stats = Stats.with_keys("input_rows", "read", "kept", "texts_embedded", "cached_blocks",
+                            buckets=("dropped", "rejected", "per_class"))
+    begin_run(info, run)
+    plan = plan_blocks(info, stats, opts.df_path, opts.split, opts.max_rows, opts.seed, opts.block_rows)
+    rejects: list[dict[str, Any]] = []
+    keys, texts, labels = [], [], []
+    error = None
+    with stats.stage("read") as rec:
+        try:
+            for _, rows in plan.blocks():
+                stats.add("read", len(rows))
+                rec["rows"] += len(rows)
+                for row in rows:
+                    parsed = parse_or_reject(row, lambda r: _parse_labelled(r, opts.text_key, known), opts.on_bad_rows,
+                                             rejects, stats)
+                    if parsed is REJECTED:
+                        continue
+                    _, caption, found = parsed
+                    if len(found) != 1:
+                        stats.add("dropped", reason="several_classes" if found else "no_class")
+                    elif caption is None or not caption.strip():
+                        stats.add("dropped", reason="empty_caption")
+                    else:
+                        keys.append(row.gid)
+                        texts.append(caption)
+                        labels.append(found[0])
+        except (BadRowError, InputError) as e:
+            error = e
+        distributed.raise_if_any_failed(error)
+    keys_arr, labels_arr = np.asarray(keys, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    with stats.stage("embed") as rec:
+        # a caption is scored against one class: (class, caption) is what is embedded once
+        first = global_first(keys_arr, [f"{classes[c].wnid} {t}" for c, t in zip(labels, texts)])
+        is_first = first == keys_arr
+        model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision,
+                           opts.checkpoint)
+        name_tag = opts.model_name + (f" {opts.checkpoint} {os.path.getsize(opts.checkpoint)}" if opts.checkpoint
+                                      else "")
+        embedder = BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
+                                                 opts.max_seq_length, "", opts.batch_tokens),
+                                 opts.cache_dir or run.cache_dir)
+        query_emb = embedder.embed([steps.query_text(c) for c in classes], "name_def")
+        first_rows = np.flatnonzero(is_first)
+        rec["rows"] = len(first_rows)
+        with progress(len(first_rows), "embed", opts.progress and info.is_main) as bar:
+            cap_emb = embed_by_block(embedder, keys_arr[is_first], [texts[i] for i in first_rows], opts.block_rows,
+                                     "caption", bar.update)
+        sims = np.einsum("nd,nd->n", cap_emb.astype(np.float64),
+                         query_emb[labels_arr[is_first]].astype(np.float64)).astype(np.float32)
+        stats.add("texts_embedded", embedder.texts_embedded)
+        stats.add("cached_blocks", embedder.cache_hits)
+    all_keys = distributed.all_gather_array(keys_arr[is_first])
+    all_sims = distributed.all_gather_array(sims)
+    row_sims = all_sims[np.searchsorted(all_keys, first)] if len(first) else np.zeros(0, np.float32)
+    for c in labels:
+        stats.add("per_class", reason=classes[c].wnid)
+    stats.add("kept", len(keys))
+    out_dir = os.path.join(run.cache_dir, "similarity")
+    os.makedirs(out_dir, exist_ok=True)
+    lookup = dict(zip(keys, range(len(keys))))
+    parts = []
+    with stats.stage("rows", rows=len(keys)):
+        for b, rows in plan.blocks():
+            records = []
+            for row in rows:
+                j = lookup.get(row.gid)
+                if j is None:
+                    continue
+                record_, _ = steps.parse_laion_row(row, opts.text_key)
+                records.append({**record_, steps.QUERY_WNID: classes[labels[j]].wnid,
+                                steps.SIMILARITY: float(row_sims[j])})
+            path = os.path.join(out_dir, f"block-{b:07d}.parquet")
+            write_parquet(path, laion_table(records, float_columns=(steps.SIMILARITY,)))
+            parts.append(path)
+    blocks = [os.path.join(out_dir, f"block-{b:07d}.parquet") for b in range(-(-plan.n // opts.block_rows))]
+    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], known)[None, :]).sum(0)
+    merged = publish_table(run, info.rank, info.world_size, stats, name, lambda path: join_parquet(blocks, path),
+                           [c.name for c in classes], counts.tolist(), rejects)
+    if merged is not None:
+        all_sims_rows = column_array(run.file(name), steps.SIMILARITY)
+        if len(all_sims_rows):
+            q = np.quantile(all_sims_rows, [0.1, 0.5, 0.9])
+            logger.info("similarity: p10 %.3f, median %.3f, p90 %.3f over %s rows", *q, fmt_rows(len(all_sims_rows)))
+    _summary(merged, start, run, "scored")
+    return merged
+
+
+# ---------------------------------------------------------------- filter, subsets, url_list (one process)
+
+def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    start = time.perf_counter()
+    run, stats, done = open_table_run(info, opts, "filter")
+    if done is not None:
+        return done
+    classes = imagenet_classes()
+    wnids = [c.wnid for c in classes]
+    name = f"laionet_thresh{opts.similarity_th}.parquet"
+    source = pq.ParquetFile(opts.df_path)
+    need = [opts.similarity_col, steps.QUERY_WNID] + ([steps.NSFW] if opts.remove_nsfw else [])
+    require_columns(opts.df_path, source.schema_arrow.names, need)
+    begin_run(info, run)
+    tmp = os.path.join(run.cache_dir, "filtered.parquet")
+    os.makedirs(run.cache_dir, exist_ok=True)
+    kept_labels: list[np.ndarray] = []
+    known = {w: i for i, w in enumerate(wnids)}
+    with stats.stage("filter") as rec:
+        writer = None
+        for batch in source.iter_batches(batch_size=65536):
+            table = pa.Table.from_batches([batch])
+            sims = table.column(opts.similarity_col).to_numpy(zero_copy_only=False).astype(np.float64)
+            nsfw = table.column(steps.NSFW).to_pylist() if opts.remove_nsfw else None
+            keep, dropped = steps.keep_mask(sims, nsfw, opts.similarity_th)
+            for why, n in dropped.items():
+                stats.add("dropped", n, reason=why)
+            stats.add("read", len(table))
+            rec["rows"] += len(table)
+            kept = table.filter(pa.array(keep))
+            wnid = kept.column(steps.QUERY_WNID)
+            kept = kept.append_column(steps.WNID, wnid) if steps.WNID not in kept.column_names else \
+                kept.set_column(kept.column_names.index(steps.WNID), steps.WNID, wnid)
+            kept_labels.append(np.asarray([known[w] for w in wnid.to_pylist()], dtype=np.int64))
+            writer = writer or pq.ParquetWriter(tmp, kept.schema)
+            writer.write_table(kept)
+            stats.add("kept", len(kept))
+        if writer is not None:
+            writer.close()
+    stats.add("input_rows", stats.counts["read"])
+    labels = np.concatenate(kept_labels) if kept_labels else np.zeros(0, np.int64)
+
+    def write(path: str) -> int:
+        os.replace(tmp, path)
+        return len(labels)
+
+    merged = publish_table(run, 0, 1, stats, name, write, [c.name for c in classes],
+                           tables.class_counts(labels, len(classes)).tolist(), [],
+                           [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID, wnids))])
+    _summary(merged, start, run, "kept")
+    return merged
+
+
+def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None:
+    start = time.perf_counter()
+    run, stats, done = open_table_run(info, opts, "subsets")
+    if done is not None:
+        return done
+    classes = imagenet_classes()
+    cols = load_columns(opts.df_path, [steps.WNID, opts.similarity_col, steps.TEXT], optional=[steps.INDEX])
+    labels = cols.labels(steps.WNID)
+    stats.add("read", len(labels))
+    stats.add("input_rows", len(labels))
+    begin_run(info, run)
+    with stats.stage("select", rows=len(labels)):
+        sims = cols.floats(opts.similarity_col)
+        subset = steps.subset_positions(labels, sims, opts.thresh, opts.frac, opts.n, opts.seed, len(classes))
+    kept = np.zeros(len(labels), dtype=bool)
+    kept[subset.positions] = True
+    trimmed = np.zeros(len(labels), dtype=bool)
+    trimmed[subset.trimmed] = True
+    below = ~(sims >= opts.thresh)
+    stats.add("dropped", int((below & ~kept & ~trimmed).sum()), reason="below_threshold")
+    stats.add("dropped", int((~below & ~kept & ~trimmed).sum()), reason="not_sampled")
+    stats.add("dropped", int(trimmed.sum()), reason="trimmed_from_largest_classes")
+    stats.add("readded_first_of_class", len(subset.readded))
+    rows = cols.table_rows(subset.positions, opts.image_root)
+    stats.add("kept", len(rows))
+    suffix = f"_frac{opts.frac}" if opts.n is None and opts.frac < 1 else ""
+    name = f"laionet_thresh{opts.thresh}{suffix}_{len(rows)}.tsv"
+    merged = publish_table(run, 0, 1, stats, name, lambda path: tables.write_tsv(path, tables.TABLE_COLUMNS, rows),
+                           [c.name for c in classes],
+                           tables.class_counts(labels[subset.positions], len(classes)).tolist(), [])
+    _summary(merged, start, run, "kept")
+    return merged
+
+
+def run_url_list(info: distributed.DistInfo, opts: UrlListOptions) -> dict | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    start = time.perf_counter()
+    run, stats, done = open_table_run(info, opts, "url_list")
+    if done is not None:
+        return done
+    names = pq.read_schema(opts.df_path).names
+    require_columns(opts.df_path, names, [opts.url_col, opts.caption_col])
+    extra = [c.strip() for c in opts.save_additional_columns.split(",") if c.strip() in names]
+    begin_run(info, run)
+    with stats.stage("read") as rec:
+        table = pq.read_table(opts.df_path, columns=[opts.url_col, opts.caption_col, *extra])
+        rec["rows"] = len(table)
+    stats.add("read", len(table))
+    stats.add("input_rows", len(table))
+    if steps.INDEX not in table.column_names:
+        table = table.append_column(steps.INDEX, pa.array(np.arange(len(table), dtype=np.int64)))
+        extra.append(steps.INDEX)
+    urls = table.column(opts.url_col).to_pylist()
+    has_url = np.asarray([isinstance(u, str) and bool(u.strip()) for u in urls], dtype=bool)
+    stats.add("dropped", int((~has_url).sum()), reason="no_url")
+    table = table.filter(pa.array(has_url))
+    stats.add("kept", len(table))
+    name = "url_list.parquet"
+
+    def write(path: str) -> int:
+        write_parquet(path, table)
+        return len(table)
+
+    def script(path: str) -> None:
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(img2dataset_command(run.file(name), opts.url_col, opts.caption_col, extra))
+        os.replace(path + ".tmp", path)
+
+    merged = publish_table(run, 0, 1, stats, name, write, None, None, [], [("img2dataset.sh", script)])
+    _summary(merged, start, run, "listed")
+    if merged is not None:
+        logger.info("download with img2dataset (its own environment: pip install img2dataset):\n%s",
+                    img2dataset_command(run.file(name), opts.url_col, opts.caption_col, extra))
+    return merged
+
+
+def img2dataset_command(url_list: str, url_col: str, caption_col: str, extra: list[str]) -> str:
+    columns = "[" + ",".join(f'"{c}"' for c in extra) + "]"
+    return (f"img2dataset --url_list {url_list} --input_format parquet --url_col {url_col} "
+            f"--caption_col {caption_col} --output_format webdataset --output_folder laionet-data "
+            f"--processes_count 16 --thread_count 64 --image_size 256 --resize_only_if_bigger=True "
+            f"--resize_mode=keep_ratio --skip_reencode=True --save_additional_columns '{columns}' --retries 10 "
+            f"--number_sample_per_shard 10000\n")
+
+
+# ---------------------------------------------------------------- search_similar (distributed), match_freq
+
+def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict | None:
+    from .core.embed import BlockEmbedder, load_model, spec_for
+    from .core.index import IndexSpec, cached_search
+
+    start = time.perf_counter()
+    name = "laion_similar.parquet"
+    run, done = open_run(info, opts, name)
+    if done is not None:
+        return done
+    classes = imagenet_classes()
+    known = {c.wnid: c.label for c in classes}
+    check_model(opts.model_name, opts.revision, "model_name")
+    resolve_sources(opts.references, opts.split)
+    resolve_sources(opts.laion, opts.split)
+    stats = Stats.with_keys("input_rows", "read", "references", "kept", "unclaimed_references", "cached_blocks",
+                            buckets=("dropped", "rejected", "per_class"))
+    begin_run(info, run)
+    rejects: list[dict[str, Any]] = []
+    refs = read_references(info, stats, opts.references, opts.split, opts.reference_key, opts.reference_wnid_key,
+                           known, opts.on_bad_rows, rejects, opts.block_rows)
+    plan = plan_blocks(info, stats, opts.laion, opts.split, opts.max_rows, opts.seed, opts.block_rows)
+    doc_keys, doc_gids, doc_texts = [], [], []
+    error = None
+    with stats.stage("read") as rec:
+        try:
+            for _, rows in plan.blocks():
+                stats.add("read", len(rows))
+                rec["rows"] += len(rows)
+                for row in rows:
+                    parsed = parse_or_reject(row, lambda r: steps.parse_laion_row(r, opts.text_key), opts.on_bad_rows,
+                                             rejects, stats)
+                    if parsed is REJECTED:
+                        continue
+                    record_, caption = parsed
+                    if caption is None or not caption.strip():
+                        stats.add("dropped", reason="empty_caption")
+                        continue
+                    doc_keys.append(record_[steps.INDEX])
+                    doc_gids.append(row.gid)
+                    doc_texts.append(caption)
+        except (BadRowError, InputError) as e:
+            error = e
+        distributed.raise_if_any_failed(error)
+    doc_ids = np.asarray(doc_keys, dtype=np.int64)
+    with stats.stage("embed", rows=len(refs.texts) + len(doc_texts)):
+        model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision,
+                           opts.checkpoint)
+        name_tag = opts.model_name + (f" {opts.checkpoint} {os.path.getsize(opts.checkpoint)}" if opts.checkpoint
+                                      else "")
+        embedder = BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
+                                                 opts.max_seq_length, "", opts.batch_tokens),
+                                 opts.cache_dir or run.cache_dir)
+        with progress(len(refs.texts) + len(doc_texts), "embed", opts.progress and info.is_main) as bar:
+            ref_emb = embed_by_block(embedder, refs.keys, refs.texts, opts.block_rows, "reference", bar.update)
+            doc_emb = embed_by_block(embedder, np.asarray(doc_gids, dtype=np.int64), doc_texts, opts.block_rows,
+                                     "laion", bar.update)
+        stats.add("cached_blocks", embedder.cache_hits)
+    with stats.stage("search", rows=len(refs.texts)):
+        k = min(opts.topk, max(1, int(sum(distributed.all_gather_object(len(doc_ids))))))
+        scores, ids, _ = cached_search(opts.cache_dir or run.cache_dir, ref_emb, doc_emb, doc_ids, k,
+                                       IndexSpec(opts.index), info.device)
+    all_ids = distributed.all_gather_array(ids)
+    all_scores = distributed.all_gather_array(scores)
+    all_labels = distributed.all_gather_array(refs.labels)
+    all_ref_keys = distributed.all_gather_array(refs.keys)
+    claims = steps.claim(all_ids, all_scores)  # the same on every rank: reference order
+    stats.add("unclaimed_references", len(claims.unclaimed) if info.is_main else 0)
+    order = np.argsort(claims.laion_ids)
+    claimed, claimed_ref = claims.laion_ids[order], claims.reference[order]
+    out_dir = os.path.join(run.cache_dir, "similar")
+    os.makedirs(out_dir, exist_ok=True)
+    with stats.stage("rows") as rec:
+        for b, rows in plan.blocks():
+            records = []
+            for row in rows:
+                record_, _ = steps.parse_laion_row(row, opts.text_key) if row.error is None else (None, None)
+                if record_ is None:
+                    continue
+                j = np.searchsorted(claimed, record_[steps.INDEX])
+                if j < len(claimed) and claimed[j] == record_[steps.INDEX]:
+                    r = int(claimed_ref[j])
+                    records.append({**record_, steps.WNID: classes[int(all_labels[r])].wnid,
+                                    "reference_index": int(all_ref_keys[r]),
+                                    "text_to_text_similarity": float(claims.score[order[j]])})
+                    stats.add("per_class", reason=classes[int(all_labels[r])].wnid)
+            stats.add("kept", len(records))
+            write_parquet(os.path.join(out_dir, f"block-{b:07d}.parquet"),
+                          laion_table(records, float_columns=("text_to_text_similarity",)))
+    blocks = [os.path.join(out_dir, f"block-{b:07d}.parquet") for b in range(-(-plan.n // opts.block_rows))]
+    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], known)[None, :]).sum(0)
+
+    def topk(path: str) -> None:
+        from .core.io import save_npz
+
+        save_npz(path, reference_index=all_ref_keys, wnid_label=all_labels, laion_index=all_ids, score=all_scores)
+
+    merged = publish_table(run, info.rank, info.world_size, stats, name, lambda path: join_parquet(blocks, path),
+                           [c.name for c in classes], counts.tolist(), rejects,
+                           [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID,
+                                                                       list(known))),
+                            ("topk.npz", topk)])
+    _summary(merged, start, run, "claimed")
+    return merged
+
+
+def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions) -> dict | None:
+    start = time.perf_counter()
+    run, stats, done = open_table_run(info, opts, "match_freq", "short_of_target")
+    if done is not None:
+        return done
+    classes = imagenet_classes()
+    known = {c.wnid: c.label for c in classes}
+    main_cols = load_columns(opts.df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
+    extra_cols = load_columns(opts.t2t_df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
+    ref_labels = []
+    from .core.io import read_rows
+
+    for row in read_rows(opts.references):
+        value = row.value if isinstance(row.value, dict) else {}
+        wnid = value.get(opts.reference_wnid_key)
+        if wnid not in known:
+            raise BadRowError(row.source, row.line, f"{opts.reference_wnid_key!r} is {wnid!r:.40}, not an "
+                              f"ImageNet-1k wnid")
+        ref_labels.append(known[wnid])
+    target = tables.class_counts(np.asarray(ref_labels, dtype=np.int64), len(classes))
+    stats.add("read", len(main_cols) + len(extra_cols))
+    stats.add("input_rows", len(main_cols) + len(extra_cols))
+    begin_run(info, run)
+    with stats.stage("match", rows=len(main_cols) + len(extra_cols)):
+        labels, extra_labels = main_cols.labels(steps.WNID), extra_cols.labels(steps.WNID)
+        matched = steps.match_frequency(target, labels, main_cols.indices(), extra_labels, extra_cols.indices(),
+                                        opts.seed)
+    stats.add("dropped", len(main_cols) - len(matched.primary), reason="laionet_over_target")
+    stats.add("dropped", matched.duplicates, reason="t2t_already_in_laionet")
+    stats.add("dropped", len(extra_cols) - len(matched.extra) - matched.duplicates, reason="t2t_not_needed")
+    for c, n in matched.short.items():
+        stats.add("short_of_target", n, reason=classes[c].wnid)
+    rows = main_cols.table_rows(matched.primary, opts.image_root, source="laionet") + \
+        extra_cols.table_rows(matched.extra, opts.t2t_image_root or opts.image_root, source="laionet-t2t")
+    order = np.argsort(np.concatenate([main_cols.indices()[matched.primary], extra_cols.indices()[matched.extra]]),
+                       kind="stable")
+    rows = [rows[i] for i in order.tolist()]
+    stats.add("kept", len(rows))
+    counts = tables.class_counts(np.concatenate([labels[matched.primary], extra_labels[matched.extra]]),
+                                 len(classes))
+    short = sum(matched.short.values())
+    if short:
+        logger.warning("%d class(es) stay below their target: %s rows missing (stats.json short_of_target)",
+                       len(matched.short), fmt_rows(short))
+    name = f"laionet_match_{len(rows)}.tsv"
+    merged = publish_table(run, 0, 1, stats, name,
+                           lambda path: tables.write_tsv(path, (*tables.TABLE_COLUMNS, "source"), rows),
+                           [c.name for c in classes], counts.tolist(), [])
+    _summary(merged, start, run, "kept")
+    return merged
+
+
+# ---------------------------------------------------------------- arrange (distributed over tars)
+
+def run_arrange(info: distributed.DistInfo, opts: ArrangeOptions) -> dict | None:
+    start = time.perf_counter()
+    meta_name = os.path.basename(opts.metadata_path).rsplit(".", 1)[0]
+    run, done = open_run(info, opts, f"{meta_name}_success.parquet")
+    if done is not None:
+        return done
+    shards = expand_shards(opts.dataset_path)
+    meta = read_metadata(opts.metadata_path, opts.wnid_key)
+    stats = Stats.with_keys("input_rows", "read", "kept", "already_there", buckets=("dropped", "rejected"))
+    begin_run(info, run)
+    mine = shards[info.rank :: info.world_size]
+    if opts.output_format == "files":
+        placed = arrange_files(mine, meta, opts.target_data_path, opts.number_sample_per_shard, stats,
+                               opts.progress and info.is_main)
+    else:
+        placed = arrange_webdataset(mine, meta, opts.target_data_path, opts.number_sample_per_shard, stats,
+                                    opts.samples_per_tar, info, opts.progress and info.is_main)
+    rows = np.unique(distributed.all_gather_array(np.asarray(placed.rows, dtype=np.int64)))
+    seen = np.unique(distributed.all_gather_array(np.asarray(placed.seen, dtype=np.int64)))
+    stats.add("input_rows", len(meta) if info.is_main else 0)
+    stats.add("dropped", len(meta) - len(seen) if info.is_main else 0, reason="not_in_any_shard")
+    name = f"{meta_name}_success{len(rows)}.parquet"
+    target_df = opts.target_df_path
+
+    def write(path: str) -> int:
+        table = meta.table.take(rows)
+        write_parquet(path, table)
+        if target_df:
+            base, ext = os.path.splitext(target_df)
+            write_parquet(f"{base}_success{len(rows)}{ext or '.parquet'}", table)
+        return len(rows)
+
+    merged = publish_table(run, info.rank, info.world_size, stats, name, write, None, None, [])
+    _summary(merged, start, run, "placed")
+    return merged
+
+
+COMMANDS = {
+    "label": (LabelOptions, lambda o: run_entry_point(o, lambda info: run_label(info, o))),
+    "similarity": (SimilarityOptions, lambda o: run_entry_point(o, lambda info: run_similarity(info, o))),
+    "filter": (FilterOptions, lambda o: run_entry_point(o, lambda info: run_filter(info, o))),
+    "url_list": (UrlListOptions, lambda o: run_entry_point(o, lambda info: run_url_list(info, o))),
+    "arrange": (ArrangeOptions, lambda o: run_entry_point(o, lambda info: run_arrange(info, o))),
+    "subsets": (SubsetsOptions, lambda o: run_entry_point(o, lambda info: run_subsets(info, o))),
+    "search_similar": (SearchOptions, lambda o: run_entry_point(o, lambda info: run_search_similar(info, o))),
+    "match_freq": (MatchFreqOptions, lambda o: run_entry_point(o, lambda info: run_match_freq(info, o))),
+}
+
+
+@record
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dist_data.laionet COMMAND --flag=value ...`` (``--help`` lists the commands)."""
+    cli.main_with_commands(COMMANDS, __doc__, "dist_data.laionet", argv)
+
+
+if __name__ == "__main__":
+    main()
