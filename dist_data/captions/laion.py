@@ -182,28 +182,31 @@ class Matched:
 
 def match_frequency(target: np.ndarray, labels: np.ndarray, indices: np.ndarray, extra_labels: np.ndarray,
                     extra_indices: np.ndarray, seed: int) -> Matched:
-    """Per class (label order): LAIONet rows drawn down to ``target[c]``, then topped up from the
-    extra rows of that class (rows whose ``laion_index`` is already in are skipped). One
-    ``RandomState(seed)`` makes every draw, class by class, so the result is reproducible."""
+    """Per class (label order): LAIONet rows drawn down to ``target[c]``; then, class by class, the
+    shortfall topped up from the extra rows of that class, skipping rows whose ``laion_index`` is
+    already in (a LAION row is used once, whatever its class). One ``RandomState(seed)`` makes
+    every draw, so the result is reproducible."""
     rng = np.random.RandomState(seed)
     labels, extra_labels = np.asarray(labels, dtype=np.int64), np.asarray(extra_labels, dtype=np.int64)
+    target = np.asarray(target, dtype=np.int64)
     by_class = _positions_by_class(labels, len(target))
     extra_by_class = _positions_by_class(extra_labels, len(target))
-    primary, extra, short, duplicates = [], [], {}, 0
-    for c, want in enumerate(np.asarray(target, dtype=np.int64).tolist()):
+    primary = []
+    for c, want in enumerate(target.tolist()):
         rows = by_class[c]
-        if len(rows) > want:
-            rows = rows[rng.choice(len(rows), want, replace=False)]
-        primary.append(rows)
-        need = want - len(rows)
+        primary.append(rows[rng.choice(len(rows), want, replace=False)] if len(rows) > want else rows)
+    taken = set(np.asarray(indices)[np.concatenate(primary)].tolist()) if primary else set()
+    extra, short, duplicates = [], {}, 0
+    for c, want in enumerate(target.tolist()):
+        need = want - len(primary[c])
         if need <= 0:
             continue
-        have = set(np.asarray(indices)[rows].tolist())
         pool = extra_by_class[c]
-        fresh = np.asarray([p for p in pool.tolist() if int(extra_indices[p]) not in have], dtype=np.int64)
+        fresh = np.asarray([p for p in pool.tolist() if int(extra_indices[p]) not in taken], dtype=np.int64)
         duplicates += len(pool) - len(fresh)
         if len(fresh) > need:
             fresh = fresh[rng.choice(len(fresh), need, replace=False)]
+        taken.update(int(extra_indices[p]) for p in fresh.tolist())
         extra.append(fresh)
         if len(fresh) < need:
             short[c] = need - len(fresh)
