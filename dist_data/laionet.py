@@ -240,6 +240,16 @@ def _summary(merged: dict | None, start: float, run, verb: str) -> None:
 
 # ---------------------------------------------------------------- similarity (distributed)
 
+def text_embedder(info: distributed.DistInfo, run, opts: SimilarityOptions | SearchOptions):
+    """The block embedder of ``--model_name`` (a CLIP tower's ``--checkpoint`` is part of its cache key)."""
+    from .core.embed import BlockEmbedder, load_model, spec_for
+
+    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, opts.checkpoint)
+    name_tag = opts.model_name + (f" {opts.checkpoint} {os.path.getsize(opts.checkpoint)}" if opts.checkpoint else "")
+    return BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
+                                         opts.max_seq_length, "", opts.batch_tokens), opts.cache_dir or run.cache_dir)
+
+
 def _parse_labelled(row, text_key: str, known: dict[str, int]) -> tuple[dict[str, Any], str | None, list[int]]:
     record_, caption = steps.parse_laion_row(row, text_key)
     found = record_.get(steps.WNIDS)
@@ -252,7 +262,6 @@ def _parse_labelled(row, text_key: str, known: dict[str, int]) -> tuple[dict[str
 
 
 def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict | None:
-    from .core.embed import BlockEmbedder, load_model, spec_for
     from .core.keys import global_first
 
     start = time.perf_counter()
@@ -298,13 +307,7 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict 
         # a caption is scored against one class: (class, caption) is what is embedded once
         first = global_first(keys_arr, [f"{classes[c].wnid} {t}" for c, t in zip(labels, texts)])
         is_first = first == keys_arr
-        model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision,
-                           opts.checkpoint)
-        name_tag = opts.model_name + (f" {opts.checkpoint} {os.path.getsize(opts.checkpoint)}" if opts.checkpoint
-                                      else "")
-        embedder = BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
-                                                 opts.max_seq_length, "", opts.batch_tokens),
-                                 opts.cache_dir or run.cache_dir)
+        embedder = text_embedder(info, run, opts)
         query_emb = embedder.embed([steps.query_text(c) for c in classes], "name_def")
         first_rows = np.flatnonzero(is_first)
         rec["rows"] = len(first_rows)
@@ -497,7 +500,6 @@ def img2dataset_command(url_list: str, url_col: str, caption_col: str, extra: li
 # ---------------------------------------------------------------- search_similar (distributed), match_freq
 
 def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict | None:
-    from .core.embed import BlockEmbedder, load_model, spec_for
     from .core.index import IndexSpec, cached_search
 
     start = time.perf_counter()
@@ -541,13 +543,7 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
         distributed.raise_if_any_failed(error)
     doc_ids = np.asarray(doc_keys, dtype=np.int64)
     with stats.stage("embed", rows=len(refs.texts) + len(doc_texts)):
-        model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision,
-                           opts.checkpoint)
-        name_tag = opts.model_name + (f" {opts.checkpoint} {os.path.getsize(opts.checkpoint)}" if opts.checkpoint
-                                      else "")
-        embedder = BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
-                                                 opts.max_seq_length, "", opts.batch_tokens),
-                                 opts.cache_dir or run.cache_dir)
+        embedder = text_embedder(info, run, opts)
         with progress(len(refs.texts) + len(doc_texts), "embed", opts.progress and info.is_main) as bar:
             ref_emb = embed_by_block(embedder, refs.keys, refs.texts, opts.block_rows, "reference", bar.update)
             doc_emb = embed_by_block(embedder, np.asarray(doc_gids, dtype=np.int64), doc_texts, opts.block_rows,
