@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..core import distributed
-from ..core.io import InputError
+from ..core.io import InputError, atomic_open
 from ..core.log import logger, progress
 from ..core.pipeline import Stats
 from .classes import wnid_to_label
@@ -147,11 +147,24 @@ def _checked_row(key: str, stem: str, members, tar, meta: Metadata, per_shard: i
     return row
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def _downloaded(tar_path: str, meta: Metadata, per_shard: int, stats: Stats, placed: Placed,
+                rec: dict) -> Iterator[tuple[int, str, tarfile.TarInfo, tarfile.TarFile]]:
+    """``(metadata row, extension, image member, tar)`` of each downloaded image of one tar; counts
+    the shard's failures, the samples read, kept and those without an image."""
+    stem = os.path.basename(tar_path)[: -len(".tar")]
+    _shard_status(tar_path, per_shard, stats, placed)
+    for key, members, tar in _samples(tar_path):
+        stats.add("read")
+        rec["rows"] += 1
+        found = _image(members)
+        if found is None:
+            stats.add("dropped", reason="sample_without_image")
+            continue
+        ext, member = found
+        row = _checked_row(key, stem, members, tar, meta, per_shard, tar_path)
+        yield row, ext, member, tar
+        placed.rows.append(row)
+        stats.add("kept")
 
 
 def arrange_files(shards: list[str], meta: Metadata, target: str, per_shard: int, stats: Stats,
@@ -161,26 +174,15 @@ def arrange_files(shards: list[str], meta: Metadata, target: str, per_shard: int
     placed = Placed()
     with stats.stage("arrange") as rec, progress(len(shards), "arrange", show_progress, unit="tars") as bar:
         for tar_path in shards:
-            stem = os.path.basename(tar_path)[: -len(".tar")]
-            _shard_status(tar_path, per_shard, stats, placed)
-            for key, members, tar in _samples(tar_path):
-                stats.add("read")
-                rec["rows"] += 1
-                found = _image(members)
-                if found is None:
-                    stats.add("dropped", reason="sample_without_image")
-                    continue
-                ext, member = found
-                row = _checked_row(key, stem, members, tar, meta, per_shard, tar_path)
+            for row, ext, member, tar in _downloaded(tar_path, meta, per_shard, stats, placed, rec):
                 folder = os.path.join(target, meta.wnids[row])
                 path = os.path.join(folder, f"{int(meta.indices[row])}.{'jpg' if ext == 'jpeg' else ext}")
                 if os.path.exists(path):
                     stats.add("already_there")
                 else:
                     os.makedirs(folder, exist_ok=True)
-                    _write_atomic(path, tar.extractfile(member).read())
-                placed.rows.append(row)
-                stats.add("kept")
+                    with atomic_open(path, "wb") as f:
+                        f.write(tar.extractfile(member).read())
             bar.update(1)
     _log_errors(placed)
     return placed
@@ -196,23 +198,11 @@ def arrange_webdataset(shards: list[str], meta: Metadata, target: str, per_shard
     """Every rank's tars -> ``{target}/{NNNNN}.tar`` with the samples in class order (label, then
     laion_index), ``samples_per_tar`` each: ``{laion_index}.{jpg,cls,txt}``. Collective."""
     placed = Placed()
-    where = []  # (row, shard number in ``shards`` of all ranks, offset, size, extension)
+    where = []  # (row, tar path, offset of the image's bytes, their size, extension)
     with stats.stage("index") as rec:
         for tar_path in shards:
-            stem = os.path.basename(tar_path)[: -len(".tar")]
-            _shard_status(tar_path, per_shard, stats, placed)
-            for key, members, tar in _samples(tar_path):
-                stats.add("read")
-                rec["rows"] += 1
-                found = _image(members)
-                if found is None:
-                    stats.add("dropped", reason="sample_without_image")
-                    continue
-                ext, member = found
-                row = _checked_row(key, stem, members, tar, meta, per_shard, tar_path)
+            for row, ext, member, _ in _downloaded(tar_path, meta, per_shard, stats, placed, rec):
                 where.append((row, tar_path, member.offset_data, member.size, ext))
-                placed.rows.append(row)
-                stats.add("kept")
     _log_errors(placed)
     every = sorted((w for part in distributed.all_gather_object(where) for w in part))
     known = wnid_to_label()
