@@ -44,13 +44,13 @@ from .captions.laion_io import (column_array, laion_table, load_columns, read_re
                                 write_wnid_lists)
 from .captions.lemmas import LemmaMatcher
 from .captions.runs import open_table_run, publish_table
-from .core import cli, distributed
+from .core import distributed
 from .core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
 from .core.embed import check_model
 from .core.io import BadRowError, InputError, join_parquet, resolve_sources, write_parquet
 from .core.log import logger, progress
 from .core.pipeline import (REJECTED, ModelOptions, RunOptions, Stats, begin_run, embed_by_block, fmt_rows, open_run,
-                            parse_or_reject, plan_blocks, run_entry_point)
+                            parse_or_reject, plan_blocks, run_commands, text_embedder)
 
 LISTS_NAME = "wnid_to_laion_indices.json"
 
@@ -240,16 +240,6 @@ def _summary(merged: dict | None, start: float, run, verb: str) -> None:
 
 # ---------------------------------------------------------------- similarity (distributed)
 
-def text_embedder(info: distributed.DistInfo, run, opts: SimilarityOptions | SearchOptions):
-    """The block embedder of ``--model_name`` (a CLIP tower's ``--checkpoint`` is part of its cache key)."""
-    from .core.embed import BlockEmbedder, load_model, spec_for
-
-    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, opts.checkpoint)
-    name_tag = opts.model_name + (f" {opts.checkpoint} {os.path.getsize(opts.checkpoint)}" if opts.checkpoint else "")
-    return BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
-                                         opts.max_seq_length, "", opts.batch_tokens), opts.cache_dir or run.cache_dir)
-
-
 def _parse_labelled(row, text_key: str, known: dict[str, int]) -> tuple[dict[str, Any], str | None, list[int]]:
     record_, caption = steps.parse_laion_row(row, text_key)
     found = record_.get(steps.WNIDS)
@@ -307,7 +297,7 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict 
         # a caption is scored against one class: (class, caption) is what is embedded once
         first = global_first(keys_arr, [f"{classes[c].wnid} {t}" for c, t in zip(labels, texts)])
         is_first = first == keys_arr
-        embedder = text_embedder(info, run, opts)
+        embedder = text_embedder(info, run, opts, opts.checkpoint)
         query_emb = embedder.embed([steps.query_text(c) for c in classes], "name_def")
         first_rows = np.flatnonzero(is_first)
         rec["rows"] = len(first_rows)
@@ -526,15 +516,8 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
             for _, rows in plan.blocks():
                 stats.add("read", len(rows))
                 rec["rows"] += len(rows)
-                for row in rows:
-                    parsed = parse_or_reject(row, lambda r: steps.parse_laion_row(r, opts.text_key), opts.on_bad_rows,
-                                             rejects, stats)
-                    if parsed is REJECTED:
-                        continue
-                    record_, caption = parsed
-                    if caption is None or not caption.strip():
-                        stats.add("dropped", reason="empty_caption")
-                        continue
+                for row, record_, caption in labelling.captions_of(
+                        rows, lambda r: steps.parse_laion_row(r, opts.text_key), opts.on_bad_rows, stats, rejects):
                     doc_keys.append(record_[steps.INDEX])
                     doc_gids.append(row.gid)
                     doc_texts.append(caption)
@@ -543,7 +526,7 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
         distributed.raise_if_any_failed(error)
     doc_ids = np.asarray(doc_keys, dtype=np.int64)
     with stats.stage("embed", rows=len(refs.texts) + len(doc_texts)):
-        embedder = text_embedder(info, run, opts)
+        embedder = text_embedder(info, run, opts, opts.checkpoint)
         with progress(len(refs.texts) + len(doc_texts), "embed", opts.progress and info.is_main) as bar:
             ref_emb = embed_by_block(embedder, refs.keys, refs.texts, opts.block_rows, "reference", bar.update)
             doc_emb = embed_by_block(embedder, np.asarray(doc_gids, dtype=np.int64), doc_texts, opts.block_rows,
@@ -689,21 +672,21 @@ def run_arrange(info: distributed.DistInfo, opts: ArrangeOptions) -> dict | None
 
 
 COMMANDS = {
-    "label": (LabelOptions, lambda o: run_entry_point(o, lambda info: run_label(info, o))),
-    "similarity": (SimilarityOptions, lambda o: run_entry_point(o, lambda info: run_similarity(info, o))),
-    "filter": (FilterOptions, lambda o: run_entry_point(o, lambda info: run_filter(info, o))),
-    "url_list": (UrlListOptions, lambda o: run_entry_point(o, lambda info: run_url_list(info, o))),
-    "arrange": (ArrangeOptions, lambda o: run_entry_point(o, lambda info: run_arrange(info, o))),
-    "subsets": (SubsetsOptions, lambda o: run_entry_point(o, lambda info: run_subsets(info, o))),
-    "search_similar": (SearchOptions, lambda o: run_entry_point(o, lambda info: run_search_similar(info, o))),
-    "match_freq": (MatchFreqOptions, lambda o: run_entry_point(o, lambda info: run_match_freq(info, o))),
+    "label": (LabelOptions, run_label),
+    "similarity": (SimilarityOptions, run_similarity),
+    "filter": (FilterOptions, run_filter),
+    "url_list": (UrlListOptions, run_url_list),
+    "arrange": (ArrangeOptions, run_arrange),
+    "subsets": (SubsetsOptions, run_subsets),
+    "search_similar": (SearchOptions, run_search_similar),
+    "match_freq": (MatchFreqOptions, run_match_freq),
 }
 
 
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.laionet COMMAND --flag=value ...`` (``--help`` lists the commands)."""
-    cli.main_with_commands(COMMANDS, __doc__, "dist_data.laionet", argv)
+    run_commands(COMMANDS, __doc__, "dist_data.laionet", argv)
 
 
 if __name__ == "__main__":

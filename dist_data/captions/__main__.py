@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from ..core import cli, distributed
+from ..core import distributed
 from ..core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
 from ..core.io import read_rows, resolve_sources
 from ..core.log import logger
 from ..core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, open_run,
-                             parse_or_reject, plan_blocks, run_entry_point)
+                             parse_or_reject, plan_blocks, run_commands)
 from . import label as labelling
 from . import tables
 from .classes import imagenet100_labels, imagenet_classes, read_class_names
@@ -315,17 +315,17 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
 
 
 COMMANDS = {
-    "variants": (VariantsOptions, lambda o: run_entry_point(o, lambda info: run_variants(info, o))),
-    "subsets": (SubsetsOptions, lambda o: run_entry_point(o, lambda info: run_subsets(info, o))),
-    "trim_tail": (TrimTailOptions, lambda o: run_entry_point(o, lambda info: run_trim_tail(info, o))),
-    "label": (LabelOptions, lambda o: run_entry_point(o, lambda info: run_label(info, o))),
+    "variants": (VariantsOptions, run_variants),
+    "subsets": (SubsetsOptions, run_subsets),
+    "trim_tail": (TrimTailOptions, run_trim_tail),
+    "label": (LabelOptions, run_label),
 }
 
 
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.captions COMMAND --flag=value ...`` (``--help`` lists the commands)."""
-    cli.main_with_commands(COMMANDS, __doc__, "dist_data.captions", argv)
+    run_commands(COMMANDS, __doc__, "dist_data.captions", argv)
 
 
 if __name__ == "__main__":

@@ -58,13 +58,10 @@ class BlockResult:
     unmatched_examples: list[str] = field(default_factory=list)
 
 
-def matched_captions(rows: Sequence[Row], matcher: LemmaMatcher, parse: Callable[[Row], tuple[Any, str | None]],
-                     on_bad_rows: str, stats: Stats, rejects: list[dict[str, Any]],
-                     unmatched: list[str]) -> Iterator[tuple[Any, str, tuple[int, ...]]]:
-    """``(payload, caption, classes)`` of each row whose caption names a class, in input order;
-    ``parse(row)`` gives ``(payload, caption)``. Counts ``read``, ``captions_matched``,
-    ``classes_per_caption`` and every dropped (``empty_caption``, ``no_class_lemma``) or rejected row."""
-    stats.add("read", len(rows))
+def captions_of(rows: Sequence[Row], parse: Callable[[Row], tuple[Any, str | None]], on_bad_rows: str,
+                stats: Stats, rejects: list[dict[str, Any]]) -> Iterator[tuple[Row, Any, str]]:
+    """``(row, payload, caption)`` of each row with a non-empty caption; ``parse(row)`` gives
+    ``(payload, caption)``; bad rows are rejected (or raise) and empty captions dropped, both counted."""
     for row in rows:
         parsed = parse_or_reject(row, parse, on_bad_rows, rejects, stats)
         if parsed is REJECTED:
@@ -73,6 +70,17 @@ def matched_captions(rows: Sequence[Row], matcher: LemmaMatcher, parse: Callable
         if caption is None or not caption.strip():
             stats.add("dropped", reason="empty_caption")
             continue
+        yield row, payload, caption
+
+
+def matched_captions(rows: Sequence[Row], matcher: LemmaMatcher, parse: Callable[[Row], tuple[Any, str | None]],
+                     on_bad_rows: str, stats: Stats, rejects: list[dict[str, Any]],
+                     unmatched: list[str]) -> Iterator[tuple[Any, str, tuple[int, ...]]]:
+    """``(payload, caption, classes)`` of each row whose caption names a class, in input order;
+    ``parse(row)`` gives ``(payload, caption)``. Counts ``read``, ``captions_matched``,
+    ``classes_per_caption`` and every dropped (``empty_caption``, ``no_class_lemma``) or rejected row."""
+    stats.add("read", len(rows))
+    for _, payload, caption in captions_of(rows, parse, on_bad_rows, stats, rejects):
         classes = matcher.match(caption)
         if not classes:
             stats.add("dropped", reason="no_class_lemma")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from ..core import distributed
-from ..core.pipeline import Stats, merge_outputs, open_run, write_parts
+from ..core.pipeline import Stats, open_run, publish_outputs
 from ..core.rundir import RunDir
 from .classes import write_class_frequency
 
@@ -29,28 +29,8 @@ def publish_table(run: RunDir, rank: int, world_size: int, stats: Stats, name: s
                   write_table: Callable[[str], int], class_names: Sequence[str] | None, counts: Sequence[int] | None,
                   rejects: list[dict[str, Any]],
                   extra: Sequence[tuple[str, Callable[[str], None]]] = ()) -> dict[str, Any] | None:
-    """After every rank is done: rank 0 writes the table (``write_table(path)`` returns its rows) as
-    ``name``, ``class_frequency.txt`` (when ``class_names`` are given) and each ``extra`` file
-    (``(name, write(path))``) in the run folder, then stats and ``_SUCCESS``. Returns the merged
-    stats on rank 0, None elsewhere."""
-    run.result_name = name
-    names = ([FREQUENCY_NAME] if class_names is not None else []) + [n for n, _ in extra]
-
-    def write() -> str:
-        run.record(names)
-        with stats.stage("write") as rec:
-            rec["rows"] = write_table(run.file(name))
-            if class_names is not None:
-                write_class_frequency(run.file(FREQUENCY_NAME), class_names, counts)
-            for extra_name, write_extra in extra:
-                write_extra(run.file(extra_name))
-        return name
-
-    write_parts(run, rank, [], None, rejects)
-    merged = merge_outputs(run, rank, world_size, stats, False, False, merge_result=write)
-    if merged is not None:
-        if class_names is not None:
-            merged["outputs"]["class_frequency"] = FREQUENCY_NAME
-        for extra_name, _ in extra:
-            merged["outputs"][extra_name.split(".")[0]] = extra_name
-    return merged
+    """:func:`publish_outputs` of a caption table, with ``class_frequency.txt`` when ``class_names``
+    are given. Returns the merged stats on rank 0, None elsewhere."""
+    frequency = [] if class_names is None else [
+        (FREQUENCY_NAME, lambda path: write_class_frequency(path, class_names, counts))]
+    return publish_outputs(run, rank, world_size, stats, name, write_table, rejects, [*frequency, *extra])

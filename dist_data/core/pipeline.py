@@ -331,6 +331,19 @@ def query_document_embedders(info: distributed.DistInfo, run: RunDir,
                  for role, prompt, name, max_len, flag in roles)
 
 
+def text_embedder(info: distributed.DistInfo, run: RunDir, opts: "ModelOptions",
+                  checkpoint: str | None = None) -> BlockEmbedder:
+    """One block embedder of ``--model_name`` with no prompt (texts compared with texts of their own
+    kind), caching blocks; an open_clip tower's ``checkpoint`` file is part of its cache key."""
+    from .embed import load_model, spec_for
+
+    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, checkpoint)
+    name_tag = opts.model_name + (f" {checkpoint} {os.path.getsize(checkpoint)}" if checkpoint else "")
+    return BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
+                                         opts.max_seq_length, "", opts.batch_tokens),
+                         getattr(opts, "cache_dir", None) or run.cache_dir)
+
+
 def count_cache_hits(info: distributed.DistInfo, stats: Stats, run: RunDir, embedders: Sequence[BlockEmbedder]) -> None:
     """Record this rank's blocks served from the cache; rank 0 logs the total (a resumed run)."""
     hits = distributed.all_gather_object(sum(e.cache_hits for e in embedders))
@@ -424,11 +437,9 @@ class ModelOptions(Options):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PairOptions(RunOptions, ModelOptions):
-    """Flags of the verbs that read (query, document) pairs, embed them and search an index."""
+class IndexOptions(Options):
+    """Flags of the verbs that search a nearest-neighbour index over their embeddings."""
 
-    query_key: str = flag("query", "the query text field", non_empty)
-    document_key: str = flag("document", "the document text field", non_empty)
     index: str = flag("gather", "gather: every rank searches all vectors (exact); sharded: per-rank shards, merged "
                       "top-k (exact, same result, memory / world); ivf, hnsw: approximate per-rank shards for big "
                       "corpora (candidates rescored exactly; recall@k in stats.json)",
@@ -439,6 +450,22 @@ class PairOptions(RunOptions, ModelOptions):
     ef_search: int = flag(128, "--index=hnsw: search depth (more: higher recall, slower)", at_least(1))
     recall_queries: int = flag(1000, "--index=ivf/hnsw: queries sampled to measure recall@k against exact search",
                                at_least(1), result=False)
+    cache_dir: str | None = flag(None, "embeddings and search results cached by content, shared by runs (a sweep "
+                                 "re-embeds nothing); default: the run folder's cache/", non_empty, result=False)
+
+    def index_spec(self):
+        from .index import IndexSpec
+
+        return IndexSpec(self.index, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m,
+                         ef_search=self.ef_search, seed=self.seed, recall_queries=self.recall_queries)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairOptions(RunOptions, ModelOptions, IndexOptions):
+    """Flags of the verbs that read (query, document) pairs, embed them and search an index."""
+
+    query_key: str = flag("query", "the query text field", non_empty)
+    document_key: str = flag("document", "the document text field", non_empty)
     query_prompt: str = flag("", "prefix for queries (e5/bge style, e.g. 'query: '); wins over --query_prompt_name")
     document_prompt: str = flag("", "prefix for documents; wins over --corpus_prompt_name")
     query_prompt_name: str | None = flag(None, "one of the model's own prompts for queries (default: its 'query' "
@@ -449,15 +476,7 @@ class PairOptions(RunOptions, ModelOptions):
                                             at_least(1))
     document_max_seq_length: int | None = flag(None, "truncate documents to this many tokens (default: "
                                                "--max_seq_length)", at_least(1))
-    cache_dir: str | None = flag(None, "embeddings and search results cached by content, shared by runs (a sweep "
-                                 "re-embeds nothing); default: the run folder's cache/", non_empty, result=False)
     compress: bool = flag(False, "gzip the merged result (reproducible bytes)")
-
-    def index_spec(self):
-        from .index import IndexSpec
-
-        return IndexSpec(self.index, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m,
-                         ef_search=self.ef_search, seed=self.seed, recall_queries=self.recall_queries)
 
 
 def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], Any]) -> None:
@@ -513,6 +532,18 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def run_commands(table: dict[str, tuple[type[CommonOptions], Callable[[distributed.DistInfo, Any], Any]]], doc: str | None,
+                 prog: str, argv: Sequence[str] | None = None) -> None:
+    """``prog COMMAND --flags`` where each command is ``(options class, body(info, opts))`` run by
+    :func:`run_entry_point` (the verbs with subcommands: captions, laionet)."""
+    from .cli import main_with_commands
+
+    def entry(body):
+        return lambda o: run_entry_point(o, lambda info: body(info, o))
+
+    main_with_commands({name: (cls, entry(body)) for name, (cls, body) in table.items()}, doc, prog, argv)
 
 
 # ---------------------------------------------------------------- the search
@@ -619,4 +650,29 @@ def merge_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, gzip_ou
             pass
         run.lock.release()
     distributed.barrier()
+    return merged
+
+
+def publish_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, name: str,
+                    write_result: Callable[[str], int], rejects: Sequence[dict[str, Any]],
+                    extra: Sequence[tuple[str, Callable[[str], Any]]] = ()) -> dict[str, Any] | None:
+    """After every rank is done: rank 0 writes the result (``write_result(path)`` returns its rows) as
+    ``name`` and each ``extra`` file (``(name, write(path))``) in the run folder, then the rejects,
+    stats and ``_SUCCESS``. Returns the merged stats on rank 0 (``outputs`` names every file), None
+    elsewhere."""
+    run.result_name = name
+
+    def write() -> str:
+        run.record([n for n, _ in extra])
+        with stats.stage("write") as rec:
+            rec["rows"] = write_result(run.file(name))
+            for extra_name, write_extra in extra:
+                write_extra(run.file(extra_name))
+        return name
+
+    write_parts(run, rank, [], None, rejects)
+    merged = merge_outputs(run, rank, world_size, stats, False, False, merge_result=write)
+    if merged is not None:
+        for extra_name, _ in extra:
+            merged["outputs"][extra_name.split(".")[0]] = extra_name
     return merged

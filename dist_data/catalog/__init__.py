@@ -1,0 +1,1 @@
+"""Product-catalogue mining: brand-synonym pairs, category triplets, the cleaning step."""

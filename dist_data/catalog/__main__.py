@@ -1,0 +1,124 @@
+"""Catalogue table steps (one process): ``clean``, before ``dist_data.pairs`` / ``dist_data.triplets``.
+
+    python -m dist_data.catalog clean --dataset=goods.csv --dedup_keys=title,description --drop_if=isdeleted \\
+        --sample=100000 --seed=42 --lowercase --output_dir=DIR
+
+Writes ``cleaned.{csv,tsv,jsonl,parquet}`` (the input's format unless ``--output_format``; every column
+kept, input order), ``stats.json`` (rows read, kept, dropped by reason: ``flagged_<column>``,
+``duplicate``, ``not_sampled``; rejected), ``rejects.jsonl`` and ``args.json`` in ``--output_dir``.
+This module is the entry point of the package :mod:`dist_data.catalog`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from ..core import distributed
+from ..core.cli import flag, non_empty, one_of, required
+from ..core.io import atomic_open, build_catalog, resolve_sources, write_parquet
+from ..core.log import logger
+from ..core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, open_run, parse_or_reject,
+                             publish_outputs, run_commands)
+from .clean import clean_rows, prepare
+
+FORMATS = ("csv", "tsv", "jsonl", "parquet")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CleanOptions(RunOptions):
+    """Drop flagged rows and exact duplicates, lowercase, sample: the catalogue's cleaning step, counted."""
+
+    dataset: str = required("the table: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty)
+    dedup_keys: str = flag("", "comma list of the fields whose equal values make rows duplicates (the first kept)")
+    drop_if: str = flag("", "comma list of flag columns (1/0, true/false, yes/no): a row with any set is dropped")
+    lowercase: bool = flag(False, "lowercase the --dedup_keys fields (before comparing them)")
+    sample: int | None = flag(None, "keep a seeded sample of this many of the remaining rows (input order kept)")
+    output_format: str | None = flag(None, f"{', '.join(FORMATS)} (default: the input's)", one_of(*FORMATS))
+
+    @staticmethod
+    def _list(text: str) -> list[str]:
+        return [k.strip() for k in text.split(",") if k.strip()]
+
+    @property
+    def dedup(self) -> list[str]:
+        return self._list(self.dedup_keys)
+
+    @property
+    def flags(self) -> list[str]:
+        return self._list(self.drop_if)
+
+    def problems(self) -> list[str]:
+        return ["--sample must be >= 1"] if self.sample is not None and self.sample < 1 else []
+
+
+def run_clean(info: distributed.DistInfo, opts: CleanOptions) -> dict | None:
+    start = time.perf_counter()
+    if info.world_size > 1:
+        raise ValueError("clean works on one table in one process: run it with python -m dist_data.catalog clean")
+    sources = resolve_sources(opts.dataset, opts.split)
+    fmt = opts.output_format or (sources[0].kind if sources[0].kind in FORMATS else "jsonl")
+    name = f"cleaned.{fmt}"
+    run, done = open_run(info, opts, name)
+    if done is not None:
+        return done
+    stats = Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected"))
+    catalog = build_catalog(sources)
+    rejects: list[dict] = []
+    with stats.stage("clean", rows=catalog.total):
+        def prepared():
+            for row in catalog.read_range(0, catalog.total):
+                stats.add("read")
+                got = parse_or_reject(row, lambda r: prepare(r, opts.dedup, opts.flags, opts.lowercase),
+                                      opts.on_bad_rows, rejects, stats)
+                if got is not REJECTED:
+                    yield got
+
+        cleaned = clean_rows(prepared(), opts.flags, opts.sample, opts.seed)
+    stats.add("input_rows", catalog.total)
+    for why, n in cleaned.dropped.items():
+        stats.add("dropped", n, reason=why)
+    stats.add("kept", len(cleaned.rows))
+    begin_run(info, run)
+    merged = publish_outputs(run, 0, 1, stats, name, lambda path: _write(cleaned.rows, path, fmt), rejects)
+    if merged is not None:
+        c = merged["counts"]
+        logger.info("kept %s / %s rows, dropped %s, rejected %s, in %.1f s -> %s", fmt_rows(c["kept"]),
+                    fmt_rows(c["read"]), ", ".join(f"{fmt_rows(v)} {k}" for k, v in c["dropped"].items() if v) or "none",
+                    fmt_rows(sum(c["rejected"].values())), time.perf_counter() - start, run.file(name))
+    return merged
+
+
+def _write(rows: list[dict], path: str, fmt: str) -> int:
+    if fmt == "parquet":
+        import pyarrow as pa
+
+        write_parquet(path, pa.Table.from_pylist(rows))
+    elif fmt == "jsonl":
+        with atomic_open(path) as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    else:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        with atomic_open(path) as f:
+            out = csv.DictWriter(f, fieldnames=columns, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+            out.writeheader()
+            out.writerows(rows)
+    return len(rows)
+
+
+COMMANDS = {"clean": (CleanOptions, run_clean)}
+
+
+@record
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dist_data.catalog COMMAND --flag=value ...`` (``--help`` lists the commands)."""
+    run_commands(COMMANDS, __doc__, "dist_data.catalog", argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Brand-synonym candidates: every pair of distinct names whose embeddings score at or above a threshold.
+
+Names are compared after normalisation (case, whitespace, punctuation); rows whose names normalise
+to the same text are exact duplicates, reported as groups. Each distinct name is embedded once and
+searched against all the others with the exact index (``--index=sharded``: no rank holds more than
+its share of the vectors, and nothing holds an N x N matrix). A pair is reported once, with its
+score, when one of its names has the other among its ``--max_neighbors`` nearest names.
+
+    torchrun --nproc-per-node=8 -m dist_data.pairs --dataset=brands.csv --text_key=brandname \\
+        --model_name=sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 --min_score=0.85 \\
+        --max_neighbors=50 --index=sharded --output_dir=DIR
+    python -m dist_data.pairs --dataset=brands.csv --text_key=brandname --transliterate --output_dir=DIR
+
+Outputs in ``--output_dir``: ``pairs.jsonl`` and ``pairs.csv`` (``name_a, name_b, score, row_a,
+row_b, source, distance_to_threshold``; rows are 0-based line ids of the input) in review order
+(``--sort``), ``duplicates.jsonl`` (one group of rows per normalised name), ``scores.png``,
+``stats.json``, ``rejects.jsonl``, ``args.json``. With ``--transliterate`` a name whose Latin <->
+Cyrillic reading (:func:`dist_data.catalog.names.transliterations`) is another name's normal form
+makes a pair with it whatever its score, marked ``transliteration`` (``model+transliteration`` when
+the model found it too).
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from .catalog import pairs as steps
+from .catalog.names import normalize_name, transliterations
+from .core import cli, distributed, index
+from .core.cli import at_least, flag, non_empty, one_of, required
+from .core.embed import BATCHES_PER_BLOCK, check_model
+from .core.io import atomic_open, read_lines, write_lines
+from .core.keys import KeyedVectors, Owners, global_first
+from .core.log import logger, progress
+from .core.pipeline import (IndexOptions, ModelOptions, RunOptions, Stats, begin_run, cache_root, embed_by_block,
+                            fmt_rows, open_run, publish_outputs, read_stage, record_search, report_scores,
+                            run_entry_point, text_embedder)
+from .core.select import exact_scores
+
+RESULT_NAME = "pairs.jsonl"
+CSV_NAME = "pairs.csv"
+DUPLICATES_NAME = "duplicates.jsonl"
+COLUMNS = ("name_a", "name_b", "score", "row_a", "row_b", "source", "distance_to_threshold")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairsOptions(RunOptions, ModelOptions, IndexOptions):
+    """Brand-synonym candidates: pairs of distinct names scoring at or above --min_score."""
+
+    dataset: str = required("names: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty)
+    text_key: str = flag("name", "the name field", non_empty)
+    min_score: float = flag(0.85, "report pairs whose cosine is >= this")
+    max_neighbors: int = flag(50, "nearest other names searched per name (a pair is found from either side)",
+                              at_least(1))
+    sort: str = flag("score", "review order: score (highest first) or ambiguous_first (nearest --min_score first)",
+                     one_of(*steps.SORTS))
+    transliterate: bool = flag(False, "also pair names that are Latin <-> Cyrillic readings of each other")
+    max_variants: int = flag(32, "--transliterate: readings tried per name (fewest changed letters first)",
+                             at_least(1))
+
+
+def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:
+    """The pairs pipeline on this rank; returns the merged stats on rank 0."""
+    start = time.perf_counter()
+    run, done = open_run(info, opts, RESULT_NAME)
+    if done is not None:
+        return done
+    stats = Stats.with_keys("input_rows", "read", "names", "duplicate_rows", "duplicate_groups", "kept",
+                            "pairs_model", "pairs_transliteration", "transliteration_variants",
+                            "names_at_max_neighbors", "cached_blocks", buckets=("dropped", "rejected"))
+    check_model(opts.model_name, opts.revision, "model_name")
+    block_rows = BATCHES_PER_BLOCK * opts.batch_size
+    shard = read_stage(info, stats, opts.dataset, opts.split, [opts.text_key], opts.max_rows, opts.seed,
+                       block_rows, opts.on_bad_rows)
+    begin_run(info, run)
+
+    # identity: the normal form; a name's id is the position of its first row
+    names = shard.column(0)
+    norms = [normalize_name(t) for t in names]
+    ok = np.array([bool(n) for n in norms], dtype=bool)
+    stats.add("dropped", int((~ok).sum()), reason="empty_after_normalisation")
+    pos, gids = shard.positions[ok], shard.gids[ok]
+    names = [t for t, good in zip(names, ok) if good]
+    norms = [t for t, good in zip(norms, ok) if good]
+    rep = global_first(pos, norms)
+    first = rep == pos
+    groups = _duplicate_groups(info, rep, first, gids, names)
+    stats.add("names", int(first.sum()))
+    stats.add("duplicate_rows", int((~first).sum()))
+    stats.add("duplicate_groups", len(groups) if info.is_main else 0)
+
+    firsts = np.flatnonzero(first)
+    ids = pos[firsts]
+    with stats.stage("embed", rows=len(firsts)):
+        embedder = text_embedder(info, run, opts)
+        with progress(len(firsts), "embed", opts.progress and info.is_main) as bar:
+            emb = embed_by_block(embedder, ids, [names[i] for i in firsts], block_rows, "name", bar.update)
+        stats.add("cached_blocks", embedder.cache_hits)
+
+    depth = opts.max_neighbors + 1  # the name itself comes back too
+    with stats.stage("search", rows=len(ids)):
+        with progress(len(ids), "search", opts.progress and info.is_main, unit="names") as bar:
+            nbr_scores, nbr_ids, timings = index.cached_search(
+                cache_root(run, opts), emb, emb, ids, depth, opts.index_spec(), info.device,
+                fp16=opts.dtype == "float16", on_progress=bar.update)
+    record_search(info, stats, opts, timings, len(ids), depth)
+    found, full = steps.neighbor_pairs(ids, nbr_ids, nbr_scores, opts.min_score, opts.max_neighbors)
+    stats.add("names_at_max_neighbors", int(full.sum()))
+
+    owners = Owners.gather([(shard.lo, shard.hi)])
+    vectors = KeyedVectors(ids, emb)
+    if opts.transliterate:
+        found = np.concatenate([found, _transliteration_pairs(stats, ids, [norms[i] for i in firsts], vectors,
+                                                              owners, shard.n_processed, opts.max_variants)])
+
+    # every pair goes to the rank holding its first name, which keeps one row of it
+    order, received = distributed.route(found, owners.of(found["a"]))
+    del order
+    mine = steps.combine(np.concatenate(received))
+    stats.add("kept", len(mine))
+    stats.add("pairs_model", int((mine["source"] & steps.MODEL).astype(bool).sum()))
+    stats.add("pairs_transliteration", int((mine["source"] & steps.TRANSLITERATION).astype(bool).sum()))
+
+    local = {int(p): i for i, p in enumerate(pos)}
+    serve_name = lambda keys: [names[local[int(k)]] for k in keys]  # noqa: E731
+    serve_gid = lambda keys: gids[[local[int(k)] for k in keys]]  # noqa: E731
+    b_names = distributed.fetch_strings(mine["b"], owners.of(mine["b"]), serve_name)
+    b_gids = distributed.fetch(mine["b"], owners.of(mine["b"]), serve_gid)
+    records = []
+    for (a, _, score, source), name_b, row_b in zip(mine.tolist(), b_names, b_gids.tolist()):
+        row_a = int(gids[local[a]])
+        records.append((steps.review_key(score, row_a, row_b, opts.min_score, opts.sort),
+                        json.dumps({"name_a": names[local[a]], "name_b": name_b, "score": score, "row_a": row_a,
+                                    "row_b": row_b, "source": steps.SOURCES[source],
+                                    "distance_to_threshold": abs(score - opts.min_score)}, ensure_ascii=False)))
+    records.sort(key=lambda r: r[0])
+    write_lines(run.part("pairs", info.rank), (line for _, line in records))
+
+    nearest = np.where(nbr_ids == ids[:, None], -np.inf, nbr_scores).max(axis=1) if len(ids) else np.zeros(0)
+    report_scores(info, run, stats, f"dist_data.pairs: min_score={opts.min_score}",
+                  {"pair_score": mine["score"], "nearest_other_name": nearest[np.isfinite(nearest)]},
+                  [("scores of the reported pairs", ["pair_score"], "cosine"),
+                   ("each name's nearest other name", ["nearest_other_name"], "cosine")])
+    if info.is_main and stats.counts["names_at_max_neighbors"]:
+        logger.warning("%s name(s) here have all %d neighbour slots at or above %.3f: pairs past them are found "
+                       "only from the other name; raise --max_neighbors to see them all",
+                       fmt_rows(stats.counts["names_at_max_neighbors"]), opts.max_neighbors, opts.min_score)
+
+    parts = [run.part("pairs", r) for r in range(info.world_size)]
+
+    def write_pairs(path: str) -> int:  # the ranks' sorted parts, merged in review order
+        return write_lines(path, heapq.merge(*(read_lines([p]) for p in parts), key=lambda line: _key(line, opts)))
+
+    merged = publish_outputs(run, info.rank, info.world_size, stats, RESULT_NAME, write_pairs, shard.rejects,
+                             [(CSV_NAME, lambda path: _write_csv(run.file(RESULT_NAME), path)),
+                              (DUPLICATES_NAME, lambda path: write_lines(path, (json.dumps(g, ensure_ascii=False)
+                                                                               for g in groups)))])
+    if merged is not None:
+        c = merged["counts"]
+        logger.info("%s pairs at >= %.3f among %s names (%s duplicate rows in %s groups; %s by transliteration), "
+                    "in %.1f s -> %s", fmt_rows(c.get("kept", 0)), opts.min_score, fmt_rows(c.get("names", 0)),
+                    fmt_rows(c.get("duplicate_rows", 0)), fmt_rows(c.get("duplicate_groups", 0)),
+                    fmt_rows(c.get("pairs_transliteration", 0)), time.perf_counter() - start, run.file(RESULT_NAME))
+    return merged
+
+
+def _key(line: str, opts: PairsOptions) -> tuple:
+    r = json.loads(line)
+    return steps.review_key(r["score"], r["row_a"], r["row_b"], opts.min_score, opts.sort)
+
+
+def _write_csv(jsonl: str, path: str) -> None:
+    with atomic_open(path) as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(COLUMNS)
+        for line in read_lines([jsonl]):
+            r = json.loads(line)
+            out.writerow([r[c] for c in COLUMNS])
+
+
+def _duplicate_groups(info: distributed.DistInfo, rep: np.ndarray, first: np.ndarray, gids: np.ndarray,
+                      names: list[str]) -> list[dict]:
+    """On rank 0: one group per normal form held by several rows (its rows and their names), in row order."""
+    dup_reps = np.unique(distributed.all_gather_array(np.unique(rep[~first])))
+    member = np.isin(rep, dup_reps)
+    rows = [(int(r), int(g), names[i]) for i, (r, g) in enumerate(zip(rep, gids)) if member[i]]
+    if not info.is_main:
+        distributed.all_gather_object(rows)
+        return []
+    by_rep: dict[int, list[tuple[int, str]]] = {}
+    for part in distributed.all_gather_object(rows):
+        for r, g, name in part:
+            by_rep.setdefault(r, []).append((g, name))
+    groups = []
+    for r in sorted(by_rep):
+        members = sorted(by_rep[r])
+        groups.append({"normalized": normalize_name(members[0][1]), "rows": [g for g, _ in members],
+                       "names": [n for _, n in members]})
+    return groups
+
+
+def _transliteration_pairs(stats: Stats, ids: np.ndarray, norms: list[str], vectors: KeyedVectors, owners: Owners,
+                           n_processed: int, max_variants: int) -> np.ndarray:
+    """Pairs of a name and another name equal to one of its Latin <-> Cyrillic readings, scored exactly.
+
+    A reading gets the key ``n_processed + id * max_variants + v`` (above every name's id): the
+    lowest key sharing its text is then a name's id when some name reads so (one collective)."""
+    keys, texts, owner_of = [], [], []
+    for i, (name_id, norm) in enumerate(zip(ids.tolist(), norms)):
+        for v, text in enumerate(transliterations(norm, max_variants)):
+            keys.append(n_processed + name_id * max_variants + v)
+            texts.append(text)
+            owner_of.append(i)
+    stats.add("transliteration_variants", len(keys))
+    all_keys = np.concatenate([ids, np.asarray(keys, dtype=np.int64)])
+    rep = global_first(all_keys, norms + texts)[len(ids):]
+    hit = np.flatnonzero(rep < n_processed)
+    src = np.asarray(owner_of, dtype=np.int64)[hit]
+    partner = rep[hit]
+    keep = ids[src] != partner
+    src, partner = src[keep], partner[keep]
+    partner_vectors = vectors.lookup(partner, owners)
+    scores = exact_scores(vectors.vectors[src], partner_vectors, np.arange(len(src))[:, None])[:, 0]
+    return steps.make_pairs(ids[src], partner, scores, steps.TRANSLITERATION)
+
+
+@record
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dist_data.pairs --flag=value ...`` (``--help`` lists the flags)."""
+    cli.main(PairsOptions, lambda opts: run_entry_point(opts, lambda info: run_pairs(info, opts)), __doc__,
+             "dist_data.pairs", argv)
+
+
+if __name__ == "__main__":
+    main()
