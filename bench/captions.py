@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from common import HERE, run_all, write_report
+from common import HERE, fresh_output, run_all, write_report
 
 sys.path.insert(0, os.path.dirname(HERE))
 
@@ -109,12 +109,7 @@ def main() -> None:
                     "label, torchrun 2 ranks": [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                 "--nproc-per-node=2", *label]}
 
-        def fresh(name, cmd):
-            out = os.path.join(work, "out")
-            shutil.rmtree(out, ignore_errors=True)
-            return [*cmd, f"--output_dir={out}"]
-
-        results = run_all(commands, args.repeats, fresh)
+        results = run_all(commands, args.repeats, fresh_output(work, prefix=""))
         print(f"\nthe whole command on {len(captions):,} captions (wall time with start-up)")
         print(f"| {'command':<26} | {'wall s':>7} | {'captions/s':>11} | {'peak RSS MiB':>12} |")
         print(f"|{'-' * 28}|{'-' * 9}|{'-' * 13}|{'-' * 14}|")

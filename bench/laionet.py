@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 from captions import real_captions
-from common import HERE, run_all, table, write_report
+from common import HERE, fresh_output, run_all, table, write_report
 
 sys.path.insert(0, os.path.dirname(HERE))
 
@@ -122,15 +122,7 @@ def main() -> None:
             "dist_data similarity, torchrun 2 ranks": [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                        "--nproc-per-node=2", *similarity],
         }
-
-        def fresh(name, cmd):
-            if not name.startswith("dist_data"):
-                return cmd
-            out = os.path.join(work, "out")
-            shutil.rmtree(out, ignore_errors=True)
-            return [*cmd, f"--output_dir={out}"]
-
-        results = run_all(commands, args.repeats, fresh)
+        results = run_all(commands, args.repeats, fresh_output(work))
         rows = table(results, "floor: encode distinct captions + queries",
                      f"laionet similarity on {n_rows:,} labelled rows ({distinct:,} distinct single-class captions)")
         ours = pq.read_table(os.path.join(work, "out", "laion_similarity.parquet")).to_pandas()

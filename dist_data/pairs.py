@@ -39,7 +39,7 @@ from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.io import atomic_open, read_lines, write_lines
 from .core.keys import KeyedVectors, Owners, global_first
 from .core.log import logger, progress
-from .core.pipeline import (IndexOptions, ModelOptions, RunOptions, Stats, begin_run, cache_root, embed_by_block,
+from .core.pipeline import (INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions, Stats, begin_run, cache_root, embed_by_block,
                             fmt_rows, open_run, publish_outputs, read_stage, record_search, report_scores,
                             run_entry_point, text_embedder)
 from .core.select import exact_scores
@@ -54,6 +54,7 @@ COLUMNS = ("name_a", "name_b", "score", "row_a", "row_b", "source", "distance_to
 class PairsOptions(RunOptions, ModelOptions, IndexOptions):
     """Brand-synonym candidates: pairs of distinct names scoring at or above --min_score."""
 
+    index: str = flag("sharded", INDEX_HELP, one_of(*INDEX_MODES))
     dataset: str = required("names: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty)
     text_key: str = flag("name", "the name field", non_empty)
     min_score: float = flag(0.85, "report pairs whose cosine is >= this")

@@ -36,7 +36,7 @@ from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.io import atomic_open, read_lines, write_lines
 from .core.keys import KeyedVectors, Owners, global_first
 from .core.log import logger, progress
-from .core.pipeline import (IndexOptions, ModelOptions, RunOptions, Stats, begin_run, cache_root, embed_by_block,
+from .core.pipeline import (INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions, Stats, begin_run, cache_root, embed_by_block,
                             fmt_rows, open_run, publish_outputs, read_stage, record_search, report_scores,
                             run_entry_point, text_embedder)
 from .core.select import PAD_ID, exact_scores, seeded_uniform
@@ -52,6 +52,7 @@ REVIEW_COLUMNS = ("triplet", "anchor_row", "positive_row", "negative_row", "cate
 class TripletsOptions(RunOptions, ModelOptions, IndexOptions):
     """(anchor, positive, negative) triplets by product category."""
 
+    index: str = flag("sharded", INDEX_HELP, one_of(*INDEX_MODES))
     dataset: str = required("items: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty)
     text_keys: str = flag("title,description", "comma list of the text fields joined into an item's text", non_empty)
     join: str = flag(" ", "what joins the text fields")

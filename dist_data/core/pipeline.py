@@ -436,14 +436,17 @@ class ModelOptions(Options):
     dtype: str = flag("float32", "float32; float16 or bfloat16 on GPU", one_of("float32", "float16", "bfloat16"))
 
 
+INDEX_MODES = ("gather", "sharded", "ivf", "hnsw")
+INDEX_HELP = ("gather: every rank searches all vectors (exact); sharded: per-rank shards, merged top-k (exact, same "
+              "result, memory / world); ivf, hnsw: approximate per-rank shards for big corpora (candidates rescored "
+              "exactly; recall@k in stats.json)")
+
+
 @dataclass(frozen=True, kw_only=True)
 class IndexOptions(Options):
     """Flags of the verbs that search a nearest-neighbour index over their embeddings."""
 
-    index: str = flag("gather", "gather: every rank searches all vectors (exact); sharded: per-rank shards, merged "
-                      "top-k (exact, same result, memory / world); ivf, hnsw: approximate per-rank shards for big "
-                      "corpora (candidates rescored exactly; recall@k in stats.json)",
-                      one_of("gather", "sharded", "ivf", "hnsw"))
+    index: str = flag("gather", INDEX_HELP, one_of(*INDEX_MODES))
     nlist: int | None = flag(None, "--index=ivf: inverted lists (default: ~sqrt(documents))", at_least(1))
     nprobe: int = flag(128, "--index=ivf: lists visited per query (more: higher recall, slower)", at_least(1))
     hnsw_m: int = flag(32, "--index=hnsw: graph neighbours per document", at_least(2))
