@@ -209,6 +209,10 @@ def test_cyrillic_csv_round_trip_and_transliteration_pairs(tmp_path):
     assert dup == [{"normalized": "кока кола", "rows": [2 * n, 2 * n + 1], "names": ["Кока-Кола", "кока кола"]}]
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())["counts"]
     assert stats["pairs_transliteration"] == n and stats["transliteration_variants"] > n
+    # the same Cyrillic names as CSV through clean: written back byte for byte
+    csv_path = write_csv(tmp_path / "brands.csv", ["brandname"], rows)
+    run_cli("dist_data.catalog", "clean", f"--dataset={csv_path}", f"--output_dir={tmp_path / 'c'}", nproc=0)
+    assert (tmp_path / "c" / "cleaned.csv").read_bytes() == open(csv_path, "rb").read().replace(b"\r\n", b"\n")
 
 
 # ---------------------------------------------------------------- triplets
