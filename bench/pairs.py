@@ -1,6 +1,6 @@
 """Benchmark the all-pairs-above-threshold job (``dist_data.pairs``) against the full-matrix way.
 
-    python bench/pairs.py                              # 20,000 and 40,000 WordNet names
+    python bench/pairs.py                              # 20,000, 40,000 and 80,000 WordNet names
     python bench/pairs.py --sizes=20000 --repeats=2
 
 Names: distinct WordNet lemmas (``_`` as space), a seeded sample. Whole commands, wall time with
@@ -85,7 +85,7 @@ def full_matrix(path: str, out: str, min_score: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="20000,40000", help="comma list of name counts")
+    parser.add_argument("--sizes", default="20000,40000,80000", help="comma list of name counts")
     parser.add_argument("--min_score", type=float, default=0.85)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--_floor", help=argparse.SUPPRESS)
