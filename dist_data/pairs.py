@@ -122,8 +122,7 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:
                                                               owners, shard.n_processed, opts.max_variants)])
 
     # every pair goes to the rank holding its first name, which keeps one row of it
-    order, received = distributed.route(found, owners.of(found["a"]))
-    del order
+    _, received = distributed.route(found, owners.of(found["a"]))
     mine = steps.combine(np.concatenate(received))
     stats.add("kept", len(mine))
     stats.add("pairs_model", int((mine["source"] & steps.MODEL).astype(bool).sum()))
