@@ -45,22 +45,14 @@ from .captions.laion_io import (column_array, laion_table, load_columns, read_re
 from .captions.lemmas import LemmaMatcher
 from .captions.runs import open_table_run, publish_table
 from .core import distributed
-from .core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
+from .core.cli import at_least, flag, non_empty, one_of, required
 from .core.embed import check_model
 from .core.io import BadRowError, InputError, join_parquet, resolve_sources, write_parquet
 from .core.log import logger, progress
-from .core.pipeline import (REJECTED, ModelOptions, RunOptions, Stats, begin_run, embed_by_block, fmt_rows, open_run,
-                            parse_or_reject, plan_blocks, run_commands, text_embedder)
+from .core.pipeline import (REJECTED, ModelOptions, RunFolderOptions, RunOptions, Stats, begin_run, embed_by_block,
+                            fmt_rows, open_run, parse_or_reject, plan_blocks, run_commands, text_embedder)
 
 LISTS_NAME = "wnid_to_laion_indices.json"
-
-
-@dataclass(frozen=True, kw_only=True)
-class TableOptions(CommonOptions):
-    output_dir: str = required("the run folder: the result, stats.json, rejects.jsonl, args.json", non_empty,
-                               result=False)
-    overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
-                           result=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,7 +82,7 @@ class SimilarityOptions(RunOptions, ModelOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FilterOptions(TableOptions):
+class FilterOptions(RunFolderOptions):
     """Rows whose similarity is above a threshold (and LAION's NSFW tag UNLIKELY), with their wnid."""
 
     df_path: str = required("similarity's laion_similarity.parquet", non_empty)
@@ -100,7 +92,7 @@ class FilterOptions(TableOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SubsetsOptions(TableOptions):
+class SubsetsOptions(RunFolderOptions):
     """A LAIONet training table: rows at or above a threshold, a fraction or n of them, no class lost."""
 
     df_path: str = required("LAIONet rows (parquet with wnid, the similarity and TEXT)", non_empty)
@@ -138,7 +130,7 @@ class SearchOptions(RunOptions, ModelOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MatchFreqOptions(TableOptions):
+class MatchFreqOptions(RunFolderOptions):
     """LAIONet rows sampled per class to a reference's class counts, topped up from search_similar."""
 
     df_path: str = required("LAIONet rows (parquet with wnid, laion_index, TEXT)", non_empty)
@@ -152,7 +144,7 @@ class MatchFreqOptions(TableOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class UrlListOptions(TableOptions):
+class UrlListOptions(RunFolderOptions):
     """img2dataset's input: a parquet of URL, TEXT and the columns to keep beside each image."""
 
     df_path: str = required("LAIONet rows (parquet with URL and TEXT)", non_empty)
@@ -164,7 +156,7 @@ class UrlListOptions(TableOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ArrangeOptions(TableOptions):
+class ArrangeOptions(RunFolderOptions):
     """img2dataset's webdataset output -> {target}/{wnid}/{laion_index}.jpg (or class-sorted tars)."""
 
     dataset_path: str = required("img2dataset's tars: a brace pattern ('shards/{00000..00458}.tar'), glob or "

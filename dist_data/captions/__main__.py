@@ -30,10 +30,10 @@ import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from ..core import distributed
-from ..core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
+from ..core.cli import at_least, flag, non_empty, one_of, required
 from ..core.io import read_rows, resolve_sources
 from ..core.log import logger
-from ..core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, open_run,
+from ..core.pipeline import (REJECTED, RunFolderOptions, RunOptions, Stats, begin_run, fmt_rows, open_run,
                              parse_or_reject, plan_blocks, run_commands)
 from . import label as labelling
 from . import tables
@@ -44,15 +44,7 @@ from .variants import MODES, Fields, make_variants, parse_record
 
 
 @dataclass(frozen=True, kw_only=True)
-class TableOptions(CommonOptions):
-    output_dir: str = required("the run folder: the table, class_frequency.txt, stats.json, rejects.jsonl",
-                               non_empty, result=False)
-    overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
-                           result=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class VariantsOptions(TableOptions):
+class VariantsOptions(RunFolderOptions):
     """ImageNet-Captions caption variants: fields, class-name templates, WordNet lemmas -> one TSV."""
 
     captions: str = required("imagenet_captions.json (a list of {filename, wnid, title, tags, description}; "
@@ -79,7 +71,7 @@ class VariantsOptions(TableOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SubsetsOptions(TableOptions):
+class SubsetsOptions(RunFolderOptions):
     """A subset of a caption table: k random classes, the ImageNet-100 classes, and/or n rows."""
 
     df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty)
@@ -100,7 +92,7 @@ class SubsetsOptions(TableOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrimTailOptions(TableOptions):
+class TrimTailOptions(RunFolderOptions):
     """The lastk classes with the fewest rows keep at most ceil rows each."""
 
     df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty)

@@ -406,13 +406,19 @@ def begin_run(info: distributed.DistInfo, run: RunDir) -> None:
 # ---------------------------------------------------------------- options shared by the verbs
 
 @dataclass(frozen=True, kw_only=True)
-class RunOptions(CommonOptions):
-    """Flags of every verb that writes one run folder."""
+class RunFolderOptions(CommonOptions):
+    """Flags of every command that writes one run folder."""
 
     output_dir: str = required("the run folder (refused if another run with other flags is there)", non_empty,
                                result=False)
     overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
                            result=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions(RunFolderOptions):
+    """Flags of every verb that reads rows into one run folder."""
+
     split: str = flag("train", "the split of a Hugging Face dataset or save_to_disk folder", non_empty)
     max_rows: int | None = flag(None, "process a seeded sample of at most this many rows (input order kept)",
                                 at_least(1))
