@@ -37,7 +37,7 @@ from .core import cli, distributed, index
 from .core.cli import at_least, flag, non_empty, one_of, required
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.io import atomic_open, read_lines, write_lines
-from .core.keys import KeyedVectors, Owners, global_first
+from .core.keys import KeyedVectors, Owners, fetch_held, global_first
 from .core.log import logger, progress
 from .core.pipeline import (INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions, Stats, begin_run, cache_root, embed_by_block,
                             fmt_rows, open_run, publish_outputs, read_stage, record_search, report_scores,
@@ -98,11 +98,11 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:
     stats.add("duplicate_groups", len(groups) if info.is_main else 0)
 
     firsts = np.flatnonzero(first)
-    ids = pos[firsts]
+    ids, first_names, first_gids = pos[firsts], [names[i] for i in firsts], gids[firsts]
     with stats.stage("embed", rows=len(firsts)):
         embedder = text_embedder(info, run, opts)
         with progress(len(firsts), "embed", opts.progress and info.is_main) as bar:
-            emb = embed_by_block(embedder, ids, [names[i] for i in firsts], block_rows, "name", bar.update)
+            emb = embed_by_block(embedder, ids, first_names, block_rows, "name", bar.update)
         stats.add("cached_blocks", embedder.cache_hits)
 
     depth = opts.max_neighbors + 1  # the name itself comes back too
@@ -128,16 +128,13 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:
     stats.add("pairs_model", int((mine["source"] & steps.MODEL).astype(bool).sum()))
     stats.add("pairs_transliteration", int((mine["source"] & steps.TRANSLITERATION).astype(bool).sum()))
 
-    local = {int(p): i for i, p in enumerate(pos)}
-    serve_name = lambda keys: [names[local[int(k)]] for k in keys]  # noqa: E731
-    serve_gid = lambda keys: gids[[local[int(k)] for k in keys]]  # noqa: E731
-    b_names = distributed.fetch_strings(mine["b"], owners.of(mine["b"]), serve_name)
-    b_gids = distributed.fetch(mine["b"], owners.of(mine["b"]), serve_gid)
+    b_names, b_gids = fetch_held(mine["b"], owners, ids, first_names, first_gids)
+    a_at = np.searchsorted(ids, mine["a"])
     records = []
-    for (a, _, score, source), name_b, row_b in zip(mine.tolist(), b_names, b_gids.tolist()):
-        row_a = int(gids[local[a]])
+    for (_, _, score, source), at, name_b, row_b in zip(mine.tolist(), a_at.tolist(), b_names, b_gids.tolist()):
+        row_a = int(first_gids[at])
         records.append((steps.review_key(score, row_a, row_b, opts.min_score, opts.sort),
-                        json.dumps({"name_a": names[local[a]], "name_b": name_b, "score": score, "row_a": row_a,
+                        json.dumps({"name_a": first_names[at], "name_b": name_b, "score": score, "row_a": row_a,
                                     "row_b": row_b, "source": steps.SOURCES[source],
                                     "distance_to_threshold": abs(score - opts.min_score)}, ensure_ascii=False)))
     records.sort(key=lambda r: r[0])

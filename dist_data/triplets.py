@@ -34,7 +34,7 @@ from .core import cli, distributed, index
 from .core.cli import at_least, flag, non_empty, one_of, required
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.io import atomic_open, read_lines, write_lines
-from .core.keys import KeyedVectors, Owners, global_first
+from .core.keys import KeyedVectors, Owners, fetch_held, global_first
 from .core.log import logger, progress
 from .core.pipeline import (INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions, Stats, begin_run, cache_root, embed_by_block,
                             fmt_rows, open_run, publish_outputs, read_stage, record_search, report_scores,
@@ -161,12 +161,8 @@ def run_triplets(info: distributed.DistInfo, opts: TripletsOptions) -> dict | No
         keep = (positive != PAD_ID) & (negative != PAD_ID)
 
     # the texts and rows of positives and negatives held by other ranks
-    local = {int(p): i for i, p in enumerate(ids)}
-    serve_text = lambda keys: [texts[local[int(k)]] for k in keys]  # noqa: E731
-    serve_gid = lambda keys: gids[[local[int(k)] for k in keys]]  # noqa: E731
     picks = np.concatenate([positive[keep], negative[keep]])
-    pick_texts = distributed.fetch_strings(picks, owners.of(picks), serve_text)
-    pick_gids = distributed.fetch(picks, owners.of(picks), serve_gid)
+    pick_texts, pick_gids = fetch_held(picks, owners, ids, texts, gids)
     n = int(keep.sum())
     kept = np.flatnonzero(keep)
     a_texts = [texts[i] for i in kept]

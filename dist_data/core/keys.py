@@ -88,3 +88,15 @@ class KeyedVectors:
         """Vectors of any keys, from whichever rank holds them (collective: every rank must call)."""
         keys = np.asarray(keys, dtype=np.int64)
         return distributed.fetch(keys, owners.of(keys), self.serve).reshape((len(keys),) + self.vectors.shape[1:])
+
+
+def fetch_held(want: np.ndarray, owners: Owners, held: np.ndarray, texts: Sequence[str],
+               values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The text and value of each wanted key, from whichever rank holds it (collective).
+
+    Every rank passes the keys it holds (``held``, ascending) with one text and one value each."""
+    want = np.asarray(want, dtype=np.int64)
+    dest = owners.of(want)
+    got_texts = distributed.fetch_strings(want, dest, lambda keys: [texts[i] for i in np.searchsorted(held, keys)])
+    got_values = distributed.fetch(want, dest, lambda keys: values[np.searchsorted(held, keys)])
+    return got_texts, got_values
