@@ -145,9 +145,11 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         if opts.range_max is not None:
             window_end = opts.range_max
         else:  # sentence-transformers' default: wider when filters will remove candidates
-            filters = any(v is not None for v in (opts.absolute_margin, opts.relative_margin, opts.max_score, opts.min_score))
+            filters = any(v is not None for v in (opts.absolute_margin, opts.relative_margin, opts.max_score)) or \
+                (opts.cross_encoder is not None and opts.min_score is not None)
             window_end = opts.range_min + opts.num_negatives * (10 if filters else 1) + positives.max_count
-        pool = window_end + positives.max_count  # room for the positives on top of the window
+        # room for the positives and the query's own text on top of the window, as sentence-transformers 6.3
+        pool = window_end + positives.max_count + 1
         with progress(len(emb.query_keys), "search", opts.progress and info.is_main, unit="queries") as bar:
             cand_scores, cand_ids, timings = index.cached_search(
                 cache_root(run, opts), emb.query_vectors, emb.doc_vectors.vectors, emb.doc_vectors.keys, pool,
@@ -183,7 +185,8 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
             cand_ids[emb.item_query], cand_scores[emb.item_query], pos_lists, hardest,
             num_negatives=opts.num_negatives, range_min=opts.range_min, range_max=window_end, max_score=opts.max_score,
             min_score=opts.min_score, absolute_margin=opts.absolute_margin, relative_margin=opts.relative_margin,
-            sampling=opts.sampling_strategy, seeds=seeds, exclude_positives=not opts.include_positives)
+            sampling=opts.sampling_strategy, seeds=seeds, exclude_positives=not opts.include_positives,
+            query_doc_ids=emb.query_as_doc[emb.item_query])
         for rule, count in removed.items():
             stats.add("candidates_removed", count, reason=rule)
 

@@ -17,6 +17,30 @@ from dist_data.text.wordnet import iter_synsets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The libraries our results are compared with (parity tests) or fed to (contract tests): a failing
+# test names the versions it ran against, so an upstream change is diagnosed in one read.
+REFERENCES = ("sentence-transformers", "transformers", "tokenizers", "datasets", "faiss-cpu", "torch", "numpy",
+              "open_clip_torch", "mteb")
+
+
+def reference_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return ", ".join(f"{name} {installed(name)}" for name in REFERENCES)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed:
+        report.sections.append(("compared with", reference_versions()))
+
 
 def wordnet_pairs(n: int, seed: int = 0, synonyms: bool = True) -> list[dict]:
     """(lemma, definition) pairs from ``n`` random WordNet synsets.

@@ -123,11 +123,11 @@ def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids
                      positive_score: np.ndarray, *, num_negatives: int, range_min: int = 0,
                      range_max: int | None = None, max_score: float | None = None, min_score: float | None = None,
                      absolute_margin: float | None = None, relative_margin: float | None = None,
-                     sampling: str = "top", seeds: np.ndarray | None = None, exclude_positives: bool = True
-                     ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+                     sampling: str = "top", seeds: np.ndarray | None = None, exclude_positives: bool = True,
+                     query_doc_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Hard negatives per query from its candidates, as sentence-transformers' ``mine_hard_negatives``.
 
-    Candidates that are positives, too close to the positive (margins) or outside the score bounds
+    Candidates that are the query itself (a document with the query's text), positives, too close to the positive (margins) or outside the score bounds
     are removed first; the remaining ones, in canonical order, form the rank window
     ``[range_min, range_max)``, from which ``num_negatives`` are taken (``top``) or sampled
     (``random``, seeded per query by ``seeds``, then put back in canonical order).
@@ -139,6 +139,9 @@ def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids
             ``exclude_positives`` is off: reranking evaluation sets keep them in rank order).
         positive_score: ``(n,)`` the query's hardest (lowest) positive score, for the margins.
         seeds: ``(n,) int`` per-query seeds for ``random`` (e.g. from the query's global id).
+        query_doc_ids: ``(n,) int64`` the id of the document whose text is the query's (-1: none),
+            never a negative of it; with ``exclude_positives`` off it stays where it is one of the
+            query's positives (sentence-transformers >= 6.3).
 
     Returns:
         ``(neg_ids (n, num_negatives), neg_scores, removed)``: padded with -1 / -inf where fewer
@@ -161,6 +164,12 @@ def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids
         removed[rule] = removed.get(rule, 0) + int(hit.sum())
         valid[hit] = False
 
+    if query_doc_ids is not None:
+        own = np.asarray(query_doc_ids, dtype=np.int64)
+        if not exclude_positives:  # the query is its own positive: it keeps its rank
+            own = np.array([d if d not in positive_ids[i] else PAD_ID for i, d in enumerate(own.tolist())],
+                           dtype=np.int64)
+        drop("query_text", (cand_ids == own[:, None]) & (own[:, None] != PAD_ID))
     if exclude_positives:
         drop("positive", np.stack([np.isin(cand_ids[i], positive_ids[i]) for i in range(n)]) if n else valid)
     pos = np.asarray(positive_score, dtype=np.float64)[:, None]

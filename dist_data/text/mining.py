@@ -218,6 +218,7 @@ class Embedded:
     query_reps: np.ndarray  # (u,) their representatives (first occurrence of the text, any rank)
     query_vectors: np.ndarray  # (u, d) their vectors (fetched from the representative's rank)
     item_query: np.ndarray  # (n,) row of each item in query_keys
+    query_as_doc: np.ndarray  # (u,) the representative of the document whose text is the query's, or PAD_ID
 
 
 def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: Items, docs: Documents,
@@ -225,10 +226,15 @@ def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: It
     """Deduplicate queries and documents over all ranks and embed each distinct text once."""
     with stats.stage("embed") as rec:
         doc_texts = docs.model_texts
-        doc_rep = global_first(docs.keys, doc_texts)
-        own_doc = np.flatnonzero(doc_rep == docs.keys)
         query_keys, first_item, item_query = np.unique(items.query_keys, return_index=True, return_inverse=True)
         query_texts = [items.queries[i] for i in first_item]
+        # One pass over documents and queries (queries keyed above every document): a document's
+        # representative, and the document (if any) whose text is a query's, never its negative.
+        offset = distributed.all_reduce_max(int(docs.keys.max()) + 1 if len(docs.keys) else 0)
+        reps = global_first(np.concatenate([docs.keys, query_keys + offset]), doc_texts + query_texts)
+        doc_rep = reps[: len(docs.keys)]
+        query_as_doc = np.where(reps[len(docs.keys):] < offset, reps[len(docs.keys):], PAD_ID)
+        own_doc = np.flatnonzero(doc_rep == docs.keys)
         query_rep = global_first(query_keys, query_texts)
         own_query = np.flatnonzero(query_rep == query_keys)
         q_embedder, d_embedder = query_document_embedders(info, run, opts)
@@ -250,7 +256,7 @@ def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: It
         query_vectors = own_queries.lookup(query_rep, items.query_owners)
     # The corpus rows come first in key order, so the documents' vectors are in key order too.
     return Embedded(KeyedVectors(docs.keys, doc_rep[:, None]), KeyedVectors(docs.keys[own_doc], d_vec),
-                    query_keys, query_rep, query_vectors, item_query)
+                    query_keys, query_rep, query_vectors, item_query, query_as_doc)
 
 
 @dataclass
@@ -261,7 +267,7 @@ class PositiveSets:
 
     query_reps: np.ndarray  # sorted, with repeats
     doc_reps: np.ndarray  # aligned, unique per query
-    max_count: int  # the most positives of any query (all ranks)
+    max_count: int  # the most (query, positive) rows of any query text, repeats included (all ranks)
 
     @classmethod
     def gather(cls, item_query_rep: np.ndarray, item_pos_rep: np.ndarray) -> "PositiveSets":
@@ -269,9 +275,11 @@ class PositiveSets:
         world = distributed.get_world_size()
         pairs = np.stack([np.asarray(item_query_rep, dtype=np.int64), np.asarray(item_pos_rep, dtype=np.int64)], 1)
         _, received = distributed.route(pairs, pairs[:, 0] % world)
-        home = _unique_pairs(np.concatenate(received))  # every pair of the queries homed here
-        counts = np.unique(home[:, 0], return_counts=True)[1]
-        max_count = distributed.all_reduce_max(int(counts.max()) if len(counts) else 1)
+        rows = np.concatenate(received)  # every (query, positive) row of the queries homed here
+        home = _unique_pairs(rows)
+        # sentence-transformers sizes its candidate pool by the rows of a query, repeats included
+        counts = np.unique(rows[:, 0], return_counts=True)[1] if len(rows) else np.ones(1, dtype=np.int64)
+        max_count = distributed.all_reduce_max(int(counts.max()))
         wanted = np.unique(pairs[:, 0])
         _, asked = distributed.route(wanted, wanted % world)
         answers = []
