@@ -39,6 +39,7 @@ import numpy as np
 from .core.io import InputError, read_json, require_dir, save_dataset, save_npz, write_json
 from .core import cli
 from .core.cli import Options, at_least, flag, non_empty, one_of, required
+from .core.paths import INPUT, OUTPUT_DIR
 from .text.tasks import STS_SCALE, TASK_TYPES, TRAIN_SPLITS, load_reranking, seeded_rng
 from .core.log import logger
 
@@ -407,8 +408,8 @@ class EmbeddingsOptions(Options):
     """One labelled set from the embedded datasets of a task type (npz)."""
 
     task_type: str = required("the task type embed_mteb wrote", one_of(*TASK_TYPES))
-    embedding_path: str = required("DIR/{model} of dist_data.embed_mteb", non_empty)
-    save_root_path: str = required("where {task_type}/{train,test}.npz are written", non_empty)
+    embedding_path: str = required("DIR/{model} of dist_data.embed_mteb", non_empty, path=INPUT)
+    save_root_path: str = required("where {task_type}/{train,test}.npz are written", non_empty, path=OUTPUT_DIR)
     seed: int = flag(42, "seed of the 80/20 splits", at_least(0))
 
 
@@ -416,8 +417,8 @@ class EmbeddingsOptions(Options):
 class CollectionOptions(Options):
     """(anchor, positive) rows from a folder of sentence-transformers training-data files."""
 
-    data_dir: str = required("a folder of *.jsonl(.gz) training-data files", non_empty)
-    save_root_path: str = required("where collection/{train,test} are written", non_empty)
+    data_dir: str = required("a folder of *.jsonl(.gz) training-data files", non_empty, path=INPUT)
+    save_root_path: str = required("where collection/{train,test} are written", non_empty, path=OUTPUT_DIR)
     max_pairs_per_dataset: int | None = flag(None, "cap per file (seeded sample)", at_least(1))
     seed: int = flag(42, "seed of caps, shuffle and split", at_least(0))
 
@@ -427,8 +428,8 @@ class FinetuneSetsOptions(Options):
     """finetune_data's datasets of one task type joined (provenance.json beside them)."""
 
     task_type: str = required("the task type finetune_data wrote", one_of(*TASK_TYPES))
-    data_dir: str = required("the --save_root of dist_data.finetune_data", non_empty)
-    save_root_path: str = required("where finetune/{task_type}/{train,test} are written", non_empty)
+    data_dir: str = required("the --save_root of dist_data.finetune_data", non_empty, path=INPUT)
+    save_root_path: str = required("where finetune/{task_type}/{train,test} are written", non_empty, path=OUTPUT_DIR)
     max_rows_per_dataset: int | None = flag(None, "cap per dataset (seeded sample)", at_least(1))
     seed: int = flag(42, "seed of the caps", at_least(0))
 
@@ -437,7 +438,7 @@ class FinetuneSetsOptions(Options):
 class AllOptions(Options):
     """Every finetune/* set and the collection as (anchor, positive); STS pairs from a score up."""
 
-    save_root_path: str = required("the folder holding finetune/ and collection/", non_empty)
+    save_root_path: str = required("the folder holding finetune/ and collection/", non_empty, path=INPUT)
     min_sts_score: float = flag(STS_POSITIVE, "an STS pair is a positive from this score (0-5 scale) up")
 
 

@@ -38,6 +38,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from .core import cli, distributed
 from .core.cli import CommonOptions, Options, at_least, flag, non_empty, one_of, required
+from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR
 from .core.embed import BATCHES_PER_BLOCK
 from .core.io import InputError, read_json, write_json, write_lines
 from .core.log import logger
@@ -57,13 +58,13 @@ class EmbedImagesOptions(CommonOptions):
 
     output_dir: str = required("the run folder: {split}.npz, stats.json, rejects.jsonl", non_empty, result=False)
     train_data: str | None = flag(None, "train images: an FFCV file, an ImageFolder tree or webdataset .tar shards "
-                                  "(a folder, glob or {00000..00009} pattern)", non_empty)
-    eval_data: str | None = flag(None, "eval images, as --train_data", non_empty)
-    train_data_ffcv: str | None = flag(None, "train FFCV file (.ffcv/.beton); same as --train_data", non_empty)
-    eval_data_ffcv: str | None = flag(None, "eval FFCV file (.ffcv/.beton); same as --eval_data", non_empty)
+                                  "(a folder, glob or {00000..00009} pattern)", non_empty, path=INPUT_SPEC)
+    eval_data: str | None = flag(None, "eval images, as --train_data", non_empty, path=INPUT_SPEC)
+    train_data_ffcv: str | None = flag(None, "train FFCV file (.ffcv/.beton); same as --train_data", non_empty, path=INPUT)
+    eval_data_ffcv: str | None = flag(None, "eval FFCV file (.ffcv/.beton); same as --eval_data", non_empty, path=INPUT)
     model_name: str = flag(DEFAULT_IMAGE_MODEL, "a timm model, open_clip:ARCH[/TAG] or module:function", non_empty)
     checkpoint: str | None = flag(None, "the backbone's weights: a state dict file or a folder (default: the "
-                                  "pretrained weights through timm / open_clip from the hub)", non_empty)
+                                  "pretrained weights through timm / open_clip from the hub)", non_empty, path=INPUT)
     batch_size: int = flag(256, "images per forward pass", at_least(1))
     num_workers: int = flag(min(8, os.cpu_count() or 1), "DataLoader (or FFCV) workers decoding images",
                             at_least(0), result=False)
@@ -228,7 +229,7 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions) -> di
 class StackOptions(Options):
     """Join a run's per-block files into {split}.npz (block order = dataset order; gaps are errors)."""
 
-    dir: str = required("the --output_dir of an embed_images run (its parts/ folder holds the blocks)", non_empty)
+    dir: str = required("the --output_dir of an embed_images run (its parts/ folder holds the blocks)", non_empty, path=OUTPUT_DIR)
     split: str | None = flag(None, "one split (default: every split with blocks)", non_empty)
 
 
@@ -252,12 +253,15 @@ def run_stack(opts: StackOptions) -> None:
         sys.exit(2)
 
 
+OPTIONS = EmbedImagesOptions  # what dist_data.registry lists
+COMMANDS = {"stack": (StackOptions, run_stack)}
+
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.embed_images --flag=value ...``, or ``... stack --dir=DIR``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "stack":
-        cli.main(StackOptions, run_stack, StackOptions.__doc__, "dist_data.embed_images stack", argv[1:])
+    if argv and argv[0] in COMMANDS:
+        cli.main(*COMMANDS[argv[0]], COMMANDS[argv[0]][0].__doc__, f"dist_data.embed_images {argv[0]}", argv[1:])
         return
     cli.main(EmbedImagesOptions, lambda opts: run_entry_point(opts, lambda info: run_embed_images(info, opts)), __doc__,
              "dist_data.embed_images", argv)

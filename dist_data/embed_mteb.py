@@ -40,6 +40,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from .core import cli, distributed
 from .core.cli import CommonOptions, flag, non_empty, one_of, required
+from .core.paths import INPUT, OUTPUT_DIR
 from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, load_model, spec_for
 from .core.io import InputError, read_json, save_npz, write_json
 from .core.log import logger, progress
@@ -59,11 +60,11 @@ class EmbedMtebOptions(CommonOptions, ModelOptions):
 
     task_type: str = required("classification, clustering, retrieval, sts, reranking or pair_classification",
                               one_of(*TASK_TYPES))
-    save_root_path: str = required("where DIR/{model}/{dataset}/ folders are written", non_empty)
+    save_root_path: str = required("where DIR/{model}/{dataset}/ folders are written", non_empty, path=OUTPUT_DIR)
     dataset_name: str = flag("all", "an MTEB task name (or its dataset's, e.g. banking77), a comma list, or all",
                              non_empty)
     data_path: str | None = flag(None, "a folder of dataset folders in MTEB's layout (default: load through "
-                                 "mteb from the hub)", non_empty)
+                                 "mteb from the hub)", non_empty, path=INPUT)
     cache_dir: str | None = flag(None, "where hub tasks are kept in the local layout "
                                  "(default ~/.cache/dist_data/mteb)", non_empty)
     hf_subset: str | None = flag(None, "the subset of a multilingual task (default: its English one)", non_empty)
@@ -280,6 +281,8 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions) -> Stats:
     lock.release()
     return totals
 
+
+OPTIONS = EmbedMtebOptions  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from .core import cli, distributed, index
 from .core.cli import at_least, flag, non_empty
+from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.log import logger, progress
 from .core.pipeline import (IDS_NAME, PairOptions, Stats, begin_run, cache_root, embed_pairs, fmt_rows, merge_outputs,
@@ -42,7 +43,7 @@ class FilterOptions(PairOptions):
     """Consistency-filter (query, document) pairs."""
 
     dataset: str = flag(SAMPLE_PAIRS, "jsonl(.gz)/parquet/csv file, folder, glob, comma list, save_to_disk folder "
-                        "or hub name (default: the shipped WordNet sample)", non_empty)
+                        "or hub name (default: the shipped WordNet sample)", non_empty, path=INPUT_SPEC)
     k: int = flag(2, "keep a pair iff its document is among the top-k neighbours of its query", at_least(1))
     write_ids: bool = flag(False, f"also write {IDS_NAME}: the kept global line ids (contrastors' filter_rows.py "
                            "reads ids_to_keep_*.json)")
@@ -112,6 +113,8 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
                     time.perf_counter() - start, timings["backend"], run.file(merged["outputs"]["result"]))
     return merged
 
+
+OPTIONS = FilterOptions  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:

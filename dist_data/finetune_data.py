@@ -30,6 +30,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from .core import cli, distributed
 from .core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
+from .core.paths import INPUT, OUTPUT_DIR
 from .core.io import BadRowError, InputError, read_json, require_dir, save_dataset, write_json
 from .core.log import logger
 from .core.pipeline import run_entry_point
@@ -144,9 +145,9 @@ class FinetuneOptions(CommonOptions):
 
     task_type: str = required("classification, clustering, retrieval, sts, reranking or pair_classification",
                               one_of(*TASK_TYPES))
-    save_root: str = required("where {dataset}_train and {dataset}_test are written", non_empty)
+    save_root: str = required("where {dataset}_train and {dataset}_test are written", non_empty, path=OUTPUT_DIR)
     data_path: str | None = flag(None, "a folder of dataset folders in MTEB's layout (default: load through mteb "
-                                 "from the hub)", non_empty)
+                                 "from the hub)", non_empty, path=INPUT)
     dataset_name: str = flag("all", "an MTEB task name, a comma list, or all", non_empty)
     max_samples_per_dataset: int = flag(20000, "pairs per dataset for train (test: 0.2 x this)", at_least(1))
     seed: int = flag(42, "seed of every draw", at_least(0))
@@ -201,6 +202,8 @@ def run_finetune_data(opts: FinetuneOptions) -> dict[str, Any]:
     write_json(stats_path, stats)
     return stats
 
+
+OPTIONS = FinetuneOptions  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .core import cli
 from .core.cli import Options, at_least, flag, non_empty, one_of, required
+from .core.paths import INPUT, OUTPUT_DIR, OUTPUT_FILE
 from .core.log import logger
 from .image import imagenet
 
@@ -23,15 +24,15 @@ from .image import imagenet
 class AnnotationsOptions(Options):
     """One '{image id} {wnid}' line per bounding-box XML file (its first <object>)."""
 
-    xml_dir: str = required("a folder of ImageNet bounding-box .xml files (searched recursively)", non_empty)
-    output_file: str = flag("annotations.txt", "the annotations file to write", non_empty)
+    xml_dir: str = required("a folder of ImageNet bounding-box .xml files (searched recursively)", non_empty, path=INPUT)
+    output_file: str = flag("annotations.txt", "the annotations file to write", non_empty, path=OUTPUT_FILE)
 
 
 @dataclass(frozen=True, kw_only=True)
 class PytorchStyleOptions(Options):
     """Move {split_path}/images/* into {split_path}/{wnid}/ folders (train and val names)."""
 
-    split_path: str = required("a split folder holding images/ and annotations.txt", non_empty)
+    split_path: str = required("a split folder holding images/ and annotations.txt", non_empty, path=INPUT)
     annotations: str = flag("annotations.txt", "the annotations file (relative to --split_path, or absolute)",
                             non_empty)
 
@@ -41,8 +42,8 @@ class WriteFfcvOptions(Options):
     """Write an ImageFolder split into {write_dir}/{split}_{res}_{p}_{q}.ffcv with FFCV's writer."""
 
     split: str = required("the split's name (train, val), used in the file name", non_empty)
-    data_dir: str = required("the split's ImageFolder tree ({wnid}/ folders)", non_empty)
-    write_dir: str = flag(".", "where the .ffcv file is written", non_empty)
+    data_dir: str = required("the split's ImageFolder tree ({wnid}/ folders)", non_empty, path=INPUT)
+    write_dir: str = flag(".", "where the .ffcv file is written", non_empty, path=OUTPUT_DIR)
     max_resolution: int = flag(500, "longest image side stored", at_least(1))
     write_mode: str = flag("proportion", "FFCV write mode: raw, jpg, smart or proportion (JPEG with probability "
                            "--compress_probability)", one_of("raw", "jpg", "smart", "proportion"))

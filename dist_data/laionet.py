@@ -45,7 +45,8 @@ from .captions.laion_io import (column_array, laion_table, load_columns, read_re
 from .captions.lemmas import LemmaMatcher
 from .captions.runs import open_table_run, publish_table
 from .core import distributed
-from .core.cli import at_least, flag, non_empty, one_of, required
+from .core.cli import at_least, cosine, flag, non_empty, one_of, required
+from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE
 from .core.embed import check_model
 from .core.io import BadRowError, InputError, join_parquet, resolve_sources, write_parquet
 from .core.log import logger, progress
@@ -60,7 +61,7 @@ class LabelOptions(RunOptions):
     """Label LAION rows with the ImageNet classes whose lemmas their captions contain (parquet out)."""
 
     laion: str = required("LAION metadata: parquet shards (a file, folder, glob or comma list; jsonl works too)",
-                          non_empty)
+                          non_empty, path=INPUT_SPEC)
     text_key: str = flag(steps.TEXT, "the caption column", non_empty)
     unique_lemmas: bool = flag(True, "only lemmas of exactly one class count (LAIONet's rule); "
                                "--nounique_lemmas: every lemma")
@@ -71,11 +72,11 @@ class LabelOptions(RunOptions):
 class SimilarityOptions(RunOptions, ModelOptions):
     """Cosine of each labelled caption with its class's "{name} which is {definition}"."""
 
-    df_path: str = required("label's laion_labeled.parquet (a column wnids)", non_empty)
+    df_path: str = required("label's laion_labeled.parquet (a column wnids)", non_empty, path=INPUT)
     query_type: str = flag("name_def", "the class text: name_def = '{first lemma} which is {definition}'",
                            one_of("name_def"))
     text_key: str = flag(steps.TEXT, "the caption column", non_empty)
-    checkpoint: str | None = flag(None, "weights of an open_clip:ARCH text tower (a local file)", non_empty)
+    checkpoint: str | None = flag(None, "weights of an open_clip:ARCH text tower (a local file)", non_empty, path=INPUT)
     block_rows: int = flag(4096, "rows per block (the unit of embedding, caching and resume)", at_least(1))
     cache_dir: str | None = flag(None, "embeddings cached by content, shared by runs; default: the run folder's "
                                  "cache/", non_empty, result=False)
@@ -85,9 +86,9 @@ class SimilarityOptions(RunOptions, ModelOptions):
 class FilterOptions(RunFolderOptions):
     """Rows whose similarity is above a threshold (and LAION's NSFW tag UNLIKELY), with their wnid."""
 
-    df_path: str = required("similarity's laion_similarity.parquet", non_empty)
+    df_path: str = required("similarity's laion_similarity.parquet", non_empty, path=INPUT)
     similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
-    similarity_th: float = flag(0.7, "keep rows whose similarity is above this (strictly)")
+    similarity_th: float = flag(0.7, "keep rows whose similarity is above this (strictly)", cosine)
     remove_nsfw: bool = flag(False, f"drop rows whose {steps.NSFW} column is not {steps.SAFE_TAG!r}")
 
 
@@ -95,9 +96,9 @@ class FilterOptions(RunFolderOptions):
 class SubsetsOptions(RunFolderOptions):
     """A LAIONet training table: rows at or above a threshold, a fraction or n of them, no class lost."""
 
-    df_path: str = required("LAIONet rows (parquet with wnid, the similarity and TEXT)", non_empty)
+    df_path: str = required("LAIONet rows (parquet with wnid, the similarity and TEXT)", non_empty, path=INPUT)
     similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
-    thresh: float = flag(0.7, "keep rows whose similarity is at least this")
+    thresh: float = flag(0.7, "keep rows whose similarity is at least this", cosine)
     frac: float = flag(1.0, "then keep this fraction of them (sampled)", lambda v: None if 0 < v <= 1 else
                        f"must be in (0, 1], got {v!r}")
     n: int | None = flag(None, "or keep exactly n rows (the excess comes out of the 10 largest classes)", at_least(1))
@@ -114,11 +115,11 @@ class SearchOptions(RunOptions, ModelOptions):
     """For each reference caption, its top-k LAION captions; each claims the first unclaimed one."""
 
     references: str = required("reference captions with their class (ImageNet-Captions: json/jsonl/parquet)",
-                               non_empty)
+                               non_empty, path=INPUT_SPEC)
     reference_key: str = flag("TEXT", "the reference text column; a comma list joins several (title,tags,"
                               "description; a list is space-joined)", non_empty)
     reference_wnid_key: str = flag("wnid", "the reference's class column (a wnid)", non_empty)
-    laion: str = required("the LAION rows searched (parquet shards; a file, folder, glob or comma list)", non_empty)
+    laion: str = required("the LAION rows searched (parquet shards; a file, folder, glob or comma list)", non_empty, path=INPUT_SPEC)
     text_key: str = flag(steps.TEXT, "the LAION caption column", non_empty)
     topk: int = flag(50, "neighbours per reference", at_least(1))
     index: str = flag("gather", "gather: every rank searches all vectors; sharded: per-rank shards, merged "
@@ -133,9 +134,9 @@ class SearchOptions(RunOptions, ModelOptions):
 class MatchFreqOptions(RunFolderOptions):
     """LAIONet rows sampled per class to a reference's class counts, topped up from search_similar."""
 
-    df_path: str = required("LAIONet rows (parquet with wnid, laion_index, TEXT)", non_empty)
-    t2t_df_path: str = required("search_similar's rows (parquet with wnid, laion_index, TEXT)", non_empty)
-    references: str = required("the reference dataset whose class counts are matched", non_empty)
+    df_path: str = required("LAIONet rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT)
+    t2t_df_path: str = required("search_similar's rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT)
+    references: str = required("the reference dataset whose class counts are matched", non_empty, path=INPUT_SPEC)
     reference_wnid_key: str = flag("wnid", "the reference's class column", non_empty)
     seed: int = flag(42, "seed of the draws", at_least(0))
     image_root: str = flag("laionet", "filepath of a LAIONet row: {image_root}/{wnid}/{laion_index}.jpg", non_empty)
@@ -147,7 +148,7 @@ class MatchFreqOptions(RunFolderOptions):
 class UrlListOptions(RunFolderOptions):
     """img2dataset's input: a parquet of URL, TEXT and the columns to keep beside each image."""
 
-    df_path: str = required("LAIONet rows (parquet with URL and TEXT)", non_empty)
+    df_path: str = required("LAIONet rows (parquet with URL and TEXT)", non_empty, path=INPUT)
     url_col: str = flag("URL", "the URL column", non_empty)
     caption_col: str = flag("TEXT", "the caption column", non_empty)
     save_additional_columns: str = flag("laion_index,wnid,NSFW,similarity,LICENSE,text_to_name_def_wnid_similarity",
@@ -160,11 +161,11 @@ class ArrangeOptions(RunFolderOptions):
     """img2dataset's webdataset output -> {target}/{wnid}/{laion_index}.jpg (or class-sorted tars)."""
 
     dataset_path: str = required("img2dataset's tars: a brace pattern ('shards/{00000..00458}.tar'), glob or "
-                                 "folder", non_empty)
-    metadata_path: str = required("the url_list img2dataset read (its rows in the same order)", non_empty)
-    target_data_path: str = required("where the images go", non_empty)
+                                 "folder", non_empty, path=INPUT_SPEC)
+    metadata_path: str = required("the url_list img2dataset read (its rows in the same order)", non_empty, path=INPUT)
+    target_data_path: str = required("where the images go", non_empty, path=OUTPUT_DIR)
     target_df_path: str | None = flag(None, "the metadata of the downloaded rows; _success{N} is appended to the "
-                                      "name (default: {output_dir}/{metadata name})", non_empty)
+                                      "name (default: {output_dir}/{metadata name})", non_empty, path=OUTPUT_FILE)
     output_format: str = flag("files", "files: {target}/{wnid}/{laion_index}.jpg; webdataset: tars in class order "
                               "(label, then laion_index), for file systems that dislike millions of files",
                               one_of("files", "webdataset"))

@@ -35,7 +35,8 @@ import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from .core import cli, distributed, index
-from .core.cli import at_least, flag, non_empty, one_of
+from .core.cli import at_least, cosine, flag, non_empty, one_of
+from .core.paths import INPUT, INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.log import logger, progress
 from .core.io import read_lines, write_folder_atomically
@@ -57,11 +58,11 @@ class MineOptions(PairOptions):
     """Mine hard negatives for (query, positive) pairs."""
 
     dataset: str | None = flag(None, "(query, positive) rows in any sentence-transformers training-data layout "
-                               "(default: the shipped WordNet sample)", non_empty)
-    corpus: str | None = flag(None, "extra candidate documents (BeIR mode: the corpus)", non_empty)
+                               "(default: the shipped WordNet sample)", non_empty, path=INPUT_SPEC)
+    corpus: str | None = flag(None, "extra candidate documents (BeIR mode: the corpus)", non_empty, path=INPUT_SPEC)
     corpus_key: str = flag("text", "the corpus text field (a title field is joined by a space)", non_empty)
-    queries: str | None = flag(None, "BeIR mode: queries.jsonl (with --corpus and --qrels)", non_empty)
-    qrels: str | None = flag(None, "BeIR mode: a qrels TSV (query-id, corpus-id, score)", non_empty)
+    queries: str | None = flag(None, "BeIR mode: queries.jsonl (with --corpus and --qrels)", non_empty, path=INPUT_SPEC)
+    qrels: str | None = flag(None, "BeIR mode: a qrels TSV (query-id, corpus-id, score)", non_empty, path=INPUT)
     num_negatives: int = flag(3, "negatives per (query, positive)", at_least(1))
     range_min: int = flag(0, "skip this many top candidates (0-based rank window start)", at_least(0))
     range_max: int | None = flag(None, "rank window end, excluded (default: sentence-transformers' choice)",
@@ -101,6 +102,9 @@ class MineOptions(PairOptions):
                 problems.append("give either --dataset (pairs) or --queries/--corpus/--qrels (BeIR), not both")
             if self.use_input_negatives:
                 problems.append("--use_input_negatives reads the negatives of --dataset rows; BeIR mode has none")
+        for name in ("max_score", "min_score"):  # a cross-encoder's scores are its own; the bi-encoder's are cosines
+            if not self.cross_encoder and cosine(getattr(self, name)):
+                problems.append(f"--{name} {cosine(getattr(self, name))} (a --cross_encoder's scores may lie outside)")
         if self.include_positives and self.output_format != "n-tuple":
             problems.append(f"--include_positives writes n-tuple rows (the positives keep their rank among the "
                             f"candidates); got --output_format={self.output_format}")
@@ -262,6 +266,8 @@ def n_label(opts: MineOptions) -> str:
     return (f"{opts.num_negatives} negatives, ranks {opts.range_min}..{opts.range_max or 'auto'}, "
             f"{opts.sampling_strategy}" + (f", cross-encoder {opts.cross_encoder}" if opts.cross_encoder else ""))
 
+
+OPTIONS = MineOptions  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:

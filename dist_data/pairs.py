@@ -34,7 +34,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .catalog import pairs as steps
 from .catalog.names import normalize_name, transliterations
 from .core import cli, distributed, index
-from .core.cli import at_least, flag, non_empty, one_of, required
+from .core.cli import at_least, cosine, flag, non_empty, one_of, required
+from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.io import atomic_open, read_lines, write_lines
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
@@ -55,9 +56,9 @@ class PairsOptions(RunOptions, ModelOptions, IndexOptions):
     """Brand-synonym candidates: pairs of distinct names scoring at or above --min_score."""
 
     index: str = flag("sharded", INDEX_HELP, one_of(*INDEX_MODES))
-    dataset: str = required("names: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty)
+    dataset: str = required("names: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty, path=INPUT_SPEC)
     text_key: str = flag("name", "the name field", non_empty)
-    min_score: float = flag(0.85, "report pairs whose cosine is >= this")
+    min_score: float = flag(0.85, "report pairs whose cosine is >= this", cosine)
     max_neighbors: int = flag(50, "nearest other names searched per name (a pair is found from either side)",
                               at_least(1))
     sort: str = flag("score", "review order: score (highest first) or ambiguous_first (nearest --min_score first)",
@@ -227,6 +228,8 @@ def _transliteration_pairs(stats: Stats, ids: np.ndarray, norms: list[str], vect
     scores = exact_scores(vectors.vectors[src], partner_vectors, np.arange(len(src))[:, None])[:, 0]
     return steps.make_pairs(ids[src], partner, scores, steps.TRANSLITERATION)
 
+
+OPTIONS = PairsOptions  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from .core import cli, distributed
 from .core.cli import at_least, flag, non_empty, one_of
+from .core.paths import INPUT_SPEC
 from .core.dedup import content_hash
 from .core.embed import DEFAULT_MODEL, check_model, resolve_model
 from .core.io import BadRowError, InputError, atomic_open, get_texts, resolve_sources, save_npz
@@ -207,7 +208,7 @@ class PretokenizeOptions(RunOptions):
     """Pack documents into fixed-length token sequences."""
 
     dataset: str = flag(SAMPLE_TEXT, "jsonl(.gz), parquet, csv, .txt (a document per line), folders, globs, "
-                        "save_to_disk folders or hub names (default: the shipped WordNet text)", non_empty)
+                        "save_to_disk folders or hub names (default: the shipped WordNet text)", non_empty, path=INPUT_SPEC)
     text_key: str = flag("text", "the text field", non_empty)
     tokenizer_name: str = flag(DEFAULT_MODEL, "a fast tokenizer: hub name or folder (default: the shipped "
                                "MiniLM's, BERT uncased)", non_empty)
@@ -279,6 +280,8 @@ def push_to_hub(run, output_format: str, name: str) -> None:
         logger.error("could not push to the hub as %s (%s: %s); the dataset is complete in %s",
                      name, type(e).__name__, str(e).splitlines()[0] if str(e) else "", run.path)
 
+
+OPTIONS = PretokenizeOptions  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:

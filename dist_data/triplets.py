@@ -31,7 +31,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .catalog import triplets as steps
 from .catalog.names import char_ratio
 from .core import cli, distributed, index
-from .core.cli import at_least, flag, non_empty, one_of, required
+from .core.cli import at_least, cosine, flag, non_empty, one_of, required
+from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.io import atomic_open, read_lines, write_lines
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
@@ -53,15 +54,15 @@ class TripletsOptions(RunOptions, ModelOptions, IndexOptions):
     """(anchor, positive, negative) triplets by product category."""
 
     index: str = flag("sharded", INDEX_HELP, one_of(*INDEX_MODES))
-    dataset: str = required("items: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty)
+    dataset: str = required("items: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty, path=INPUT_SPEC)
     text_keys: str = flag("title,description", "comma list of the text fields joined into an item's text", non_empty)
     join: str = flag(" ", "what joins the text fields")
     category_key: str = flag("category", "the category field", non_empty)
     positives: str = flag("random_same_category", ", ".join(steps.POSITIVES), one_of(*steps.POSITIVES))
     negatives: str = flag("hardest_other_category", ", ".join(steps.NEGATIVES), one_of(*steps.NEGATIVES))
     depth: int = flag(100, "neighbours searched per anchor for the nearest / hardest picks", at_least(2))
-    max_score: float | None = flag(None, "hardest negative: drop candidates scoring above this")
-    min_score: float | None = flag(None, "hardest negative: drop candidates scoring below this")
+    max_score: float | None = flag(None, "hardest negative: drop candidates scoring above this", cosine)
+    min_score: float | None = flag(None, "hardest negative: drop candidates scoring below this", cosine)
     absolute_margin: float | None = flag(None, "hardest negative: drop candidates with score + margin > the "
                                          "anchor-positive score")
     relative_margin: float | None = flag(None, "hardest negative: drop candidates with score > positive - "
@@ -225,6 +226,8 @@ def _write_review(parts: list[str], path: str) -> None:
         out.writeheader()
         out.writerows(heapq.merge(*((json.loads(line) for line in read_lines([p])) for p in parts), key=_review_key))
 
+
+OPTIONS = TripletsOptions  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:

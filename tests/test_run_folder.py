@@ -70,6 +70,9 @@ def test_a_run_that_failed_before_caching_anything_does_not_block_the_corrected_
 def test_stale_temporaries_are_removed_and_a_killed_run_is_resumed(tmp_path):
     out = tmp_path / "run"
     (out / "parts").mkdir(parents=True)
+    # what a run killed during its merge leaves: its manifest, and half-written temporaries
+    (out / "manifest.json").write_text(json.dumps({"paths": ["args.json", "cache", "filtered.jsonl", "manifest.json",
+                                                             "parts"], "written_by": "dist_data"}))
     (out / "filtered.jsonl.tmp-4242").write_text("half a merge")
     (out / "parts" / "part-00000.jsonl.tmp-4242").write_text("half a part")
     (out / "draft.tmp").write_text("a user's own temporary file")

@@ -31,6 +31,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from ..core import distributed
 from ..core.cli import at_least, flag, non_empty, one_of, required
+from ..core.paths import INPUT, INPUT_SPEC, OUTPUT_NAME
 from ..core.io import read_rows, resolve_sources
 from ..core.log import logger
 from ..core.pipeline import (REJECTED, RunFolderOptions, RunOptions, Stats, begin_run, fmt_rows, open_run,
@@ -48,7 +49,7 @@ class VariantsOptions(RunFolderOptions):
     """ImageNet-Captions caption variants: fields, class-name templates, WordNet lemmas -> one TSV."""
 
     captions: str = required("imagenet_captions.json (a list of {filename, wnid, title, tags, description}; "
-                             "jsonl/parquet work too)", non_empty)
+                             "jsonl/parquet work too)", non_empty, path=INPUT)
     image_root: str = required("the ImageNet folder: filepath = {image_root}/train/{wnid}/{filename}", non_empty)
     use_title: bool = flag(False, "put the title in the caption")
     use_tags: bool = flag(False, "put the tags (space-joined) in the caption")
@@ -74,9 +75,9 @@ class VariantsOptions(RunFolderOptions):
 class SubsetsOptions(RunFolderOptions):
     """A subset of a caption table: k random classes, the ImageNet-100 classes, and/or n rows."""
 
-    df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty)
+    df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty, path=INPUT)
     freq_path: str | None = flag(None, "its class-frequency file (class names in label order); default: the "
-                                 "1,000 ImageNet class names", non_empty)
+                                 "1,000 ImageNet class names", non_empty, path=INPUT)
     k: int | None = flag(None, "keep k random classes (labels remapped to 0..k-1, label_ori kept)", at_least(1))
     use_in100: bool = flag(False, "keep the ImageNet-100 classes (CMC's list; labels remapped, label_ori kept)")
     n: int | None = flag(None, "then keep n rows, sampled after sorting by filepath", at_least(1))
@@ -95,9 +96,9 @@ class SubsetsOptions(RunFolderOptions):
 class TrimTailOptions(RunFolderOptions):
     """The lastk classes with the fewest rows keep at most ceil rows each."""
 
-    df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty)
+    df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty, path=INPUT)
     freq_path: str | None = flag(None, "its class-frequency file (class names in label order); default: the "
-                                 "1,000 ImageNet class names", non_empty)
+                                 "1,000 ImageNet class names", non_empty, path=INPUT)
     lastk: int = flag(5, "how many of the rarest classes to trim", at_least(1))
     ceil: int = flag(5, "rows each of them keeps at most (0: the class is removed)", at_least(0))
     seed: int = flag(0, "seed of the rows kept", at_least(0))
@@ -108,12 +109,12 @@ class LabelOptions(RunOptions):
     """Label captions with the ImageNet classes whose WordNet lemmas they contain (one row per class)."""
 
     captions: str = required("captions: jsonl(.gz), parquet, csv/tsv, json; a file, folder, glob or comma list",
-                             non_empty)
+                             non_empty, path=INPUT_SPEC)
     caption_key: str = flag("caption", "the caption field", non_empty)
     filepath_key: str = flag("filepath", "the image path (or URL) field, copied to the output", non_empty)
     unique_lemmas: bool = flag(False, "only lemmas that belong to exactly one class count (LAIONet's rule)")
     block_rows: int = flag(65536, "captions per block (the unit of caching and resume)", at_least(1))
-    output_name: str | None = flag(None, "the table's name (default: {captions stem}_cls.tsv)", non_empty)
+    output_name: str | None = flag(None, "the table's name (default: {captions stem}_cls.tsv)", non_empty, path=OUTPUT_NAME)
 
     def table_name(self) -> str:
         if self.output_name:

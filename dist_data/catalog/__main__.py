@@ -20,6 +20,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from ..core import distributed
 from ..core.cli import flag, non_empty, one_of, required
+from ..core.paths import INPUT_SPEC
 from ..core.io import atomic_open, build_catalog, resolve_sources, write_parquet
 from ..core.log import logger
 from ..core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, open_run, parse_or_reject,
@@ -33,7 +34,7 @@ FORMATS = ("csv", "tsv", "jsonl", "parquet")
 class CleanOptions(RunOptions):
     """Drop flagged rows and exact duplicates, lowercase, sample: the catalogue's cleaning step, counted."""
 
-    dataset: str = required("the table: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty)
+    dataset: str = required("the table: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty, path=INPUT_SPEC)
     dedup_keys: str = flag("", "comma list of the fields whose equal values make rows duplicates (the first kept)")
     drop_if: str = flag("", "comma list of flag columns (1/0, true/false, yes/no): a row with any set is dropped")
     lowercase: bool = flag(False, "lowercase the --dedup_keys fields (before comparing them)")

@@ -28,6 +28,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from .paths import path_problems
+
 Check = Callable[[Any], "str | None"]
 
 
@@ -35,16 +37,18 @@ class UsageError(ValueError):
     """Bad flags: printed as one line (or a short list), exit status 2."""
 
 
-def flag(default: Any, help: str, check: Check | None = None, *, result: bool = True) -> Any:
+def flag(default: Any, help: str, check: Check | None = None, *, result: bool = True, path: str | None = None) -> Any:
     """A flag: its default, one line of meaning, an optional check returning a problem or None.
 
-    ``result=False`` marks a flag that does not change the result (a rerun may change it).
+    ``result=False`` marks a flag that does not change the result (a rerun may change it);
+    ``path`` its role as a path (:mod:`dist_data.core.paths`: INPUT, OUTPUT_DIR, ...), which the
+    engine checks for every verb alike.
     """
-    return field(default=default, metadata={"help": help, "check": check, "result": result})
+    return field(default=default, metadata={"help": help, "check": check, "result": result, "path": path})
 
 
-def required(help: str, check: Check | None = None, *, result: bool = True) -> Any:
-    return field(metadata={"help": help, "check": check, "result": result})
+def required(help: str, check: Check | None = None, *, result: bool = True, path: str | None = None) -> Any:
+    return field(metadata={"help": help, "check": check, "result": result, "path": path})
 
 
 # ---------------------------------------------------------------- checks
@@ -55,6 +59,11 @@ def at_least(low: float) -> Check:
 
 def one_of(*choices: str) -> Check:
     return lambda v: None if v is None or v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+
+
+def cosine(v: Any) -> str | None:
+    """A threshold on the cosine of unit vectors: outside [-1, 1] it would keep everything or nothing."""
+    return None if v is None or -1.0 <= v <= 1.0 else f"is a cosine similarity: must be in [-1, 1], got {v!r}"
 
 
 def non_empty(v: Any) -> str | None:
@@ -190,7 +199,7 @@ def parse(cls: type[Options], argv: Sequence[str]) -> Options:
     if problems:
         raise UsageError("; ".join(problems))
     opts = cls(**values)
-    cross = opts.problems()
+    cross = opts.problems() + path_problems(opts)
     if cross:
         raise UsageError("; ".join(cross))
     return opts

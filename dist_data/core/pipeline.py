@@ -17,6 +17,7 @@ import numpy as np
 
 from . import distributed
 from .cli import CommonOptions, Options, at_least, flag, non_empty, one_of, required
+from .paths import OUTPUT_DIR
 from .embed import DEFAULT_MODEL, BlockEmbedder
 from .io import (BadRowError, Catalog, InputError, Row, build_catalog, get_texts, merge_files, read_lines,
                  resolve_sources, write_json, write_json_list, write_lines)
@@ -410,7 +411,7 @@ class RunFolderOptions(CommonOptions):
     """Flags of every command that writes one run folder."""
 
     output_dir: str = required("the run folder (refused if another run with other flags is there)", non_empty,
-                               result=False)
+                               result=False, path=OUTPUT_DIR)
     overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
                            result=False)
 

@@ -5,11 +5,13 @@ One rerun policy for every entry point:
 - the same flags resume an unfinished run, or say "already complete";
 - flags that change the result are refused, naming them, unless ``--overwrite``;
 - ``--overwrite`` removes only what a dist_data run wrote (its ``manifest.json``; a user's own
-  files stay), and only once the new run's inputs and model have been checked;
+  files stay, and a folder whose run files no manifest lists is refused), and only once the new
+  run's inputs and model have been checked;
 - a run that failed or was killed before it cached any work (a bad flag, a missing input, a wrong
   key, a model not found, a kill during reading) leaves nothing in the way of the next command;
 - two jobs never write one folder at once: a lock file names the holder (host, pid, start); a
-  lock left by a dead process on this host is taken over with a notice.
+  lock left by a dead process on this host, or an empty one (the lock is created whole, so an
+  empty lock was never held), is taken over with a notice.
 
 The folder::
 
@@ -38,9 +40,6 @@ from .log import logger
 
 LOCK_NAME = ".dist_data.lock"
 MANIFEST = "manifest.json"
-# Written by every run: what --overwrite removes when an older run left no manifest.
-RUN_FILES = ("args.json", "stats.json", "_SUCCESS", "rejects.jsonl", "ids_to_keep.json", "ids_to_keep_0.json",
-             "scores.png", MANIFEST, "parts", "cache")
 
 
 class RunConflictError(RuntimeError):
@@ -117,29 +116,46 @@ class FolderLock:
         me = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder.get("host") == me["host"] and holder.get("pid") == me["pid"]:  # this process's own
-                    os.remove(self.path)
-                    continue
-                if holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1))):
-                    logger.warning("taking over the lock of a dead run in %s (pid %s, started %s)",
-                                   os.path.dirname(self.path), holder.get("pid"), holder.get("started"))
-                    os.remove(self.path)
-                    continue
-                where = "this host" if holder.get("host") == me["host"] else f"host {holder.get('host')}"
-                raise RunConflictError(
-                    f"{os.path.dirname(self.path)} is being written by another dist_data run (pid {holder.get('pid')} "
-                    f"on {where}, started {holder.get('started')}); wait for it to end, or use another --output_dir"
-                    + ("" if where == "this host" else f". If that run is dead, delete {self.path} and rerun"))
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(me, f)
-            self.held = True
-            atexit.register(self.release)
-            return
+            if self._create(me):
+                self.held = True
+                atexit.register(self.release)
+                return
+            holder = self._holder()
+            if not holder:  # every lock is created whole (see _create): an empty one was never taken
+                logger.warning("taking over the empty or unreadable lock %s (left by a run that could not write "
+                               "it, e.g. on a full disk)", self.path)
+                os.remove(self.path)
+                continue
+            if holder.get("host") == me["host"] and holder.get("pid") == me["pid"]:  # this process's own
+                os.remove(self.path)
+                continue
+            if holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1))):
+                logger.warning("taking over the lock of a dead run in %s (pid %s, started %s)",
+                               os.path.dirname(self.path), holder.get("pid"), holder.get("started"))
+                os.remove(self.path)
+                continue
+            where = "this host" if holder.get("host") == me["host"] else f"host {holder.get('host')}"
+            raise RunConflictError(
+                f"{os.path.dirname(self.path)} is being written by another dist_data run (pid {holder.get('pid')} "
+                f"on {where}, started {holder.get('started')}); wait for it to end, or use another --output_dir"
+                + ("" if where == "this host" else f". If that run is dead, delete {self.path} and rerun"))
         raise RunConflictError(f"could not take the lock {self.path}")
+
+    def _create(self, holder: dict[str, Any]) -> bool:
+        """Create the lock with its contents in one step (written aside, then hard-linked into
+        place): it appears whole or not at all, so a full disk never leaves an empty lock.
+        False if a lock is there already."""
+        tmp = f"{self.path}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(holder, f)
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
 
     def _holder(self) -> dict[str, Any]:
         try:
@@ -195,11 +211,28 @@ class RunDir:
         """
         os.makedirs(self.path, exist_ok=True)
         self.lock.acquire()
+        try:
+            self._check_rerun(overwrite)
+        except BaseException:
+            self.lock.release()  # a refused run leaves the folder as it found it
+            raise
+
+    def _check_rerun(self, overwrite: bool) -> None:
         stale = remove_stale_temporaries(self.path, self.owned())
         if stale:
             logger.info("removed %d temporary file(s) of an interrupted write in %s", stale, self.path)
+        if self._manifest() is None:
+            # nothing here is provably ours: files with the names a run writes are the user's own
+            theirs = [n for n in ("args.json", "stats.json", "_SUCCESS", "parts", "cache", self.result_name)
+                      if os.path.lexists(self.file(n))]
+            if theirs:
+                raise RunConflictError(
+                    f"{self.path} holds {', '.join(theirs)}, which no dist_data manifest ({MANIFEST}) lists: they "
+                    f"are not a run of ours, so nothing was removed{' (not even with --overwrite)' if overwrite else ''}"
+                    f"; give another --output_dir")
+            return
         old = read_json(self.file("args.json"))
-        if old is None:  # a new folder, or one with files of the user's: nothing here is ours to remove
+        if old is None:  # a run that was stopped before it recorded its flags
             return
         diff = flag_diff(old, self.args)
         if not diff:
@@ -220,9 +253,8 @@ class RunDir:
             return None
 
     def owned(self) -> list[str]:
-        """What a dist_data run wrote here: its manifest, or (older runs) the names every run writes."""
-        listed = self._manifest() or [self.result_name, self.result_name + ".gz"]
-        return sorted(set(listed) | set(RUN_FILES))
+        """What a dist_data run wrote here, as its manifest lists it (no manifest: nothing)."""
+        return sorted(set(self._manifest() or ()))
 
     def begin(self) -> None:
         """Rank 0, once the inputs were read and the model loaded: replace an earlier run if asked,

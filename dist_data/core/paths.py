@@ -1,0 +1,116 @@
+"""What a path flag may name, checked once for every verb right after its flags are parsed.
+
+A flag declares its role (``flag(..., path=INPUT)``); the engine then holds every verb to the same
+rules, before any rank, lock or model is touched, so a mistake is one line and nothing is written:
+
+- an input exists, is not a link loop, is not an empty file or folder, and a pattern matches a file;
+- an output folder is not ``/``, not above the working folder, not an input, not inside an input
+  folder (an ImageFolder tree would gain classes), and holds no input where it writes its files;
+- an output name is a plain name inside the output folder (``../x`` is refused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from typing import Any
+
+INPUT = "input"  # a file or folder that must exist
+INPUT_SPEC = "input_spec"  # a file, folder, glob, brace pattern or comma list; or a name resolved elsewhere (hub)
+OUTPUT_DIR = "output_dir"  # a folder the command writes
+OUTPUT_FILE = "output_file"  # a file the command writes
+OUTPUT_NAME = "output_name"  # a file name inside the output folder
+
+_PATTERN_CHARS = "*?[{"
+_DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".txt", ".gz", ".zst", ".npz", ".npy", ".tar",
+                  ".ffcv", ".beton", ".xml", ".pt", ".pth", ".bin", ".safetensors", ".arrow")
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether a name that does not exist was meant as a path (not a hub name like ``org/name``)."""
+    return (text.startswith(("/", "./", "../", "~")) or text.endswith(os.sep)
+            or text.lower().endswith(_DATA_SUFFIXES))
+
+
+def _input_problem(name: str, value: str, spec: bool) -> str | None:
+    parts = [value]
+    if spec and "," in value and not os.path.lexists(value):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+    for raw in parts:
+        part = os.path.expanduser(raw)
+        if spec and any(c in part for c in _PATTERN_CHARS) and not os.path.lexists(part):
+            if "{" not in part and not glob.glob(part):
+                return f"--{name}: {raw!r} matches no file"
+            continue  # a brace pattern: expanded and checked by its reader
+        if not os.path.lexists(part):
+            if spec and not _looks_like_path(part):
+                continue  # a hub dataset: resolved (and named if unknown) by the reader
+            return f"--{name}: no such file or folder: {raw}"
+        try:
+            info = os.stat(part)
+        except OSError as e:  # a link loop (ELOOP), a dangling link, no permission
+            return f"--{name}: cannot read {raw}: {e.strerror}"
+        if os.path.isdir(part):
+            if not os.listdir(part):
+                return f"--{name}: {raw} is an empty folder"
+        elif info.st_size == 0:
+            return f"--{name}: {raw} is empty (0 bytes): no rows to read"
+    return None
+
+
+def _existing_inputs(values: list[tuple[str, str, Any]]) -> list[tuple[str, str]]:
+    """``(flag, real path)`` of every input that names existing files or folders."""
+    out = []
+    for name, role, value in values:
+        if role in (INPUT, INPUT_SPEC) and isinstance(value, str):
+            for part in [value] if os.path.lexists(value) else value.split(","):
+                part = os.path.expanduser(part.strip())
+                if part and os.path.exists(part):
+                    out.append((name, os.path.realpath(part)))
+    return out
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _output_problem(name: str, value: str, inputs: list[tuple[str, str]]) -> str | None:
+    out = os.path.realpath(os.path.expanduser(value))
+    if out == os.sep:
+        return f"--{name}=/ is the root folder: give the run a folder of its own"
+    if _inside(os.path.realpath(os.getcwd()), out):
+        return f"--{name}={value} is above the working folder: give the run a folder of its own"
+    if os.path.isfile(out):
+        return f"--{name}={value} is a file; it must be a folder"
+    for flag_name, path in inputs:
+        if out == path:
+            return f"--{name}={value} is the input --{flag_name}: write to another folder"
+        if os.path.isdir(path) and _inside(out, path):
+            return (f"--{name}={value} is inside the input folder --{flag_name}={path}: what the run writes "
+                    f"would become input; write to a folder outside it")
+        inner = os.path.relpath(path, out).split(os.sep) if _inside(path, out) else []
+        if len(inner) == 1 or inner[:1] in (["parts"], ["cache"]):  # where the run writes its own files
+            return (f"--{name}={value} holds the input --{flag_name}={path}: a result could replace it; "
+                    f"write to another folder")
+    return None
+
+
+def path_problems(opts: Any) -> list[str]:
+    """One line per path flag of ``opts`` (a parsed options dataclass) that breaks a rule above."""
+    values = [(f.name, f.metadata["path"], getattr(opts, f.name)) for f in dataclasses.fields(opts)
+              if f.metadata.get("path") and getattr(opts, f.name) not in (None, "")]
+    problems = [_input_problem(name, value, role == INPUT_SPEC) for name, role, value in values
+                if role in (INPUT, INPUT_SPEC)]
+    inputs = _existing_inputs(values)
+    for name, role, value in values:
+        if role == OUTPUT_DIR:
+            problems.append(_output_problem(name, value, inputs))
+        elif role == OUTPUT_FILE:
+            out = os.path.realpath(os.path.expanduser(value))
+            clash = [flag_name for flag_name, path in inputs if path == out]
+            problems.append(f"--{name}={value} is the input --{clash[0]}: write to another file" if clash else None)
+        elif role == OUTPUT_NAME:
+            plain = value not in (".", "..") and os.sep not in value and (os.altsep or os.sep) not in value
+            problems.append(None if plain else f"--{name} must be a file name inside the output folder, got {value!r}")
+    return [p for p in problems if p]

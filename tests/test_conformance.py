@@ -1,0 +1,286 @@
+"""Every command through the same careless-user and faulty-machine cases.
+
+The commands come from :mod:`dist_data.registry`: a verb or subcommand added there is in every
+case below by that fact. The cases run in this process (a refused command stops before any rank,
+model or row is touched), so the whole matrix takes seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dist_data.core import cli, paths
+from dist_data.core.pipeline import RunFolderOptions
+from dist_data.core.rundir import LOCK_NAME, FolderLock, RunConflictError, RunDir
+from dist_data.registry import VERBS, Command, commands
+
+COMMANDS = commands()
+# required flags that are not paths: a valid value each
+CHOICES = {"task_type": "classification", "split": "train", "image_root": "images"}
+# flags without which a command's own cross-flag checks refuse it
+EXTRA = {"captions variants": {"use_title": "True"}, "captions subsets": {"n": "1"}}
+INPUT_ROLES = (paths.INPUT, paths.INPUT_SPEC)
+
+
+def roles(cmd: Command, *wanted: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(cmd.options) if f.metadata.get("path") in wanted]
+
+
+def valid_flags(cmd: Command, tmp) -> dict[str, str]:
+    """The command's required flags, filled so that they parse (input paths exist; nothing is read)."""
+    data = tmp / "in" / "rows.jsonl"
+    data.parent.mkdir(exist_ok=True)
+    data.write_text('{"query": "dog", "document": "a domestic canine"}\n', encoding="utf-8")
+    flags = {}
+    for f in dataclasses.fields(cmd.options):
+        if f.default is not dataclasses.MISSING:
+            continue
+        role = f.metadata.get("path")
+        flags[f.name] = {paths.INPUT: str(data), paths.INPUT_SPEC: str(data), paths.OUTPUT_DIR: str(tmp / "out"),
+                         paths.OUTPUT_FILE: str(tmp / "out" / "file"), paths.OUTPUT_NAME: "name.tsv"}.get(
+            role, CHOICES.get(f.name, "x"))
+    return {**flags, **EXTRA.get(cmd.name, {})}
+
+
+def invoke(cmd: Command, flags: dict[str, str], capsys, *extra: str) -> tuple[int, str, str]:
+    """Run the command in this process: (exit status, stdout, stderr)."""
+    try:
+        cmd.main(*[f"--{k}={v}" for k, v in flags.items()], *extra)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_refusal(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def matrix(role_set: tuple[str, ...], cases: tuple[str, ...]) -> list:
+    return [pytest.param(c, name, case, id=f"{c.name}--{name}-{case}")
+            for c in COMMANDS for name in roles(c, *role_set) for case in cases]
+
+
+# ---------------------------------------------------------------- the registry
+
+def test_every_verb_module_is_registered():
+    package = os.path.dirname(os.path.dirname(cli.__file__))
+    verbs = {f[:-3] for f in os.listdir(package) if f.endswith(".py") and f[:-3] not in ("__init__", "registry")}
+    verbs |= {d for d in os.listdir(package) if os.path.isfile(os.path.join(package, d, "__main__.py"))}
+    assert verbs == set(VERBS), "a verb module missing from dist_data.registry.VERBS (or listed but gone)"
+    assert len(COMMANDS) >= 29
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: c.name)
+def test_help_lists_every_flag(cmd, capsys):
+    code, out, _ = invoke(cmd, {}, capsys, "--help")
+    assert code == 0
+    for f in dataclasses.fields(cmd.options):
+        assert f"--{f.name}" in out, f.name
+
+
+# ---------------------------------------------------------------- flags
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: c.name)
+def test_misspelled_flag_is_one_line_with_the_right_name(cmd, tmp_path, capsys):
+    flags = valid_flags(cmd, tmp_path)
+    name = next(iter(flags), None) or dataclasses.fields(cmd.options)[-1].name
+    value = flags.pop(name, "1")
+    code, _, err = invoke(cmd, {**flags, name[:-1]: value}, capsys)
+    assert_one_line_refusal(code, err, f"unknown flag --{name[:-1]}; did you mean --{name}?")
+    assert not (tmp_path / "out").exists()
+
+
+COSINE_FLAGS = [pytest.param(c, f.name, id=f"{c.name}--{f.name}") for c in COMMANDS
+                for f in dataclasses.fields(c.options) if f.metadata.get("check") is cli.cosine]
+
+
+@pytest.mark.parametrize("cmd,name", COSINE_FLAGS + [pytest.param(
+    next(c for c in COMMANDS if c.name == "mine"), "min_score", id="mine--min_score")])
+@pytest.mark.parametrize("value", ["1.5", "-2"])
+def test_a_cosine_threshold_outside_minus_one_to_one_is_refused(cmd, name, value, tmp_path, capsys):
+    code, _, err = invoke(cmd, {**valid_flags(cmd, tmp_path), name: value}, capsys)
+    assert_one_line_refusal(code, err, f"--{name}", "[-1, 1]")
+
+
+def test_every_cosine_threshold_is_checked():
+    assert {p.values[1] for p in COSINE_FLAGS} >= {"min_score", "max_score", "similarity_th", "thresh"}
+
+
+# ---------------------------------------------------------------- inputs
+
+def make_bad_input(tmp, case: str) -> str:
+    path = tmp / f"bad-{case}"
+    if case == "missing":
+        return str(path) + ".jsonl"
+    if case == "symlink_loop":
+        os.symlink(path, path)
+    elif case == "empty_file":
+        path.write_bytes(b"")
+    elif case == "empty_folder":
+        path.mkdir()
+    return str(path)
+
+
+@pytest.mark.parametrize("cmd,name,case", matrix(INPUT_ROLES, ("missing", "symlink_loop", "empty_file",
+                                                                  "empty_folder")))
+def test_a_bad_input_path_is_one_line_naming_the_flag(cmd, name, case, tmp_path, capsys):
+    flags = {**valid_flags(cmd, tmp_path), name: make_bad_input(tmp_path, case)}
+    code, _, err = invoke(cmd, flags, capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"--{name}:" in err and "bad-" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- the output folder
+
+def output_case(cmd: Command, name: str, case: str, tmp) -> dict[str, str] | None:
+    """The flags of one misplaced output folder, or None where the command has no input to clash with."""
+    flags = valid_flags(cmd, tmp)
+    inputs = roles(cmd, *INPUT_ROLES)
+    tree = tmp / "tree"
+    (tree / "cls").mkdir(parents=True)
+    (tree / "cls" / "rows.jsonl").write_text('{"query": "a", "document": "b"}\n', encoding="utf-8")
+    if case == "root":
+        return {**flags, name: "/"}
+    if case == "above_cwd":
+        (tmp / "work").mkdir()
+        os.chdir(tmp / "work")
+        return {**flags, name: str(tmp)}
+    if not inputs:
+        return None
+    if case == "the_input":
+        return {**flags, inputs[0]: str(tree), name: str(tree)}
+    if case == "inside_the_input":  # an ImageFolder tree would gain cache/ and parts/ as classes
+        return {**flags, inputs[0]: str(tree), name: str(tree / "out")}
+    if case == "holds_the_input":  # catalog clean --dataset=D/cleaned.csv --output_dir=D
+        return {**flags, inputs[0]: str(tree / "cls" / "rows.jsonl"), name: str(tree / "cls")}
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("cmd,name,case", matrix((paths.OUTPUT_DIR,), (
+    "root", "above_cwd", "the_input", "inside_the_input", "holds_the_input")))
+def test_a_misplaced_output_folder_is_refused_before_anything_is_written(cmd, name, case, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flags = output_case(cmd, name, case, tmp_path)
+    if flags is None:
+        pytest.skip(f"{cmd.name} reads no input path that --{name} could clash with")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    code, _, err = invoke(cmd, flags, capsys)
+    assert_one_line_refusal(code, err, f"--{name}=")
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("cmd,name", [pytest.param(c, n, id=f"{c.name}--{n}") for c in COMMANDS
+                                      for n in roles(c, paths.OUTPUT_NAME)])
+@pytest.mark.parametrize("value", ["../escaped.tsv", "/tmp/abs.tsv", "..", "sub/name.tsv"])
+def test_an_output_name_stays_inside_the_output_folder(cmd, name, value, tmp_path, capsys):
+    code, _, err = invoke(cmd, {**valid_flags(cmd, tmp_path), name: value}, capsys)
+    assert_one_line_refusal(code, err, f"--{name} must be a file name inside the output folder")
+
+
+# ---------------------------------------------------------------- the run folder (lock, overwrite)
+
+RUN_FOLDER_COMMANDS = [c for c in COMMANDS if issubclass(c.options, RunFolderOptions)]
+
+
+@pytest.mark.parametrize("cmd", RUN_FOLDER_COMMANDS, ids=lambda c: c.name)
+def test_a_folder_locked_by_a_live_run_is_refused_and_left_alone(cmd, tmp_path, capsys):
+    flags = valid_flags(cmd, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = {"host": os.uname().nodename, "pid": os.getppid(), "started": "2026-01-01T00:00:00", "command": "x"}
+    (out / LOCK_NAME).write_text(json.dumps(holder), encoding="utf-8")
+    code, _, err = invoke(cmd, flags, capsys, "--noprogress")
+    assert code == 2 and "Traceback" not in err, err
+    assert "is being written by another dist_data run" in err and f"pid {os.getppid()}" in err, err
+    assert os.listdir(out) == [LOCK_NAME] and json.loads((out / LOCK_NAME).read_text()) == holder
+
+
+@pytest.mark.parametrize("cmd", RUN_FOLDER_COMMANDS, ids=lambda c: c.name)
+def test_overwrite_never_removes_files_no_manifest_lists(cmd, tmp_path, capsys):
+    flags = valid_flags(cmd, tmp_path)
+    out = tmp_path / "out"
+    (out / "cache").mkdir(parents=True)
+    mine = {"args.json": '{"my": "experiment"}', "cache/notes.txt": "keep me", "stats.json": "{}"}
+    for name, text in mine.items():
+        (out / name).write_text(text, encoding="utf-8")
+    code, _, err = invoke(cmd, flags, capsys, "--overwrite", "--noprogress")
+    assert code == 2 and "Traceback" not in err, err
+    assert "no dist_data manifest" in err and "nothing was removed" in err, err
+    assert {name: (out / name).read_text() for name in mine} == mine
+    assert not (out / LOCK_NAME).exists()  # released on the way out
+
+
+def test_an_empty_lock_is_stale_and_taken_over(tmp_path, caplog):
+    (tmp_path / LOCK_NAME).write_bytes(b"")
+    lock = FolderLock(str(tmp_path))
+    lock.acquire()
+    assert "empty or unreadable lock" in caplog.text
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_live_lock_from_another_process_is_refused(tmp_path):
+    holder = {"host": os.uname().nodename, "pid": os.getppid(), "started": "then"}
+    (tmp_path / LOCK_NAME).write_text(json.dumps(holder))
+    with pytest.raises(RunConflictError, match=f"pid {os.getppid()} on this host"):
+        RunDir(str(tmp_path), {"a": 1}, "result.jsonl").prepare(overwrite=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs, where this machine lets the test mount one (root in a namespace that allows it)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip() or 'mount failed'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_at_start_leaves_no_lock_and_the_rerun_goes_ahead(tiny_disk):
+    fd = os.open(tiny_disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # fill the disk to the last byte (unbuffered: nothing is left to flush at close)
+        while os.write(fd, b"\0" * 512):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    run = RunDir(str(tiny_disk / "run"), {"a": 1}, "result.jsonl")
+    with pytest.raises(OSError):
+        run.prepare(overwrite=False)
+    assert not os.path.lexists(tiny_disk / "run" / LOCK_NAME)
+    assert [p for p in os.listdir(tiny_disk / "run") if p.startswith(LOCK_NAME)] == []
+    os.remove(tiny_disk / "filler")
+    run.prepare(overwrite=False)  # space again: the same folder is taken at once
+    assert json.loads((tiny_disk / "run" / LOCK_NAME).read_text())["pid"] == os.getpid()
+    run.lock.release()
+
+
+def test_a_registered_command_runs_as_users_type_it(tmp_path):
+    """``python -m MODULE SUBCOMMAND`` refuses as the in-process call does (one subprocess: a smoke check)."""
+    cmd = next(c for c in COMMANDS if c.name == "captions label")
+    flags = [f"--{k}={v}" for k, v in valid_flags(cmd, tmp_path).items()]
+    proc = subprocess.run([sys.executable, "-m", cmd.module, *cmd.argv(*flags, "--output_name=../x")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--output_name must be a file name inside" in proc.stderr, proc.stderr
