@@ -93,7 +93,7 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
                   extra={"own_rank": own_rank})
 
     with stats.stage("write") as rec:
-        keep = consistency_keep(neighbor_ids, doc_ids, k)
+        keep = consistency_keep(neighbor_ids, doc_ids, min(k, neighbor_ids.shape[1]))  # k > documents: all
         stats.add("kept", int(keep.sum()))
         stats.add("dropped", int((~keep).sum()), reason="not_in_top_k")
         stats.add("unique_documents", int(is_first.sum()))

@@ -48,7 +48,7 @@ from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE
 from .core.embed import check_model
-from .core.io import BadRowError, InputError, join_parquet, resolve_sources, write_parquet
+from .core.io import BadRowError, InputError, join_parquet, require_fields, resolve_sources, write_parquet
 from .core.log import logger, progress
 from .core.pipeline import (REJECTED, ModelOptions, RunFolderOptions, RunOptions, Stats, begin_run, embed_by_block,
                             fmt_rows, open_run, parse_or_reject, plan_blocks, run_commands, text_embedder)
@@ -188,7 +188,9 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
     matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
     stats = Stats.with_keys("input_rows", "read", "captions_matched", "kept", "cached_blocks",
                             buckets=("dropped", "rejected", "per_class", "classes_per_caption"))
-    resolve_sources(opts.laion, opts.split)
+    resolve_sources(opts.laion, opts.split)  # a missing input stops here, before the folder is touched
+    if opts.on_bad_rows == "error":  # so does a misspelt key
+        require_fields(opts.laion, opts.split, {"text_key": opts.text_key})
     begin_run(info, run)
     plan = plan_blocks(info, stats, opts.laion, opts.split, opts.max_rows, opts.seed, opts.block_rows, unit="rows")
     cache = os.path.join(run.cache_dir, "label")
@@ -403,7 +405,6 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None
     labels = cols.labels(steps.WNID)
     stats.add("read", len(labels))
     stats.add("input_rows", len(labels))
-    begin_run(info, run)
     with stats.stage("select", rows=len(labels)):
         sims = cols.floats(opts.similarity_col)
         subset = steps.subset_positions(labels, sims, opts.thresh, opts.frac, opts.n, opts.seed, len(classes))
@@ -438,7 +439,6 @@ def run_url_list(info: distributed.DistInfo, opts: UrlListOptions) -> dict | Non
     names = pq.read_schema(opts.df_path).names
     require_columns(opts.df_path, names, [opts.url_col, opts.caption_col])
     extra = [c.strip() for c in opts.save_additional_columns.split(",") if c.strip() in names]
-    begin_run(info, run)
     with stats.stage("read") as rec:
         table = pq.read_table(opts.df_path, columns=[opts.url_col, opts.caption_col, *extra])
         rec["rows"] = len(table)
@@ -494,7 +494,9 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
     known = {c.wnid: c.label for c in classes}
     check_model(opts.model_name, opts.revision, "model_name")
     resolve_sources(opts.references, opts.split)
-    resolve_sources(opts.laion, opts.split)
+    resolve_sources(opts.laion, opts.split)  # a missing input stops here, before the folder is touched
+    if opts.on_bad_rows == "error":  # so does a misspelt key
+        require_fields(opts.laion, opts.split, {"text_key": opts.text_key})
     stats = Stats.with_keys("input_rows", "read", "references", "kept", "unclaimed_references", "cached_blocks",
                             buckets=("dropped", "rejected", "per_class"))
     begin_run(info, run)
@@ -526,8 +528,7 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
                                      "laion", bar.update)
         stats.add("cached_blocks", embedder.cache_hits)
     with stats.stage("search", rows=len(refs.texts)):
-        k = min(opts.topk, max(1, int(sum(distributed.all_gather_object(len(doc_ids))))))
-        scores, ids, _ = cached_search(opts.cache_dir or run.cache_dir, ref_emb, doc_emb, doc_ids, k,
+        scores, ids, _ = cached_search(opts.cache_dir or run.cache_dir, ref_emb, doc_emb, doc_ids, opts.topk,
                                        IndexSpec(opts.index), info.device)
     all_ids = distributed.all_gather_array(ids)
     all_scores = distributed.all_gather_array(scores)
@@ -595,7 +596,6 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions) -> dict |
     target = tables.class_counts(np.asarray(ref_labels, dtype=np.int64), len(classes))
     stats.add("read", len(main_cols) + len(extra_cols))
     stats.add("input_rows", len(main_cols) + len(extra_cols))
-    begin_run(info, run)
     with stats.stage("match", rows=len(main_cols) + len(extra_cols)):
         labels, extra_labels = main_cols.labels(steps.WNID), extra_cols.labels(steps.WNID)
         matched = steps.match_frequency(target, labels, main_cols.indices(), extra_labels, extra_cols.indices(),

@@ -187,7 +187,8 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         seeds = (np.int64(opts.seed) * np.int64(1_000_003) + items.seed_keys) % np.int64(2**62)
         neg_ids, neg_scores, removed = select_negatives(
             cand_ids[emb.item_query], cand_scores[emb.item_query], pos_lists, hardest,
-            num_negatives=opts.num_negatives, range_min=opts.range_min, range_max=window_end, max_score=opts.max_score,
+            # no more negatives can be found than there are candidates: a huge flag allocates nothing
+            num_negatives=max(1, min(opts.num_negatives, cand_ids.shape[1])), range_min=opts.range_min, range_max=window_end, max_score=opts.max_score,
             min_score=opts.min_score, absolute_margin=opts.absolute_margin, relative_margin=opts.relative_margin,
             sampling=opts.sampling_strategy, seeds=seeds, exclude_positives=not opts.include_positives,
             query_doc_ids=emb.query_as_doc[emb.item_query])

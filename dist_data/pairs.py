@@ -34,7 +34,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .catalog import pairs as steps
 from .catalog.names import normalize_name, transliterations
 from .core import cli, distributed, index
-from .core.cli import at_least, cosine, flag, non_empty, one_of, required
+from .core.cli import at_least, cosine, flag, in_range, non_empty, one_of, required
 from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.io import atomic_open, read_lines, write_lines
@@ -64,8 +64,8 @@ class PairsOptions(RunOptions, ModelOptions, IndexOptions):
     sort: str = flag("score", "review order: score (highest first) or ambiguous_first (nearest --min_score first)",
                      one_of(*steps.SORTS))
     transliterate: bool = flag(False, "also pair names that are Latin <-> Cyrillic readings of each other")
-    max_variants: int = flag(32, "--transliterate: readings tried per name (fewest changed letters first)",
-                             at_least(1))
+    max_variants: int = flag(32, "--transliterate: readings tried per name (fewest changed letters first; a long "
+                             "name has billions, so at most 4096)", in_range(1, 4096))
 
 
 def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:

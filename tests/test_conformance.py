@@ -284,3 +284,97 @@ def test_a_registered_command_runs_as_users_type_it(tmp_path):
     proc = subprocess.run([sys.executable, "-m", cmd.module, *cmd.argv(*flags, "--output_name=../x")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--output_name must be a file name inside" in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------- bounds (real runs on WordNet text)
+
+HUGE = str(10**9)
+# the flags that size an allocation, with the flags of a tiny valid run of their command
+BOUNDS = {
+    "filter": (["k"], []),
+    "mine": (["num_negatives", "range_max"], ["--output_format=labeled-list"]),
+    "pairs": (["max_neighbors"], ["--min_score=0.5"]),
+    "triplets": (["depth"], []),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_rows(tmp_path_factory):
+    """24 WordNet synsets in the layouts of the verbs with bounds (pairs, names, categorised items)."""
+    from dist_data.text.wordnet import iter_synsets
+
+    synsets = [s for s in iter_synsets(pos="n") if s.examples][:24]
+    root = tmp_path_factory.mktemp("tiny")
+    files = {"pairs": [{"query": s.lemmas[0], "document": s.definition} for s in synsets],
+             "names": [{"name": lemma} for s in synsets for lemma in s.lemmas[:2]],
+             "items": [{"title": s.lemmas[0], "description": s.definition, "category": s.lexfile} for s in synsets]}
+    out = {}
+    for name, rows in files.items():
+        out[name] = root / f"{name}.jsonl"
+        out[name].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return {"filter": out["pairs"], "mine": out["pairs"], "pairs": out["names"], "triplets": out["items"]}
+
+
+@pytest.mark.parametrize("verb,name", [(v, n) for v, (names, _) in BOUNDS.items() for n in names])
+def test_a_huge_bound_is_clamped_to_the_data_with_a_notice(verb, name, tiny_rows, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == verb)
+    flags = {"dataset": str(tiny_rows[verb]), "output_dir": str(tmp_path / "out"), name: HUGE}
+    code, _, err = invoke(cmd, flags, capsys, "--noprogress", "--batch_size=8", *BOUNDS[verb][1])
+    assert code == 0, err
+    assert f"k={int(HUGE) + (1 if name == 'max_neighbors' else 0)}" in err or "is more than the" in err, err
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["counts"]["read"] > 0
+
+
+def test_a_bound_that_grows_exponentially_is_refused(capsys, tmp_path, tiny_rows):
+    cmd = next(c for c in COMMANDS if c.name == "pairs")
+    code, _, err = invoke(cmd, {"dataset": str(tiny_rows["pairs"]), "output_dir": str(tmp_path / "o"),
+                                "transliterate": "True", "max_variants": HUGE}, capsys)
+    assert_one_line_refusal(code, err, "--max_variants must be in [1, 4096]")
+
+
+# ---------------------------------------------------------------- --overwrite with a mistake keeps the finished run
+
+def _files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def table_inputs(tmp_path_factory):
+    """Real captions (WordNet glosses that name an ImageNet class's lemma) in the layouts of the table commands."""
+    from dist_data.captions.classes import imagenet_classes
+
+    root = tmp_path_factory.mktemp("tables")
+    classes = imagenet_classes()[:30]
+    captions = [{"caption": f"a photo of a {c.name} on the grass", "filepath": f"{c.wnid}/{i}.jpg", "TEXT":
+                 f"{c.name} in the wild", "URL": f"http://x/{i}.jpg"} for i, c in enumerate(classes)]
+    (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in captions), encoding="utf-8")
+    (root / "table.tsv").write_text("filepath\tlabel\n" + "".join(f"{i}.jpg\t{i % 7}\n" for i in range(30)),
+                                    encoding="utf-8")
+    (root / "names.csv").write_text("name,category\n" + "".join(f"{c.name},{c.wnid[:4]}\n" for c in classes),
+                                    encoding="utf-8")
+    return root
+
+
+# command, flags of a valid run (inputs under the fixture's folder), the mistake made on the rerun
+OVERWRITE_MISTAKES = [
+    ("captions label", ["--captions={root}/captions.jsonl"], "--caption_key=captoin"),
+    ("laionet label", ["--laion={root}/captions.jsonl"], "--text_key=TXET"),
+    ("captions subsets", ["--df_path={root}/table.tsv", "--n=5"], "--n=500"),
+    ("captions trim_tail", ["--df_path={root}/table.tsv", "--lastk=2"], "--lastk=5000"),
+    ("catalog clean", ["--dataset={root}/names.csv", "--dedup_keys=category"], "--dedup_keys=categroy"),
+]
+
+
+@pytest.mark.parametrize("name,flags,mistake", OVERWRITE_MISTAKES, ids=[m[0] for m in OVERWRITE_MISTAKES])
+def test_overwrite_with_a_mistake_keeps_the_finished_run_and_the_users_files(name, flags, mistake, table_inputs,
+                                                                            tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == name)
+    flags = [f.format(root=table_inputs) for f in flags] + [f"--output_dir={tmp_path / 'out'}", "--noprogress"]
+    code, _, err = invoke(cmd, {}, capsys, *flags)
+    assert code == 0, err
+    (tmp_path / "out" / "my_notes.txt").write_text("the user's own file")
+    finished = _files(tmp_path / "out")
+    code, _, err = invoke(cmd, {}, capsys, *flags, mistake, "--overwrite")
+    assert code == 2 and "Traceback" not in err, err
+    assert _files(tmp_path / "out") == finished

@@ -32,7 +32,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from ..core import distributed
 from ..core.cli import at_least, flag, non_empty, one_of, required
 from ..core.paths import INPUT, INPUT_SPEC, OUTPUT_NAME
-from ..core.io import read_rows, resolve_sources
+from ..core.io import read_rows, require_fields, resolve_sources
 from ..core.log import logger
 from ..core.pipeline import (REJECTED, RunFolderOptions, RunOptions, Stats, begin_run, fmt_rows, open_run,
                              parse_or_reject, plan_blocks, run_commands)
@@ -142,7 +142,6 @@ def run_variants(info: distributed.DistInfo, opts: VariantsOptions) -> dict | No
         rec["rows"] = len(records) + len(rejects)
         stats.add("input_rows", rec["rows"])
         stats.add("read", rec["rows"])
-    begin_run(info, run)
     with stats.stage("caption", rows=len(records)):
         result = make_variants(records, fields, opts.image_root, opts.seed, opts.shuffle)
     stats.add("kept", len(result.rows))
@@ -183,7 +182,6 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None
     if done is not None:
         return done
     names, table = _read_table(stats, opts)
-    begin_run(info, run)
     columns, rows, labels = list(table.columns), table.rows, table.labels
     n_classes, classes = len(names), None
     with stats.stage("select", rows=len(rows)):
@@ -234,7 +232,6 @@ def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions) -> dict | N
     names, table = _read_table(stats, opts)
     if opts.lastk > len(names):
         raise ValueError(f"--lastk={opts.lastk} is more than the {len(names)} classes")
-    begin_run(info, run)
     with stats.stage("trim", rows=len(table.rows)):
         keep, tail = tables.trim_tail(table.labels, len(names), opts.lastk, opts.ceil, opts.seed)
     before = tables.class_counts(table.labels, len(names))
@@ -271,6 +268,8 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
     stats = Stats.with_keys("input_rows", "read", "captions_matched", "rows_out", "cached_blocks",
                             buckets=("dropped", "rejected", "per_class", "classes_per_caption"))
     resolve_sources(opts.captions, opts.split)  # a missing input stops here, before the folder is touched
+    if opts.on_bad_rows == "error":  # so does a misspelt key
+        require_fields(opts.captions, opts.split, {"caption_key": opts.caption_key})
     begin_run(info, run)
     plan = plan_blocks(info, stats, opts.captions, opts.split, opts.max_rows, opts.seed, opts.block_rows,
                        unit="captions")

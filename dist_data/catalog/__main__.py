@@ -23,7 +23,7 @@ from ..core.cli import flag, non_empty, one_of, required
 from ..core.paths import INPUT_SPEC
 from ..core.io import atomic_open, build_catalog, resolve_sources, write_parquet
 from ..core.log import logger
-from ..core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, open_run, parse_or_reject,
+from ..core.pipeline import (REJECTED, RunOptions, Stats, fmt_rows, open_run, parse_or_reject,
                              publish_outputs, run_commands)
 from .clean import clean_rows, prepare
 
@@ -84,7 +84,6 @@ def run_clean(info: distributed.DistInfo, opts: CleanOptions) -> dict | None:
     for why, n in cleaned.dropped.items():
         stats.add("dropped", n, reason=why)
     stats.add("kept", len(cleaned.rows))
-    begin_run(info, run)
     merged = publish_outputs(run, 0, 1, stats, name, lambda path: _write(cleaned.rows, path, fmt), rejects)
     if merged is not None:
         c = merged["counts"]

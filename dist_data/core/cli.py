@@ -57,6 +57,10 @@ def at_least(low: float) -> Check:
     return lambda v: None if v is None or v >= low else f"must be >= {low}, got {v!r}"
 
 
+def in_range(low: float, high: float) -> Check:
+    return lambda v: None if v is None or low <= v <= high else f"must be in [{low}, {high}], got {v!r}"
+
+
 def one_of(*choices: str) -> Check:
     return lambda v: None if v is None or v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
 

@@ -399,6 +399,17 @@ def _digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def clamp_k(k: int, doc_ids: np.ndarray) -> int:
+    """``k`` bounded by the documents of all ranks (collective): a huge ``k`` (a flag's typo) never
+    allocates more than the corpus; the results are then ``(n, min(k, documents))``."""
+    n_docs = int(sum(distributed.all_gather_object(len(doc_ids))))
+    if k > n_docs:
+        if distributed.get_rank() == 0:
+            logger.info("search: k=%d is more than the %d documents; all %d are ranked", k, n_docs, n_docs)
+        return max(1, n_docs)
+    return k
+
+
 def cached_search(cache_dir: str | None, query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, k: int,
                   spec: IndexSpec | str, device: torch.device, fp16: bool = False,
                   on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -411,6 +422,7 @@ def cached_search(cache_dir: str | None, query_emb: np.ndarray, doc_emb: np.ndar
     from .io import read_json, save_npz, write_json
 
     spec = spec if isinstance(spec, IndexSpec) else IndexSpec(spec)
+    k = clamp_k(k, doc_ids)
     if not cache_dir:
         return search(query_emb, doc_emb, doc_ids, k, spec, device, fp16, on_progress)
     docs = "".join(distributed.all_gather_object(_digest(doc_emb, doc_ids)))

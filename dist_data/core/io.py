@@ -286,6 +286,26 @@ def _iter_source_selected(source: Source, local_ids: np.ndarray) -> Iterator[tup
             nxt = next(want, None)
 
 
+def require_fields(spec: str | Sequence[str], split: str, fields: dict[str, str]) -> None:
+    """Check that the first row of the input has every field asked for (``{flag: field name}``), so
+    that a misspelt key stops the run before it touches its output folder. Rows that are not
+    objects (lists, bad rows) are left to the reader.
+
+    Raises:
+        InputError: ``file:line: no field 'captoin' (--caption_key); its fields: caption, filepath``.
+    """
+    for source in resolve_sources(spec, split):
+        for line, value, _, _ in _iter_source(source):
+            if not isinstance(value, dict):
+                return
+            missing = [(flag, key) for flag, key in fields.items() if key not in value]
+            if missing:
+                flag, key = missing[0]
+                raise InputError(f"{source.path}:{line}: no field {key!r} (--{flag}); its fields: "
+                                 f"{', '.join(map(str, value))}")
+            return
+
+
 def read_rows(path: str) -> list[Row]:
     """Every row of one small file (jsonl/.gz, json, parquet, csv, tsv), with file and line."""
     kind = _kind_of(path)

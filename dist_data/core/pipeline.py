@@ -23,7 +23,7 @@ from .io import (BadRowError, Catalog, InputError, Row, build_catalog, get_texts
                  resolve_sources, write_json, write_json_list, write_lines)
 from .keys import global_first
 from .log import logger
-from .rundir import RunConflictError, RunDir, io_failure
+from .rundir import RunConflictError, RunDir, io_failure, release_held_locks
 
 
 # contrastors' filter_rows.py reads every ``ids_to_keep_*.json`` of a folder (one per writer)
@@ -394,14 +394,23 @@ def open_run(info: distributed.DistInfo, opts: "RunOptions", result_name: str) -
 
 def begin_run(info: distributed.DistInfo, run: RunDir) -> None:
     """After the inputs were read (and the model found): rank 0 records the run and removes an
-    earlier one it replaces; nothing of an earlier run is lost before this point."""
+    earlier one it replaces; nothing of an earlier run is lost before this point. A command that
+    writes nothing before its result need not call it: :func:`publish_outputs` begins the run, so
+    an earlier run is replaced only once the new result is ready."""
+    _begin(info.is_main, run)
+
+
+def _begin(is_main: bool, run: RunDir) -> None:
+    if run.begun:
+        return
     error = None
-    if info.is_main:
+    if is_main:
         try:
             run.begin()
         except OSError as e:
             error = e
     distributed.raise_if_any_failed(error)
+    run.begun = True
 
 
 # ---------------------------------------------------------------- options shared by the verbs
@@ -523,6 +532,8 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
                 if info.is_main:  # the same error on every rank (raise_if_any_failed): said once
                     logger.error("%s", problem)
                 sys.exit(2)
+            finally:
+                release_held_locks()  # every exit path: a failed run leaves its folder unlocked at once
     except KeyboardInterrupt:
         if int(os.environ.get("RANK", "0") or 0) == 0:
             print("interrupted; rerun the same command to resume", file=sys.stderr)
@@ -680,6 +691,7 @@ def publish_outputs(run: RunDir, rank: int, world_size: int, stats: Stats, name:
                 write_extra(run.file(extra_name))
         return name
 
+    _begin(rank == 0, run)
     write_parts(run, rank, [], None, rejects)
     merged = merge_outputs(run, rank, world_size, stats, False, False, merge_result=write)
     if merged is not None:

@@ -100,6 +100,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_HELD: set["FolderLock"] = set()  # the locks this process holds
+
+
+def release_held_locks() -> None:
+    """Release every lock this process holds: the way out of every run, finished or failed."""
+    for lock in list(_HELD):
+        lock.release()
+
+
 class FolderLock:
     """An exclusive lock on a folder, held by this process until :meth:`release` (or exit)."""
 
@@ -118,6 +127,7 @@ class FolderLock:
         for _ in range(2):
             if self._create(me):
                 self.held = True
+                _HELD.add(self)
                 atexit.register(self.release)
                 return
             holder = self._holder()
@@ -165,6 +175,7 @@ class FolderLock:
             return {}
 
     def release(self) -> None:
+        _HELD.discard(self)
         if self.held:
             self.held = False
             try:
@@ -187,6 +198,7 @@ class RunDir:
         self.cache_dir = os.path.join(path, "cache")
         self.lock = FolderLock(path)
         self.replace = False  # set by prepare: the earlier run's files go at begin()
+        self.begun = False  # set once begin() ran on rank 0 and every rank knows
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
