@@ -378,3 +378,76 @@ def test_overwrite_with_a_mistake_keeps_the_finished_run_and_the_users_files(nam
     code, _, err = invoke(cmd, {}, capsys, *flags, mistake, "--overwrite")
     assert code == 2 and "Traceback" not in err, err
     assert _files(tmp_path / "out") == finished
+
+
+# ---------------------------------------------------------------- bad rows: file:line, or counted rejects
+
+def _row_inputs(tmp, synsets) -> dict[str, tuple[list[dict], list[str]]]:
+    """Per command: valid rows of real text and the flags that read them."""
+    from dist_data.captions.classes import imagenet_classes
+
+    classes = imagenet_classes()[:len(synsets)]
+    return {
+        "filter": ([{"query": s.lemmas[0], "document": s.definition} for s in synsets], []),
+        "mine": ([{"query": s.lemmas[0], "document": s.definition} for s in synsets], ["--output_format=labeled-list"]),
+        "pretokenize": ([{"text": s.definition} for s in synsets], ["--seq_len=16"]),
+        "pairs": ([{"name": s.lemmas[0]} for s in synsets], []),
+        "triplets": ([{"title": s.lemmas[0], "description": s.definition, "category": s.lexfile} for s in synsets],
+                     []),
+        "catalog clean": ([{"name": s.lemmas[0], "category": s.lexfile} for s in synsets], []),
+        "captions label": ([{"caption": f"a {c.name} seen from above", "filepath": f"{i}.jpg"}
+                            for i, c in enumerate(classes)], []),
+        "laionet label": ([{"TEXT": f"a {c.name} seen from above"} for c in classes], []),
+    }
+
+
+BAD_ROWS = {"malformed_json": b'{"query": "a", \n', "invalid_utf8": b'{"x": "\xff\xfe"}\n',
+            "lone_surrogate": b'{"x": "\\ud800"}\n'}
+ROW_COMMANDS = ["filter", "mine", "pretokenize", "pairs", "triplets", "catalog clean", "captions label",
+                "laionet label"]
+
+
+@pytest.fixture(scope="module")
+def row_inputs(tmp_path_factory):
+    from dist_data.text.wordnet import iter_synsets
+
+    synsets = [s for s in iter_synsets(pos="n") if s.examples][100:112]
+    return _row_inputs(tmp_path_factory.mktemp("rows"), synsets)
+
+
+def _write_with_bad_rows(path, rows: list[dict], bad: list[bytes]) -> None:
+    """The rows as jsonl with the bad lines at lines 3, 5, ... (each bad line replaces nothing)."""
+    lines = [json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows]
+    for i, b in enumerate(bad):
+        lines.insert(2 + 2 * i, b.replace(b'"x"', b'"' + next(iter(rows[0])).encode() + b'"'))
+    path.write_bytes(b"".join(lines))
+
+
+@pytest.mark.parametrize("name", ROW_COMMANDS)
+@pytest.mark.parametrize("kind", list(BAD_ROWS))
+def test_a_bad_row_stops_the_run_naming_file_and_line(name, kind, row_inputs, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == name)
+    rows, extra = row_inputs[name]
+    path = tmp_path / "rows.jsonl"
+    _write_with_bad_rows(path, rows, [BAD_ROWS[kind]])
+    flag = {"captions label": "captions", "laionet label": "laion"}.get(name, "dataset")
+    code, _, err = invoke(cmd, {flag: str(path), "output_dir": str(tmp_path / "out")}, capsys, "--noprogress", *extra)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{path}:3" in err, err
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("name", ROW_COMMANDS)
+def test_bad_rows_are_set_aside_and_counted_with_skip(name, row_inputs, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == name)
+    rows, extra = row_inputs[name]
+    path = tmp_path / "rows.jsonl"
+    _write_with_bad_rows(path, rows, list(BAD_ROWS.values()))
+    flag = {"captions label": "captions", "laionet label": "laion"}.get(name, "dataset")
+    code, _, err = invoke(cmd, {flag: str(path), "output_dir": str(tmp_path / "out")}, capsys, "--noprogress",
+                          "--on_bad_rows=skip", *extra)
+    assert code == 0, err
+    rejects = [json.loads(line) for line in open(tmp_path / "out" / "rejects.jsonl", encoding="utf-8")]
+    assert sorted(r["line"] for r in rejects) == [3, 5, 7], rejects
+    counts = json.loads((tmp_path / "out" / "stats.json").read_text())["counts"]
+    assert sum(counts["rejected"].values()) == 3, counts

@@ -215,9 +215,13 @@ def _iter_source(source: Source, start: int = 0) -> Iterator[tuple[int, Any, str
                 yield lineno, {"text": text}, None, None
                 continue
             try:
-                yield lineno, json.loads(text), text, None
+                value = json.loads(text)
             except json.JSONDecodeError as e:
                 yield lineno, None, text, f"malformed JSON ({e.msg} at column {e.colno})"
+                continue
+            # a \ud800 escape is valid JSON but no text: a lone surrogate (only escapes can make one)
+            where = _bad_unicode(value) if "\\u" in text else None
+            yield (lineno, None, text, f"a lone surrogate {where}") if where else (lineno, value, text, None)
     elif source.kind == "json":
         # Undecodable bytes are kept as lone surrogates and make their record a bad row (below).
         with open(source.path, encoding="utf-8-sig", errors="surrogateescape") as f:
