@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from .core.io import InputError, read_json, require_dir, save_dataset, save_npz, write_json
+from .core.errors import InputError
+from .core.read import read_json, require_dir
+from .core.write import save_dataset, save_npz, write_json
 from .core import cli
 from .core.cli import Options, at_least, flag, non_empty, one_of, required
 from .core.paths import INPUT, OUTPUT_DIR
@@ -227,7 +229,8 @@ def collection_pairs(path: str) -> tuple[str, list[tuple[str, str]]]:
     Raises:
         BadRowError: a row that does not follow the file's schema (file and line named).
     """
-    from .core.io import BadRowError, read_rows
+    from .core.errors import BadRowError
+    from .core.read import read_rows
 
     rows = read_rows(path)
     if not rows:

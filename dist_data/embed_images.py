@@ -40,9 +40,12 @@ from .core import cli, distributed
 from .core.cli import CommonOptions, Options, at_least, flag, non_empty, one_of, required
 from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR
 from .core.embed import BATCHES_PER_BLOCK
-from .core.io import InputError, read_json, write_json, write_lines
+from .core.errors import InputError
+from .core.read import read_json
+from .core.write import write_json, write_lines
 from .core.log import logger
-from .core.pipeline import begin_run, open_run, peak_rss_mib, run_entry_point
+from .core.run import begin_run, open_run, run_entry_point
+from .core.stats import peak_rss_mib
 from .core.rundir import remove_paths
 from .image.embed import (EmbedSettings, SplitCounts, embed_split, list_parts, log_split, part_path, stack_parts,
                           write_split_meta)

@@ -42,9 +42,13 @@ from .core import cli, distributed
 from .core.cli import CommonOptions, flag, non_empty, one_of, required
 from .core.paths import INPUT, OUTPUT_DIR
 from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, load_model, spec_for
-from .core.io import InputError, read_json, save_npz, write_json
+from .core.errors import InputError
+from .core.read import read_json
+from .core.write import save_npz, write_json
 from .core.log import logger, progress
-from .core.pipeline import ModelOptions, Stats, fmt_rows, run_entry_point
+from .core.options import ModelOptions
+from .core.run import run_entry_point
+from .core.stats import fmt_rows, Stats
 from .core.rundir import FolderLock, RunConflictError, flag_diff, refuse_other_flags, remove_paths
 from .text.mteb_hub import dataset_dirs
 from .text.tasks import (RERANKING_LAYOUTS, TASK_TYPES, TaskRef, beir_table, load_split, local_splits, npz_split_name,

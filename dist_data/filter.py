@@ -28,8 +28,12 @@ from .core.cli import at_least, flag, non_empty
 from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.log import logger, progress
-from .core.pipeline import (IDS_NAME, PairOptions, Stats, begin_run, cache_root, embed_pairs, fmt_rows, merge_outputs,
-                            open_run, read_stage, record_search, report_scores, run_entry_point, write_parts)
+from .core.embed import cache_root, embed_pairs
+from .core.options import PairOptions
+from .core.read import read_stage
+from .core.report import record_search, report_scores
+from .core.run import begin_run, IDS_NAME, merge_outputs, open_run, run_entry_point, write_parts
+from .core.stats import fmt_rows, Stats
 from .core.keys import KeyedVectors, Owners
 from .core.select import consistency_keep
 from .text.wordnet import SAMPLE_PAIRS

@@ -31,9 +31,11 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import cli, distributed
 from .core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
 from .core.paths import INPUT, OUTPUT_DIR
-from .core.io import BadRowError, InputError, read_json, require_dir, save_dataset, write_json
+from .core.errors import BadRowError, InputError
+from .core.read import read_json, require_dir
+from .core.write import save_dataset, write_json
 from .core.log import logger
-from .core.pipeline import run_entry_point
+from .core.run import run_entry_point
 from .core.rundir import RunConflictError, flag_diff, refuse_other_flags, remove_paths
 from .text.mteb_hub import dataset_dir
 from .text.tasks import STS_SCALE, TASK_TYPES, TRAIN_SPLITS, beir_table, load_split, local_splits, resolve_tasks, seeded_rng

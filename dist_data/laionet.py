@@ -48,10 +48,15 @@ from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE
 from .core.embed import check_model
-from .core.io import BadRowError, InputError, join_parquet, require_fields, resolve_sources, write_parquet
+from .core.errors import BadRowError, InputError
+from .core.read import require_fields, resolve_sources
+from .core.write import join_parquet, write_parquet
 from .core.log import logger, progress
-from .core.pipeline import (REJECTED, ModelOptions, RunFolderOptions, RunOptions, Stats, begin_run, embed_by_block,
-                            fmt_rows, open_run, parse_or_reject, plan_blocks, run_commands, text_embedder)
+from .core.embed import embed_by_block, text_embedder
+from .core.options import ModelOptions, RunFolderOptions, RunOptions
+from .core.read import parse_or_reject, plan_blocks, REJECTED
+from .core.run import begin_run, open_run, run_commands
+from .core.stats import fmt_rows, Stats
 
 LISTS_NAME = "wnid_to_laion_indices.json"
 
@@ -561,7 +566,7 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
     counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], known)[None, :]).sum(0)
 
     def topk(path: str) -> None:
-        from .core.io import save_npz
+        from .core.write import save_npz
 
         save_npz(path, reference_index=all_ref_keys, wnid_label=all_labels, laion_index=all_ids, score=all_scores)
 
@@ -584,7 +589,7 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions) -> dict |
     main_cols = load_columns(opts.df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
     extra_cols = load_columns(opts.t2t_df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
     ref_labels = []
-    from .core.io import read_rows
+    from .core.read import read_rows
 
     for row in read_rows(opts.references):
         value = row.value if isinstance(row.value, dict) else {}

@@ -39,9 +39,12 @@ from .core.cli import at_least, cosine, flag, non_empty, one_of
 from .core.paths import INPUT, INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.log import logger, progress
-from .core.io import read_lines, write_folder_atomically
-from .core.pipeline import (PairOptions, Stats, begin_run, cache_root, fmt_rows, merge_outputs, open_run,
-                            record_search, report_scores, run_entry_point, write_parts)
+from .core.write import read_lines, write_folder_atomically
+from .core.embed import cache_root
+from .core.options import PairOptions
+from .core.report import record_search, report_scores
+from .core.run import begin_run, merge_outputs, open_run, run_entry_point, write_parts
+from .core.stats import fmt_rows, Stats
 from .text.formats import FORMATS, QUERY_FORMATS, dumps, pair_rows, query_row, write_nomic_folder
 from .text.mining import (PositiveSets, embed_stage, fetch_records, join_input_negatives, pair_scores, read_beir,
                           read_pairs, rerank_stage)

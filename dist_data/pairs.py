@@ -37,12 +37,15 @@ from .core import cli, distributed, index
 from .core.cli import at_least, cosine, flag, in_range, non_empty, one_of, required
 from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
-from .core.io import atomic_open, read_lines, write_lines
+from .core.write import atomic_open, read_lines, write_lines
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
 from .core.log import logger, progress
-from .core.pipeline import (INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions, Stats, begin_run, cache_root, embed_by_block,
-                            fmt_rows, open_run, publish_outputs, read_stage, record_search, report_scores,
-                            run_entry_point, text_embedder)
+from .core.embed import cache_root, embed_by_block, text_embedder
+from .core.options import INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions
+from .core.read import read_stage
+from .core.report import record_search, report_scores
+from .core.run import begin_run, open_run, publish_outputs, run_entry_point
+from .core.stats import fmt_rows, Stats
 from .core.select import exact_scores
 
 RESULT_NAME = "pairs.jsonl"

@@ -36,11 +36,15 @@ from .core.cli import at_least, flag, non_empty, one_of
 from .core.paths import INPUT_SPEC
 from .core.dedup import content_hash
 from .core.embed import DEFAULT_MODEL, check_model, resolve_model
-from .core.io import BadRowError, InputError, atomic_open, get_texts, resolve_sources, save_npz
+from .core.errors import BadRowError, InputError
+from .core.read import get_texts, resolve_sources
+from .core.write import atomic_open, save_npz
 from .core.log import logger, progress
 from .text.pack import SPECIALS, Layout, PackStats, pack_slice
-from .core.pipeline import (REJECTED, RunOptions, Stats, begin_run, fmt_rows, merge_outputs, open_run,
-                            parse_or_reject, plan_blocks, run_entry_point, write_parts)
+from .core.options import RunOptions
+from .core.read import parse_or_reject, plan_blocks, REJECTED
+from .core.run import begin_run, merge_outputs, open_run, run_entry_point, write_parts
+from .core.stats import fmt_rows, Stats
 from .text.wordnet import SAMPLE_TEXT
 
 RESULT_NAME = "dataset"

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from dist_data.core import cli, paths
-from dist_data.core.pipeline import RunFolderOptions
+from dist_data.core.options import RunFolderOptions
 from dist_data.core.rundir import LOCK_NAME, FolderLock, RunConflictError, RunDir
 from dist_data.registry import VERBS, Command, commands
 

@@ -245,7 +245,7 @@ def test_first_occurrences_and_positive_sets_are_found_on_home_ranks():
 
 
 def test_more_ranks_than_gpus_is_one_clear_error(monkeypatch):
-    from dist_data.core.io import InputError
+    from dist_data.core.errors import InputError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

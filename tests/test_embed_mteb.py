@@ -167,7 +167,7 @@ def csrv2_reranking_classes(path):
 
 
 def test_reranking_npz_is_csrv2s_layout_and_offsets_on_request(embedded, model, tmp_path):
-    from dist_data.core.io import InputError
+    from dist_data.core.errors import InputError
     from dist_data.text.tasks import load_reranking
 
     data, out, _ = embedded

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from conftest import run_cli
-from dist_data.core.io import InputError
+from dist_data.core.errors import InputError
 from dist_data.image import imagenet
 from dist_data.core.compat import _is_op_mismatch
 

@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import wordnet_pairs, write_jsonl
-from dist_data.core.io import (BadRowError, InputError, atomic_open, build_catalog, get_texts, merge_files,
-                          resolve_sources)
+from dist_data.core.errors import BadRowError, InputError
+from dist_data.core.read import build_catalog, get_texts, resolve_sources
+from dist_data.core.write import atomic_open, merge_files
 
 KEYS = ["query", "document"]
 
@@ -172,7 +173,7 @@ def test_a_csv_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
 
 
 def test_a_string_pos_is_never_a_positive(tmp_path):
-    from dist_data.core.io import get_query_positives
+    from dist_data.text.layouts import get_query_positives
 
     path = write_jsonl(tmp_path / "p.jsonl", [{"query": "benthos", "document": "sea-floor life", "pos": "n"}])
     _, got = read_all(path)

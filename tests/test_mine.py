@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import run_cli, run_killed, wordnet_beir, wordnet_pairs, write_jsonl
-from dist_data.core.io import beir_join
+from dist_data.text.layouts import beir_join
 from dist_data.core.select import canonical_topk, select_negatives
 from dist_data.text.wordnet import iter_synsets
 

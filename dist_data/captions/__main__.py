@@ -32,10 +32,12 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from ..core import distributed
 from ..core.cli import at_least, flag, non_empty, one_of, required
 from ..core.paths import INPUT, INPUT_SPEC, OUTPUT_NAME
-from ..core.io import read_rows, require_fields, resolve_sources
+from ..core.read import read_rows, require_fields, resolve_sources
 from ..core.log import logger
-from ..core.pipeline import (REJECTED, RunFolderOptions, RunOptions, Stats, begin_run, fmt_rows, open_run,
-                             parse_or_reject, plan_blocks, run_commands)
+from ..core.options import RunFolderOptions, RunOptions
+from ..core.read import parse_or_reject, plan_blocks, REJECTED
+from ..core.run import begin_run, open_run, run_commands
+from ..core.stats import fmt_rows, Stats
 from . import label as labelling
 from . import tables
 from .classes import imagenet100_labels, imagenet_classes, read_class_names

@@ -21,9 +21,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..core import distributed
-from ..core.io import InputError, atomic_open
+from ..core.errors import InputError
+from ..core.write import atomic_open
 from ..core.log import logger, progress
-from ..core.pipeline import Stats
+from ..core.stats import Stats
 from .classes import wnid_to_label
 from .laion import INDEX, TEXT, img2dataset_row
 

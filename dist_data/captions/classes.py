@@ -22,7 +22,8 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..core.io import InputError, atomic_open
+from ..core.errors import InputError
+from ..core.write import atomic_open
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 CLASS_TABLE = os.path.join(DATA_DIR, "imagenet_classes.json")

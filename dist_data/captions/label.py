@@ -19,9 +19,12 @@ import numpy as np
 
 from ..core.dedup import content_hash
 from ..core import distributed
-from ..core.io import BadRowError, InputError, Row, atomic_open, read_json, write_json
+from ..core.errors import BadRowError, InputError
+from ..core.read import read_json, Row
+from ..core.write import atomic_open, write_json
 from ..core.log import progress
-from ..core.pipeline import REJECTED, BlockSlice, Stats, parse_or_reject
+from ..core.read import BlockSlice, parse_or_reject, REJECTED
+from ..core.stats import Stats
 from .lemmas import LemmaMatcher
 from .tables import one_line, tsv_text
 

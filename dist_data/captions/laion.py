@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.io import BadRowError, Row
+from ..core.errors import BadRowError
+from ..core.read import Row
 from .classes import ImageNetClass
 
 INDEX = "laion_index"

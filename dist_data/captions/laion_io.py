@@ -9,8 +9,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core import distributed
-from ..core.io import BadRowError, InputError, atomic_open
-from ..core.pipeline import REJECTED, Stats, parse_or_reject, plan_blocks
+from ..core.errors import BadRowError, InputError
+from ..core.write import atomic_open
+from ..core.read import parse_or_reject, plan_blocks, REJECTED
+from ..core.stats import Stats
 from .classes import wnid_to_label
 from .laion import INDEX, TEXT
 from .tables import one_line

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from ..core import distributed
-from ..core.pipeline import Stats, open_run, publish_outputs
+from ..core.run import open_run, publish_outputs
+from ..core.stats import Stats
 from ..core.rundir import RunDir
 from .classes import write_class_frequency
 

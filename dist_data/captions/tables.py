@@ -21,7 +21,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..core.io import BadRowError, InputError, atomic_open
+from ..core.errors import BadRowError, InputError
+from ..core.write import atomic_open
 
 _BREAKS = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
 

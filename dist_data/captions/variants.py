@@ -19,7 +19,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..core.io import BadRowError, Row
+from ..core.errors import BadRowError
+from ..core.read import Row
 from .classes import imagenet_classes
 from .tables import one_line
 

@@ -21,10 +21,13 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from ..core import distributed
 from ..core.cli import flag, non_empty, one_of, required
 from ..core.paths import INPUT_SPEC
-from ..core.io import atomic_open, build_catalog, resolve_sources, write_parquet
+from ..core.read import build_catalog, resolve_sources
+from ..core.write import atomic_open, write_parquet
 from ..core.log import logger
-from ..core.pipeline import (REJECTED, RunOptions, Stats, fmt_rows, open_run, parse_or_reject,
-                             publish_outputs, run_commands)
+from ..core.options import RunOptions
+from ..core.read import parse_or_reject, REJECTED
+from ..core.run import open_run, publish_outputs, run_commands
+from ..core.stats import fmt_rows, Stats
 from .clean import clean_rows, prepare
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.io import BadRowError, Row
+from ..core.errors import BadRowError
+from ..core.read import Row
 from ..core.select import PAD_ID, select_negatives
 
 POSITIVES = ("random_same_category", "nearest_same_category")

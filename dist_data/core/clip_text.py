@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .compat import prepare_torchvision
-from .io import InputError
+from .errors import InputError
 from .log import logger
 
 PREFIX = "open_clip:"

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -50,8 +52,6 @@ def init(timeout_minutes: int = 120) -> DistInfo:
     if torch.cuda.is_available():
         gpus, local_world = torch.cuda.device_count(), _env_int("LOCAL_WORLD_SIZE", 1)
         if local_world > gpus:  # nccl takes one rank per device; two ranks on one GPU fail obscurely
-            from .io import InputError
-
             raise InputError(f"{local_world} ranks on this node but {gpus} CUDA device(s): run one rank per GPU "
                              f"(--nproc-per-node={gpus}), or CPU ranks with CUDA_VISIBLE_DEVICES=''")
         torch.cuda.set_device(local_rank)

@@ -13,14 +13,24 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 
 from .dedup import content_hash
-from .io import InputError, save_npy
+from .errors import InputError
+from .write import save_npy
 from .log import logger
+
+from . import distributed
+from .keys import global_first
+from .read import Shard
+from .rundir import RunDir
+from .stats import Stats
+
+if TYPE_CHECKING:
+    from .options import ModelOptions, PairOptions
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _SHIPPED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"}
@@ -280,3 +290,97 @@ class BlockEmbedder:
                     emb = torch.nn.functional.normalize(emb, dim=-1)
                 out[torch.from_numpy(rows).to(model.device)] = emb
         return out.cpu().numpy()
+
+
+
+# ---------------------------------------------------------------- embedding
+
+def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequence[str], block_rows: int,
+                   role: str, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Embed this rank's rows block by block (a block = ``block_rows`` consecutive positions)."""
+    blocks = positions // block_rows
+    out = []
+    bounds = np.flatnonzero(np.diff(blocks)) + 1
+    for chunk in np.split(np.arange(len(positions)), bounds):
+        if len(chunk) == 0:
+            continue
+        out.append(embedder.embed([texts[i] for i in chunk], f"{role}-{int(blocks[chunk[0]]):07d}"))
+        if progress:
+            progress(len(chunk))
+    if not out:
+        return embedder.embed([], f"{role}-empty")
+    return np.concatenate(out)
+
+
+@dataclass
+class PairEmbeddings:
+    """This rank's query vectors (one per row) and the vectors of the documents it holds first."""
+
+    query_emb: np.ndarray  # (n, d) float32
+    doc_ids: np.ndarray  # (n,) int64 id of each row's document (position of its first appearance)
+    is_first: np.ndarray  # (n,) bool: this row is its document's first appearance
+    doc_emb: np.ndarray  # (is_first.sum(), d) float32
+    first_docs: list[str]
+
+
+def cache_root(run: RunDir, opts: "PairOptions") -> str:
+    """Where embedding blocks and search results are cached: ``--cache_dir`` (shared by runs: its
+    entries are keyed by content) or the run folder's ``cache/``."""
+    return opts.cache_dir or run.cache_dir
+
+
+def query_document_embedders(info: distributed.DistInfo, run: RunDir,
+                             opts: "PairOptions") -> tuple[BlockEmbedder, BlockEmbedder]:
+    """One model, two block embedders (queries, documents: each its prompt and length), caching blocks."""
+    from .embed import load_model, resolve_prompt, spec_for
+
+    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)
+    roles = (("query", opts.query_prompt, opts.query_prompt_name, opts.query_max_seq_length, "query_prompt_name"),
+             ("document", opts.document_prompt, opts.corpus_prompt_name, opts.document_max_seq_length,
+              "corpus_prompt_name"))
+    return tuple(BlockEmbedder(model, spec_for(model, opts.model_name, opts.revision,
+                                               resolve_prompt(model, prompt, name, role, flag), opts.dtype,
+                                               opts.batch_size, max_len or opts.max_seq_length, role,
+                                               opts.batch_tokens),
+                               cache_root(run, opts))
+                 for role, prompt, name, max_len, flag in roles)
+
+
+def text_embedder(info: distributed.DistInfo, run: RunDir, opts: "ModelOptions",
+                  checkpoint: str | None = None) -> BlockEmbedder:
+    """One block embedder of ``--model_name`` with no prompt (texts compared with texts of their own
+    kind), caching blocks; an open_clip tower's ``checkpoint`` file is part of its cache key."""
+    from .embed import load_model, spec_for
+
+    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, checkpoint)
+    name_tag = opts.model_name + (f" {checkpoint} {os.path.getsize(checkpoint)}" if checkpoint else "")
+    return BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
+                                         opts.max_seq_length, "", opts.batch_tokens),
+                         getattr(opts, "cache_dir", None) or run.cache_dir)
+
+
+def count_cache_hits(info: distributed.DistInfo, stats: Stats, run: RunDir, embedders: Sequence[BlockEmbedder]) -> None:
+    """Record this rank's blocks served from the cache; rank 0 logs the total (a resumed run)."""
+    hits = distributed.all_gather_object(sum(e.cache_hits for e in embedders))
+    stats.add("cached_blocks", hits[info.rank])
+    if sum(hits) and info.is_main:
+        logger.info("embed: %d block(s) served from the cache in %s", sum(hits), embedders[0].cache_dir)
+
+
+def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Shard, queries: Sequence[str],
+                documents: Sequence[str], opts: "PairOptions", block_rows: int) -> PairEmbeddings:
+    """The embed stage of a pairs pipeline: every query, and each distinct document once."""
+    from .log import progress
+
+    with stats.stage("embed") as rec:
+        doc_ids = global_first(shard.positions, documents)
+        is_first = doc_ids == shard.positions
+        embedders = query_document_embedders(info, run, opts)
+        first_docs = [documents[i] for i in np.flatnonzero(is_first)]
+        rec["rows"] = len(queries) + len(first_docs)
+        with progress(rec["rows"], "embed", opts.progress and info.is_main) as bar:
+            query_emb = embed_by_block(embedders[0], shard.positions, queries, block_rows, "query", bar.update)
+            doc_emb = embed_by_block(embedders[1], shard.positions[is_first], first_docs, block_rows, "document",
+                                     bar.update)
+        count_cache_hits(info, stats, run, embedders)
+    return PairEmbeddings(query_emb, doc_ids, is_first, doc_emb, first_docs)

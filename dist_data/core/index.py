@@ -419,7 +419,8 @@ def cached_search(cache_dir: str | None, query_emb: np.ndarray, doc_emb: np.ndar
     back instead of searching; the canonical top-k is a prefix of a longer canonical list.
     ``timings["cached"]`` says whether every rank read its results back.
     """
-    from .io import read_json, save_npz, write_json
+    from .read import read_json
+    from .write import save_npz, write_json
 
     spec = spec if isinstance(spec, IndexSpec) else IndexSpec(spec)
     k = clamp_k(k, doc_ids)

@@ -5,11 +5,19 @@ and ``scores.png`` histograms, so thresholds and margins are chosen by looking a
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .io import atomic_open
+from .write import atomic_open
+
+from . import distributed
+from .log import logger
+from .rundir import RunDir
+from .stats import Stats
+
+if TYPE_CHECKING:
+    from .options import PairOptions
 
 QUANTILES = (("min", 0.0), ("25%", 0.25), ("50%", 0.5), ("75%", 0.75), ("max", 1.0))
 
@@ -64,3 +72,57 @@ def write_histograms(path: str, title: str, panels: Sequence[tuple[str, dict[str
     plt.close(fig)
     with atomic_open(path, "wb") as f:
         f.write(buf.getvalue())
+
+
+
+# ---------------------------------------------------------------- the search
+
+def record_search(info: distributed.DistInfo, stats: Stats, opts: "PairOptions", timings: dict[str, Any],
+                  own_documents: int, depth: int) -> None:
+    """The index stage (this rank's documents) and, in ``stats.index``, the index used and, for an
+    approximate one, its recall@k against exact search; logged on rank 0."""
+    stats.record("index", own_documents, timings["index_seconds"])
+    spec = opts.index_spec()
+    stats.index = {"mode": spec.mode, "depth": depth, "backend": timings["backend"],
+                   **({"nlist": spec.nlist or "auto", "nprobe": spec.nprobe} if spec.mode == "ivf" else {}),
+                   **({"hnsw_m": spec.hnsw_m, "ef_search": spec.ef_search} if spec.mode == "hnsw" else {}),
+                   **({"recall": timings["recall"]} if "recall" in timings else {})}
+    if not info.is_main:
+        return
+    if timings.get("cached"):
+        logger.info("search: results read back from the cache (same vectors, k=%d)", depth)
+    if "recall" in timings:
+        recall = timings["recall"]
+        logger.info("index: %s recall against exact search on %d sampled queries: %s", spec.mode,
+                    recall["recall_queries"], ", ".join(f"{k} {v:.4f}" for k, v in recall.items() if k != "recall_queries"))
+
+
+# ---------------------------------------------------------------- what the scores look like
+
+REPORT_ROWS = 1_000_000  # rows of each score column rank 0 holds for the quantiles and histograms
+
+
+def report_scores(info: distributed.DistInfo, run: RunDir, stats: Stats, title: str,
+                  columns: dict[str, np.ndarray], panels: Sequence[tuple[str, Sequence[str], str]],
+                  extra: dict[str, np.ndarray] | None = None) -> None:
+    """Quantile tables of ``columns`` over all ranks into ``stats.json`` (``scores``), logged as a
+    table, and ``scores.png``: one histogram panel per ``(title, column names, x label)``.
+    ``extra`` columns are plotted but not tabled (e.g. ranks). Collective; rank 0 writes.
+
+    Up to :data:`REPORT_ROWS` rows of a column are exact; past that every rank sends every
+    ``step``-th of its rows (``sampled_1_in`` in the table), so rank 0's memory stays bounded.
+    """
+    from .report import describe, score_table, write_histograms
+
+    gathered = {}
+    for name, values in {**columns, **(extra or {})}.items():
+        step = max(1, -(-sum(distributed.all_gather_object(len(values))) // REPORT_ROWS))
+        gathered[name] = (distributed.gather_array(np.asarray(values, dtype=np.float32)[::step]), step)
+    if not info.is_main:
+        return
+    stats.scores = {n: {**describe(gathered[n][0]), **({"sampled_1_in": gathered[n][1]} if gathered[n][1] > 1 else {})}
+                    for n in columns}
+    logger.info("scores:\n%s", score_table(stats.scores))
+    run.record(["scores.png"])
+    write_histograms(run.file("scores.png"), title,
+                     [(t, {n: gathered[n][0] for n in cols}, x) for t, cols, x in panels])

@@ -35,7 +35,8 @@ import socket
 import sys
 from typing import Any, Iterable
 
-from .io import read_json, write_json
+from .read import read_json
+from .write import write_json
 from .log import logger
 
 LOCK_NAME = ".dist_data.lock"

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.io import InputError
+from ..core.errors import InputError
 from ..core.log import logger
 from ..core.compat import import_torchvision
 

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ..core import distributed
-from ..core.io import InputError, save_npz, write_json
+from ..core.errors import InputError
+from ..core.write import save_npz, write_json
 from ..core.log import logger, progress
 from .backbones import Backbone, pil_transform
 from .sources import DecodedImages, ImageSource, ffcv_batches

@@ -17,7 +17,8 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from ..core.io import InputError, atomic_open
+from ..core.errors import InputError
+from ..core.write import atomic_open
 from ..core.log import logger
 
 WNID = re.compile(r"^n\d{8}$")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core.io import InputError
+from ..core.errors import InputError
 
 
 @dataclass(frozen=True)

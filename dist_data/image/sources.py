@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..core.io import InputError
+from ..core.errors import InputError
 from ..core.log import logger
 from ..core.compat import import_torchvision
 

@@ -15,7 +15,8 @@ import json
 import os
 from typing import Any, Iterable, Sequence
 
-from ..core.io import atomic_open, beir_join, write_json
+from ..core.write import atomic_open, write_json
+from .layouts import beir_join
 
 PAIR_FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list", "nomic")
 QUERY_FORMATS = ("tevatron", "flagembedding")

@@ -23,10 +23,15 @@ import numpy as np
 
 from ..core import distributed
 from ..core.dedup import text_hashes
-from ..core.io import BadRowError, beir_join, get_beir_document, get_beir_query, get_query_positives_negatives, read_qrels
+from ..core.errors import BadRowError
+from .layouts import beir_join, get_beir_document, get_beir_query, get_query_positives_negatives, read_qrels
 from ..core.keys import KeyedVectors, Owners, global_first
 from ..core.log import logger, progress
-from ..core.pipeline import PairOptions, RunDir, Stats, count_cache_hits, embed_by_block, query_document_embedders, read_stage, reject_reason
+from ..core.embed import count_cache_hits, embed_by_block, query_document_embedders
+from ..core.options import PairOptions
+from ..core.read import read_stage, reject_reason
+from ..core.rundir import RunDir
+from ..core.stats import Stats
 from ..core.select import PAD_ID, canonical_topk, exact_scores
 
 

@@ -36,7 +36,9 @@ from collections.abc import Mapping
 from typing import Any, Iterable, Iterator
 
 from ..core import distributed
-from ..core.io import InputError, beir_join, write_json
+from ..core.errors import InputError
+from ..core.write import write_json
+from .layouts import beir_join
 from ..core.log import logger
 from .tasks import SPLIT_ORDER, TaskRef, dataset_folder
 

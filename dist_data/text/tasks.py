@@ -23,8 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.io import (BadRowError, InputError, Row, beir_join, get_beir_document, get_beir_query, read_qrels,
-                 read_rows)
+from ..core.errors import BadRowError, InputError
+from ..core.read import read_rows, Row
+from .layouts import beir_join, get_beir_document, get_beir_query, read_qrels
 
 TASK_TYPES = {
     "classification": "Classification",

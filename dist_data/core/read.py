@@ -1,7 +1,9 @@
-"""Input discovery, row streaming with provenance, and atomic output files.
+"""The one reader: input discovery, row streaming with provenance, row validation, sampling and
+sharding.
 
 Rows are identified by a global id: their position in file order over all input files (blank
-lines are not rows). Every row carries its file and line so a bad one can be named exactly.
+lines are not rows). Every row carries its file and line so a bad one can be named exactly; a bad
+row is an error naming them, or a counted reject under ``--on_bad_rows=skip``.
 """
 
 from __future__ import annotations
@@ -9,36 +11,22 @@ from __future__ import annotations
 import csv
 import glob as globlib
 import gzip
-import io
 import json
 import os
-import shutil
-import zipfile
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 import numpy as np
+
+from . import distributed
+from .errors import BadRowError, InputError
+from .log import logger
+from .stats import fmt_rows, Stats
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".json.gz")
 SUFFIXES = JSONL_SUFFIXES + (".json", ".parquet", ".csv", ".tsv", ".txt", ".txt.gz")
 _HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
-
-
-class InputError(ValueError):
-    """A user-facing problem with the input (path, format); printed as one line."""
-
-
-class BadRowError(ValueError):
-    """A malformed row, named by file and line."""
-
-    def __init__(self, source: str, line: int, reason: str):
-        super().__init__(f"{source}:{line}: {reason}")
-        self.source, self.line, self.reason = source, line, reason
-
-    def __reduce__(self):  # picklable, so it can travel between ranks
-        return (BadRowError, (self.source, self.line, self.reason))
 
 
 @dataclass(frozen=True)
@@ -363,8 +351,6 @@ class Catalog:
 
 def build_catalog(sources: Sequence[Source], rank: int = 0, world_size: int = 1) -> Catalog:
     """Count rows per source, the sources dealt round-robin over ranks, then shared."""
-    from . import distributed
-
     mine = {i: count_rows(s) for i, s in enumerate(sources) if i % world_size == rank}
     counts: dict[int, int] = {}
     for part in distributed.all_gather_object(mine):
@@ -372,7 +358,7 @@ def build_catalog(sources: Sequence[Source], rank: int = 0, world_size: int = 1)
     return Catalog(tuple(sources), tuple(counts[i] for i in range(len(sources))))
 
 
-def _text(row: Row, name: str, text: Any) -> str:
+def checked_text(row: Row, name: str, text: Any) -> str:
     """``text`` checked: a non-empty string of valid Unicode, or a :class:`BadRowError` naming the row.
 
     A lone surrogate (``"\\ud800"`` is valid JSON) would crash the tokenizer on whichever rank
@@ -388,7 +374,7 @@ def _text(row: Row, name: str, text: Any) -> str:
     return text
 
 
-def _parsed(row: Row) -> Any:
+def row_value(row: Row) -> Any:
     if row.error is not None:
         raise BadRowError(row.source, row.line, row.error)
     return row.value
@@ -400,7 +386,7 @@ def get_texts(row: Row, keys: Sequence[str]) -> list[str]:
     Raises:
         BadRowError: naming file, line and what is wrong (missing key, non-string, empty text).
     """
-    value = _parsed(row)
+    value = row_value(row)
     texts = []
     for pos, key in enumerate(keys):
         if isinstance(value, dict):
@@ -413,189 +399,8 @@ def get_texts(row: Row, keys: Sequence[str]) -> list[str]:
             text = value[pos]
         else:
             raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object or a list")
-        texts.append(_text(row, key, text))
+        texts.append(checked_text(row, key, text))
     return texts
-
-
-def get_query_positives(row: Row, query_key: str, document_key: str) -> tuple[str, list[str]]:
-    """A query and its positives from any of the pair layouts of sentence-transformers' training data.
-
-    - ``{query_key: q, document_key: d}`` (one positive);
-    - ``{query_key: q, "pos": [d, ...]}`` (``"neg"``: see :func:`get_query_positives_negatives`);
-    - ``{"set": [q, d, ...]}``: the first item is the query, the rest its positives;
-    - ``[q, d, ...]``: a list row; the first item is the query, the second its positive (further
-      items, the negatives of a triplet, are not used).
-    """
-    return get_query_positives_negatives(row, query_key, document_key, False)[:2]
-
-
-def get_query_positives_negatives(row: Row, query_key: str, document_key: str,
-                                  with_negatives: bool = True) -> tuple[str, list[str], list[str]]:
-    """:func:`get_query_positives` and the row's own negatives (``neg``, ``negative``,
-    ``negative_N``, or a list row's items after the positive); none when ``with_negatives`` is off."""
-    value = _parsed(row)
-    if isinstance(value, list):
-        if len(value) < 2:
-            raise BadRowError(row.source, row.line, f"list row has {len(value)} item(s), expected [query, positive, ...]")
-        negatives = [_text(row, f"item {i}", t) for i, t in enumerate(value[2:], 2)] if with_negatives else []
-        return _text(row, "item 0", value[0]), [_text(row, "item 1", value[1])], negatives
-    if not isinstance(value, dict):
-        raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object or a list")
-    query, positives = _dict_query_positives(row, value, query_key, document_key)
-    return query, positives, _input_negatives(row, value) if with_negatives else []
-
-
-def _dict_query_positives(row: Row, value: dict, query_key: str, document_key: str) -> tuple[str, list[str]]:
-    if "set" in value and query_key not in value:
-        items = value["set"]
-        if not isinstance(items, list) or len(items) < 2:
-            raise BadRowError(row.source, row.line, "'set' must be a list of at least 2 texts [query, positive, ...]")
-        return _text(row, "set[0]", items[0]), [_text(row, f"set[{i}]", t) for i, t in enumerate(items[1:], 1)]
-    if query_key not in value:
-        raise BadRowError(row.source, row.line, f"missing key {query_key!r} (has {sorted(value)[:8]})")
-    query = _text(row, query_key, value[query_key])
-    if document_key in value:
-        return query, [_text(row, document_key, value[document_key])]
-    if "pos" in value:
-        pos = value["pos"]
-        if isinstance(pos, str):  # e.g. a part-of-speech column named pos: never a positive
-            raise BadRowError(row.source, row.line, f"'pos' is a string ({pos[:40]!r}), expected a list of "
-                                                    f"positive texts; is --document_key={document_key!r} right?")
-        if not isinstance(pos, list) or not pos:
-            raise BadRowError(row.source, row.line, "'pos' must be a non-empty list of texts")
-        return query, [_text(row, f"pos[{i}]", t) for i, t in enumerate(pos)]
-    raise BadRowError(row.source, row.line, f"missing key {document_key!r} (or 'pos') (has {sorted(value)[:8]})")
-
-
-def _input_negatives(row: Row, value: dict) -> list[str]:
-    """The negatives a row brings: ``neg`` (a list or one text), ``negative``, ``negative_1``, ..."""
-    if "neg" in value:
-        neg = value["neg"]
-        items = [neg] if isinstance(neg, str) else neg
-        if not isinstance(items, list):
-            raise BadRowError(row.source, row.line, "'neg' must be a list of texts")
-        return [_text(row, f"neg[{i}]", t) for i, t in enumerate(items)]
-    keys = (["negative"] if "negative" in value else []) + sorted(
-        (k for k in value if k.startswith("negative_") and k[9:].isdigit()), key=lambda k: int(k[9:]))
-    return [_text(row, k, value[k]) for k in keys]
-
-
-def _row_id(row: Row, value: dict) -> str:
-    if "_id" not in value:
-        raise BadRowError(row.source, row.line, f"missing key '_id' (has {sorted(value)[:8]})")
-    rid = value["_id"]
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or str(rid) == "":
-        raise BadRowError(row.source, row.line, f"'_id' must be a non-empty string or integer, got {rid!r}")
-    return str(rid)
-
-
-def get_beir_document(row: Row, text_key: str = "text") -> tuple[str, str, str]:
-    """``(id, title, text)`` of a BeIR corpus row ``{"_id", "title", "text"}`` (``_id`` optional).
-
-    The text a model sees is ``beir_join(title, text)``. A row without ``_id`` gets its line number.
-    """
-    value = _parsed(row)
-    if not isinstance(value, dict):
-        raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object")
-    rid = _row_id(row, value) if "_id" in value else str(row.gid)
-    if text_key not in value:
-        raise BadRowError(row.source, row.line, f"missing key {text_key!r} (has {sorted(value)[:8]})")
-    text, title = value[text_key], value.get("title") or ""
-    if not isinstance(text, str) or not isinstance(title, str):
-        raise BadRowError(row.source, row.line, "'title' and the text must be strings")
-    _text(row, "title + text", beir_join(title, text))
-    return rid, title, text
-
-
-def beir_join(title: str, text: str) -> str:
-    """A BeIR document as models embed it: title and text joined by a space, stripped."""
-    return f"{title} {text}".strip()
-
-
-def get_beir_query(row: Row) -> tuple[str, str]:
-    """``(id, text)`` of a BeIR queries row ``{"_id", "text"}``."""
-    value = _parsed(row)
-    if not isinstance(value, dict):
-        raise BadRowError(row.source, row.line, f"row is a {type(value).__name__}, expected an object")
-    return _row_id(row, value), _text(row, "text", value.get("text"))
-
-
-@dataclass(frozen=True)
-class Qrel:
-    line: int
-    query_id: str
-    doc_id: str
-    score: float
-
-
-def read_qrels(path: str) -> tuple[list[Qrel], list[BadRowError]]:
-    """A BeIR qrels TSV (``query-id  corpus-id  score``, header optional): its judgements, and its
-    malformed lines as errors naming file and line.
-
-    Raises:
-        InputError: when the file is missing.
-    """
-    if not os.path.isfile(path):
-        raise InputError(f"no such qrels file: {path}")
-    out, bad = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            cols = line.rstrip("\r\n").split("\t")
-            if lineno == 1 and cols[-1].strip().lower() == "score":
-                continue
-            if len(cols) != 3 or not cols[0] or not cols[1]:
-                bad.append(BadRowError(path, lineno, "expected 3 tab-separated columns query-id, corpus-id, score "
-                                                     f"(got {line.strip()[:80]!r})"))
-                continue
-            try:
-                out.append(Qrel(lineno, cols[0], cols[1], float(cols[2])))
-            except ValueError:
-                bad.append(BadRowError(path, lineno, f"score {cols[2]!r} is not a number"))
-    return out, bad
-
-
-# ---------------------------------------------------------------- atomic outputs
-
-@contextmanager
-def atomic_open(path: str, mode: str = "w", gzip_output: bool = False):
-    """Write to a temporary name beside ``path`` and rename on success; nothing half-written."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        if gzip_output:
-            raw = open(tmp, "wb")
-            # mtime=0 and no file name: the same content gives the same bytes.
-            gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
-            f = io.TextIOWrapper(gz, encoding="utf-8", newline="\n") if "b" not in mode else gz
-            try:
-                yield f
-            finally:
-                f.close()
-                raw.close()
-        else:
-            with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as f:
-                yield f
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path: str, obj: Any) -> None:
-    with atomic_open(path) as f:
-        json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-        f.write("\n")
-
-
-def write_json_list(path: str, items: Iterable[str]) -> None:
-    """A JSON list of already-encoded ``items``, streamed: the bytes of :func:`write_json` of the list."""
-    with atomic_open(path) as f:
-        sep = "[\n  "
-        for item in items:
-            f.write(sep + item)
-            sep = ",\n  "
-        f.write("[]\n" if sep.startswith("[") else "\n]\n")
 
 
 def require_dir(path: str, flag: str) -> str:
@@ -614,103 +419,157 @@ def read_json(path: str) -> Any:
         return None
 
 
-def save_dataset(ds, path: str) -> None:
-    """``ds.save_to_disk(path)`` atomically: written beside it, then renamed over it."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(tmp)
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------- reading
+
+def sample_positions(total: int, max_rows: int | None, seed: int) -> np.ndarray | None:
+    """Global ids to process: a seeded sample of ``max_rows`` of them in input order, or None for
+    all rows (no list of every id is made)."""
+    if not max_rows or max_rows >= total:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(total, size=max_rows, replace=False)).astype(np.int64)
 
 
-def write_folder_atomically(path: str, fill: Callable[[str], Any]) -> Any:
-    """``fill(tmp)`` writes a folder beside ``path``, which then replaces ``path`` (nothing half-written
-    is ever at ``path``); returns what ``fill`` returned."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+@dataclass
+class Shard:
+    """This rank's readable rows: their positions (index into the processed rows) and parsed values."""
+
+    positions: np.ndarray  # (n,) int64
+    gids: np.ndarray  # (n,) int64 global line ids
+    values: list[Any]  # what ``parse`` returned for each row
+    records: list[str]  # each row as written in the output
+    rejects: list[dict[str, Any]]
+    n_read: int
+    lo: int = 0  # this rank's slice [lo, hi) of the processed rows
+    hi: int = 0
+    n_processed: int = 0  # processed rows on all ranks
+
+    def column(self, j: int) -> list[Any]:
+        return [v[j] for v in self.values]
+
+
+Parse = Callable[[Row], Any]
+REJECTED = object()
+
+
+def reject_reason(reason: str) -> str:
+    """The kind of a bad row, for counting: its reason without the details after "(" or ":"."""
+    return reason.split(" (")[0].split(":")[0]
+
+
+def parse_or_reject(row: Row, parse: Parse, on_bad_rows: str, rejects: list[dict[str, Any]], stats: Stats) -> Any:
+    """``parse(row)``; a bad row raises (``on_bad_rows='error'``) or is set aside and counted (:data:`REJECTED`)."""
     try:
-        out = fill(tmp)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return parse(row)
+    except BadRowError as e:
+        if on_bad_rows == "error":
+            raise
+        rejects.append({"file": row.source, "line": row.line, "reason": e.reason,
+                        "row": row.raw if row.raw is not None else row.value})
+        stats.add("rejected", reason=reject_reason(e.reason))
+        return REJECTED
 
 
-def read_lines(paths: Sequence[str]) -> Iterator[str]:
-    """The lines of ``paths`` in order, without their line ends."""
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                yield line.rstrip("\n")
+def read_shard(rows: Iterator[Row], first_position: int, parse: Parse, on_bad_rows: str, stats: Stats) -> Shard:
+    """Read ``rows`` (this rank's slice, streamed), parse and check each, set aside or raise on bad ones.
+
+    Raises:
+        BadRowError: with ``on_bad_rows='error'``, for the first bad row (file and line named).
+    """
+    positions, good_gids, values, records, rejects = [], [], [], [], []
+    n_read = 0
+    for n_read, row in enumerate(rows, start=1):
+        value = parse_or_reject(row, parse, on_bad_rows, rejects, stats)
+        if value is REJECTED:
+            continue
+        positions.append(first_position + n_read - 1)
+        good_gids.append(row.gid)
+        values.append(value)
+        records.append(row.as_json())
+    stats.add("read", n_read)
+    return Shard(np.asarray(positions, dtype=np.int64), np.asarray(good_gids, dtype=np.int64), values, records,
+                 rejects, n_read)
 
 
-def write_lines(path: str, lines: Iterable[str]) -> int:
-    n = 0
-    with atomic_open(path) as f:
-        for line in lines:
-            f.write(line)
-            f.write("\n")
-            n += 1
-    return n
+def read_stage(info: distributed.DistInfo, stats: Stats, dataset: str, split: str, parse: Parse | Sequence[str],
+               max_rows: int | None, seed: int, block_rows: int, on_bad_rows: str, name: str = "read") -> Shard:
+    """Resolve and count the inputs, sample, and read this rank's block-aligned slice of rows.
+
+    ``parse`` turns a row into its value (or raises :class:`BadRowError`); a list of keys means
+    :func:`io.get_texts` of those keys.
+
+    A bad row (with ``on_bad_rows='error'``) or a bad path on any rank stops every rank with the
+    same one-line error, before anything is published.
+    """
+    if not callable(parse):
+        keys = list(parse)
+        parse = lambda row: get_texts(row, keys)  # noqa: E731
+    with stats.stage(name) as rec:
+        error, shard = None, None
+        try:
+            catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
+            selected = sample_positions(catalog.total, max_rows, seed)
+            n_selected = catalog.total if selected is None else len(selected)
+            lo, hi = distributed.shard_range(n_selected, info.rank, info.world_size, unit=block_rows)
+            rows = catalog.read_range(lo, hi) if selected is None else catalog.read(selected[lo:hi])
+            shard = read_shard(rows, lo, parse, on_bad_rows, stats)
+            shard.lo, shard.hi, shard.n_processed = lo, hi, n_selected
+        except (BadRowError, InputError) as e:
+            error = e
+        distributed.raise_if_any_failed(error)
+        rec["rows"] = shard.n_read
+        if name == "read":  # counted once (rank 0); zero elsewhere, so every rank has the same keys
+            stats.add("dropped", catalog.total - n_selected if info.is_main else 0, reason="not_sampled")
+            stats.add("input_rows", catalog.total if info.is_main else 0)
+        if info.is_main:
+            logger.info("%s: %s rows in %d file(s); processing %s on %d rank(s), %s here", name,
+                        fmt_rows(catalog.total), len(catalog.sources), fmt_rows(n_selected), info.world_size,
+                        fmt_rows(shard.n_read))
+    return shard
 
 
-def merge_files(parts: Sequence[str], out_path: str, gzip_output: bool = False) -> None:
-    """Concatenate part files in order into ``out_path`` (atomically, optionally gzipped)."""
-    with atomic_open(out_path, "wb", gzip_output=gzip_output) as out:
-        for part in parts:
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, out, 1 << 20)
+@dataclass
+class BlockSlice:
+    """This rank's contiguous slice ``[lo, hi)`` of the processed rows (``n`` on all ranks), in
+    blocks of ``block_rows`` consecutive positions: the unit of caching and resume."""
+
+    catalog: Catalog
+    selected: np.ndarray | None  # the sampled global ids, or None for every row
+    n: int
+    lo: int
+    hi: int
+    block_rows: int
+
+    def blocks(self) -> Iterator[tuple[int, list[Row]]]:
+        """``(block, rows)`` of this slice, read in one streaming pass."""
+        rows = self.catalog.read(self.selected[self.lo : self.hi]) if self.selected is not None \
+            else self.catalog.read_range(self.lo, self.hi)
+        block: list[Row] = []
+        current = None
+        for pos, row in enumerate(rows, start=self.lo):
+            b = pos // self.block_rows
+            if current is not None and b != current:
+                yield current, block
+                block = []
+            current = b
+            block.append(row)
+        if block:
+            yield current, block
 
 
-def save_npy(path: str, array: np.ndarray) -> None:
-    # Through a buffer: numpy's direct file write reports a full disk as an OSError without errno.
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    with atomic_open(path, "wb") as f:
-        f.write(buf.getbuffer())
+def plan_blocks(info: distributed.DistInfo, stats: Stats, dataset: str, split: str, max_rows: int | None, seed: int,
+                block_rows: int, unit: str = "rows") -> BlockSlice:
+    """Count the inputs, sample, and give this rank its block-aligned slice (read later, streamed).
 
-
-def save_npz(path: str, **arrays: np.ndarray) -> None:
-    """``np.savez`` with reproducible bytes: the same arrays give the same file (``np.savez`` stamps
-    each member with the time of writing). Object arrays (ragged rows) are pickled, as numpy does."""
-    with atomic_open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, value in arrays.items():
-            array = np.asanyarray(value)
-            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(member, "w", force_zip64=True) as out:
-                np.lib.format.write_array(out, array, allow_pickle=array.dtype.hasobject)
-
-
-def write_parquet(path: str, table) -> None:
-    """A pyarrow table to ``path``, atomically."""
-    import pyarrow.parquet as pq
-
-    tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def join_parquet(parts: Sequence[str], out_path: str) -> int:
-    """Concatenate parquet files in order into one (streamed a file at a time; schemas unified, so a
-    column that is all null in one part and text in another is text). Returns the rows written."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schemas = [pq.read_schema(p) for p in parts]
-    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
-    schema = schema.remove_metadata()
-    tmp, rows = f"{out_path}.tmp-{os.getpid()}", 0
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for p in parts:
-            table = pq.read_table(p)
-            table = table.select([n for n in schema.names if n in table.column_names])
-            for name in schema.names:
-                if name not in table.column_names:
-                    table = table.append_column(name, pa.nulls(len(table), schema.field(name).type))
-            writer.write_table(table.select(schema.names).cast(schema))
-            rows += len(table)
-    os.replace(tmp, out_path)
-    return rows
+    Counts ``input_rows`` and ``dropped.not_sampled`` once (rank 0; zero elsewhere, same keys).
+    """
+    catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
+    selected = sample_positions(catalog.total, max_rows, seed)
+    n = len(selected) if selected is not None else catalog.total
+    lo, hi = distributed.shard_range(n, info.rank, info.world_size, unit=block_rows)
+    stats.add("input_rows", catalog.total if info.is_main else 0)
+    stats.add("dropped", catalog.total - n if info.is_main else 0, reason="not_sampled")
+    if info.is_main:
+        logger.info("read: %s %s in %d file(s); %s on %d rank(s), %s here", fmt_rows(catalog.total), unit,
+                    len(catalog.sources), fmt_rows(n), info.world_size, fmt_rows(hi - lo))
+    return BlockSlice(catalog, selected, n, lo, hi, block_rows)

@@ -1,0 +1,20 @@
+"""The two errors a user sees as one line: a bad input (:class:`InputError`) and a bad row, named by
+file and line (:class:`BadRowError`)."""
+
+from __future__ import annotations
+
+
+
+class InputError(ValueError):
+    """A user-facing problem with the input (path, format); printed as one line."""
+
+
+class BadRowError(ValueError):
+    """A malformed row, named by file and line."""
+
+    def __init__(self, source: str, line: int, reason: str):
+        super().__init__(f"{source}:{line}: {reason}")
+        self.source, self.line, self.reason = source, line, reason
+
+    def __reduce__(self):  # picklable, so it can travel between ranks
+        return (BadRowError, (self.source, self.line, self.reason))

@@ -1,0 +1,94 @@
+"""The options shared by the verbs: the run folder, rows, the model, the index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+from .cli import at_least, CommonOptions, flag, non_empty, one_of, Options, required
+from .embed import DEFAULT_MODEL
+from .paths import OUTPUT_DIR
+
+# ---------------------------------------------------------------- options shared by the verbs
+
+@dataclass(frozen=True, kw_only=True)
+class RunFolderOptions(CommonOptions):
+    """Flags of every command that writes one run folder."""
+
+    output_dir: str = required("the run folder (refused if another run with other flags is there)", non_empty,
+                               result=False, path=OUTPUT_DIR)
+    overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
+                           result=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions(RunFolderOptions):
+    """Flags of every verb that reads rows into one run folder."""
+
+    split: str = flag("train", "the split of a Hugging Face dataset or save_to_disk folder", non_empty)
+    max_rows: int | None = flag(None, "process a seeded sample of at most this many rows (input order kept)",
+                                at_least(1))
+    seed: int = flag(42, "seed of every random draw (sampling, negatives)", at_least(0))
+    on_bad_rows: str = flag("error", "error: stop at the first bad row naming file:line; skip: to rejects.jsonl",
+                            one_of("error", "skip"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions(Options):
+    """Flags of the verbs that embed with a sentence-transformers model."""
+
+    model_name: str = flag(DEFAULT_MODEL, "a sentence-transformers model: hub name or local folder "
+                           "(default: the shipped all-MiniLM-L6-v2)", non_empty)
+    revision: str | None = flag(None, "the model's revision on the hub")
+    batch_size: int = flag(64, "texts per forward pass (with --batch_tokens: sets the block size only)", at_least(1))
+    batch_tokens: int = flag(0, "token-budget batching: each forward pass holds at most this many padded tokens, "
+                             "texts sorted by length (e.g. 16384 on a GPU); 0: --batch_size texts a pass", at_least(0))
+    max_seq_length: int | None = flag(None, "truncate texts to this many tokens (default: the model's)",
+                                      at_least(1))
+    dtype: str = flag("float32", "float32; float16 or bfloat16 on GPU", one_of("float32", "float16", "bfloat16"))
+
+
+INDEX_MODES = ("gather", "sharded", "ivf", "hnsw")
+INDEX_HELP = ("gather: every rank searches all vectors (exact); sharded: per-rank shards, merged top-k (exact, same "
+              "result, memory / world); ivf, hnsw: approximate per-rank shards for big corpora (candidates rescored "
+              "exactly; recall@k in stats.json)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexOptions(Options):
+    """Flags of the verbs that search a nearest-neighbour index over their embeddings."""
+
+    index: str = flag("gather", INDEX_HELP, one_of(*INDEX_MODES))
+    nlist: int | None = flag(None, "--index=ivf: inverted lists (default: ~sqrt(documents))", at_least(1))
+    nprobe: int = flag(128, "--index=ivf: lists visited per query (more: higher recall, slower)", at_least(1))
+    hnsw_m: int = flag(32, "--index=hnsw: graph neighbours per document", at_least(2))
+    ef_search: int = flag(128, "--index=hnsw: search depth (more: higher recall, slower)", at_least(1))
+    recall_queries: int = flag(1000, "--index=ivf/hnsw: queries sampled to measure recall@k against exact search",
+                               at_least(1), result=False)
+    cache_dir: str | None = flag(None, "embeddings and search results cached by content, shared by runs (a sweep "
+                                 "re-embeds nothing); default: the run folder's cache/", non_empty, result=False)
+
+    def index_spec(self):
+        from .index import IndexSpec
+
+        return IndexSpec(self.index, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m,
+                         ef_search=self.ef_search, seed=self.seed, recall_queries=self.recall_queries)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairOptions(RunOptions, ModelOptions, IndexOptions):
+    """Flags of the verbs that read (query, document) pairs, embed them and search an index."""
+
+    query_key: str = flag("query", "the query text field", non_empty)
+    document_key: str = flag("document", "the document text field", non_empty)
+    query_prompt: str = flag("", "prefix for queries (e5/bge style, e.g. 'query: '); wins over --query_prompt_name")
+    document_prompt: str = flag("", "prefix for documents; wins over --corpus_prompt_name")
+    query_prompt_name: str | None = flag(None, "one of the model's own prompts for queries (default: its 'query' "
+                                         "prompt if it has one, as encode_query)", non_empty)
+    corpus_prompt_name: str | None = flag(None, "one of the model's own prompts for documents (default: its "
+                                          "'document'/'passage'/'corpus' prompt, as encode_document)", non_empty)
+    query_max_seq_length: int | None = flag(None, "truncate queries to this many tokens (default: --max_seq_length)",
+                                            at_least(1))
+    document_max_seq_length: int | None = flag(None, "truncate documents to this many tokens (default: "
+                                               "--max_seq_length)", at_least(1))
+    compress: bool = flag(False, "gzip the merged result (reproducible bytes)")
