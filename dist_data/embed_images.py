@@ -232,32 +232,26 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions) -> di
 class StackOptions(Options):
     """Join a run's per-block files into {split}.npz (block order = dataset order; gaps are errors)."""
 
-    dir: str = required("the --output_dir of an embed_images run (its parts/ folder holds the blocks)", non_empty, path=OUTPUT_DIR)
+    dir: str = required("the --output_dir of an embed_images run (its parts/ folder holds the blocks)", non_empty,
+                        path=OUTPUT_DIR)
     split: str | None = flag(None, "one split (default: every split with blocks)", non_empty)
 
 
-def run_stack(opts: StackOptions) -> None:
-    from .core.log import setup_logging
-
-    setup_logging(0, 0, 1)
-    parts_dir = os.path.join(opts.dir, "parts")
-    try:
-        splits = [opts.split] if opts.split else sorted({os.path.basename(p).rsplit("-", 1)[0]
-                                                         for p in os.listdir(parts_dir) if p.endswith(".npz")})
-        if not splits:
-            raise InputError(f"{parts_dir}: no block files to stack")
-        for split in splits:
-            result = stack_parts(parts_dir, split, os.path.join(opts.dir, f"{split}.npz"))
-            logger.info("%s: %d block(s) -> %s (%s rows x %d; %d image(s) set aside)", split, result["blocks"],
-                        os.path.join(opts.dir, f"{split}.npz"), f"{result['rows']:,}", result["dim"],
-                        len(result["rejects"]))
-    except (InputError, OSError) as e:
-        logger.error("%s", e)
-        sys.exit(2)
+def stack(dir: str, split: str | None) -> None:  # noqa: A002 - the flag's name
+    """Join the per-block files of ``dir/parts`` into ``dir/{split}.npz`` for one split or all."""
+    parts_dir = os.path.join(dir, "parts")
+    splits = [split] if split else sorted({os.path.basename(p).rsplit("-", 1)[0]
+                                           for p in os.listdir(parts_dir) if p.endswith(".npz")})
+    if not splits:
+        raise InputError(f"{parts_dir}: no block files to stack")
+    for name in splits:
+        result = stack_parts(parts_dir, name, os.path.join(dir, f"{name}.npz"))
+        logger.info("%s: %d block(s) -> %s (%s rows x %d; %d image(s) set aside)", name, result["blocks"],
+                    os.path.join(dir, f"{name}.npz"), f"{result['rows']:,}", result["dim"], len(result["rejects"]))
 
 
 OPTIONS = EmbedImagesOptions  # what dist_data.registry lists
-COMMANDS = {"stack": (StackOptions, run_stack)}
+COMMANDS = {"stack": (StackOptions, lambda o: cli.run_in_process(stack, o))}
 
 @record
 def main(argv: list[str] | None = None) -> None:

@@ -197,14 +197,16 @@ def test_an_output_name_stays_inside_the_output_folder(cmd, name, value, tmp_pat
 RUN_FOLDER_COMMANDS = [c for c in COMMANDS if issubclass(c.options, RunFolderOptions)]
 
 
-@pytest.mark.parametrize("cmd", RUN_FOLDER_COMMANDS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cmd", [c for c in COMMANDS if roles(c, paths.OUTPUT_DIR)], ids=lambda c: c.name)
 def test_a_folder_locked_by_a_live_run_is_refused_and_left_alone(cmd, tmp_path, capsys):
     flags = valid_flags(cmd, tmp_path)
     out = tmp_path / "out"
+    flags = {**flags, **{name: str(out) for name in roles(cmd, paths.OUTPUT_DIR)}}
     out.mkdir()
     holder = {"host": os.uname().nodename, "pid": os.getppid(), "started": "2026-01-01T00:00:00", "command": "x"}
     (out / LOCK_NAME).write_text(json.dumps(holder), encoding="utf-8")
-    code, _, err = invoke(cmd, flags, capsys, "--noprogress")
+    quiet = ["--noprogress"] if "progress" in {f.name for f in dataclasses.fields(cmd.options)} else []
+    code, _, err = invoke(cmd, flags, capsys, *quiet)
     assert code == 2 and "Traceback" not in err, err
     assert "is being written by another dist_data run" in err and f"pid {os.getppid()}" in err, err
     assert os.listdir(out) == [LOCK_NAME] and json.loads((out / LOCK_NAME).read_text()) == holder

@@ -290,10 +290,13 @@ def run_in_process(fn: Callable[..., Any], opts: Options) -> None:
     """``fn(**options)`` in this one process (the single-process subcommands): user errors (bad input,
     a missing file, a full disk) print one line and exit 2."""
     from .log import logger, setup_logging
+    from .paths import output_dirs
+    from .rundir import RunConflictError, locked_folders
 
     setup_logging(0, 0, 1)
     try:
-        fn(**dataclasses.asdict(opts))
-    except (ValueError, OSError) as e:  # InputError and BadRowError are ValueErrors
+        with locked_folders(output_dirs(opts)):  # one job per output folder, as for the run-folder verbs
+            fn(**dataclasses.asdict(opts))
+    except (ValueError, OSError, RunConflictError) as e:  # InputError and BadRowError are ValueErrors
         logger.error("%s", e)
         sys.exit(2)

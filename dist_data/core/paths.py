@@ -114,3 +114,9 @@ def path_problems(opts: Any) -> list[str]:
             plain = value not in (".", "..") and os.sep not in value and (os.altsep or os.sep) not in value
             problems.append(None if plain else f"--{name} must be a file name inside the output folder, got {value!r}")
     return [p for p in problems if p]
+
+
+def output_dirs(opts: Any) -> list[str]:
+    """The folders ``opts`` (parsed options) names as outputs: what a command locks while it writes."""
+    return [getattr(opts, f.name) for f in dataclasses.fields(opts)
+            if f.metadata.get("path") == OUTPUT_DIR and getattr(opts, f.name)]

@@ -5,17 +5,19 @@ outputs published (rank-local parts merged in rank order = input order, ``stats.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 
-from .cli import CommonOptions
 from . import distributed
+from .cli import CommonOptions
 from .errors import BadRowError, InputError
 from .log import logger
-from .options import RunOptions
-from .rundir import io_failure, release_held_locks, RunConflictError, RunDir
+from .options import RunFolderOptions, RunOptions
+from .paths import output_dirs
+from .rundir import RunConflictError, RunDir, io_failure, locked_folders, release_held_locks
 from .stats import Stats
 from .write import merge_files, read_lines, write_json, write_json_list, write_lines
 
@@ -86,7 +88,8 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
         with distributed.process_group(opts.timeout_minutes) as info:
             setup_logging(info.rank, info.local_rank, info.world_size)
             try:
-                body(info)
+                with _locked_outputs(info, opts):
+                    body(info)
             except (ValueError, InputError, BadRowError, RunConflictError) as e:
                 if info.is_main:
                     logger.error("%s", e)
@@ -119,6 +122,26 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+@contextlib.contextmanager
+def _locked_outputs(info: distributed.DistInfo, opts: CommonOptions) -> Iterator[None]:
+    """Rank 0 holds the lock of every output folder of a command that has no run folder of its own
+    (a :class:`RunFolderOptions` command's run folder is locked by :meth:`RunDir.prepare`)."""
+    folders = [] if isinstance(opts, RunFolderOptions) else output_dirs(opts)
+    held, error = None, None
+    if info.is_main and folders:
+        try:
+            held = locked_folders(folders)
+            held.__enter__()
+        except (RunConflictError, OSError) as e:
+            error = e
+    distributed.raise_if_any_failed(error)
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.__exit__(None, None, None)
 
 
 def run_commands(table: dict[str, tuple[type[CommonOptions], Callable[[distributed.DistInfo, Any], Any]]], doc: str | None,

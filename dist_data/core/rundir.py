@@ -25,6 +25,7 @@ The folder::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import errno
 import glob
@@ -33,7 +34,7 @@ import os
 import shutil
 import socket
 import sys
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .read import read_json
 from .write import write_json
@@ -184,6 +185,27 @@ class FolderLock:
                     os.remove(self.path)
             except OSError:
                 pass
+
+
+@contextlib.contextmanager
+def locked_folders(folders: Iterable[str]) -> Iterator[None]:
+    """Hold the lock of each output folder while a one-process command writes it (created if need be,
+    and removed again if it is still empty when the command fails)."""
+    created, locks = [], []
+    try:
+        for folder in dict.fromkeys(os.path.abspath(f) for f in folders):
+            if not os.path.isdir(folder):
+                os.makedirs(folder)
+                created.append(folder)
+            locks.append(FolderLock(folder))
+            locks[-1].acquire()
+        yield
+    finally:
+        for lock in locks:
+            lock.release()
+        for folder in created:
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
 
 
 # ---------------------------------------------------------------- the run folder
