@@ -77,7 +77,7 @@ class LabelOptions(RunOptions):
 class SimilarityOptions(RunOptions, ModelOptions):
     """Cosine of each labelled caption with its class's "{name} which is {definition}"."""
 
-    df_path: str = required("label's laion_labeled.parquet (a column wnids)", non_empty, path=INPUT)
+    df_path: str = required("label's laion_labeled.parquet (a column wnids)", non_empty, path=INPUT_SPEC)
     query_type: str = flag("name_def", "the class text: name_def = '{first lemma} which is {definition}'",
                            one_of("name_def"))
     text_key: str = flag(steps.TEXT, "the caption column", non_empty)
@@ -91,7 +91,7 @@ class SimilarityOptions(RunOptions, ModelOptions):
 class FilterOptions(RunFolderOptions):
     """Rows whose similarity is above a threshold (and LAION's NSFW tag UNLIKELY), with their wnid."""
 
-    df_path: str = required("similarity's laion_similarity.parquet", non_empty, path=INPUT)
+    df_path: str = required("similarity's laion_similarity.parquet", non_empty, path=INPUT_SPEC)
     similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
     similarity_th: float = flag(0.7, "keep rows whose similarity is above this (strictly)", cosine)
     remove_nsfw: bool = flag(False, f"drop rows whose {steps.NSFW} column is not {steps.SAFE_TAG!r}")
@@ -101,7 +101,7 @@ class FilterOptions(RunFolderOptions):
 class SubsetsOptions(RunFolderOptions):
     """A LAIONet training table: rows at or above a threshold, a fraction or n of them, no class lost."""
 
-    df_path: str = required("LAIONet rows (parquet with wnid, the similarity and TEXT)", non_empty, path=INPUT)
+    df_path: str = required("LAIONet rows (parquet with wnid, the similarity and TEXT)", non_empty, path=INPUT_SPEC)
     similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
     thresh: float = flag(0.7, "keep rows whose similarity is at least this", cosine)
     frac: float = flag(1.0, "then keep this fraction of them (sampled)", lambda v: None if 0 < v <= 1 else
@@ -139,8 +139,8 @@ class SearchOptions(RunOptions, ModelOptions):
 class MatchFreqOptions(RunFolderOptions):
     """LAIONet rows sampled per class to a reference's class counts, topped up from search_similar."""
 
-    df_path: str = required("LAIONet rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT)
-    t2t_df_path: str = required("search_similar's rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT)
+    df_path: str = required("LAIONet rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT_SPEC)
+    t2t_df_path: str = required("search_similar's rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT_SPEC)
     references: str = required("the reference dataset whose class counts are matched", non_empty, path=INPUT_SPEC)
     reference_wnid_key: str = flag("wnid", "the reference's class column", non_empty)
     seed: int = flag(42, "seed of the draws", at_least(0))
@@ -153,7 +153,7 @@ class MatchFreqOptions(RunFolderOptions):
 class UrlListOptions(RunFolderOptions):
     """img2dataset's input: a parquet of URL, TEXT and the columns to keep beside each image."""
 
-    df_path: str = required("LAIONet rows (parquet with URL and TEXT)", non_empty, path=INPUT)
+    df_path: str = required("LAIONet rows (parquet with URL and TEXT)", non_empty, path=INPUT_SPEC)
     url_col: str = flag("URL", "the URL column", non_empty)
     caption_col: str = flag("TEXT", "the caption column", non_empty)
     save_additional_columns: str = flag("laion_index,wnid,NSFW,similarity,LICENSE,text_to_name_def_wnid_similarity",
@@ -167,7 +167,7 @@ class ArrangeOptions(RunFolderOptions):
 
     dataset_path: str = required("img2dataset's tars: a brace pattern ('shards/{00000..00458}.tar'), glob or "
                                  "folder", non_empty, path=INPUT_SPEC)
-    metadata_path: str = required("the url_list img2dataset read (its rows in the same order)", non_empty, path=INPUT)
+    metadata_path: str = required("the url_list img2dataset read (its rows in the same order)", non_empty, path=INPUT_SPEC)
     target_data_path: str = required("where the images go", non_empty, path=OUTPUT_DIR)
     target_df_path: str | None = flag(None, "the metadata of the downloaded rows; _success{N} is appended to the "
                                       "name (default: {output_dir}/{metadata name})", non_empty, path=OUTPUT_FILE)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from typing import Sequence
 
 import pytest
 
@@ -67,7 +68,17 @@ def write_jsonl(path, rows) -> str:
 
 def run_cli(module: str, *flags: str, nproc: int = 2, timeout: int = 600, check: bool = True,
             env: dict | None = None) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node=nproc -m module flags`` (``nproc=0``: plain python)."""
+    """``torchrun --standalone --nproc-per-node=nproc -m module flags`` (``nproc=0``: one process).
+
+    A one-process run of a registered command with no environment of its own runs in this process
+    (as ``python -m module`` would, exit status and output captured): the suite then pays the
+    interpreter's start and the model's load once, not once per run.
+    """
+    if not nproc and env is None and module in IN_PROCESS:
+        proc = run_here(module, flags)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"python -m {module} {' '.join(flags)} exited {proc.returncode}\n{proc.stderr[-8000:]}")
+        return proc
     if nproc:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", module, *flags]
@@ -82,13 +93,55 @@ def run_cli(module: str, *flags: str, nproc: int = 2, timeout: int = 600, check:
     return proc
 
 
+def _in_process_modules() -> dict[str, str]:
+    from dist_data.registry import VERBS
+
+    return {module.removesuffix(".__main__"): module for module in VERBS.values()}
+
+
+IN_PROCESS = _in_process_modules()
+
+
+def run_here(module: str, flags: Sequence[str]) -> subprocess.CompletedProcess:
+    """``python -m module flags`` in this process: stdout, stderr and the exit status as a subprocess's."""
+    import contextlib
+    import importlib
+    import io
+    import traceback
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    os.chdir(REPO)
+    sys.argv = [module, *flags]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                importlib.import_module(IN_PROCESS[module]).main(list(flags))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException:  # noqa: BLE001 - what a crashed process would print
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+    return subprocess.CompletedProcess([sys.executable, "-m", module, *flags], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def model():
     import torch
 
-    from dist_data.core.embed import load_model
+    from sentence_transformers import SentenceTransformer
 
-    return load_model(None, torch.device("cpu"))  # float32, whatever the stored weights are
+    from dist_data.core.embed import resolve_model
+
+    # a model of the tests' own (not the one runs in this process share), float32 whatever the stored weights are
+    return SentenceTransformer(resolve_model(None), device="cpu").float().eval()
 
 
 def run_killed(module: str, *flags: str, out: str, nproc: int = 2, after_blocks: int = 2, cache: str | None = None) -> str:

@@ -98,16 +98,34 @@ def load_model(model_name: str | None, device: torch.device, dtype: str = "float
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model(model_name)
-    model = SentenceTransformer(path, device=str(device), revision=revision)
-    if max_seq_length:
-        model.max_seq_length = int(max_seq_length)
     if dtype != "float32" and device.type != "cuda":
         logger.warning("dtype=%s requested on CPU; computing in float32", dtype)
         dtype = "float32"
-    # the dtype asked for, whatever the checkpoint was saved in (a float16 checkpoint loads as float16)
-    model = model.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
-    model.eval()
+    key = (path, _folder_signature(path), str(device), dtype, revision)
+    if _LAST_MODEL and _LAST_MODEL[0] == key:  # several runs in one process (a collection, the tests): one load
+        model, loaded_length = _LAST_MODEL[1], _LAST_MODEL[2]
+    else:
+        model = SentenceTransformer(path, device=str(device), revision=revision)
+        # the dtype asked for, whatever the checkpoint was saved in (a float16 checkpoint loads as float16)
+        model = model.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
+        model.eval()
+        loaded_length = model.max_seq_length
+        _LAST_MODEL[:] = [key, model, loaded_length]
+    # an earlier run (or an embedder's role) may have set another length: each load starts from the model's own
+    model.max_seq_length = int(max_seq_length) if max_seq_length else loaded_length
     return model
+
+
+_LAST_MODEL: list = []  # [key, model, its own max_seq_length]: the last model loaded in this process
+
+
+def _folder_signature(path: str) -> tuple:
+    """What tells a changed local model folder apart (file names, sizes, modification times); () for a hub name."""
+    if not os.path.isdir(path):
+        return ()
+    return tuple(sorted((os.path.relpath(os.path.join(d, f), path), st.st_size, st.st_mtime_ns)
+                        for d, _, files in os.walk(path) for f in files
+                        for st in [os.stat(os.path.join(d, f))]))
 
 
 def embedding_dim(model) -> int:
