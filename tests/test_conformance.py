@@ -453,3 +453,10 @@ def test_bad_rows_are_set_aside_and_counted_with_skip(name, row_inputs, tmp_path
     assert sorted(r["line"] for r in rejects) == [3, 5, 7], rejects
     counts = json.loads((tmp_path / "out" / "stats.json").read_text())["counts"]
     assert sum(counts["rejected"].values()) == 3, counts
+
+
+def test_a_flag_a_command_cannot_honour_is_refused_not_ignored(tmp_path, capsys, table_inputs):
+    cmd = next(c for c in COMMANDS if c.name == "catalog clean")
+    code, _, err = invoke(cmd, {"dataset": str(table_inputs / "names.csv"), "output_dir": str(tmp_path / "o"),
+                                "max_rows": "5"}, capsys)
+    assert_one_line_refusal(code, err, "--max_rows=5: clean reads every row; --sample=5")

@@ -489,7 +489,7 @@ def test_rerun_policy_of_embed_mteb_and_finetune_data(embedded, tmp_path):
     assert json.load(open(tmp_path / "ft" / "finetune_sts_stats.json"))["wn_sts_train"]["cap"] == 20
     proc = run_cli("dist_data.finetune_data", "--task_type=sts", f"--data_path={tmp_path / 'nope'}",
                    f"--save_root={tmp_path / 'ft2'}", nproc=0, check=False)
-    assert proc.returncode == 2 and "--data_path: no such folder" in proc.stderr
+    assert proc.returncode == 2 and "--data_path: no such file or folder" in proc.stderr
     proc = run_cli("dist_data.combine", "finetune", "--task_type=sts", f"--data_dir={tmp_path / 'nope'}",
                    f"--save_root_path={tmp_path / 'c'}", nproc=0, check=False)
-    assert proc.returncode == 2 and "--data_dir: no such folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "--data_dir: no such file or folder" in proc.stderr and "Traceback" not in proc.stderr

@@ -214,7 +214,7 @@ def test_bad_rows_of_every_kind_are_skipped_with_file_and_line(tmp_path):
     assert stats["read"] == 43 and sum(stats["rejected"].values()) == 2
     assert stats["kept"] + stats["dropped"]["not_in_top_k"] == 41
     proc = filter_run(tmp_path / "run2", f"--dataset={jsonl}", check=False)
-    assert proc.returncode == 2 and "pairs.jsonl:3: 'query' is not valid Unicode" in proc.stderr
+    assert proc.returncode == 2 and "pairs.jsonl:3: a lone surrogate in 'query'" in proc.stderr
     # the shipped sample's pos is a part-of-speech letter: with a wrong --document_key it is a bad row
     proc = run_cli("dist_data.mine", f"--output_dir={tmp_path / 'm'}", "--document_key=doc", "--noprogress",
                    nproc=0, check=False)

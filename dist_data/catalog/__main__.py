@@ -37,7 +37,8 @@ FORMATS = ("csv", "tsv", "jsonl", "parquet")
 class CleanOptions(RunOptions):
     """Drop flagged rows and exact duplicates, lowercase, sample: the catalogue's cleaning step, counted."""
 
-    dataset: str = required("the table: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty, path=INPUT_SPEC)
+    dataset: str = required("the table: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty,
+                            path=INPUT_SPEC)
     dedup_keys: str = flag("", "comma list of the fields whose equal values make rows duplicates (the first kept)")
     drop_if: str = flag("", "comma list of flag columns (1/0, true/false, yes/no): a row with any set is dropped")
     lowercase: bool = flag(False, "lowercase the --dedup_keys fields (before comparing them)")
@@ -57,7 +58,11 @@ class CleanOptions(RunOptions):
         return self._list(self.drop_if)
 
     def problems(self) -> list[str]:
-        return ["--sample must be >= 1"] if self.sample is not None and self.sample < 1 else []
+        problems = ["--sample must be >= 1"] if self.sample is not None and self.sample < 1 else []
+        if self.max_rows is not None:  # clean reads every row (duplicates are found over all of them)
+            problems.append(f"--max_rows={self.max_rows}: clean reads every row; --sample={self.max_rows} keeps a "
+                            f"seeded sample of the cleaned rows")
+        return problems
 
 
 def run_clean(info: distributed.DistInfo, opts: CleanOptions) -> dict | None:

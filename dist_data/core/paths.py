@@ -90,7 +90,8 @@ def _output_problem(name: str, value: str, inputs: list[tuple[str, str]]) -> str
             return (f"--{name}={value} is inside the input folder --{flag_name}={path}: what the run writes "
                     f"would become input; write to a folder outside it")
         inner = os.path.relpath(path, out).split(os.sep) if _inside(path, out) else []
-        if len(inner) == 1 or inner[:1] in (["parts"], ["cache"]):  # where the run writes its own files
+        # a file where the run writes its own files could be replaced by one of them
+        if (len(inner) == 1 and not os.path.isdir(path)) or inner[:1] in (["parts"], ["cache"]):
             return (f"--{name}={value} holds the input --{flag_name}={path}: a result could replace it; "
                     f"write to another folder")
     return None
