@@ -453,6 +453,27 @@ def test_bad_rows_are_set_aside_and_counted_with_skip(name, row_inputs, tmp_path
     assert sorted(r["line"] for r in rejects) == [3, 5, 7], rejects
     counts = json.loads((tmp_path / "out" / "stats.json").read_text())["counts"]
     assert sum(counts["rejected"].values()) == 3, counts
+    reasons = " ".join(counts["rejected"])  # the reader's own reasons, whatever the verb parses
+    assert "malformed JSON" in reasons and "invalid UTF-8" in reasons and "lone surrogate" in reasons, reasons
+    # stats add up: every row read is accounted for, by the command's own units
+    accounted = sum(value(counts, key) for key in ACCOUNTED[name])
+    assert counts["read"] == accounted + 3 == len(rows) + 3, (ACCOUNTED[name], counts)
+
+
+def value(counts: dict, key: str) -> int:
+    """``kept`` or ``dropped.empty_text`` (a reason of a bucket); a whole bucket without its not-sampled rows."""
+    bucket, _, reason = key.partition(".")
+    found = counts.get(bucket, 0)
+    if isinstance(found, dict):
+        return found.get(reason, 0) if reason else sum(v for k, v in found.items() if k != "not_sampled")
+    return found
+
+
+# what each row read becomes, besides a reject
+ACCOUNTED = {"filter": ["kept", "dropped"], "mine": ["pairs"], "pretokenize": ["documents"],
+             "pairs": ["names", "duplicate_rows", "dropped"],
+             "triplets": ["items", "dropped.duplicate_item", "dropped.empty_text"], "catalog clean": ["kept", "dropped"],
+             "captions label": ["captions_matched", "dropped"], "laionet label": ["captions_matched", "dropped"]}
 
 
 def test_a_flag_a_command_cannot_honour_is_refused_not_ignored(tmp_path, capsys, table_inputs):

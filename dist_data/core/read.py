@@ -458,8 +458,12 @@ def reject_reason(reason: str) -> str:
 
 
 def parse_or_reject(row: Row, parse: Parse, on_bad_rows: str, rejects: list[dict[str, Any]], stats: Stats) -> Any:
-    """``parse(row)``; a bad row raises (``on_bad_rows='error'``) or is set aside and counted (:data:`REJECTED`)."""
+    """``parse(row)``; a bad row raises (``on_bad_rows='error'``) or is set aside and counted (:data:`REJECTED`).
+    A row the reader found bad (malformed JSON, invalid UTF-8, a lone surrogate) is that, with the
+    reader's reason, whatever the verb's ``parse`` would make of it."""
     try:
+        if row.error is not None:
+            raise BadRowError(row.source, row.line, row.error)
         return parse(row)
     except BadRowError as e:
         if on_bad_rows == "error":
