@@ -261,6 +261,9 @@ def collection_pairs(path: str) -> tuple[str, list[tuple[str, str]]]:
             raise BadRowError(row.source, row.line, row.error or f"row does not follow the file's {schema} layout")
         v = row.value
         if schema == "set":
+            if not isinstance(v["set"], list):  # a string would be taken letter by letter
+                raise BadRowError(row.source, row.line, f"'set' is a {type(v['set']).__name__} "
+                                  f"({v['set']!r:.40}), expected a list of texts")
             items = [text(row, t) for t in v["set"]]
             pairs += [(items[i], items[j]) for i in range(len(items)) for j in range(i + 1, len(items))]
         elif schema == "query-pos":

@@ -67,3 +67,13 @@ def test_a_row_off_schema_is_named(folder, tmp_path):
     proc = run_cli("dist_data.combine", "collection", f"--data_dir={bad}", f"--save_root_path={tmp_path}", nproc=0,
                    check=False)
     assert proc.returncode == 2 and "mixed.jsonl.gz:2: row does not follow the file's set layout" in proc.stderr
+
+
+def test_a_set_that_is_a_string_is_a_bad_row_not_its_letters(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    write_gz(bad / "sets.jsonl.gz", [{"set": ["kitten", "young cat"]}, {"set": "kitten"}])
+    proc = run_cli("dist_data.combine", "collection", f"--data_dir={bad}", f"--save_root_path={tmp_path / 'o'}",
+                   nproc=0, check=False)
+    assert proc.returncode == 2 and "sets.jsonl.gz:2: 'set' is a str ('kitten'), expected a list of texts" in proc.stderr
+    assert not (tmp_path / "o" / "collection").exists()

@@ -493,3 +493,24 @@ def test_rerun_policy_of_embed_mteb_and_finetune_data(embedded, tmp_path):
     proc = run_cli("dist_data.combine", "finetune", "--task_type=sts", f"--data_dir={tmp_path / 'nope'}",
                    f"--save_root_path={tmp_path / 'c'}", nproc=0, check=False)
     assert proc.returncode == 2 and "--data_dir: no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("task_type,row", [
+    ("classification", {"text": "a domestic cat", "label": None}),
+    ("classification", {"text": "a domestic cat", "label": ["noun", "verb"]}),
+    ("sts", {"sentence1": "a domestic cat", "sentence2": "a house cat", "score": "high"}),
+    ("pair_classification", {"sentence1": "a domestic cat", "sentence2": "a house cat", "label": "yes"}),
+])
+def test_a_value_of_the_wrong_type_is_a_bad_row_named_by_file_and_line(task_type, row, tmp_path):
+    synsets = [s for s in iter_synsets(pos="n") if s.examples][:5]
+    good = {"classification": lambda s: {"text": s.definition, "label": s.lexfile},
+            "sts": lambda s: {"sentence1": s.definition, "sentence2": s.examples[0], "score": 4.0},
+            "pair_classification": lambda s: {"sentence1": s.definition, "sentence2": s.examples[0], "label": 1}}
+    folder = tmp_path / "data" / "wn_bad"
+    folder.mkdir(parents=True)
+    write_jsonl(str(folder / "train.jsonl"), [good[task_type](s) for s in synsets[:2]] + [row])
+    write_jsonl(str(folder / "test.jsonl"), [good[task_type](s) for s in synsets[2:]])
+    proc = run_cli("dist_data.finetune_data", f"--task_type={task_type}", f"--data_path={tmp_path / 'data'}",
+                   f"--save_root={tmp_path / 'out'}", nproc=0, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{folder / 'train.jsonl'}:3:" in proc.stderr and "must be" in proc.stderr, proc.stderr

@@ -215,6 +215,27 @@ def _text(row: Row, key: str, value: Any) -> str:
     return value
 
 
+def _label(row: Row, key: str, value: Any) -> Any:
+    """A class label: an integer or a non-empty string (null, a list or a float is a bad row)."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip())):
+        raise BadRowError(row.source, row.line, f"{key!r} must be an integer or a string label, got {value!r:.60}")
+    return value
+
+
+def _number(row: Row, key: str, value: Any, kind: type = float) -> Any:
+    """A score (float) or a 0/1 label (int): a number, or a string that reads as one ("high" is a bad row)."""
+    try:
+        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+            raise ValueError
+        number = float(value)
+        if kind is int and number != int(number):
+            raise ValueError
+        return int(number) if kind is int else number
+    except (TypeError, ValueError):
+        raise BadRowError(row.source, row.line, f"{key!r} must be a {'number' if kind is float else 'whole number'}, "
+                          f"got {value!r:.60}") from None
+
+
 def load_split(folder: str, task_type: str, split: str) -> dict[str, Any]:
     """One split of a local dataset as flat columns (texts, labels, scores, offsets)."""
     if task_type == "retrieval":
@@ -228,7 +249,8 @@ def load_split(folder: str, task_type: str, split: str) -> dict[str, Any]:
         raise InputError(f"{folder}: split {split!r} is empty")
     out: dict[str, list] = {}
     if task_type == "classification":
-        out = {"text": [_text(r, "text", _field(r, "text")) for r in rows], "label": [_field(r, "label") for r in rows]}
+        out = {"text": [_text(r, "text", _field(r, "text")) for r in rows],
+               "label": [_label(r, "label", _field(r, "label")) for r in rows]}
     elif task_type == "clustering":
         out = {"text": [], "label": []}
         for r in rows:
@@ -236,7 +258,7 @@ def load_split(folder: str, task_type: str, split: str) -> dict[str, Any]:
             if len(sentences) != len(labels):
                 raise BadRowError(r.source, r.line, f"{len(sentences)} sentences but {len(labels)} labels")
             out["text"] += [_text(r, "sentences", s) for s in sentences]
-            out["label"] += labels
+            out["label"] += [_label(r, "labels", label) for label in labels]
     elif task_type in ("sts", "pair_classification"):
         target = "score" if task_type == "sts" else "label"
         out = {"sentence1": [], "sentence2": [], target: []}
@@ -247,7 +269,7 @@ def load_split(folder: str, task_type: str, split: str) -> dict[str, Any]:
                 raise BadRowError(r.source, r.line, "sentence1, sentence2 and the targets differ in length")
             out["sentence1"] += [_text(r, "sentence1", s) for s in s1]
             out["sentence2"] += [_text(r, "sentence2", s) for s in s2]
-            out[target] += [float(x) if target == "score" else int(x) for x in t]
+            out[target] += [_number(r, target, x, float if target == "score" else int) for x in t]
     elif task_type == "reranking":
         out = {"query": [], "positive": [], "negative": [], "positive_offsets": [0], "negative_offsets": [0]}
         for r in rows:
