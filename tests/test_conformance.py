@@ -481,3 +481,14 @@ def test_a_flag_a_command_cannot_honour_is_refused_not_ignored(tmp_path, capsys,
     code, _, err = invoke(cmd, {"dataset": str(table_inputs / "names.csv"), "output_dir": str(tmp_path / "o"),
                                 "max_rows": "5"}, capsys)
     assert_one_line_refusal(code, err, "--max_rows=5: clean reads every row; --sample=5")
+
+
+@pytest.mark.parametrize("name", ["filter", "pairs", "captions label"])
+def test_an_input_with_no_rows_is_said_naming_the_file(name, row_inputs, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == name)
+    path = tmp_path / "blank.jsonl"
+    path.write_text("\n\n", encoding="utf-8")  # not empty on disk, but no row
+    flag = {"captions label": "captions"}.get(name, "dataset")
+    _, _, err = invoke(cmd, {flag: str(path), "output_dir": str(tmp_path / "out")}, capsys, "--noprogress",
+                       *row_inputs[name][1])
+    assert f"{path}: no rows" in err, err

@@ -355,6 +355,11 @@ def build_catalog(sources: Sequence[Source], rank: int = 0, world_size: int = 1)
     counts: dict[int, int] = {}
     for part in distributed.all_gather_object(mine):
         counts.update(part)
+    if rank == 0:  # said, never silent: an input with no rows (a header only, blank lines)
+        empty = [s.path for i, s in enumerate(sources) if counts[i] == 0]
+        if empty:
+            logger.warning("%s: no rows%s", empty[0], f" (and {len(empty) - 1} more empty input(s))"
+                           if len(empty) > 1 else "")
     return Catalog(tuple(sources), tuple(counts[i] for i in range(len(sources))))
 
 
