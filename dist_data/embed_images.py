@@ -190,6 +190,9 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions) -> di
         wall = time.perf_counter() - split_start
         if info.is_main:
             merged = _merge_counts(per_rank)
+            for m in source.missing:  # samples without an image are set aside too: the split's counts add up
+                reason = m["reason"].split(" (")[0]
+                merged["rejected"][reason] = merged["rejected"].get(reason, 0) + 1
             merged["seconds"]["wall"] = round(wall, 3)
             merged["images_per_s"] = round(merged["embedded"] / wall, 1) if wall > 0 else 0.0
             merged["ranks"] = [{"images": c.images, "embedded": c.embedded, "seconds": c.seconds,

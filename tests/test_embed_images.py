@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import tarfile
 
 import numpy as np
@@ -263,3 +264,20 @@ def test_flags_and_unknown_models_fail_in_one_line(images, tmp_path):
     misfit = embed(tmp_path / "y", f"--train_data={images['folder']}", "--model_name=tf_efficientnet_lite0",
                    f"--checkpoint={images['tiny']}", check=False)
     assert misfit.returncode == 2 and "does not fit tf_efficientnet_lite0" in misfit.stderr
+
+
+def test_a_sample_without_an_image_is_counted_in_its_split(images, tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name in os.listdir(images["shards"]):
+        (shards / name).write_bytes((pathlib.Path(images["shards"]) / name).read_bytes())
+    with tarfile.open(shards / "00001.tar", "a") as tar:  # img2dataset's record of a failed download: no image
+        for ext, payload in (("json", b'{"status": "failed_to_download"}'), ("txt", b"a caption")):
+            info = tarfile.TarInfo(f"000019999.{ext}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    common = [f"--model_name={TINY}", f"--checkpoint={images['tiny']}", "--batch_size=4", "--on_bad_rows=skip"]
+    embed(tmp_path / "out", f"--eval_data={shards}", *common)
+    stats = json.load(open(tmp_path / "out" / "stats.json"))
+    assert stats["splits"]["eval"]["rejected"] == {"no image in the sample": 1}, stats["splits"]["eval"]
+    assert stats["rejected"] == 1 and stats["splits"]["eval"]["embedded"] == 20
