@@ -648,7 +648,7 @@ def run_arrange(info: distributed.DistInfo, opts: ArrangeOptions) -> dict | None
                                opts.progress and info.is_main)
     else:
         placed = arrange_webdataset(mine, meta, opts.target_data_path, opts.number_sample_per_shard, stats,
-                                    opts.samples_per_tar, info, opts.progress and info.is_main)
+                                    opts.samples_per_tar, info, opts.progress and info.is_main, run.record)
     rows = np.unique(distributed.all_gather_array(np.asarray(placed.rows, dtype=np.int64)))
     seen = np.unique(distributed.all_gather_array(np.asarray(placed.seen, dtype=np.int64)))
     stats.add("input_rows", len(meta) if info.is_main else 0)

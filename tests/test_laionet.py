@@ -384,6 +384,13 @@ def test_arrange_places_every_downloaded_image(tmp_path):
     assert [int(s["__key__"]) for s in samples] == order
     assert [s["jpg"] for s in samples] == [sources[i][1] for i in order]
     assert [int(s["cls"]) for s in samples] == [WNIDS.index(sources[i][0]) for i in order]
+    # re-sharded with --overwrite into the same target: only the new tars, each sample once
+    run_cli("dist_data.laionet", "arrange", f"--dataset_path={I2D}", f"--metadata_path={I2D_URLS}",
+            f"--target_data_path={tmp_path / 'wds'}", "--number_sample_per_shard=4", "--output_format=webdataset",
+            "--samples_per_tar=2", f"--output_dir={tmp_path / 'W'}", "--overwrite", nproc=0)
+    tars = sorted(str(p) for p in (tmp_path / "wds").glob("*.tar"))
+    assert len(tars) == 5
+    assert [int(s["__key__"]) for s in wds.WebDataset(tars, shardshuffle=False)] == order
 
     # a wrong samples-per-shard is caught by the URLs, not silently misfiled
     proc = run_cli("dist_data.laionet", "arrange", f"--dataset_path={I2D}", f"--metadata_path={I2D_URLS}",

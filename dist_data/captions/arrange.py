@@ -16,7 +16,7 @@ import io
 import os
 import tarfile
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -195,9 +195,12 @@ def _log_errors(placed: Placed) -> None:
 
 
 def arrange_webdataset(shards: list[str], meta: Metadata, target: str, per_shard: int, stats: Stats,
-                       samples_per_tar: int, info: distributed.DistInfo, show_progress: bool) -> Placed:
+                       samples_per_tar: int, info: distributed.DistInfo, show_progress: bool,
+                       record: Callable[[list[str]], None]) -> Placed:
     """Every rank's tars -> ``{target}/{NNNNN}.tar`` with the samples in class order (label, then
-    laion_index), ``samples_per_tar`` each: ``{laion_index}.{jpg,cls,txt}``. Collective."""
+    laion_index), ``samples_per_tar`` each: ``{laion_index}.{jpg,cls,txt}``. ``record`` (rank 0)
+    gets the tars' paths before any is written, so that a run replacing this one removes them
+    (another --samples_per_tar would otherwise leave old tars beside the new). Collective."""
     placed = Placed()
     where = []  # (row, tar path, offset of the image's bytes, their size, extension)
     with stats.stage("index") as rec:
@@ -210,6 +213,9 @@ def arrange_webdataset(shards: list[str], meta: Metadata, target: str, per_shard
     every.sort(key=lambda w: (known[meta.wnids[w[0]]], int(meta.indices[w[0]])))
     os.makedirs(target, exist_ok=True)
     n_tars = -(-len(every) // samples_per_tar)
+    if info.is_main:
+        record([os.path.join(os.path.abspath(target), f"{t:05d}.tar") for t in range(n_tars)])
+    distributed.barrier()
     mine = list(range(info.rank, n_tars, info.world_size))
     with stats.stage("write_tars", rows=len(mine)), progress(len(mine), "tars", show_progress, unit="tars") as bar:
         for t in mine:
