@@ -265,8 +265,10 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict 
     resolve_sources(opts.df_path, opts.split)
     stats = Stats.with_keys("input_rows", "read", "kept", "texts_embedded", "cached_blocks",
                             buckets=("dropped", "rejected", "per_class"))
-    begin_run(info, run)
     plan = plan_blocks(info, stats, opts.df_path, opts.split, opts.max_rows, opts.seed, opts.block_rows)
+    if plan.n == 0:  # before the 1,000 class texts are embedded, and before the folder is touched
+        raise InputError(f"--df_path {opts.df_path}: no rows to score")
+    begin_run(info, run)
     rejects: list[dict[str, Any]] = []
     keys, texts, labels = [], [], []
     error = None

@@ -397,3 +397,15 @@ def test_arrange_places_every_downloaded_image(tmp_path):
                    f"--target_data_path={tmp_path / 'x'}", "--number_sample_per_shard=5",
                    f"--output_dir={tmp_path / 'X'}", nproc=0, check=False)
     assert proc.returncode == 2 and "number_sample_per_shard" in proc.stderr
+
+
+def test_similarity_on_a_table_with_no_rows_is_one_line_before_any_embedding(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"TEXT": pa.array([], pa.string()), "wnids": pa.array([], pa.list_(pa.string()))}),
+                   tmp_path / "empty.parquet")
+    proc = run_cli("dist_data.laionet", "similarity", f"--df_path={tmp_path / 'empty.parquet'}",
+                   f"--output_dir={tmp_path / 'S'}", "--noprogress", nproc=0, check=False)
+    assert proc.returncode == 2 and "no rows to score" in proc.stderr and "Traceback" not in proc.stderr
+    assert "embed" not in proc.stderr  # it stopped before the class texts were embedded
