@@ -281,3 +281,12 @@ def test_a_sample_without_an_image_is_counted_in_its_split(images, tmp_path):
     stats = json.load(open(tmp_path / "out" / "stats.json"))
     assert stats["splits"]["eval"]["rejected"] == {"no image in the sample": 1}, stats["splits"]["eval"]
     assert stats["rejected"] == 1 and stats["splits"]["eval"]["embedded"] == 20
+
+
+@pytest.mark.parametrize("name", ["resnet50d.ra4_e3600_r224_in1k", "open_clip:ViT-B-32/laion2b_s34b_b79k",
+                                  "open_clip:ViT-B-32/no_such_tag"])
+def test_weights_that_cannot_be_had_are_one_line_before_any_download(name, images, tmp_path):
+    proc = embed(tmp_path / "out", f"--train_data={images['folder']}", f"--model_name={name}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert ("no pretrained tag 'no_such_tag'" if "no_such" in name
+            else "is neither a local folder nor in the Hugging Face cache") in proc.stderr, proc.stderr

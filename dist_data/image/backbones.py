@@ -135,6 +135,13 @@ def _timm(name: str, checkpoint: str | None) -> Backbone:
         _load_into(model, checkpoint, name)
         source = checkpoint
     else:
+        from timm.models import get_pretrained_cfg
+
+        from ..core.embed import check_model
+
+        hub_id = getattr(get_pretrained_cfg(name), "hf_hub_id", None)
+        if hub_id:  # cached, or on a hub that answers: in seconds, not timm's minutes of retries
+            check_model(hub_id.split("@")[0], None, "model_name")
         try:
             model = timm.create_model(name, pretrained=True)
         except Exception as e:  # noqa: BLE001 - offline hub, missing tag: one line
@@ -158,6 +165,16 @@ def _open_clip(spec: str, checkpoint: str | None) -> Backbone:
     arch, _, tag = spec.partition("/")
     if arch not in open_clip.list_models():
         raise InputError(f"--model_name open_clip:{spec}: unknown architecture {arch!r} (open_clip.list_models())")
+    if tag and not checkpoint:  # an unknown tag, or weights neither cached nor on a hub that answers: in seconds
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if tag not in tags and not os.path.isfile(tag):
+            raise InputError(f"--model_name open_clip:{spec}: no pretrained tag {tag!r} for {arch} "
+                             f"(tags: {', '.join(tags) or 'none'})")
+        hub = (open_clip.get_pretrained_cfg(arch, tag) or {}).get("hf_hub", "").strip("/")
+        if hub:
+            from ..core.embed import check_model
+
+            check_model(hub, None, "model_name")
     try:
         model = open_clip.create_model(arch, pretrained=checkpoint or tag or None, device="cpu")
     except Exception as e:  # noqa: BLE001 - offline hub, unknown tag: one line
