@@ -38,7 +38,7 @@ import numpy as np
 
 from .core.errors import InputError
 from .core.read import read_json, require_dir
-from .core.write import save_dataset, save_npz, write_json
+from .core.write import save_npz, write_folder_atomically, write_json
 from .core import cli
 from .core.cli import Options, at_least, flag, non_empty, one_of, required
 from .core.paths import INPUT, OUTPUT_DIR
@@ -356,11 +356,16 @@ def save_text_sets(out: str, splits: dict[str, dict[str, list]]) -> None:
 
     names = sorted({d for columns in splits.values() for d in columns["dataset"]})
     index = {n: i for i, n in enumerate(names)}
-    for split, columns in splits.items():
-        save_dataset(datasets.Dataset.from_dict({k: v for k, v in columns.items() if k != "dataset"}),
-                     os.path.join(out, split))
-    write_json(os.path.join(out, "provenance.json"),
-               {"datasets": names, **{split: [index[d] for d in c["dataset"]] for split, c in splits.items()}})
+
+    def fill(tmp: str) -> None:  # every split, or none: never a train/ without its test/
+        os.makedirs(tmp)
+        for split, columns in splits.items():
+            datasets.Dataset.from_dict({k: v for k, v in columns.items() if k != "dataset"}).save_to_disk(
+                os.path.join(tmp, split))
+        write_json(os.path.join(tmp, "provenance.json"),
+                   {"datasets": names, **{split: [index[d] for d in c["dataset"]] for split, c in splits.items()}})
+
+    write_folder_atomically(out, fill)
 
 
 def load_text_set(folder: str, split: str) -> tuple[Any, list[str]]:

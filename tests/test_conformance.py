@@ -259,8 +259,8 @@ def tiny_disk(tmp_path):
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
-def test_a_full_disk_at_start_leaves_no_lock_and_the_rerun_goes_ahead(tiny_disk):
-    fd = os.open(tiny_disk / "filler", os.O_WRONLY | os.O_CREAT)
+def fill_disk(disk) -> None:
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
     try:  # fill the disk to the last byte (unbuffered: nothing is left to flush at close)
         while os.write(fd, b"\0" * 512):
             pass
@@ -268,6 +268,10 @@ def test_a_full_disk_at_start_leaves_no_lock_and_the_rerun_goes_ahead(tiny_disk)
         pass
     finally:
         os.close(fd)
+
+
+def test_a_full_disk_at_start_leaves_no_lock_and_the_rerun_goes_ahead(tiny_disk):
+    fill_disk(tiny_disk)
     run = RunDir(str(tiny_disk / "run"), {"a": 1}, "result.jsonl")
     with pytest.raises(OSError):
         run.prepare(overwrite=False)
@@ -492,3 +496,18 @@ def test_an_input_with_no_rows_is_said_naming_the_file(name, row_inputs, tmp_pat
     _, _, err = invoke(cmd, {flag: str(path), "output_dir": str(tmp_path / "out")}, capsys, "--noprogress",
                        *row_inputs[name][1])
     assert f"{path}: no rows" in err, err
+
+
+def test_a_full_disk_while_publishing_a_set_is_one_line_and_leaves_nothing_half_written(tiny_disk, row_inputs,
+                                                                                       tmp_path, capsys):
+    data = tmp_path / "collection"
+    data.mkdir()
+    rows, _ = row_inputs["filter"]
+    (data / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tiny_disk / "out").mkdir()
+    fill_disk(tiny_disk)
+    cmd = next(c for c in COMMANDS if c.name == "combine collection")
+    code, _, err = invoke(cmd, {"data_dir": str(data), "save_root_path": str(tiny_disk / "out")}, capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert "No space left on device" in err and str(tiny_disk / "out") in err and "nothing was published" in err, err
+    assert sorted(os.listdir(tiny_disk / "out")) == []  # no collection/ without its test/, no .tmp-* folder

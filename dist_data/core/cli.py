@@ -291,12 +291,15 @@ def run_in_process(fn: Callable[..., Any], opts: Options) -> None:
     a missing file, a full disk) print one line and exit 2."""
     from .log import logger, setup_logging
     from .paths import output_dirs
-    from .rundir import RunConflictError, locked_folders
+    from .rundir import RunConflictError, io_failure, locked_folders
 
     setup_logging(0, 0, 1)
     try:
         with locked_folders(output_dirs(opts)):  # one job per output folder, as for the run-folder verbs
             fn(**dataclasses.asdict(opts))
-    except (ValueError, OSError, RunConflictError) as e:  # InputError and BadRowError are ValueErrors
+    except (ValueError, RunConflictError) as e:  # InputError and BadRowError are ValueErrors
         logger.error("%s", e)
+        sys.exit(2)
+    except OSError as e:  # a full disk, a read-only folder: the path, and that nothing was published
+        logger.error("%s", io_failure(getattr(e, "filename", None) or ", ".join(output_dirs(opts)), e) or e)
         sys.exit(2)

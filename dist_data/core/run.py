@@ -95,7 +95,7 @@ def run_entry_point(opts: CommonOptions, body: Callable[[distributed.DistInfo], 
                     logger.error("%s", e)
                 sys.exit(2)
             except OSError as e:
-                problem = io_failure(getattr(opts, "output_dir", ""), e)
+                problem = io_failure(", ".join(output_dirs(opts)), e)
                 if problem is None:
                     raise
                 if info.is_main:  # the same error on every rank (raise_if_any_failed): said once

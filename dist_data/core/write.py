@@ -56,13 +56,9 @@ def write_json_list(path: str, items: Iterable[str]) -> None:
 
 
 def save_dataset(ds, path: str) -> None:
-    """``ds.save_to_disk(path)`` atomically: written beside it, then renamed over it."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(tmp)
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    """``ds.save_to_disk(path)`` atomically: written beside it, then renamed over it (a failed write,
+    a full disk, leaves neither a half dataset nor its temporary folder)."""
+    write_folder_atomically(path, ds.save_to_disk)
 
 
 def write_folder_atomically(path: str, fill: Callable[[str], Any]) -> Any:
