@@ -134,8 +134,6 @@ def run_here(module: str, flags: Sequence[str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def model():
-    import torch
-
     from sentence_transformers import SentenceTransformer
 
     from dist_data.core.embed import resolve_model
