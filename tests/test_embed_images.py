@@ -290,3 +290,18 @@ def test_weights_that_cannot_be_had_are_one_line_before_any_download(name, image
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert ("no pretrained tag 'no_such_tag'" if "no_such" in name
             else "is neither a local folder nor in the Hugging Face cache") in proc.stderr, proc.stderr
+
+
+def test_write_ffcv_names_a_corrupt_image_instead_of_hanging(images, tmp_path):
+    pytest.importorskip("ffcv")
+    tree = tmp_path / "tree"
+    for path in folder_paths(images)[:6]:
+        (tree / os.path.basename(os.path.dirname(path))).mkdir(parents=True, exist_ok=True)
+        (tree / os.path.basename(os.path.dirname(path)) / os.path.basename(path)).write_bytes(open(path, "rb").read())
+    broken = sorted(tree.rglob("*.jpg"))[2]
+    broken.write_bytes(broken.read_bytes()[:200])  # a download cut short
+    proc = run_cli("dist_data.imagenet", "write_ffcv", "--split=val", f"--data_dir={tree}", f"--write_dir={tmp_path}",
+                   "--max_resolution=64", "--num_workers=2", nproc=0, check=False, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{broken}: cannot read the image" in proc.stderr and "nothing was written" in proc.stderr, proc.stderr
+    assert not list(tmp_path.glob("*.ffcv*"))

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -124,10 +125,11 @@ def ffcv_name(split: str, max_resolution: int, compress_probability: float, jpeg
 
 
 class _CheckedFolder:
-    """An ImageFolder whose unreadable images raise an error naming the file (FFCV's writer would
-    otherwise die in a worker with PIL's message alone)."""
+    """An ImageFolder for FFCV's writer whose unreadable images never raise in a worker (a worker that
+    dies leaves the writer waiting for ever): each is written as a 1x1 placeholder and its path and
+    reason appended to ``bad_log``, which the caller reads once the writer is done."""
 
-    def __init__(self, root: str, max_rows: int | None):
+    def __init__(self, root: str, max_rows: int | None, bad_log: str):
         from ..core.compat import import_torchvision
 
         import_torchvision()
@@ -135,6 +137,7 @@ class _CheckedFolder:
 
         self.folder = ImageFolder(root)
         self.n = min(len(self.folder), max_rows or len(self.folder))
+        self.bad_log = bad_log
 
     def __len__(self) -> int:
         return self.n
@@ -143,8 +146,12 @@ class _CheckedFolder:
         path, label = self.folder.samples[i]
         try:
             return self.folder.loader(path), label
-        except Exception as e:  # noqa: BLE001
-            raise InputError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
+        except Exception as e:  # noqa: BLE001 - any decode failure: named after the write
+            from PIL import Image
+
+            with open(self.bad_log, "a", encoding="utf-8") as f:  # one short line: an atomic append
+                f.write(json.dumps({"file": path, "reason": f"{type(e).__name__}: {e}"[:200]}) + "\n")
+            return Image.new("RGB", (1, 1)), label
 
 
 def write_ffcv(data_dir: str, write_path: str, max_resolution: int, write_mode: str = "proportion",
@@ -160,18 +167,26 @@ def write_ffcv(data_dir: str, write_path: str, max_resolution: int, write_mode: 
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
 
-    dataset = _CheckedFolder(data_dir, max_rows)
     tmp = f"{write_path}.tmp{os.getpid()}"
+    bad_log = f"{tmp}.unreadable"
+    dataset = _CheckedFolder(data_dir, max_rows, bad_log)
     writer = DatasetWriter(tmp, {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution,
                                                         compress_probability=compress_probability,
                                                         jpeg_quality=jpeg_quality),
                                  "label": IntField()}, num_workers=num_workers)
     try:
         writer.from_indexed_dataset(dataset, chunksize=chunk_size)
+        if os.path.exists(bad_log):
+            with open(bad_log, encoding="utf-8") as f:
+                bad = sorted((json.loads(line) for line in f), key=lambda b: b["file"])
+            raise InputError(f"{bad[0]['file']}: cannot read the image ({bad[0]['reason']})"
+                             + (f"; {len(bad) - 1} more unreadable image(s)" if len(bad) > 1 else "")
+                             + "; nothing was written")
         os.replace(tmp, write_path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for leftover in (tmp, bad_log):
+            if os.path.exists(leftover):
+                os.remove(leftover)
     logger.info("wrote %s: %s images of %d classes (%s, max side %d, p %.2f, quality %d)", write_path,
                 f"{len(dataset):,}", len(dataset.folder.classes), write_mode, max_resolution, compress_probability,
                 jpeg_quality)
