@@ -305,3 +305,17 @@ def test_write_ffcv_names_a_corrupt_image_instead_of_hanging(images, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{broken}: cannot read the image" in proc.stderr and "nothing was written" in proc.stderr, proc.stderr
     assert not list(tmp_path.glob("*.ffcv*"))
+
+
+def test_a_tar_cut_at_a_member_boundary_is_named_not_read_short(images, tmp_path):
+    shard = pathlib.Path(images["shards"]) / "00001.tar"
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    cut = members[-8].offset  # the first member of the last two samples: a boundary tarfile reads past silently
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "00000.tar").write_bytes((pathlib.Path(images["shards"]) / "00000.tar").read_bytes())
+    (tmp_path / "shards" / "00001.tar").write_bytes(shard.read_bytes()[:cut])
+    proc = embed(tmp_path / "out", f"--eval_data={tmp_path / 'shards'}", f"--model_name={TINY}",
+                 f"--checkpoint={images['tiny']}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{tmp_path / 'shards' / '00001.tar'}: truncated tar" in proc.stderr, proc.stderr

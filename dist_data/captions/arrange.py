@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core import distributed
 from ..core.errors import InputError
+from ..core.read import require_complete_tar
 from ..core.write import atomic_open
 from ..core.log import logger, progress
 from ..core.stats import Stats
@@ -87,7 +88,9 @@ def _samples(tar_path: str) -> Iterator[tuple[str, dict[str, tarfile.TarInfo], t
     with tarfile.open(tar_path) as tar:
         members: dict[str, dict[str, tarfile.TarInfo]] = {}
         order = []
-        for m in tar.getmembers():
+        everything = tar.getmembers()
+        require_complete_tar(tar, tar_path)
+        for m in everything:
             if not m.isfile():
                 continue
             base = os.path.basename(m.name)

@@ -298,6 +298,21 @@ def require_fields(spec: str | Sequence[str], split: str, fields: dict[str, str]
             return
 
 
+def require_complete_tar(tar: Any, path: str) -> None:
+    """After every member of ``tar`` (a ``tarfile.TarFile``) was read: a tar cut short at a member
+    boundary reads without a word from ``tarfile``, but lacks the two zero blocks that end every tar.
+
+    Raises:
+        InputError: naming the file and where it stops.
+    """
+    with open(path, "rb") as f:
+        f.seek(tar.offset)
+        tail = f.read(1024)
+    if len(tail) < 1024 or tail.strip(b"\0"):
+        raise InputError(f"{path}: truncated tar (it stops after byte {tar.offset} without the end-of-archive "
+                         f"marker): a copy or download cut short; the samples after that point are missing")
+
+
 def read_rows(path: str) -> list[Row]:
     """Every row of one small file (jsonl/.gz, json, parquet, csv, tsv), with file and line."""
     kind = _kind_of(path)

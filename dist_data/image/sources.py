@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..core.errors import InputError
+from ..core.read import require_complete_tar
 from ..core.log import logger
 from ..core.compat import import_torchvision
 
@@ -171,6 +172,7 @@ def _webdataset_source(path: str, shards: Sequence[str], label_key: str | None) 
                     if info.isfile():
                         key, ext = _key_and_ext(info.name)
                         samples.setdefault(key, {})[ext] = info
+                require_complete_tar(tar, shard)
                 for key, parts in samples.items():
                     image = next((parts[e] for e in WDS_IMAGE_EXTENSIONS if e in parts), None)
                     if image is None:
