@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .core.errors import InputError
-from .core.read import read_json, require_dir
+from .core.read import load_npz, read_json, require_dir
 from .core.write import save_npz, write_folder_atomically, write_json
 from .core import cli
 from .core.cli import Options, at_least, flag, non_empty, one_of, required
@@ -83,12 +83,12 @@ def dataset_rows(folder: str, task_type: str, splits: list[str]) -> tuple[dict[s
     always_train = Rows()
     next_class = 0
     if task_type == "retrieval":
-        corpus, queries = (np.load(os.path.join(folder, f"{n}.npz")) for n in ("corpus", "queries"))
+        corpus, queries = (load_npz(os.path.join(folder, f"{n}.npz")) for n in ("corpus", "queries"))
         q_row = {q: i for i, q in enumerate(queries["id"].tolist())}
         d_row = {d: i for i, d in enumerate(corpus["id"].tolist())}
         judged_q, judged_d = set(), set()
         for split in splits:
-            qrels = np.load(os.path.join(folder, f"{split}.npz"))
+            qrels = load_npz(os.path.join(folder, f"{split}.npz"))
             rows = out.setdefault(split, Rows())
             qs, ds = qrels["query_id"].tolist(), qrels["corpus_id"].tolist()
             missing = [x for x in qs if x not in q_row] + [x for x in ds if x not in d_row]
@@ -107,7 +107,7 @@ def dataset_rows(folder: str, task_type: str, splits: list[str]) -> tuple[dict[s
         always_train.add(corpus["data"][lone_d], next_class + np.arange(len(lone_d)))
         return out, always_train, next_class + len(lone_d)
     for split in splits:
-        z = np.load(os.path.join(folder, f"{split}.npz")) if task_type != "reranking" else None
+        z = load_npz(os.path.join(folder, f"{split}.npz")) if task_type != "reranking" else None
         rows = out.setdefault(split, Rows())
         if task_type in ("classification", "clustering"):
             rows.add(z["data"], z["label"])

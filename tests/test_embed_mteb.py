@@ -514,3 +514,21 @@ def test_a_value_of_the_wrong_type_is_a_bad_row_named_by_file_and_line(task_type
                    f"--save_root={tmp_path / 'out'}", nproc=0, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{folder / 'train.jsonl'}:3:" in proc.stderr and "must be" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("task_type,damage", [("classification", "truncated"), ("retrieval", "not_a_zip")])
+def test_a_damaged_npz_is_one_line_naming_it(embedded, task_type, damage, tmp_path):
+    import shutil
+
+    _, out, _ = embedded
+    copy = tmp_path / "emb"
+    shutil.copytree(out, copy)
+    folder = next(p for p in sorted(copy.iterdir()) if p.is_dir() and not p.name.startswith(".")
+                  and json.load(open(p / "meta.json"))["task_type"] == task_type)
+    victim = sorted(folder.glob("*.npz"))[0]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a zip file at all")
+    proc = run_cli("dist_data.combine", "embeddings", f"--task_type={task_type}", f"--embedding_path={copy}",
+                   f"--save_root_path={tmp_path / 'c'}", nproc=0, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{victim}: not a readable .npz" in proc.stderr, proc.stderr

@@ -13,6 +13,7 @@ import glob as globlib
 import gzip
 import json
 import os
+import zipfile
 import zlib
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterator, Sequence
@@ -296,6 +297,25 @@ def require_fields(spec: str | Sequence[str], split: str, fields: dict[str, str]
                 raise InputError(f"{source.path}:{line}: no field {key!r} (--{flag}); its fields: "
                                  f"{', '.join(map(str, value))}")
             return
+
+
+def open_npz(path: str, allow_pickle: bool = False) -> Any:
+    """``np.load`` of an ``.npz`` (arrays read on access); a missing, truncated or corrupt file is one
+    line naming it, not a zipfile traceback."""
+    try:
+        return np.load(path, allow_pickle=allow_pickle)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: not a readable .npz ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                         ) from None
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (no pickles), read now (a member cut short is named too)."""
+    with open_npz(path) as z:
+        try:
+            return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise InputError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
 
 
 def require_complete_tar(tar: Any, path: str) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import BadRowError, InputError
-from ..core.read import read_rows, Row
+from ..core.read import open_npz, read_rows, Row
 from .layouts import beir_join, get_beir_document, get_beir_query, read_qrels
 
 TASK_TYPES = {
@@ -326,7 +326,7 @@ def load_reranking(path: str) -> dict[str, np.ndarray]:
     Raises:
         InputError: object arrays in a file dist_data did not write.
     """
-    with np.load(path) as z:
+    with open_npz(path) as z:
         files = set(z.files)
         if "positive_offsets" in files:
             return {k: z[k] for k in ("query", "positive", "negative", "positive_offsets", "negative_offsets")}
