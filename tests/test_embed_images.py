@@ -7,6 +7,7 @@ model. References are computed here independently (PIL + timm's own transform + 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -319,3 +320,19 @@ def test_a_tar_cut_at_a_member_boundary_is_named_not_read_short(images, tmp_path
                  f"--checkpoint={images['tiny']}", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{tmp_path / 'shards' / '00001.tar'}: truncated tar" in proc.stderr, proc.stderr
+
+
+def test_a_file_that_is_not_what_its_flag_needs_is_one_line(images, tmp_path):
+    fake = tmp_path / "train.ffcv"
+    fake.write_bytes(b"this is not an FFCV file, it only has the name of one")
+    weights = tmp_path / "cut.pth"
+    weights.write_bytes(pathlib.Path(images["tiny"]).read_bytes()[:1000])
+    cases = []
+    if importlib.util.find_spec("ffcv") is not None:
+        cases.append(([f"--train_data_ffcv={fake}"], f"{fake}: not a readable FFCV file"))
+    cases.append(([f"--train_data={images['folder']}", f"--model_name={TINY}", f"--checkpoint={weights}"],
+                  f"--checkpoint {weights}: not a readable checkpoint"))
+    for flags, message in cases:
+        proc = embed(tmp_path / "out", *flags, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert message in proc.stderr, proc.stderr

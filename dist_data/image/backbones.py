@@ -99,12 +99,16 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             raise InputError(f"--checkpoint {path}: a folder without model.safetensors or pytorch_model.bin")
     if not os.path.isfile(path):
         raise InputError(f"--checkpoint {path}: no such file")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a cut copy, a text file, a pickle of other objects: one line
+        raise InputError(f"--checkpoint {path}: not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

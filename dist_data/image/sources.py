@@ -133,7 +133,13 @@ def import_ffcv():
 
 
 def _ffcv_source(path: str) -> ImageSource:
-    return ImageSource("ffcv", path, int(import_ffcv().reader.Reader(path).num_samples))
+    ffcv = import_ffcv()
+    try:
+        n = int(ffcv.reader.Reader(path).num_samples)
+    except Exception as e:  # noqa: BLE001 - any file that is not FFCV's (a JPEG, a cut copy): one line
+        raise InputError(f"{path}: not a readable FFCV file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return ImageSource("ffcv", path, n)
 
 
 def _folder_source(path: str) -> ImageSource:
