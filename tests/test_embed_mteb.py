@@ -532,3 +532,18 @@ def test_a_damaged_npz_is_one_line_naming_it(embedded, task_type, damage, tmp_pa
                    f"--save_root_path={tmp_path / 'c'}", nproc=0, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{victim}: not a readable .npz" in proc.stderr, proc.stderr
+
+
+def test_an_empty_split_or_no_dataset_of_the_type_is_one_line_not_an_empty_success(tmp_path):
+    synsets = [s for s in iter_synsets(pos="n") if s.examples][:6]
+    (tmp_path / "data" / "wn_x").mkdir(parents=True)
+    (tmp_path / "data" / "wn_x" / "train.jsonl").write_bytes(b"")
+    write_jsonl(str(tmp_path / "data" / "wn_x" / "test.jsonl"), [{"text": s.definition, "label": s.lexfile}
+                                                                  for s in synsets])
+    for verb, out_flag in (("finetune_data", "--save_root"), ("embed_mteb", "--save_root_path")):
+        proc = run_cli(f"dist_data.{verb}", "--task_type=classification", f"--data_path={tmp_path / 'data'}",
+                       f"{out_flag}={tmp_path / verb}", nproc=0, check=False)
+        assert proc.returncode == 2 and "split 'train' is empty" in proc.stderr, proc.stderr
+        proc = run_cli(f"dist_data.{verb}", "--task_type=sts", f"--data_path={tmp_path / 'data'}",
+                       f"{out_flag}={tmp_path / verb}", nproc=0, check=False)
+        assert proc.returncode == 2 and "no dataset folder in the sts layout" in proc.stderr, proc.stderr

@@ -126,6 +126,9 @@ def resolve_tasks(task_type: str, dataset_name: str | Sequence[str], data_path: 
         if data_path:
             names = sorted(d for d in os.listdir(data_path) if os.path.isdir(os.path.join(data_path, d))
                            and has_layout(os.path.join(data_path, d), task_type))
+            if not names:
+                raise InputError(f"--data_path {data_path}: no dataset folder in the {task_type} layout (rows with "
+                                 f"{' or '.join('+'.join(sorted(c)) for c in REQUIRED_COLUMNS[task_type])})")
         elif known is not None:
             names = english_text_tasks(task_type)
         else:
@@ -165,12 +168,12 @@ def has_layout(folder: str, task_type: str) -> bool:
     """Whether a local dataset folder is in ``task_type``'s layout (judged by its first row)."""
     if task_type == "retrieval":
         return os.path.isdir(os.path.join(folder, "qrels")) and _find(folder, "corpus") is not None
-    splits = local_splits(folder, task_type)
-    if not splits:
-        return False
-    rows = read_rows(split_file(folder, splits[0]))
-    first = rows[0].value if rows else None
-    return isinstance(first, dict) and any(cols <= set(first) for cols in REQUIRED_COLUMNS[task_type])
+    for split in local_splits(folder, task_type):  # the first row of the first split that has one
+        rows = read_rows(split_file(folder, split))
+        if rows:  # (an empty split is named when it is read, not a reason to pass the folder by)
+            first = rows[0].value
+            return isinstance(first, dict) and any(cols <= set(first) for cols in REQUIRED_COLUMNS[task_type])
+    return False
 
 
 def _find(folder: str, stem: str) -> str | None:
