@@ -336,3 +336,14 @@ def test_a_file_that_is_not_what_its_flag_needs_is_one_line(images, tmp_path):
         proc = embed(tmp_path / "out", *flags, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert message in proc.stderr, proc.stderr
+
+
+def test_overwrite_with_another_output_dtype_replaces_the_stacked_file(images, tmp_path):
+    common = [f"--train_data={images['folder']}", f"--model_name={TINY}", f"--checkpoint={images['tiny']}",
+              "--batch_size=8"]
+    embed(tmp_path / "out", *common, "--output_dtype=float32")
+    assert load(tmp_path / "out" / "train.npz")["data"].dtype == np.float32
+    proc = embed(tmp_path / "out", *common, "--output_dtype=float16", check=False)
+    assert proc.returncode == 2 and "--output_dtype='float16' (was 'float32')" in proc.stderr, proc.stderr
+    embed(tmp_path / "out", *common, "--output_dtype=float16", "--overwrite")
+    assert load(tmp_path / "out" / "train.npz")["data"].dtype == np.float16
