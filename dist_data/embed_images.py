@@ -162,8 +162,7 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions) -> di
         for split, source in sources.items():
             logger.info("%s: %s", split, source.describe())
             write_split_meta(run.parts_dir, split, source, block_rows)
-        # the stacked {split}.npz too: a run that replaces this one (--overwrite) must not keep them
-        run.record(["classes.json", "rejects.jsonl", "stats.json", "_SUCCESS", *(f"{s}.npz" for s in sources)])
+        run.record(["classes.json", "rejects.jsonl", "stats.json", "_SUCCESS"])
         write_json(run.file("classes.json"), {s: src.classes for s, src in sources.items() if src.classes is not None})
     stats: dict[str, Any] = {"model": backbone.describe, "transform": backbone.config.as_dict(), "splits": {},
                              "world_size": info.world_size}
