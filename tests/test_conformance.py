@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -62,7 +63,8 @@ def invoke(cmd: Command, flags: dict[str, str], capsys, *extra: str) -> tuple[in
 def assert_one_line_refusal(code: int, err: str, *needles: str) -> None:
     assert code == 2, err
     assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
+    # the one line of the refusal (a log line at INFO, e.g. this machine's torchvision notice, is not one)
+    lines = [line for line in err.splitlines() if line.strip() and not re.match(r"\d\d:\d\d:\d\d INFO ", line)]
     assert len(lines) == 1, err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
@@ -511,3 +513,14 @@ def test_a_full_disk_while_publishing_a_set_is_one_line_and_leaves_nothing_half_
     assert code == 2 and "Traceback" not in err, err
     assert "No space left on device" in err and str(tiny_disk / "out") in err and "nothing was published" in err, err
     assert sorted(os.listdir(tiny_disk / "out")) == []  # no collection/ without its test/, no .tmp-* folder
+
+
+@pytest.mark.parametrize("name,extra", [("captions subsets", ["--n=5"]), ("captions trim_tail", ["--lastk=2"])])
+def test_invalid_utf8_in_a_caption_table_names_its_line(name, extra, table_inputs, tmp_path, capsys):
+    table = tmp_path / "table.tsv"
+    lines = (table_inputs / "table.tsv").read_bytes().split(b"\n")
+    lines[3] = b"caf\xe9.jpg\t3"
+    table.write_bytes(b"\n".join(lines))
+    cmd = next(c for c in COMMANDS if c.name == name)
+    code, _, err = invoke(cmd, {"df_path": str(table), "output_dir": str(tmp_path / "out")}, capsys, *extra)
+    assert_one_line_refusal(code, err, f"{table}:4: invalid UTF-8")

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..core.errors import BadRowError, InputError
+from ..core.read import bad_unicode
 from ..core.write import atomic_open
 
 _BREAKS = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
@@ -82,16 +83,22 @@ def read_tsv(path: str, n_classes: int, require: Sequence[str] = ("filepath", "l
         raise InputError(f"--df_path {path} does not exist")
     rows: list[list[str]] = []
     labels: list[int] = []
-    with open(path, encoding="utf-8", newline="") as f:
+    # undecodable bytes are kept as lone surrogates, so that their line (not the file) is named
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f, delimiter="\t")
         columns = next(reader, None)
         if columns is None:
             raise InputError(f"{path}: empty file (expected a header line)")
+        if bad_unicode(columns):
+            raise InputError(f"{path}:1: the header is not valid UTF-8")
         missing = [c for c in require if c not in columns]
         if missing:
             raise InputError(f"{path}: no column {', '.join(map(repr, missing))} (columns: {columns})")
         j = columns.index("label")
         for row in reader:
+            where = bad_unicode(dict(zip(columns, row)))
+            if where:
+                raise BadRowError(path, reader.line_num, f"invalid UTF-8 {where}")
             if len(row) != len(columns):
                 raise BadRowError(path, reader.line_num, f"{len(row)} fields, expected {len(columns)} ({columns})")
             try:

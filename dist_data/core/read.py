@@ -156,7 +156,7 @@ def _lines(source: Source) -> Iterator[tuple[int, bytes]]:
                          f"({type(e).__name__}: {e}); the last good line is {max(lineno - 1, 0)}") from None
 
 
-def _bad_unicode(value: Any) -> str | None:
+def bad_unicode(value: Any) -> str | None:
     """Where ``value`` holds text that is not valid Unicode (undecodable bytes kept as lone surrogates)."""
     if isinstance(value, str):
         try:
@@ -166,7 +166,7 @@ def _bad_unicode(value: Any) -> str | None:
         return None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        where = _bad_unicode(item)
+        where = bad_unicode(item)
         if where:
             return f"in {key!r} {where}"
     return None
@@ -209,7 +209,7 @@ def _iter_source(source: Source, start: int = 0) -> Iterator[tuple[int, Any, str
                 yield lineno, None, text, f"malformed JSON ({e.msg} at column {e.colno})"
                 continue
             # a \ud800 escape is valid JSON but no text: a lone surrogate (only escapes can make one)
-            where = _bad_unicode(value) if "\\u" in text else None
+            where = bad_unicode(value) if "\\u" in text else None
             yield (lineno, None, text, f"a lone surrogate {where}") if where else (lineno, value, text, None)
     elif source.kind == "json":
         # Undecodable bytes are kept as lone surrogates and make their record a bad row (below).
@@ -224,17 +224,17 @@ def _iter_source(source: Source, start: int = 0) -> Iterator[tuple[int, Any, str
         if not isinstance(data, list):
             raise InputError(f"{source.path}: a .json input must hold a list of records")
         for i, value in enumerate(data, start=1):
-            where = _bad_unicode(value)
+            where = bad_unicode(value)
             yield i, None if where else value, None, f"invalid UTF-8 or a lone surrogate {where}" if where else None
     elif source.kind in ("csv", "tsv"):
         # utf-8-sig: a byte-order mark is not part of the first column's name; undecodable bytes are
         # kept as lone surrogates so that their row (not the file) is bad, named by its line.
         with open(source.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             reader = csv.DictReader(f, delimiter="," if source.kind == "csv" else "\t")
-            if _bad_unicode(reader.fieldnames or []):
+            if bad_unicode(reader.fieldnames or []):
                 raise InputError(f"{source.path}:1: the header is not valid UTF-8")
             for value in reader:
-                where = _bad_unicode(value)
+                where = bad_unicode(value)
                 if where:
                     yield reader.line_num, None, None, f"invalid UTF-8 {where}"
                 else:
@@ -408,7 +408,7 @@ def checked_text(row: Row, name: str, text: Any) -> str:
         raise BadRowError(row.source, row.line, f"{name!r} is {type(text).__name__}, expected a string")
     if not text.strip():
         raise BadRowError(row.source, row.line, f"{name!r} is empty")
-    where = _bad_unicode(text)
+    where = bad_unicode(text)
     if where:
         raise BadRowError(row.source, row.line, f"{name!r} is not valid Unicode (a lone surrogate {where})")
     return text
