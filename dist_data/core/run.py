@@ -10,7 +10,6 @@ import json
 import os
 from typing import Any, Callable, Iterator, Sequence
 
-
 from . import distributed
 from .cli import CommonOptions
 from .errors import BadRowError, InputError
@@ -129,19 +128,15 @@ def _locked_outputs(info: distributed.DistInfo, opts: CommonOptions) -> Iterator
     """Rank 0 holds the lock of every output folder of a command that has no run folder of its own
     (a :class:`RunFolderOptions` command's run folder is locked by :meth:`RunDir.prepare`)."""
     folders = [] if isinstance(opts, RunFolderOptions) else output_dirs(opts)
-    held, error = None, None
-    if info.is_main and folders:
-        try:
-            held = locked_folders(folders)
-            held.__enter__()
-        except (RunConflictError, OSError) as e:
-            error = e
-    distributed.raise_if_any_failed(error)
-    try:
+    with contextlib.ExitStack() as held:
+        error = None
+        if info.is_main and folders:
+            try:
+                held.enter_context(locked_folders(folders))
+            except (RunConflictError, OSError) as e:
+                error = e
+        distributed.raise_if_any_failed(error)  # every rank stops when rank 0 could not lock
         yield
-    finally:
-        if held is not None:
-            held.__exit__(None, None, None)
 
 
 def run_commands(table: dict[str, tuple[type[CommonOptions], Callable[[distributed.DistInfo, Any], Any]]], doc: str | None,

@@ -253,10 +253,11 @@ class RunDir:
             raise
 
     def _check_rerun(self, overwrite: bool) -> None:
-        stale = remove_stale_temporaries(self.path, self.owned())
+        listed = self._manifest()
+        stale = remove_stale_temporaries(self.path, listed or ())
         if stale:
             logger.info("removed %d temporary file(s) of an interrupted write in %s", stale, self.path)
-        if self._manifest() is None:
+        if listed is None:
             # nothing here is provably ours: files with the names a run writes are the user's own
             theirs = [n for n in ("args.json", "stats.json", "_SUCCESS", "parts", "cache", self.result_name)
                       if os.path.lexists(self.file(n))]
