@@ -63,7 +63,8 @@ class EmbedImagesOptions(CommonOptions):
     train_data: str | None = flag(None, "train images: an FFCV file, an ImageFolder tree or webdataset .tar shards "
                                   "(a folder, glob or {00000..00009} pattern)", non_empty, path=INPUT_SPEC)
     eval_data: str | None = flag(None, "eval images, as --train_data", non_empty, path=INPUT_SPEC)
-    train_data_ffcv: str | None = flag(None, "train FFCV file (.ffcv/.beton); same as --train_data", non_empty, path=INPUT)
+    train_data_ffcv: str | None = flag(None, "train FFCV file (.ffcv/.beton); same as --train_data", non_empty,
+                                       path=INPUT)
     eval_data_ffcv: str | None = flag(None, "eval FFCV file (.ffcv/.beton); same as --eval_data", non_empty, path=INPUT)
     model_name: str = flag(DEFAULT_IMAGE_MODEL, "a timm model, open_clip:ARCH[/TAG] or module:function", non_empty)
     checkpoint: str | None = flag(None, "the backbone's weights: a state dict file or a folder (default: the "

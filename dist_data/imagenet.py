@@ -24,7 +24,8 @@ from .image import imagenet
 class AnnotationsOptions(Options):
     """One '{image id} {wnid}' line per bounding-box XML file (its first <object>)."""
 
-    xml_dir: str = required("a folder of ImageNet bounding-box .xml files (searched recursively)", non_empty, path=INPUT)
+    xml_dir: str = required("a folder of ImageNet bounding-box .xml files (searched recursively)", non_empty,
+                            path=INPUT)
     output_file: str = flag("annotations.txt", "the annotations file to write", non_empty, path=OUTPUT_FILE)
 
 

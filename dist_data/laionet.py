@@ -124,7 +124,8 @@ class SearchOptions(RunOptions, ModelOptions):
     reference_key: str = flag("TEXT", "the reference text column; a comma list joins several (title,tags,"
                               "description; a list is space-joined)", non_empty)
     reference_wnid_key: str = flag("wnid", "the reference's class column (a wnid)", non_empty)
-    laion: str = required("the LAION rows searched (parquet shards; a file, folder, glob or comma list)", non_empty, path=INPUT_SPEC)
+    laion: str = required("the LAION rows searched (parquet shards; a file, folder, glob or comma list)", non_empty,
+                          path=INPUT_SPEC)
     text_key: str = flag(steps.TEXT, "the LAION caption column", non_empty)
     topk: int = flag(50, "neighbours per reference", at_least(1))
     index: str = flag("gather", "gather: every rank searches all vectors; sharded: per-rank shards, merged "
@@ -140,7 +141,8 @@ class MatchFreqOptions(RunFolderOptions):
     """LAIONet rows sampled per class to a reference's class counts, topped up from search_similar."""
 
     df_path: str = required("LAIONet rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT_SPEC)
-    t2t_df_path: str = required("search_similar's rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT_SPEC)
+    t2t_df_path: str = required("search_similar's rows (parquet with wnid, laion_index, TEXT)", non_empty,
+                                path=INPUT_SPEC)
     references: str = required("the reference dataset whose class counts are matched", non_empty, path=INPUT_SPEC)
     reference_wnid_key: str = flag("wnid", "the reference's class column", non_empty)
     seed: int = flag(42, "seed of the draws", at_least(0))
@@ -167,7 +169,8 @@ class ArrangeOptions(RunFolderOptions):
 
     dataset_path: str = required("img2dataset's tars: a brace pattern ('shards/{00000..00458}.tar'), glob or "
                                  "folder", non_empty, path=INPUT_SPEC)
-    metadata_path: str = required("the url_list img2dataset read (its rows in the same order)", non_empty, path=INPUT_SPEC)
+    metadata_path: str = required("the url_list img2dataset read (its rows in the same order)", non_empty,
+                                  path=INPUT_SPEC)
     target_data_path: str = required("where the images go", non_empty, path=OUTPUT_DIR)
     target_df_path: str | None = flag(None, "the metadata of the downloaded rows; _success{N} is appended to the "
                                       "name (default: {output_dir}/{metadata name})", non_empty, path=OUTPUT_FILE)

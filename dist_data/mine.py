@@ -106,8 +106,9 @@ class MineOptions(PairOptions):
             if self.use_input_negatives:
                 problems.append("--use_input_negatives reads the negatives of --dataset rows; BeIR mode has none")
         for name in ("max_score", "min_score"):  # a cross-encoder's scores are its own; the bi-encoder's are cosines
-            if not self.cross_encoder and cosine(getattr(self, name)):
-                problems.append(f"--{name} {cosine(getattr(self, name))} (a --cross_encoder's scores may lie outside)")
+            problem = None if self.cross_encoder else cosine(getattr(self, name))
+            if problem:
+                problems.append(f"--{name} {problem} (a --cross_encoder's scores may lie outside)")
         if self.include_positives and self.output_format != "n-tuple":
             problems.append(f"--include_positives writes n-tuple rows (the positives keep their rank among the "
                             f"candidates); got --output_format={self.output_format}")
@@ -191,7 +192,8 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         neg_ids, neg_scores, removed = select_negatives(
             cand_ids[emb.item_query], cand_scores[emb.item_query], pos_lists, hardest,
             # no more negatives can be found than there are candidates: a huge flag allocates nothing
-            num_negatives=max(1, min(opts.num_negatives, cand_ids.shape[1])), range_min=opts.range_min, range_max=window_end, max_score=opts.max_score,
+            num_negatives=max(1, min(opts.num_negatives, cand_ids.shape[1])), range_min=opts.range_min,
+            range_max=window_end, max_score=opts.max_score,
             min_score=opts.min_score, absolute_margin=opts.absolute_margin, relative_margin=opts.relative_margin,
             sampling=opts.sampling_strategy, seeds=seeds, exclude_positives=not opts.include_positives,
             query_doc_ids=emb.query_as_doc[emb.item_query])

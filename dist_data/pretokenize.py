@@ -212,7 +212,8 @@ class PretokenizeOptions(RunOptions):
     """Pack documents into fixed-length token sequences."""
 
     dataset: str = flag(SAMPLE_TEXT, "jsonl(.gz), parquet, csv, .txt (a document per line), folders, globs, "
-                        "save_to_disk folders or hub names (default: the shipped WordNet text)", non_empty, path=INPUT_SPEC)
+                        "save_to_disk folders or hub names (default: the shipped WordNet text)", non_empty,
+                        path=INPUT_SPEC)
     text_key: str = flag("text", "the text field", non_empty)
     tokenizer_name: str = flag(DEFAULT_MODEL, "a fast tokenizer: hub name or folder (default: the shipped "
                                "MiniLM's, BERT uncased)", non_empty)

@@ -116,7 +116,8 @@ class LabelOptions(RunOptions):
     filepath_key: str = flag("filepath", "the image path (or URL) field, copied to the output", non_empty)
     unique_lemmas: bool = flag(False, "only lemmas that belong to exactly one class count (LAIONet's rule)")
     block_rows: int = flag(65536, "captions per block (the unit of caching and resume)", at_least(1))
-    output_name: str | None = flag(None, "the table's name (default: {captions stem}_cls.tsv)", non_empty, path=OUTPUT_NAME)
+    output_name: str | None = flag(None, "the table's name (default: {captions stem}_cls.tsv)", non_empty,
+                                   path=OUTPUT_NAME)
 
     def table_name(self) -> str:
         if self.output_name:

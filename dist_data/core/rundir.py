@@ -262,10 +262,10 @@ class RunDir:
             theirs = [n for n in ("args.json", "stats.json", "_SUCCESS", "parts", "cache", self.result_name)
                       if os.path.lexists(self.file(n))]
             if theirs:
+                even = " (not even with --overwrite)" if overwrite else ""
                 raise RunConflictError(
                     f"{self.path} holds {', '.join(theirs)}, which no dist_data manifest ({MANIFEST}) lists: they "
-                    f"are not a run of ours, so nothing was removed{' (not even with --overwrite)' if overwrite else ''}"
-                    f"; give another --output_dir")
+                    f"are not a run of ours, so nothing was removed{even}; give another --output_dir")
             return
         old = read_json(self.file("args.json"))
         if old is None:  # a run that was stopped before it recorded its flags

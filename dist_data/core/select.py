@@ -127,9 +127,9 @@ def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids
                      query_doc_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Hard negatives per query from its candidates, as sentence-transformers' ``mine_hard_negatives``.
 
-    Candidates that are the query itself (a document with the query's text), positives, too close to the positive (margins) or outside the score bounds
-    are removed first; the remaining ones, in canonical order, form the rank window
-    ``[range_min, range_max)``, from which ``num_negatives`` are taken (``top``) or sampled
+    Candidates that are the query itself (a document with the query's text), positives, too close
+    to the positive (margins) or outside the score bounds are removed first; the remaining ones, in
+    canonical order, form the rank window ``[range_min, range_max)``, from which ``num_negatives`` are taken (``top``) or sampled
     (``random``, seeded per query by ``seeds``, then put back in canonical order).
 
     Args:
