@@ -39,9 +39,10 @@ import numpy as np
 from .core.errors import InputError
 from .core.read import load_npz, read_json, require_dir
 from .core.write import save_npz, write_folder_atomically, write_json
-from .core import cli
-from .core.cli import Options, at_least, flag, non_empty, one_of, required
-from .core.paths import INPUT, OUTPUT_DIR
+from .core.cli import at_least, flag, non_empty, one_of, required
+from .core.options import ResultOptions
+from .core.paths import INPUT_DIR, OUTPUT_DIR
+from .core.run import run_main, with_flags
 from .text.tasks import STS_SCALE, TASK_TYPES, TRAIN_SPLITS, load_reranking, seeded_rng
 from .core.log import logger
 
@@ -415,55 +416,67 @@ def combine_all(save_root_path: str, min_sts_score: float = STS_POSITIVE) -> dic
 
 
 @dataclass(frozen=True, kw_only=True)
-class EmbeddingsOptions(Options):
+class EmbeddingsOptions(ResultOptions):
     """One labelled set from the embedded datasets of a task type (npz)."""
 
     task_type: str = required("the task type embed_mteb wrote", one_of(*TASK_TYPES))
-    embedding_path: str = required("DIR/{model} of dist_data.embed_mteb", non_empty, path=INPUT)
+    embedding_path: str = required("DIR/{model} of dist_data.embed_mteb", non_empty, path=INPUT_DIR)
     save_root_path: str = required("where {task_type}/{train,test}.npz are written", non_empty, path=OUTPUT_DIR)
     seed: int = flag(42, "seed of the 80/20 splits", at_least(0))
 
+    def results(self) -> list[str]:
+        return [os.path.join(self.save_root_path, self.task_type)]
+
 
 @dataclass(frozen=True, kw_only=True)
-class CollectionOptions(Options):
+class CollectionOptions(ResultOptions):
     """(anchor, positive) rows from a folder of sentence-transformers training-data files."""
 
-    data_dir: str = required("a folder of *.jsonl(.gz) training-data files", non_empty, path=INPUT)
+    data_dir: str = required("a folder of *.jsonl(.gz) training-data files", non_empty, path=INPUT_DIR)
     save_root_path: str = required("where collection/{train,test} are written", non_empty, path=OUTPUT_DIR)
     max_pairs_per_dataset: int | None = flag(None, "cap per file (seeded sample)", at_least(1))
     seed: int = flag(42, "seed of caps, shuffle and split", at_least(0))
 
+    def results(self) -> list[str]:
+        return [os.path.join(self.save_root_path, "collection")]
+
 
 @dataclass(frozen=True, kw_only=True)
-class FinetuneSetsOptions(Options):
+class FinetuneSetsOptions(ResultOptions):
     """finetune_data's datasets of one task type joined (provenance.json beside them)."""
 
     task_type: str = required("the task type finetune_data wrote", one_of(*TASK_TYPES))
-    data_dir: str = required("the --save_root of dist_data.finetune_data", non_empty, path=INPUT)
+    data_dir: str = required("the --save_root of dist_data.finetune_data", non_empty, path=INPUT_DIR)
     save_root_path: str = required("where finetune/{task_type}/{train,test} are written", non_empty, path=OUTPUT_DIR)
     max_rows_per_dataset: int | None = flag(None, "cap per dataset (seeded sample)", at_least(1))
     seed: int = flag(42, "seed of the caps", at_least(0))
 
+    def results(self) -> list[str]:
+        return [os.path.join(self.save_root_path, "finetune", self.task_type)]
+
 
 @dataclass(frozen=True, kw_only=True)
-class AllOptions(Options):
+class AllOptions(ResultOptions):
     """Every finetune/* set and the collection as (anchor, positive); STS pairs from a score up."""
 
-    save_root_path: str = required("the folder holding finetune/ and collection/", non_empty, path=INPUT)
+    save_root_path: str = required("the folder holding finetune/ and collection/", non_empty, path=INPUT_DIR)
     min_sts_score: float = flag(STS_POSITIVE, "an STS pair is a positive from this score (0-5 scale) up")
+
+    def results(self) -> list[str]:
+        return [os.path.join(self.save_root_path, "all")]
 
 
 COMMANDS = {
-    "embeddings": (EmbeddingsOptions, lambda o: cli.run_in_process(combine_embeddings, o)),
-    "collection": (CollectionOptions, lambda o: cli.run_in_process(combine_collection, o)),
-    "finetune": (FinetuneSetsOptions, lambda o: cli.run_in_process(combine_finetune, o)),
-    "all": (AllOptions, lambda o: cli.run_in_process(combine_all, o)),
+    "embeddings": (EmbeddingsOptions, with_flags(combine_embeddings)),
+    "collection": (CollectionOptions, with_flags(combine_collection)),
+    "finetune": (FinetuneSetsOptions, with_flags(combine_finetune)),
+    "all": (AllOptions, with_flags(combine_all)),
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.combine COMMAND --flag=value ...`` (``--help`` lists the commands)."""
-    cli.main_with_commands(COMMANDS, __doc__, "dist_data.combine", argv)
+    run_main(COMMANDS, __doc__, "dist_data.combine", argv)
 
 
 if __name__ == "__main__":

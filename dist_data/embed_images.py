@@ -29,22 +29,22 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import cli, distributed
-from .core.cli import CommonOptions, Options, at_least, flag, non_empty, one_of, required
+from .core import distributed
+from .core.cli import at_least, flag, non_empty, one_of, required
+from .core.options import ResultOptions, RunFolderOptions
 from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR
 from .core.embed import BATCHES_PER_BLOCK
 from .core.errors import InputError
 from .core.read import read_json
 from .core.write import write_json, write_lines
 from .core.log import logger
-from .core.run import begin_run, open_run, run_entry_point
+from .core.run import Run, run_main
 from .core.stats import peak_rss_mib
 from .core.rundir import remove_paths
 from .image.embed import (EmbedSettings, SplitCounts, embed_split, list_parts, log_split, part_path, stack_parts,
@@ -56,10 +56,11 @@ SPLITS = ("train", "eval")
 
 
 @dataclass(frozen=True, kw_only=True)
-class EmbedImagesOptions(CommonOptions):
+class EmbedImagesOptions(RunFolderOptions):
     """Embed images (FFCV, ImageFolder, webdataset) with a visual backbone to {split}.npz."""
 
-    output_dir: str = required("the run folder: {split}.npz, stats.json, rejects.jsonl", non_empty, result=False)
+    output_dir: str = required("the run folder: {split}.npz, stats.json, rejects.jsonl", non_empty, result=False,
+                               path=OUTPUT_DIR)
     train_data: str | None = flag(None, "train images: an FFCV file, an ImageFolder tree or webdataset .tar shards "
                                   "(a folder, glob or {00000..00009} pattern)", non_empty, path=INPUT_SPEC)
     eval_data: str | None = flag(None, "eval images, as --train_data", non_empty, path=INPUT_SPEC)
@@ -151,12 +152,12 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions) -> di
     from .image.backbones import load_backbone
 
     start = time.perf_counter()
-    run, done = open_run(info, opts, "train.npz")
-    if done is not None:
-        return done
+    run = Run.open(info, opts, "train.npz")
+    if run.done is not None:
+        return run.done
     sources = _open_sources(info, opts)
     backbone = load_backbone(opts.model_name, opts.checkpoint, info.device)
-    begin_run(info, run)
+    run.begin()
     block_rows = opts.batch_size * BATCHES_PER_BLOCK
     if info.is_main:
         logger.info("backbone: %s; eval transform %s", backbone.describe, backbone.config.as_dict())
@@ -233,39 +234,51 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions) -> di
 # ---------------------------------------------------------------- stack
 
 @dataclass(frozen=True, kw_only=True)
-class StackOptions(Options):
+class StackOptions(ResultOptions):
     """Join a run's per-block files into {split}.npz (block order = dataset order; gaps are errors)."""
 
     dir: str = required("the --output_dir of an embed_images run (its parts/ folder holds the blocks)", non_empty,
                         path=OUTPUT_DIR)
     split: str | None = flag(None, "one split (default: every split with blocks)", non_empty)
 
+    def splits(self) -> list[str]:
+        parts_dir = os.path.join(self.dir, "parts")
+        if self.split:
+            return [self.split]
+        names = os.listdir(parts_dir) if os.path.isdir(parts_dir) else []
+        return sorted({name.rsplit("-", 1)[0] for name in names if name.endswith(".npz")})
 
-def stack(dir: str, split: str | None) -> None:  # noqa: A002 - the flag's name
+    def results(self) -> list[str]:
+        return [os.path.join(self.dir, f"{name}.npz") for name in self.splits()]
+
+    def inputs_signature(self) -> dict[str, list[int]]:
+        """The blocks (a resumed run adds some; a lost one must be said): stacked again when they changed."""
+        parts_dir = os.path.join(self.dir, "parts")
+        names = sorted(os.listdir(parts_dir)) if os.path.isdir(parts_dir) else []
+        return {name: [os.stat(os.path.join(parts_dir, name)).st_size, os.stat(os.path.join(parts_dir, name)).st_mtime_ns]
+                for name in names if name.endswith(".npz")}
+
+
+def run_stack(info: distributed.DistInfo, opts: StackOptions) -> None:  # noqa: ARG001 - one process
     """Join the per-block files of ``dir/parts`` into ``dir/{split}.npz`` for one split or all."""
-    parts_dir = os.path.join(dir, "parts")
-    splits = [split] if split else sorted({os.path.basename(p).rsplit("-", 1)[0]
-                                           for p in os.listdir(parts_dir) if p.endswith(".npz")})
+    parts_dir = os.path.join(opts.dir, "parts")
+    splits = opts.splits()
     if not splits:
         raise InputError(f"{parts_dir}: no block files to stack")
     for name in splits:
-        result = stack_parts(parts_dir, name, os.path.join(dir, f"{name}.npz"))
-        logger.info("%s: %d block(s) -> %s (%s rows x %d; %d image(s) set aside)", name, result["blocks"],
-                    os.path.join(dir, f"{name}.npz"), f"{result['rows']:,}", result["dim"], len(result["rejects"]))
+        path = os.path.join(opts.dir, f"{name}.npz")
+        result = stack_parts(parts_dir, name, path)
+        logger.info("%s: %d block(s) -> %s (%s rows x %d; %d image(s) set aside)", name, result["blocks"], path,
+                    f"{result['rows']:,}", result["dim"], len(result["rejects"]))
 
 
-OPTIONS = EmbedImagesOptions  # what dist_data.registry lists
-COMMANDS = {"stack": (StackOptions, lambda o: cli.run_in_process(stack, o))}
+COMMANDS = {None: (EmbedImagesOptions, run_embed_images), "stack": (StackOptions, run_stack)}  # the registry's
+
 
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.embed_images --flag=value ...``, or ``... stack --dir=DIR``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in COMMANDS:
-        cli.main(*COMMANDS[argv[0]], COMMANDS[argv[0]][0].__doc__, f"dist_data.embed_images {argv[0]}", argv[1:])
-        return
-    cli.main(EmbedImagesOptions, lambda opts: run_entry_point(opts, lambda info: run_embed_images(info, opts)), __doc__,
-             "dist_data.embed_images", argv)
+    run_main(COMMANDS, __doc__, "dist_data.embed_images", argv)
 
 
 if __name__ == "__main__":

@@ -38,16 +38,16 @@ from typing import Any, Sequence
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import cli, distributed
+from .core import distributed
 from .core.cli import CommonOptions, flag, non_empty, one_of, required
-from .core.paths import INPUT, OUTPUT_DIR
+from .core.paths import INPUT_DIR, OUTPUT_DIR
 from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, load_model, spec_for
 from .core.errors import InputError
 from .core.read import read_json
 from .core.write import save_npz, write_json
 from .core.log import logger, progress
 from .core.options import ModelOptions
-from .core.run import run_entry_point
+from .core.run import run_main
 from .core.stats import fmt_rows, Stats
 from .core.rundir import FolderLock, RunConflictError, flag_diff, refuse_other_flags, remove_paths
 from .text.mteb_hub import dataset_dirs
@@ -68,7 +68,7 @@ class EmbedMtebOptions(CommonOptions, ModelOptions):
     dataset_name: str = flag("all", "an MTEB task name (or its dataset's, e.g. banking77), a comma list, or all",
                              non_empty)
     data_path: str | None = flag(None, "a folder of dataset folders in MTEB's layout (default: load through "
-                                 "mteb from the hub)", non_empty, path=INPUT)
+                                 "mteb from the hub)", non_empty, path=INPUT_DIR)
     cache_dir: str | None = flag(None, "where hub tasks are kept in the local layout "
                                  "(default ~/.cache/dist_data/mteb)", non_empty)
     hf_subset: str | None = flag(None, "the subset of a multilingual task (default: its English one)", non_empty)
@@ -286,13 +286,12 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions) -> Stats:
     return totals
 
 
-OPTIONS = EmbedMtebOptions  # what dist_data.registry lists
+COMMANDS = {None: (EmbedMtebOptions, run_embed_mteb)}  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.embed_mteb --flag=value ...`` (``--help`` lists the flags)."""
-    cli.main(EmbedMtebOptions, lambda opts: run_entry_point(opts, lambda info: run_embed_mteb(info, opts)), __doc__,
-             "dist_data.embed_mteb", argv)
+    run_main(COMMANDS, __doc__, "dist_data.embed_mteb", argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import cli, distributed, index
+from .core import distributed, index
 from .core.cli import at_least, flag, non_empty
 from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
@@ -32,7 +32,7 @@ from .core.embed import cache_root, embed_pairs
 from .core.options import PairOptions
 from .core.read import read_stage
 from .core.report import record_search, report_scores
-from .core.run import begin_run, IDS_NAME, merge_outputs, open_run, run_entry_point, write_parts
+from .core.run import IDS_NAME, Run, run_main
 from .core.stats import fmt_rows, Stats
 from .core.keys import KeyedVectors, Owners
 from .core.select import consistency_keep
@@ -56,10 +56,10 @@ class FilterOptions(PairOptions):
 def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
     """The filter pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
-    rank, world = info.rank, info.world_size
-    run, done = open_run(info, opts, RESULT_NAME)
-    if done is not None:
-        return done
+    rank = info.rank
+    run = Run.open(info, opts, RESULT_NAME)
+    if run.done is not None:
+        return run.done
     stats = Stats.with_keys("input_rows", "read", "kept", "unique_documents", "cached_blocks",
                             buckets=("dropped", "rejected"))
 
@@ -67,7 +67,7 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
     check_model(opts.model_name, opts.revision, "model_name")
     shard = read_stage(info, stats, opts.dataset, opts.split, [opts.query_key, opts.document_key], opts.max_rows,
                        opts.seed, block_rows, opts.on_bad_rows)
-    begin_run(info, run)
+    run.begin()
 
     queries, documents = shard.column(0), shard.column(1)
     emb = embed_pairs(info, stats, run, shard, queries, documents, opts, block_rows)
@@ -103,9 +103,9 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
         stats.add("unique_documents", int(is_first.sum()))
         kept_rows = np.flatnonzero(keep)
         rec["rows"] = len(kept_rows)
-        write_parts(run, rank, [shard.records[i] for i in kept_rows],
+        run.write_parts([shard.records[i] for i in kept_rows],
                     shard.gids[kept_rows].tolist() if opts.write_ids else None, shard.rejects)
-    merged = merge_outputs(run, rank, world, stats, opts.compress, opts.write_ids)
+    merged = run.merge(stats, opts.compress, opts.write_ids)
     if merged is not None:
         counts = merged["counts"]
         processed = counts.get("read", 0)
@@ -118,13 +118,12 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
     return merged
 
 
-OPTIONS = FilterOptions  # what dist_data.registry lists
+COMMANDS = {None: (FilterOptions, run_filter)}  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.filter --flag=value ...`` (``--help`` lists the flags)."""
-    cli.main(FilterOptions, lambda opts: run_entry_point(opts, lambda info: run_filter(info, opts)), __doc__,
-             "dist_data.filter", argv)
+    run_main(COMMANDS, __doc__, "dist_data.filter", argv)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,14 @@ from typing import Any
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import cli, distributed
-from .core.cli import CommonOptions, at_least, flag, non_empty, one_of, required
-from .core.paths import INPUT, OUTPUT_DIR
-from .core.errors import BadRowError, InputError
-from .core.read import read_json, require_dir
+from .core.cli import at_least, flag, non_empty, one_of, required
+from .core.options import ResultOptions
+from .core.paths import INPUT_DIR, OUTPUT_DIR
+from .core.errors import InputError
+from .core.read import require_dir
 from .core.write import save_dataset, write_json
 from .core.log import logger
-from .core.run import run_entry_point
-from .core.rundir import RunConflictError, flag_diff, refuse_other_flags, remove_paths
+from .core.run import run_main
 from .text.mteb_hub import dataset_dir
 from .text.tasks import STS_SCALE, TASK_TYPES, TRAIN_SPLITS, beir_table, load_split, local_splits, resolve_tasks, seeded_rng
 
@@ -142,53 +141,40 @@ def finetune_pairs(task_type: str, columns: dict[str, list], cap: int, rng: np.r
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinetuneOptions(CommonOptions):
+class FinetuneOptions(ResultOptions):
     """Write finetuning pair datasets per task type."""
 
     task_type: str = required("classification, clustering, retrieval, sts, reranking or pair_classification",
                               one_of(*TASK_TYPES))
     save_root: str = required("where {dataset}_train and {dataset}_test are written", non_empty, path=OUTPUT_DIR)
     data_path: str | None = flag(None, "a folder of dataset folders in MTEB's layout (default: load through mteb "
-                                 "from the hub)", non_empty, path=INPUT)
+                                 "from the hub)", non_empty, path=INPUT_DIR)
     dataset_name: str = flag("all", "an MTEB task name, a comma list, or all", non_empty)
     max_samples_per_dataset: int = flag(20000, "pairs per dataset for train (test: 0.2 x this)", at_least(1))
     seed: int = flag(42, "seed of every draw", at_least(0))
     cache_dir: str | None = flag(None, "where hub tasks are kept in the local layout", non_empty)
     hf_subset: str | None = flag(None, "the subset of a multilingual task (default: its English one)", non_empty)
-    overwrite: bool = flag(False, "replace datasets written with other flags (only what finetune_data wrote)",
-                           result=False)
-    timeout_minutes: int = flag(60, "process-group timeout", at_least(1), result=False)
+    progress: bool = flag(True, "progress bars", result=False)
+
+    def tasks(self) -> list[Any]:
+        if self.data_path is not None:
+            require_dir(self.data_path, "data_path")
+        return resolve_tasks(self.task_type, self.dataset_name, self.data_path)
+
+    def results(self) -> list[str]:
+        """``{dataset}_{train,test}`` per dataset, and ``finetune_{task_type}_stats.json``."""
+        return [os.path.join(self.save_root, f"{ref.name}_{split}") for ref in self.tasks()
+                for split in ("train", "test")] + [os.path.join(self.save_root, f"finetune_{self.task_type}_stats.json")]
 
 
-def run_finetune_data(opts: FinetuneOptions) -> dict[str, Any]:
+def run_finetune_data(info: Any, opts: FinetuneOptions) -> dict[str, Any]:  # noqa: ARG001 - one process
     """Every dataset of the task type as finetuning pairs; the stats (also ``finetune_{task}_stats.json``).
-
-    Rerun policy: the same flags find the run complete; other flags are refused, naming them,
-    unless ``--overwrite`` (which removes only the datasets this verb wrote, as its stats list them).
-    """
+    The engine keeps the rerun policy (:class:`~dist_data.core.rundir.Results`)."""
     import datasets
 
     task_type, save_root = opts.task_type, opts.save_root
-    if opts.data_path is not None:
-        require_dir(opts.data_path, "data_path")
-    args_path = os.path.join(save_root, f"finetune_{task_type}_args.json")
-    stats_path = os.path.join(save_root, f"finetune_{task_type}_stats.json")
-    args = opts.result_args()
-    old = read_json(args_path)
-    refs = resolve_tasks(task_type, opts.dataset_name, opts.data_path)  # names checked before anything is removed
-    if old is not None:
-        diff = flag_diff(old, args)
-        if not diff and os.path.exists(stats_path):
-            logger.info("%s is already complete for these flags (%s); nothing to do", save_root, stats_path)
-            return read_json(stats_path)
-        if diff and not opts.overwrite:
-            raise refuse_other_flags(save_root, f"{task_type} finetuning sets", diff)
-        if diff:
-            written = sorted(read_json(stats_path) or {})
-            removed = remove_paths(save_root, written + [os.path.basename(stats_path), os.path.basename(args_path)])
-            logger.warning("--overwrite: removed %s from %s", ", ".join(removed) or "nothing", save_root)
+    refs = opts.tasks()
     os.makedirs(save_root, exist_ok=True)
-    write_json(args_path, args)
     stats: dict[str, Any] = {}
     for ref in refs:
         folder = dataset_dir(ref, opts.data_path, opts.cache_dir, opts.hf_subset)
@@ -201,26 +187,17 @@ def run_finetune_data(opts: FinetuneOptions) -> dict[str, Any]:
             stats[f"{ref.name}_{split}"] = {"rows_in": len(next(iter(rows[split].values()), [])),
                                             "pairs": len(out["sentence1"]), "cap": cap}
             logger.info("%s %s: %d pairs (cap %d) -> %s", ref.name, split, len(out["sentence1"]), cap, path)
-    write_json(stats_path, stats)
+    write_json(os.path.join(save_root, f"finetune_{task_type}_stats.json"), stats)
     return stats
 
 
-OPTIONS = FinetuneOptions  # what dist_data.registry lists
+COMMANDS = {None: (FinetuneOptions, run_finetune_data)}  # what dist_data.registry lists
+
 
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.finetune_data --flag=value ...`` (``--help`` lists the flags)."""
-    def body(info: distributed.DistInfo, opts: FinetuneOptions) -> None:
-        error = None
-        if info.is_main:  # reading and seeded sampling: one rank writes, the result is the same for any world size
-            try:
-                run_finetune_data(opts)
-            except (ValueError, InputError, BadRowError, RunConflictError) as e:
-                error = e
-        distributed.raise_if_any_failed(error)
-
-    cli.main(FinetuneOptions, lambda opts: run_entry_point(opts, lambda info: body(info, opts)), __doc__,
-             "dist_data.finetune_data", argv)
+    run_main(COMMANDS, __doc__, "dist_data.finetune_data", argv)
 
 
 if __name__ == "__main__":

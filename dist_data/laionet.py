@@ -55,7 +55,7 @@ from .core.log import logger, progress
 from .core.embed import embed_by_block, text_embedder
 from .core.options import ModelOptions, RunFolderOptions, RunOptions
 from .core.read import parse_or_reject, plan_blocks, REJECTED
-from .core.run import begin_run, open_run, run_commands
+from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 
 LISTS_NAME = "wnid_to_laion_indices.json"
@@ -188,9 +188,9 @@ class ArrangeOptions(RunFolderOptions):
 def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
     start = time.perf_counter()
     name = "laion_labeled.parquet"
-    run, done = open_run(info, opts, name)
-    if done is not None:
-        return done
+    run = Run.open(info, opts, name)
+    if run.done is not None:
+        return run.done
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
     matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
@@ -199,7 +199,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
     resolve_sources(opts.laion, opts.split)  # a missing input stops here, before the folder is touched
     if opts.on_bad_rows == "error":  # so does a misspelt key
         require_fields(opts.laion, opts.split, {"text_key": opts.text_key})
-    begin_run(info, run)
+    run.begin()
     plan = plan_blocks(info, stats, opts.laion, opts.split, opts.max_rows, opts.seed, opts.block_rows, unit="rows")
     cache = os.path.join(run.cache_dir, "label")
 
@@ -222,7 +222,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
     if info.is_main:
         stats.examples = {"unmatched_captions": shown}
     blocks = [labelling.block_paths(cache, b, ".parquet")[0] for b in range(-(-plan.n // opts.block_rows))]
-    merged = publish_table(run, info.rank, info.world_size, stats, name, lambda path: join_parquet(blocks, path),
+    merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
                            [c.name for c in classes], counts.tolist(), rejects,
                            [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNIDS, wnids))])
     _summary(merged, start, run, "labelled")
@@ -259,9 +259,9 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict 
 
     start = time.perf_counter()
     name = "laion_similarity.parquet"
-    run, done = open_run(info, opts, name)
-    if done is not None:
-        return done
+    run = Run.open(info, opts, name)
+    if run.done is not None:
+        return run.done
     classes = imagenet_classes()
     known = {c.wnid: c.label for c in classes}
     check_model(opts.model_name, opts.revision, "model_name")
@@ -271,7 +271,7 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict 
     plan = plan_blocks(info, stats, opts.df_path, opts.split, opts.max_rows, opts.seed, opts.block_rows)
     if plan.n == 0:  # before the 1,000 class texts are embedded, and before the folder is touched
         raise InputError(f"--df_path {opts.df_path}: no rows to score")
-    begin_run(info, run)
+    run.begin()
     rejects: list[dict[str, Any]] = []
     keys, texts, labels = [], [], []
     error = None
@@ -338,7 +338,7 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict 
             parts.append(path)
     blocks = [os.path.join(out_dir, f"block-{b:07d}.parquet") for b in range(-(-plan.n // opts.block_rows))]
     counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], known)[None, :]).sum(0)
-    merged = publish_table(run, info.rank, info.world_size, stats, name, lambda path: join_parquet(blocks, path),
+    merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
                            [c.name for c in classes], counts.tolist(), rejects)
     if merged is not None:
         all_sims_rows = column_array(run.file(name), steps.SIMILARITY)
@@ -356,16 +356,16 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
     import pyarrow.parquet as pq
 
     start = time.perf_counter()
-    run, stats, done = open_table_run(info, opts, "filter")
-    if done is not None:
-        return done
+    run, stats = open_table_run(info, opts, "filter")
+    if run.done is not None:
+        return run.done
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
     name = f"laionet_thresh{opts.similarity_th}.parquet"
     source = pq.ParquetFile(opts.df_path)
     need = [opts.similarity_col, steps.QUERY_WNID] + ([steps.NSFW] if opts.remove_nsfw else [])
     require_columns(opts.df_path, source.schema_arrow.names, need)
-    begin_run(info, run)
+    run.begin()
     tmp = os.path.join(run.cache_dir, "filtered.parquet")
     os.makedirs(run.cache_dir, exist_ok=True)
     kept_labels: list[np.ndarray] = []
@@ -398,7 +398,7 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
         os.replace(tmp, path)
         return len(labels)
 
-    merged = publish_table(run, 0, 1, stats, name, write, [c.name for c in classes],
+    merged = publish_table(run, stats, name, write, [c.name for c in classes],
                            tables.class_counts(labels, len(classes)).tolist(), [],
                            [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID, wnids))])
     _summary(merged, start, run, "kept")
@@ -407,9 +407,9 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
 
 def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None:
     start = time.perf_counter()
-    run, stats, done = open_table_run(info, opts, "subsets")
-    if done is not None:
-        return done
+    run, stats = open_table_run(info, opts, "subsets")
+    if run.done is not None:
+        return run.done
     classes = imagenet_classes()
     cols = load_columns(opts.df_path, [steps.WNID, opts.similarity_col, steps.TEXT], optional=[steps.INDEX])
     labels = cols.labels(steps.WNID)
@@ -431,7 +431,7 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None
     stats.add("kept", len(rows))
     suffix = f"_frac{opts.frac}" if opts.n is None and opts.frac < 1 else ""
     name = f"laionet_thresh{opts.thresh}{suffix}_{len(rows)}.tsv"
-    merged = publish_table(run, 0, 1, stats, name, lambda path: tables.write_tsv(path, tables.TABLE_COLUMNS, rows),
+    merged = publish_table(run, stats, name, lambda path: tables.write_tsv(path, tables.TABLE_COLUMNS, rows),
                            [c.name for c in classes],
                            tables.class_counts(labels[subset.positions], len(classes)).tolist(), [])
     _summary(merged, start, run, "kept")
@@ -443,9 +443,9 @@ def run_url_list(info: distributed.DistInfo, opts: UrlListOptions) -> dict | Non
     import pyarrow.parquet as pq
 
     start = time.perf_counter()
-    run, stats, done = open_table_run(info, opts, "url_list")
-    if done is not None:
-        return done
+    run, stats = open_table_run(info, opts, "url_list")
+    if run.done is not None:
+        return run.done
     names = pq.read_schema(opts.df_path).names
     require_columns(opts.df_path, names, [opts.url_col, opts.caption_col])
     extra = [c.strip() for c in opts.save_additional_columns.split(",") if c.strip() in names]
@@ -473,7 +473,7 @@ def run_url_list(info: distributed.DistInfo, opts: UrlListOptions) -> dict | Non
             f.write(img2dataset_command(run.file(name), opts.url_col, opts.caption_col, extra))
         os.replace(path + ".tmp", path)
 
-    merged = publish_table(run, 0, 1, stats, name, write, None, None, [], [("img2dataset.sh", script)])
+    merged = publish_table(run, stats, name, write, None, None, [], [("img2dataset.sh", script)])
     _summary(merged, start, run, "listed")
     if merged is not None:
         logger.info("download with img2dataset (its own environment: pip install img2dataset):\n%s",
@@ -497,9 +497,9 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
 
     start = time.perf_counter()
     name = "laion_similar.parquet"
-    run, done = open_run(info, opts, name)
-    if done is not None:
-        return done
+    run = Run.open(info, opts, name)
+    if run.done is not None:
+        return run.done
     classes = imagenet_classes()
     known = {c.wnid: c.label for c in classes}
     check_model(opts.model_name, opts.revision, "model_name")
@@ -509,7 +509,7 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
         require_fields(opts.laion, opts.split, {"text_key": opts.text_key})
     stats = Stats.with_keys("input_rows", "read", "references", "kept", "unclaimed_references", "cached_blocks",
                             buckets=("dropped", "rejected", "per_class"))
-    begin_run(info, run)
+    run.begin()
     rejects: list[dict[str, Any]] = []
     refs = read_references(info, stats, opts.references, opts.split, opts.reference_key, opts.reference_wnid_key,
                            known, opts.on_bad_rows, rejects, opts.block_rows)
@@ -575,7 +575,7 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
 
         save_npz(path, reference_index=all_ref_keys, wnid_label=all_labels, laion_index=all_ids, score=all_scores)
 
-    merged = publish_table(run, info.rank, info.world_size, stats, name, lambda path: join_parquet(blocks, path),
+    merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
                            [c.name for c in classes], counts.tolist(), rejects,
                            [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID,
                                                                        list(known))),
@@ -586,9 +586,9 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
 
 def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions) -> dict | None:
     start = time.perf_counter()
-    run, stats, done = open_table_run(info, opts, "match_freq", "short_of_target")
-    if done is not None:
-        return done
+    run, stats = open_table_run(info, opts, "match_freq", "short_of_target")
+    if run.done is not None:
+        return run.done
     classes = imagenet_classes()
     known = {c.wnid: c.label for c in classes}
     main_cols = load_columns(opts.df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
@@ -628,7 +628,7 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions) -> dict |
         logger.warning("%d class(es) stay below their target: %s rows missing (stats.json short_of_target)",
                        len(matched.short), fmt_rows(short))
     name = f"laionet_match_{len(rows)}.tsv"
-    merged = publish_table(run, 0, 1, stats, name,
+    merged = publish_table(run, stats, name,
                            lambda path: tables.write_tsv(path, (*tables.TABLE_COLUMNS, "source"), rows),
                            [c.name for c in classes], counts.tolist(), [])
     _summary(merged, start, run, "kept")
@@ -640,13 +640,13 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions) -> dict |
 def run_arrange(info: distributed.DistInfo, opts: ArrangeOptions) -> dict | None:
     start = time.perf_counter()
     meta_name = os.path.basename(opts.metadata_path).rsplit(".", 1)[0]
-    run, done = open_run(info, opts, f"{meta_name}_success.parquet")
-    if done is not None:
-        return done
+    run = Run.open(info, opts, f"{meta_name}_success.parquet")
+    if run.done is not None:
+        return run.done
     shards = expand_shards(opts.dataset_path)
     meta = read_metadata(opts.metadata_path, opts.wnid_key)
     stats = Stats.with_keys("input_rows", "read", "kept", "already_there", buckets=("dropped", "rejected"))
-    begin_run(info, run)
+    run.begin()
     mine = shards[info.rank :: info.world_size]
     if opts.output_format == "files":
         placed = arrange_files(mine, meta, opts.target_data_path, opts.number_sample_per_shard, stats,
@@ -669,7 +669,7 @@ def run_arrange(info: distributed.DistInfo, opts: ArrangeOptions) -> dict | None
             write_parquet(f"{base}_success{len(rows)}{ext or '.parquet'}", table)
         return len(rows)
 
-    merged = publish_table(run, info.rank, info.world_size, stats, name, write, None, None, [])
+    merged = publish_table(run, stats, name, write, None, None, [])
     _summary(merged, start, run, "placed")
     return merged
 
@@ -689,7 +689,7 @@ COMMANDS = {
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.laionet COMMAND --flag=value ...`` (``--help`` lists the commands)."""
-    run_commands(COMMANDS, __doc__, "dist_data.laionet", argv)
+    run_main(COMMANDS, __doc__, "dist_data.laionet", argv)
 
 
 if __name__ == "__main__":

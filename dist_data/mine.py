@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import cli, distributed, index
+from .core import distributed, index
 from .core.cli import at_least, cosine, flag, non_empty, one_of
 from .core.paths import INPUT, INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
@@ -43,7 +43,7 @@ from .core.write import read_lines, write_folder_atomically
 from .core.embed import cache_root
 from .core.options import PairOptions
 from .core.report import record_search, report_scores
-from .core.run import begin_run, merge_outputs, open_run, run_entry_point, write_parts
+from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 from .text.formats import FORMATS, QUERY_FORMATS, dumps, pair_rows, query_row, write_nomic_folder
 from .text.mining import (PositiveSets, embed_stage, fetch_records, join_input_negatives, pair_scores, read_beir,
@@ -122,9 +122,9 @@ class MineOptions(PairOptions):
 def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
     """The mining pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
-    run, done = open_run(info, opts, opts.result_name)
-    if done is not None:
-        return done
+    run = Run.open(info, opts, opts.result_name)
+    if run.done is not None:
+        return run.done
     stats = Stats.with_keys("input_rows", "read", "pairs", "kept", "rows_written", "with_all_negatives",
                             "too_few_negatives", "merged_into_query_row", "input_negatives", "unique_queries",
                             "unique_documents", "cached_blocks", buckets=("dropped", "rejected", "candidates_removed"))
@@ -142,7 +142,7 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
                                           corpus=opts.corpus, corpus_key=opts.corpus_key, max_rows=opts.max_rows,
                                           seed=opts.seed, block_rows=block_rows, on_bad_rows=opts.on_bad_rows,
                                           input_negatives=opts.use_input_negatives)
-    begin_run(info, run)
+    run.begin()
     emb = embed_stage(info, stats, run, items, docs, opts, block_rows)
 
     n = len(items.queries)
@@ -243,7 +243,7 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
             lines += [dumps(r, opts.output_format) for r in out]
         stats.add("rows_written", len(lines))  # output lines (a triplet row per negative, ...)
         rec["rows"] = len(lines)
-        write_parts(run, info.rank, lines, None, rejects)
+        run.write_parts(lines, None, rejects)
 
     def nomic_folder() -> str:
         parts = [run.part("part", r) for r in range(info.world_size)]
@@ -251,7 +251,7 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
             read_lines(parts), tmp, opts.shard_rows, opts.shard_url or os.path.abspath(run.file(NOMIC_FOLDER))))
         return NOMIC_FOLDER
 
-    merged = merge_outputs(run, info.rank, info.world_size, stats, opts.compress, False,
+    merged = run.merge(stats, opts.compress, False,
                            nomic_folder if opts.output_format == "nomic" else None)
     if merged is not None:
         c = merged["counts"]
@@ -273,13 +273,12 @@ def n_label(opts: MineOptions) -> str:
             f"{opts.sampling_strategy}" + (f", cross-encoder {opts.cross_encoder}" if opts.cross_encoder else ""))
 
 
-OPTIONS = MineOptions  # what dist_data.registry lists
+COMMANDS = {None: (MineOptions, run_mine)}  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.mine --flag=value ...`` (``--help`` lists the flags)."""
-    cli.main(MineOptions, lambda opts: run_entry_point(opts, lambda info: run_mine(info, opts)), __doc__,
-             "dist_data.mine", argv)
+    run_main(COMMANDS, __doc__, "dist_data.mine", argv)
 
 
 if __name__ == "__main__":

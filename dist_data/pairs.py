@@ -33,7 +33,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from .catalog import pairs as steps
 from .catalog.names import normalize_name, transliterations
-from .core import cli, distributed, index
+from .core import distributed, index
 from .core.cli import at_least, cosine, flag, in_range, non_empty, one_of, required
 from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
@@ -44,7 +44,7 @@ from .core.embed import cache_root, embed_by_block, text_embedder
 from .core.options import INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions
 from .core.read import read_stage
 from .core.report import record_search, report_scores
-from .core.run import begin_run, open_run, publish_outputs, run_entry_point
+from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 from .core.select import exact_scores
 
@@ -74,9 +74,9 @@ class PairsOptions(RunOptions, ModelOptions, IndexOptions):
 def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:
     """The pairs pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
-    run, done = open_run(info, opts, RESULT_NAME)
-    if done is not None:
-        return done
+    run = Run.open(info, opts, RESULT_NAME)
+    if run.done is not None:
+        return run.done
     stats = Stats.with_keys("input_rows", "read", "names", "duplicate_rows", "duplicate_groups", "kept",
                             "pairs_model", "pairs_transliteration", "transliteration_variants",
                             "names_at_max_neighbors", "cached_blocks", buckets=("dropped", "rejected"))
@@ -84,7 +84,7 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:
     block_rows = BATCHES_PER_BLOCK * opts.batch_size
     shard = read_stage(info, stats, opts.dataset, opts.split, [opts.text_key], opts.max_rows, opts.seed,
                        block_rows, opts.on_bad_rows)
-    begin_run(info, run)
+    run.begin()
 
     # identity: the normal form; a name's id is the position of its first row
     names = shard.column(0)
@@ -159,7 +159,7 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:
     def write_pairs(path: str) -> int:  # the ranks' sorted parts, merged in review order
         return write_lines(path, heapq.merge(*(read_lines([p]) for p in parts), key=lambda line: _key(line, opts)))
 
-    merged = publish_outputs(run, info.rank, info.world_size, stats, RESULT_NAME, write_pairs, shard.rejects,
+    merged = run.publish(stats, RESULT_NAME, write_pairs, shard.rejects,
                              [(CSV_NAME, lambda path: _write_csv(run.file(RESULT_NAME), path)),
                               (DUPLICATES_NAME, lambda path: write_lines(path, (json.dumps(g, ensure_ascii=False)
                                                                                for g in groups)))])
@@ -232,13 +232,12 @@ def _transliteration_pairs(stats: Stats, ids: np.ndarray, norms: list[str], vect
     return steps.make_pairs(ids[src], partner, scores, steps.TRANSLITERATION)
 
 
-OPTIONS = PairsOptions  # what dist_data.registry lists
+COMMANDS = {None: (PairsOptions, run_pairs)}  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.pairs --flag=value ...`` (``--help`` lists the flags)."""
-    cli.main(PairsOptions, lambda opts: run_entry_point(opts, lambda info: run_pairs(info, opts)), __doc__,
-             "dist_data.pairs", argv)
+    run_main(COMMANDS, __doc__, "dist_data.pairs", argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Iterator
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import cli, distributed
+from .core import distributed
 from .core.cli import at_least, flag, non_empty, one_of
 from .core.paths import INPUT_SPEC
 from .core.dedup import content_hash
@@ -43,7 +43,7 @@ from .core.log import logger, progress
 from .text.pack import SPECIALS, Layout, PackStats, pack_slice
 from .core.options import RunOptions
 from .core.read import parse_or_reject, plan_blocks, REJECTED
-from .core.run import begin_run, merge_outputs, open_run, run_entry_point, write_parts
+from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 from .text.wordnet import SAMPLE_TEXT
 
@@ -234,9 +234,9 @@ class PretokenizeOptions(RunOptions):
 def run_pretokenize(info: distributed.DistInfo, opts: PretokenizeOptions) -> dict | None:
     start = time.perf_counter()
     result_name = RESULT_NAME if opts.output_format == "hf" else "data"
-    run, done = open_run(info, opts, result_name)
-    if done is not None:
-        return done
+    run = Run.open(info, opts, result_name)
+    if run.done is not None:
+        return run.done
     stats = Stats.with_keys("input_rows", "read", "documents", "tokens_in", "document_specials",
                             "sequence_specials", "tokens_out", "padding", "sequences", "dropped_tokens",
                             "cached_blocks", buckets=("dropped", "rejected"))
@@ -244,13 +244,13 @@ def run_pretokenize(info: distributed.DistInfo, opts: PretokenizeOptions) -> dic
     resolve_sources(opts.dataset, opts.split)  # a missing input stops here, before the folder is touched
     tok = load_tokenizer(opts.tokenizer_name, opts.revision)
     layout = special_layout(tok, opts.seq_len, opts.specials)
-    begin_run(info, run)  # before tokenizing: a run killed while tokenizing is then resumable
+    run.begin()  # before tokenizing: a run killed while tokenizing is then resumable
     files, rejects = tokenize_stage(info, stats, run, dataset=opts.dataset, split=opts.split, text_key=opts.text_key,
                                     tok=tok, layout=layout, block_docs=opts.block_docs, max_rows=opts.max_rows,
                                     seed=opts.seed, on_bad_rows=opts.on_bad_rows, show_progress=opts.progress)
     pack_stage(info, stats, run, files, layout, opts.drop_last, opts.special_tokens_mask)
-    write_parts(run, info.rank, [], None, rejects)
-    merged = merge_outputs(run, info.rank, info.world_size, stats, False, False,
+    run.write_parts([], None, rejects)
+    merged = run.merge(stats, False, False,
                            merge_result=lambda: join_parts(run, info.world_size, opts.output_format,
                                                            opts.rows_per_shard))
     if merged is not None:
@@ -286,7 +286,7 @@ def push_to_hub(run, output_format: str, name: str) -> None:
                      name, type(e).__name__, str(e).splitlines()[0] if str(e) else "", run.path)
 
 
-OPTIONS = PretokenizeOptions  # what dist_data.registry lists
+COMMANDS = {None: (PretokenizeOptions, run_pretokenize)}  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:
@@ -294,8 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the fast tokenizer's threads: one share of the cores per rank
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // local_world)))
-    cli.main(PretokenizeOptions, lambda opts: run_entry_point(opts, lambda info: run_pretokenize(info, opts)),
-             __doc__, "dist_data.pretokenize", argv)
+    run_main(COMMANDS, __doc__, "dist_data.pretokenize", argv)
 
 
 if __name__ == "__main__":

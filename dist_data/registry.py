@@ -2,8 +2,9 @@
 
 The conformance suite (``tests/test_conformance.py``) runs each command listed here through the
 same careless-user and faulty-machine cases, so a verb or subcommand is covered by being added:
-a verb module names its options class (``OPTIONS``) and/or its subcommands (``COMMANDS``, name ->
-(options class, body)), and its ``main(argv)`` runs it.
+a verb module declares its commands (``COMMANDS``: subcommand name, or None for the verb's own flags ->
+(options class, body(info, options))), and its ``main(argv)`` runs them through the engine
+(:func:`dist_data.core.run.run_main`).
 """
 
 from __future__ import annotations
@@ -59,10 +60,39 @@ def commands() -> list[Command]:
     """Every verb and subcommand, in :data:`VERBS` order."""
     out = []
     for verb, module_name in VERBS.items():
-        module = importlib.import_module(module_name)
-        if getattr(module, "OPTIONS", None) is not None:
-            out.append(Command(verb, None, module.OPTIONS))
-        out += [Command(verb, name, cls) for name, (cls, _) in getattr(module, "COMMANDS", {}).items()]
-        if not any(c.verb == verb for c in out):
-            raise TypeError(f"{module_name} declares neither OPTIONS nor COMMANDS")
+        table = getattr(importlib.import_module(module_name), "COMMANDS", None)
+        if not table:
+            raise TypeError(f"{module_name} declares no COMMANDS")
+        out += [Command(verb, name, cls) for name, (cls, _) in table.items()]
     return out
+
+
+def check(argv: list[str]) -> None:
+    """``python -m dist_data.registry check MODULE [COMMAND] --flags``: parse and check the flags (paths
+    included) of a command in the launching process, before torchrun starts any rank: a typo is then one
+    line and exit 2, not a failure of every rank under torchrun's summary. A module that is not a
+    dist_data verb, or ``--help``, passes (torchrun runs it and says what it says)."""
+    from .core import cli
+
+    module, rest = (argv[0], argv[1:]) if argv else ("", [])
+    verb = next((v for v, m in VERBS.items() if m.removesuffix(".__main__") == module), None)
+    if verb is None or any(a in ("-h", "--help") for a in rest):
+        return
+    table = importlib.import_module(VERBS[verb]).COMMANDS
+
+    def nothing(opts: object) -> None:
+        return None
+
+    named = {name: (cls, nothing) for name, (cls, _) in table.items() if name}
+    if rest and rest[0] in named or None not in table:
+        cli.main_with_commands(named, None, module, rest)
+    else:
+        cli.main(table[None][0], nothing, None, module, rest)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["check"]:
+        sys.exit("usage: python -m dist_data.registry check MODULE [COMMAND] --flags")
+    check(sys.argv[2:])

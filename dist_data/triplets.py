@@ -30,7 +30,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from .catalog import triplets as steps
 from .catalog.names import char_ratio
-from .core import cli, distributed, index
+from .core import distributed, index
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
@@ -41,7 +41,7 @@ from .core.embed import cache_root, embed_by_block, text_embedder
 from .core.options import INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions
 from .core.read import read_stage
 from .core.report import record_search, report_scores
-from .core.run import begin_run, open_run, publish_outputs, run_entry_point
+from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 from .core.select import PAD_ID, exact_scores, seeded_uniform
 
@@ -87,9 +87,9 @@ class TripletsOptions(RunOptions, ModelOptions, IndexOptions):
 def run_triplets(info: distributed.DistInfo, opts: TripletsOptions) -> dict | None:
     """The triplets pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
-    run, done = open_run(info, opts, RESULT_NAME)
-    if done is not None:
-        return done
+    run = Run.open(info, opts, RESULT_NAME)
+    if run.done is not None:
+        return run.done
     stats = Stats.with_keys("input_rows", "read", "items", "categories", "kept", "needs_review", "cached_blocks",
                             buckets=("dropped", "rejected", "negative_candidates_removed", "review_reason"))
     check_model(opts.model_name, opts.revision, "model_name")
@@ -97,7 +97,7 @@ def run_triplets(info: distributed.DistInfo, opts: TripletsOptions) -> dict | No
     shard = read_stage(info, stats, opts.dataset, opts.split,
                        lambda row: steps.parse_item(row, opts.keys, opts.category_key, opts.join),
                        opts.max_rows, opts.seed, block_rows, opts.on_bad_rows)
-    begin_run(info, run)
+    run.begin()
 
     texts, categories = shard.column(0), shard.column(1)
     has_text = np.array([bool(t) for t in texts], dtype=bool)
@@ -205,7 +205,7 @@ def run_triplets(info: distributed.DistInfo, opts: TripletsOptions) -> dict | No
     def write_triplets(path: str) -> int:
         return write_lines(path, read_lines(parts))
 
-    merged = publish_outputs(run, info.rank, info.world_size, stats, RESULT_NAME, write_triplets, shard.rejects,
+    merged = run.publish(stats, RESULT_NAME, write_triplets, shard.rejects,
                              [(REVIEW_NAME, lambda path: _write_review(reviews, path))])
     if merged is not None:
         c = merged["counts"]
@@ -230,13 +230,12 @@ def _write_review(parts: list[str], path: str) -> None:
         out.writerows(heapq.merge(*((json.loads(line) for line in read_lines([p])) for p in parts), key=_review_key))
 
 
-OPTIONS = TripletsOptions  # what dist_data.registry lists
+COMMANDS = {None: (TripletsOptions, run_triplets)}  # what dist_data.registry lists
 
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.triplets --flag=value ...`` (``--help`` lists the flags)."""
-    cli.main(TripletsOptions, lambda opts: run_entry_point(opts, lambda info: run_triplets(info, opts)), __doc__,
-             "dist_data.triplets", argv)
+    run_main(COMMANDS, __doc__, "dist_data.triplets", argv)
 
 
 if __name__ == "__main__":

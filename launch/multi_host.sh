@@ -7,6 +7,8 @@ set -euo pipefail
 : "${HEAD:?set HEAD to the host name of the first node}"
 : "${NNODES:?set NNODES to the number of hosts}"
 NPROC=${NPROC:-$(python -c 'import torch; print(torch.cuda.device_count() or 1)')}
+# flags and paths checked here, before any rank starts: a typo is one line, not a failed job
+"${PYTHON:-python}" -m dist_data.registry check "$@"
 exec torchrun --nnodes="$NNODES" --nproc-per-node="$NPROC" \
   --rdzv-id="${RDZV_ID:-dist_data}" --rdzv-backend=c10d --rdzv-endpoint="$HEAD:${PORT:-29500}" \
   -m "$@"

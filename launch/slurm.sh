@@ -19,6 +19,8 @@ if [ -z "${GPUS_PER_NODE:-}" ]; then
 fi
 HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 PORT=${PORT:-29500}
+# flags and paths checked here, before any rank starts: a typo is one line, not a failed job
+"${PYTHON:-python}" -m dist_data.registry check "$@"
 srun --kill-on-bad-exit=1 torchrun \
   --nnodes="$SLURM_JOB_NUM_NODES" --nproc-per-node="$GPUS_PER_NODE" \
   --rdzv-id="$SLURM_JOB_ID" --rdzv-backend=c10d --rdzv-endpoint="$HEAD:$PORT" \

@@ -94,7 +94,10 @@ def test_a_misspelled_flag_stops_every_rank_before_any_work(tmp_path):
     out = tmp_path / "run"
     proc = run_cli("dist_data.filter", f"--output_dir={out}", "--datset=x", "--max_rows=50", nproc=2, check=False)
     assert proc.returncode != 0
-    assert proc.stderr.count("did you mean --dataset?") == 1  # rank 0 says it once
+    said = [line for line in proc.stderr.splitlines() if "did you mean --dataset?" in line]
+    # rank 0 says it once; torchrun's failure summary names it as the root cause (the rank's error file)
+    assert len(said) == 2 and said[0].startswith("dist_data.filter: error: unknown flag --datset"), proc.stderr
+    assert said[1].strip() == "traceback : dist_data.filter: error: unknown flag --datset; did you mean --dataset?"
     assert not os.path.exists(out)  # nothing ran, nothing was written
     proc = run_cli("dist_data.mine", f"--output_dir={out}", "--max_score=abc", nproc=0, check=False)
     assert proc.returncode == 2 and "--max_score must be a number, got 'abc'" in proc.stderr

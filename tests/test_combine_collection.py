@@ -43,6 +43,7 @@ def test_each_schema_and_caps_and_split(folder, tmp_path):
     train = datasets.load_from_disk(str(tmp_path / "collection" / "train"))
     test = datasets.load_from_disk(str(tmp_path / "collection" / "test"))
     assert len(train) == 336 and len(test) == 84 and train.column_names == ["anchor", "positive"]
+    assert sum(d["kept"] for d in stats.values()) == len(train) + len(test)  # the stats add up
     prov = json.load(open(tmp_path / "collection" / "provenance.json"))  # the source of each row, beside the set
     source = {s: [prov["datasets"][i] for i in prov[s]] for s in ("train", "test")}
     rows = {(r["anchor"], r["positive"], d) for split, ds in (("train", train), ("test", test))
@@ -77,3 +78,21 @@ def test_a_set_that_is_a_string_is_a_bad_row_not_its_letters(tmp_path):
                    nproc=0, check=False)
     assert proc.returncode == 2 and "sets.jsonl.gz:2: 'set' is a str ('kitten'), expected a list of texts" in proc.stderr
     assert not (tmp_path / "o" / "collection").exists()
+
+
+def test_stats_add_up_when_a_mined_triplet_file_repeats_its_pairs(tmp_path):
+    """nli-style pairs beside mined triplets (one row per negative): the repeats of a file are counted
+    as duplicates, and the rows written are exactly the rows the stats call kept."""
+    import datasets
+
+    synsets = [s for s in iter_synsets() if len(s.lemmas) >= 2][:40]
+    data = tmp_path / "data"
+    data.mkdir()
+    write_gz(data / "nli_pairs.jsonl.gz", [[s.lemmas[0], s.definition] for s in synsets[:20]])
+    write_gz(data / "nli_triplets.jsonl.gz", [[s.lemmas[1], s.definition, synsets[-1 - n].definition]
+                                              for s in synsets[20:30] for n in range(2)])
+    run_cli("dist_data.combine", "collection", f"--data_dir={data}", f"--save_root_path={tmp_path}", nproc=0)
+    stats = json.load(open(tmp_path / "collection" / "stats.json"))
+    assert stats["datasets"]["nli_triplets"] == {"schema": "3-column", "pairs": 20, "duplicates": 10, "kept": 10}
+    written = sum(len(datasets.load_from_disk(str(tmp_path / "collection" / s))) for s in ("train", "test"))
+    assert written == stats["train_rows"] + stats["test_rows"] == 30

@@ -17,16 +17,17 @@ import sys
 import pytest
 
 from dist_data.core import cli, paths
-from dist_data.core.options import RunFolderOptions
-from dist_data.core.rundir import LOCK_NAME, FolderLock, RunConflictError, RunDir
+from dist_data.core.options import ResultOptions, RunFolderOptions
+from dist_data.core.rundir import LOCK_NAME, FolderLock, Results, RunConflictError, RunDir
 from dist_data.registry import VERBS, Command, commands
 
 COMMANDS = commands()
 # required flags that are not paths: a valid value each
 CHOICES = {"task_type": "classification", "split": "train", "image_root": "images"}
 # flags without which a command's own cross-flag checks refuse it
-EXTRA = {"captions variants": {"use_title": "True"}, "captions subsets": {"n": "1"}}
-INPUT_ROLES = (paths.INPUT, paths.INPUT_SPEC)
+EXTRA = {"captions variants": {"use_title": "True"}, "captions subsets": {"n": "1"}, "embed_images stack": {"split": "train"},
+         "embed_images": {"train_data": paths.INPUT_SPEC}}
+INPUT_ROLES = paths.INPUT_ROLES
 
 
 def roles(cmd: Command, *wanted: str) -> list[str]:
@@ -38,15 +39,13 @@ def valid_flags(cmd: Command, tmp) -> dict[str, str]:
     data = tmp / "in" / "rows.jsonl"
     data.parent.mkdir(exist_ok=True)
     data.write_text('{"query": "dog", "document": "a domestic canine"}\n', encoding="utf-8")
-    flags = {}
-    for f in dataclasses.fields(cmd.options):
-        if f.default is not dataclasses.MISSING:
-            continue
-        role = f.metadata.get("path")
-        flags[f.name] = {paths.INPUT: str(data), paths.INPUT_SPEC: str(data), paths.OUTPUT_DIR: str(tmp / "out"),
-                         paths.OUTPUT_FILE: str(tmp / "out" / "file"), paths.OUTPUT_NAME: "name.tsv"}.get(
-            role, CHOICES.get(f.name, "x"))
-    return {**flags, **EXTRA.get(cmd.name, {})}
+    by_role = {paths.INPUT: str(data), paths.INPUT_SPEC: str(data), paths.INPUT_DIR: str(data.parent),
+               paths.OUTPUT_DIR: str(tmp / "out"), paths.OUTPUT_FILE: str(tmp / "out" / "file"),
+               paths.OUTPUT_NAME: "name.tsv"}
+    flags = {f.name: by_role.get(f.metadata.get("path"), CHOICES.get(f.name, "x"))
+             for f in dataclasses.fields(cmd.options) if f.default is dataclasses.MISSING}
+    extra = {name: by_role.get(value, value) for name, value in EXTRA.get(cmd.name, {}).items()}  # a role: its path
+    return {**flags, **extra}
 
 
 def invoke(cmd: Command, flags: dict[str, str], capsys, *extra: str) -> tuple[int, str, str]:
@@ -227,6 +226,85 @@ def test_overwrite_never_removes_files_no_manifest_lists(cmd, tmp_path, capsys):
     assert "no dist_data manifest" in err and "nothing was removed" in err, err
     assert {name: (out / name).read_text() for name in mine} == mine
     assert not (out / LOCK_NAME).exists()  # released on the way out
+
+
+RESULT_COMMANDS = [c for c in COMMANDS if issubclass(c.options, ResultOptions)]
+
+
+def result_flags(cmd: Command, tmp) -> dict[str, str]:
+    """Flags of a one-process command whose results can be named (finetune_data: one local dataset)."""
+    flags = valid_flags(cmd, tmp)
+    flags.update({name: str(tmp / "out") for name in roles(cmd, paths.OUTPUT_DIR)})  # defaults too (never ".")
+    flags.update({name: str(tmp / "out" / "file") for name in roles(cmd, paths.OUTPUT_FILE)})
+    if cmd.verb == "finetune_data":
+        (tmp / "mteb" / "wn").mkdir(parents=True, exist_ok=True)
+        flags.update(data_path=str(tmp / "mteb"), dataset_name="wn")
+    if cmd.name == "combine all":  # it writes all/ beside the finetune/ and collection/ it reads
+        flags["save_root_path"] = str(tmp / "in")
+    return flags
+
+
+def plant_results(cmd: Command, flags: dict[str, str], args_change: dict) -> dict:
+    """Stand-ins at every result path, recorded in the manifest as made by ``cmd`` with its flags
+    changed by ``args_change`` (None: not recorded at all: the user's own files). Their bytes."""
+    opts = cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()])
+    planted = {}
+    assert opts.results(), "a command of named results names at least one"
+    for path in opts.results():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"made before: {os.path.basename(path)}")
+        planted[path] = open(path, encoding="utf-8").read()
+    if args_change is not None:
+        command = " ".join(filter(None, [cmd.module, cmd.subcommand]))
+        Results(command, opts.results(), {**opts.result_args(), **args_change},
+                opts.inputs_signature()).record(complete=True)
+    return planted
+
+
+def still_there(planted: dict) -> bool:
+    return all(open(p, encoding="utf-8").read() == text for p, text in planted.items())
+
+
+@pytest.mark.parametrize("cmd", RESULT_COMMANDS, ids=lambda c: c.name)
+def test_a_result_made_with_other_flags_is_refused_naming_them(cmd, tmp_path, capsys):
+    flags = result_flags(cmd, tmp_path)
+    changed = next(f.name for f in dataclasses.fields(cmd.options) if f.metadata.get("result", True))
+    planted = plant_results(cmd, flags, {changed: "another value"})
+    code, _, err = invoke(cmd, flags, capsys)
+    assert_one_line_refusal(code, err, "with other flags", f"--{changed}=", "(was 'another value')", "--overwrite")
+    assert still_there(planted)
+
+
+@pytest.mark.parametrize("cmd", RESULT_COMMANDS, ids=lambda c: c.name)
+def test_a_complete_result_with_the_same_flags_is_not_made_again(cmd, tmp_path, capsys):
+    flags = result_flags(cmd, tmp_path)
+    planted = plant_results(cmd, flags, {})
+    code, _, err = invoke(cmd, flags, capsys)
+    assert code == 0 and "already complete (same flags); nothing to do" in err, err
+    assert still_there(planted)
+    for name in roles(cmd, *INPUT_ROLES):  # an input changed since: made again (whatever the body says then)
+        if flags.get(name) and os.path.isfile(flags[name]):
+            os.utime(flags[name], ns=(1, 1))
+            _, _, err = invoke(cmd, flags, capsys)
+            assert "already complete" not in err, err
+
+
+@pytest.mark.parametrize("cmd", RESULT_COMMANDS, ids=lambda c: c.name)
+def test_a_users_file_where_a_result_goes_is_never_replaced(cmd, tmp_path, capsys):
+    flags = result_flags(cmd, tmp_path)
+    planted = plant_results(cmd, flags, None)
+    code, _, err = invoke(cmd, flags, capsys, "--overwrite")
+    assert_one_line_refusal(code, err, "no dist_data manifest", "not even with --overwrite")
+    assert still_there(planted)
+
+
+def test_every_command_that_writes_has_a_rerun_policy():
+    """A run folder (:class:`Run`) or named results (:class:`Results`): nothing else writes."""
+    writers = [c for c in COMMANDS if roles(c, paths.OUTPUT_DIR, paths.OUTPUT_FILE)]
+    unruled = [c.name for c in writers if not issubclass(c.options, (RunFolderOptions, ResultOptions))]
+    # embed_mteb keeps one record per dataset folder (meta.json); to_pytorch_style moves files in place
+    assert unruled == ["embed_mteb"], unruled
 
 
 def test_an_empty_lock_is_stale_and_taken_over(tmp_path, caplog):

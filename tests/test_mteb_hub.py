@@ -192,8 +192,8 @@ def test_embed_mteb_and_finetune_data_without_data_path(hub, tmp_path, monkeypat
     shutil.copytree(local / "wn_sts", tmp_path / "by_hand" / "STSBenchmark")
     ref = tmp_path / "ft_local"
     ft = dict(task_type="sts", dataset_name="STSBenchmark", max_samples_per_dataset=50, seed=7)
-    run_finetune_data(FinetuneOptions(**ft, data_path=str(tmp_path / "by_hand"), save_root=str(ref)))
-    run_finetune_data(FinetuneOptions(**ft, save_root=str(tmp_path / "ft_hub"), cache_dir=str(cache)))
+    run_finetune_data(None, FinetuneOptions(**ft, data_path=str(tmp_path / "by_hand"), save_root=str(ref)))
+    run_finetune_data(None, FinetuneOptions(**ft, save_root=str(tmp_path / "ft_hub"), cache_dir=str(cache)))
     for split in ("train", "test"):
         a = datasets.load_from_disk(str(ref / f"STSBenchmark_{split}")).to_dict()
         b = datasets.load_from_disk(str(tmp_path / "ft_hub" / f"STSBenchmark_{split}")).to_dict()

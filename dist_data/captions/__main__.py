@@ -36,7 +36,7 @@ from ..core.read import read_rows, require_fields, resolve_sources
 from ..core.log import logger
 from ..core.options import RunFolderOptions, RunOptions
 from ..core.read import parse_or_reject, plan_blocks, REJECTED
-from ..core.run import begin_run, open_run, run_commands
+from ..core.run import Run, run_main
 from ..core.stats import fmt_rows, Stats
 from . import label as labelling
 from . import tables
@@ -134,9 +134,9 @@ class LabelOptions(RunOptions):
 
 def run_variants(info: distributed.DistInfo, opts: VariantsOptions) -> dict | None:
     start = time.perf_counter()
-    run, stats, done = open_table_run(info, opts, "variants")
-    if done is not None:
-        return done
+    run, stats = open_table_run(info, opts, "variants")
+    if run.done is not None:
+        return run.done
     fields = opts.fields()
     rejects: list[dict[str, Any]] = []
     with stats.stage("read") as rec:
@@ -152,7 +152,7 @@ def run_variants(info: distributed.DistInfo, opts: VariantsOptions) -> dict | No
     stats.add("dropped", result.empty, reason="empty_caption")
     labels = [label for _, label, _ in result.rows]
     names = [c.name for c in imagenet_classes()]
-    merged = publish_table(run, 0, 1, stats, fields.file_name(len(result.rows)),
+    merged = publish_table(run, stats, fields.file_name(len(result.rows)),
                            lambda path: tables.write_tsv(path, ("filepath", "label", "caption"), result.rows), names,
                            tables.class_counts(np.asarray(labels, dtype=np.int64), len(names)).tolist(), rejects)
     _summary(merged, start, run.file(merged["outputs"]["result"]))
@@ -181,9 +181,9 @@ def _read_table(stats: Stats, opts) -> tuple[list[str], tables.Table]:
 
 def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None:
     start = time.perf_counter()
-    run, stats, done = open_table_run(info, opts, "subsets")
-    if done is not None:
-        return done
+    run, stats = open_table_run(info, opts, "subsets")
+    if run.done is not None:
+        return run.done
     names, table = _read_table(stats, opts)
     columns, rows, labels = list(table.columns), table.rows, table.labels
     n_classes, classes = len(names), None
@@ -221,7 +221,7 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None
             rows, labels = [rows[i] for i in picked.tolist()], labels[picked]
     stats.add("kept", len(rows))
     name = tables.renamed(opts.df_path, classes=len(classes) if classes is not None else None, n=len(rows))
-    merged = publish_table(run, 0, 1, stats, name, lambda path: tables.write_tsv(path, columns, rows), names,
+    merged = publish_table(run, stats, name, lambda path: tables.write_tsv(path, columns, rows), names,
                            tables.class_counts(labels, n_classes).tolist(), [])
     _summary(merged, start, run.file(merged["outputs"]["result"]))
     return merged
@@ -229,9 +229,9 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None
 
 def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions) -> dict | None:
     start = time.perf_counter()
-    run, stats, done = open_table_run(info, opts, "trim_tail", "tail_rows_before", "tail_rows_after")
-    if done is not None:
-        return done
+    run, stats = open_table_run(info, opts, "trim_tail", "tail_rows_before", "tail_rows_after")
+    if run.done is not None:
+        return run.done
     names, table = _read_table(stats, opts)
     if opts.lastk > len(names):
         raise ValueError(f"--lastk={opts.lastk} is more than the {len(names)} classes")
@@ -247,7 +247,7 @@ def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions) -> dict | N
     logger.info("tail: %d classes with %s..%s rows each; at most %d kept per class", len(tail),
                 fmt_rows(before[tail].min()), fmt_rows(before[tail].max()), opts.ceil)
     name = tables.renamed(opts.df_path, suffix=f"_tail{opts.lastk}ceil{opts.ceil}")
-    merged = publish_table(run, 0, 1, stats, name, lambda path: tables.write_tsv(path, table.columns, table.take(keep)),
+    merged = publish_table(run, stats, name, lambda path: tables.write_tsv(path, table.columns, table.take(keep)),
                            names, after.tolist(), [])
     _summary(merged, start, run.file(merged["outputs"]["result"]))
     return merged
@@ -258,9 +258,9 @@ def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions) -> dict | N
 def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
     start = time.perf_counter()
     name = opts.table_name()
-    run, done = open_run(info, opts, name)
-    if done is not None:
-        return done
+    run = Run.open(info, opts, name)
+    if run.done is not None:
+        return run.done
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
     matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
@@ -273,7 +273,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
     resolve_sources(opts.captions, opts.split)  # a missing input stops here, before the folder is touched
     if opts.on_bad_rows == "error":  # so does a misspelt key
         require_fields(opts.captions, opts.split, {"caption_key": opts.caption_key})
-    begin_run(info, run)
+    run.begin()
     plan = plan_blocks(info, stats, opts.captions, opts.split, opts.max_rows, opts.seed, opts.block_rows,
                        unit="captions")
     cache = os.path.join(run.cache_dir, "label")
@@ -292,7 +292,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
         tables.join_tsv(path, labelling.COLUMNS, blocks)
         return int(counts.sum())
 
-    merged = publish_table(run, info.rank, info.world_size, stats, name, join_blocks, [c.name for c in classes],
+    merged = publish_table(run, stats, name, join_blocks, [c.name for c in classes],
                            counts.tolist(), rejects)
     if merged is not None:
         c = merged["counts"]
@@ -320,7 +320,7 @@ COMMANDS = {
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.captions COMMAND --flag=value ...`` (``--help`` lists the commands)."""
-    run_commands(COMMANDS, __doc__, "dist_data.captions", argv)
+    run_main(COMMANDS, __doc__, "dist_data.captions", argv)
 
 
 if __name__ == "__main__":

@@ -6,32 +6,31 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from ..core import distributed
-from ..core.run import open_run, publish_outputs
+from ..core.run import Run
 from ..core.stats import Stats
-from ..core.rundir import RunDir
 from .classes import write_class_frequency
 
 FREQUENCY_NAME = "class_frequency.txt"
 
 
 def open_table_run(info: distributed.DistInfo, opts: Any, command: str,
-                   *buckets: str) -> tuple[RunDir, Stats, dict[str, Any] | None]:
-    """The run folder of a one-process command, its stats (``input_rows``, ``read``, ``kept``,
-    ``dropped``, ``rejected`` and ``buckets``), and the stats of a complete earlier run with the same
-    flags (then there is nothing to do)."""
+                   *buckets: str) -> tuple[Run, Stats]:
+    """The run of a one-process command (``run.done``: the stats of a complete earlier run with the
+    same flags, then there is nothing to do) and its stats (``input_rows``, ``read``, ``kept``,
+    ``dropped``, ``rejected`` and ``buckets``)."""
     if info.world_size > 1:
         raise ValueError(f"{command} works on one table in one process: run it with python -m dist_data.captions "
                          f"{command} (torchrun is for label)")
-    run, done = open_run(info, opts, f"{command}.tsv")  # the table's name is set once its rows are known
-    return run, Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected", *buckets)), done
+    run = Run.open(info, opts, f"{command}.tsv")  # the table's name is set once its rows are known
+    return run, Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected", *buckets))
 
 
-def publish_table(run: RunDir, rank: int, world_size: int, stats: Stats, name: str,
+def publish_table(run: Run, stats: Stats, name: str,
                   write_table: Callable[[str], int], class_names: Sequence[str] | None, counts: Sequence[int] | None,
                   rejects: list[dict[str, Any]],
                   extra: Sequence[tuple[str, Callable[[str], None]]] = ()) -> dict[str, Any] | None:
-    """:func:`publish_outputs` of a caption table, with ``class_frequency.txt`` when ``class_names``
+    """:meth:`Run.publish` of a caption table, with ``class_frequency.txt`` when ``class_names``
     are given. Returns the merged stats on rank 0, None elsewhere."""
     frequency = [] if class_names is None else [
         (FREQUENCY_NAME, lambda path: write_class_frequency(path, class_names, counts))]
-    return publish_outputs(run, rank, world_size, stats, name, write_table, rejects, [*frequency, *extra])
+    return run.publish(stats, name, write_table, rejects, [*frequency, *extra])

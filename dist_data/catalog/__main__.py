@@ -26,7 +26,7 @@ from ..core.write import atomic_open, write_parquet
 from ..core.log import logger
 from ..core.options import RunOptions
 from ..core.read import parse_or_reject, REJECTED
-from ..core.run import open_run, publish_outputs, run_commands
+from ..core.run import Run, run_main
 from ..core.stats import fmt_rows, Stats
 from .clean import clean_rows, prepare
 
@@ -72,9 +72,9 @@ def run_clean(info: distributed.DistInfo, opts: CleanOptions) -> dict | None:
     sources = resolve_sources(opts.dataset, opts.split)
     fmt = opts.output_format or (sources[0].kind if sources[0].kind in FORMATS else "jsonl")
     name = f"cleaned.{fmt}"
-    run, done = open_run(info, opts, name)
-    if done is not None:
-        return done
+    run = Run.open(info, opts, name)
+    if run.done is not None:
+        return run.done
     stats = Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected"))
     catalog = build_catalog(sources)
     rejects: list[dict] = []
@@ -92,7 +92,7 @@ def run_clean(info: distributed.DistInfo, opts: CleanOptions) -> dict | None:
     for why, n in cleaned.dropped.items():
         stats.add("dropped", n, reason=why)
     stats.add("kept", len(cleaned.rows))
-    merged = publish_outputs(run, 0, 1, stats, name, lambda path: _write(cleaned.rows, path, fmt), rejects)
+    merged = run.publish(stats, name, lambda path: _write(cleaned.rows, path, fmt), rejects)
     if merged is not None:
         c = merged["counts"]
         logger.info("kept %s / %s rows, dropped %s, rejected %s, in %.1f s -> %s", fmt_rows(c["kept"]),
@@ -125,7 +125,7 @@ COMMANDS = {"clean": (CleanOptions, run_clean)}
 @record
 def main(argv: list[str] | None = None) -> None:
     """``python -m dist_data.catalog COMMAND --flag=value ...`` (``--help`` lists the commands)."""
-    run_commands(COMMANDS, __doc__, "dist_data.catalog", argv)
+    run_main(COMMANDS, __doc__, "dist_data.catalog", argv)
 
 
 if __name__ == "__main__":

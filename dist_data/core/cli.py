@@ -243,6 +243,24 @@ def _is_main_process() -> bool:
 def _say(text: str) -> None:
     if _is_main_process():
         print(text, file=sys.stderr)
+    tell_launcher(text)
+
+
+def tell_launcher(text: str) -> None:
+    """Under torchrun, a rank's one-line error also goes to the error file torchrun gave the rank, so
+    torchrun's failure summary names it as the root cause (not "To enable traceback see ...").
+    ``launch/*.sh`` check the flags before torchrun starts (``python -m dist_data.registry check``)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    import json
+    import time
+
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"message": text, "timestamp": int(time.time())}, f)
+    except OSError:
+        pass
 
 
 def main(cls: type[Options], body: Callable[[Options], Any], doc: str | None, prog: str,
@@ -284,22 +302,3 @@ def main_with_commands(commands: dict[str, tuple[type[Options], Callable[[Option
         sys.exit(2)
     cls, body = commands[name]
     main(cls, body, cls.__doc__, f"{prog} {name}", argv[1:])
-
-
-def run_in_process(fn: Callable[..., Any], opts: Options) -> None:
-    """``fn(**options)`` in this one process (the single-process subcommands): user errors (bad input,
-    a missing file, a full disk) print one line and exit 2."""
-    from .log import logger, setup_logging
-    from .paths import output_dirs
-    from .rundir import RunConflictError, io_failure, locked_folders
-
-    setup_logging(0, 0, 1)
-    try:
-        with locked_folders(output_dirs(opts)):  # one job per output folder, as for the run-folder verbs
-            fn(**dataclasses.asdict(opts))
-    except (ValueError, RunConflictError) as e:  # InputError and BadRowError are ValueErrors
-        logger.error("%s", e)
-        sys.exit(2)
-    except OSError as e:  # a full disk, a read-only folder: the path, and that nothing was published
-        logger.error("%s", io_failure(getattr(e, "filename", None) or ", ".join(output_dirs(opts)), e) or e)
-        sys.exit(2)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .cli import at_least, CommonOptions, flag, non_empty, one_of, Options, required
 from .embed import DEFAULT_MODEL
-from .paths import OUTPUT_DIR
+from .paths import INPUT_ROLES, OUTPUT_DIR
 
 # ---------------------------------------------------------------- options shared by the verbs
 
@@ -92,3 +92,31 @@ class PairOptions(RunOptions, ModelOptions, IndexOptions):
     document_max_seq_length: int | None = flag(None, "truncate documents to this many tokens (default: "
                                                "--max_seq_length)", at_least(1))
     compress: bool = flag(False, "gzip the merged result (reproducible bytes)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResultOptions(Options):
+    """Flags of a one-process command that writes named results into a folder it may share with other
+    runs (combine, imagenet, embed_images stack): the engine applies the rerun policy to the paths
+    :meth:`results` names (:class:`dist_data.core.rundir.Results`)."""
+
+    overwrite: bool = flag(False, "replace a result made with other flags (only what dist_data wrote)", result=False)
+
+    def results(self) -> list[str]:
+        """The files and folders the command writes (known from the flags, before anything is read)."""
+        raise NotImplementedError
+
+    def inputs_signature(self) -> dict[str, list[int]]:
+        """What the input files looked like (size and modification time of each; a folder's own time
+        changes when a result is written into it, so folders are not compared): a complete result is
+        made again when they changed, even with the same flags."""
+        import dataclasses
+        import os
+
+        signature = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("path") in INPUT_ROLES and value and os.path.isfile(value):
+                st = os.stat(value)
+                signature[os.path.abspath(value)] = [st.st_size, st.st_mtime_ns]
+        return signature

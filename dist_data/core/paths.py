@@ -3,7 +3,8 @@
 A flag declares its role (``flag(..., path=INPUT)``); the engine then holds every verb to the same
 rules, before any rank, lock or model is touched, so a mistake is one line and nothing is written:
 
-- an input exists, is not a link loop, is not an empty file or folder, and a pattern matches a file;
+- an input exists, is not a link loop, is not an empty file or folder, is a folder where one is
+  expected, and a pattern matches a file;
 - an output folder is not ``/``, not above the working folder, not an input, not inside an input
   folder (an ImageFolder tree would gain classes), and holds no input where it writes its files;
 - an output name is a plain name inside the output folder (``../x`` is refused).
@@ -17,10 +18,12 @@ import os
 from typing import Any
 
 INPUT = "input"  # a file or folder that must exist
+INPUT_DIR = "input_dir"  # a folder that must exist (a file there is refused)
 INPUT_SPEC = "input_spec"  # a file, folder, glob, brace pattern or comma list; or a name resolved elsewhere (hub)
 OUTPUT_DIR = "output_dir"  # a folder the command writes
 OUTPUT_FILE = "output_file"  # a file the command writes
 OUTPUT_NAME = "output_name"  # a file name inside the output folder
+INPUT_ROLES = (INPUT, INPUT_DIR, INPUT_SPEC)
 
 _PATTERN_CHARS = "*?[{"
 _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".txt", ".gz", ".zst", ".npz", ".npy", ".tar",
@@ -33,7 +36,7 @@ def _looks_like_path(text: str) -> bool:
             or text.lower().endswith(_DATA_SUFFIXES))
 
 
-def _input_problem(name: str, value: str, spec: bool) -> str | None:
+def _input_problem(name: str, value: str, spec: bool, folder: bool = False) -> str | None:
     parts = [value]
     if spec and "," in value and not os.path.lexists(value):
         parts = [p.strip() for p in value.split(",") if p.strip()]
@@ -54,6 +57,8 @@ def _input_problem(name: str, value: str, spec: bool) -> str | None:
         if os.path.isdir(part):
             if not os.listdir(part):
                 return f"--{name}: {raw} is an empty folder"
+        elif folder:
+            return f"--{name}: {raw} is a file; a folder is expected"
         elif info.st_size == 0:
             return f"--{name}: {raw} is empty (0 bytes): no rows to read"
     return None
@@ -63,7 +68,7 @@ def _existing_inputs(values: list[tuple[str, str, Any]]) -> list[tuple[str, str]
     """``(flag, real path)`` of every input that names existing files or folders."""
     out = []
     for name, role, value in values:
-        if role in (INPUT, INPUT_SPEC) and isinstance(value, str):
+        if role in INPUT_ROLES and isinstance(value, str):
             for part in [value] if os.path.lexists(value) else value.split(","):
                 part = os.path.expanduser(part.strip())
                 if part and os.path.exists(part):
@@ -101,8 +106,8 @@ def path_problems(opts: Any) -> list[str]:
     """One line per path flag of ``opts`` (a parsed options dataclass) that breaks a rule above."""
     values = [(f.name, f.metadata["path"], getattr(opts, f.name)) for f in dataclasses.fields(opts)
               if f.metadata.get("path") and getattr(opts, f.name) not in (None, "")]
-    problems = [_input_problem(name, value, role == INPUT_SPEC) for name, role, value in values
-                if role in (INPUT, INPUT_SPEC)]
+    problems = [_input_problem(name, value, role == INPUT_SPEC, role == INPUT_DIR) for name, role, value in values
+                if role in INPUT_ROLES]
     inputs = _existing_inputs(values)
     for name, role, value in values:
         if role == OUTPUT_DIR:

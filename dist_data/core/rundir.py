@@ -220,8 +220,8 @@ class RunDir:
         self.parts_dir = os.path.join(path, "parts")
         self.cache_dir = os.path.join(path, "cache")
         self.lock = FolderLock(path)
-        self.replace = False  # set by prepare: the earlier run's files go at begin()
-        self.begun = False  # set once begin() ran on rank 0 and every rank knows
+        self.replace = False  # set by prepare: the earlier run's files go at start()
+        self.begun = False  # set once start() ran on rank 0 and every rank knows
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -283,16 +283,13 @@ class RunDir:
 
     def _manifest(self) -> list[str] | None:
         """The paths the manifest lists, or None (no manifest, or one that cannot be read)."""
-        try:
-            return (read_json(self.file(MANIFEST)) or {}).get("paths")
-        except ValueError:
-            return None
+        return (read_manifest(self.path) or {}).get("paths")
 
     def owned(self) -> list[str]:
         """What a dist_data run wrote here, as its manifest lists it (no manifest: nothing)."""
         return sorted(set(self._manifest() or ()))
 
-    def begin(self) -> None:
+    def start(self) -> None:
         """Rank 0, once the inputs were read and the model loaded: replace an earlier run if asked,
         record the flags and the manifest, create ``parts/`` and ``cache/``."""
         if self.replace:
@@ -307,8 +304,9 @@ class RunDir:
 
     def record(self, names: Iterable[str]) -> None:
         """Add ``names`` to the manifest (before they are written: a killed write is still owned)."""
-        paths = set(self._manifest() or ()) | set(names) | {MANIFEST}
-        write_json(self.file(MANIFEST), {"paths": sorted(paths), "written_by": "dist_data"})
+        manifest = read_manifest(self.path) or {}
+        manifest["paths"] = sorted(set(manifest.get("paths") or ()) | set(names) | {MANIFEST})
+        write_manifest(self.path, manifest)
 
     def is_complete(self) -> bool:
         return os.path.exists(self.file("_SUCCESS"))
@@ -316,6 +314,94 @@ class RunDir:
     def mark_part_done(self, rank: int, world_size: int) -> None:
         write_json(os.path.join(self.parts_dir, f"part-{rank:05d}-of-{world_size:05d}.done"),
                    {"rank": rank, "world_size": world_size})
+
+
+# ---------------------------------------------------------------- the manifest, and results in shared folders
+
+def read_manifest(folder: str) -> dict[str, Any] | None:
+    """A folder's ``manifest.json`` (what dist_data wrote there), or None (none, or unreadable)."""
+    try:
+        manifest = read_json(os.path.join(folder, MANIFEST))
+    except ValueError:
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def write_manifest(folder: str, manifest: dict[str, Any]) -> None:
+    write_json(os.path.join(folder, MANIFEST), {**manifest, "written_by": "dist_data"})
+
+
+class Results:
+    """The results a command writes into folders it shares with other runs (combine's sets, imagenet's
+    annotations and ``.ffcv`` files, embed_images' stacked arrays): each result path is recorded in its
+    folder's manifest with the command and the flags it was made with, before it is written and again
+    once it is complete. The same rerun policy as a run folder follows from that record:
+
+    - every result there, complete, made by this command with these flags from inputs that have not
+      changed since (:meth:`ResultOptions.inputs_signature`): "already complete";
+    - a result made with other flags: refused naming them, unless ``--overwrite`` (the new result
+      then replaces it when it is written, so a run that fails keeps the old one);
+    - a path that no manifest lists is the user's own: refused, even with ``--overwrite``.
+    """
+
+    def __init__(self, command: str, paths: Iterable[str], args: dict[str, Any],
+                 inputs: dict[str, Any] | None = None):
+        self.command = command
+        self.paths = [os.path.abspath(p) for p in dict.fromkeys(paths)]
+        self.args = dict(sorted(args.items()))
+        self.inputs = inputs or {}
+
+    def folders(self) -> list[str]:
+        """The folders the results go in (what the command locks)."""
+        return list(dict.fromkeys(os.path.dirname(p) for p in self.paths))
+
+    def _entry(self, path: str) -> tuple[dict[str, Any] | None, bool]:
+        """(the manifest's record of ``path``, whether a dist_data run wrote it at all)."""
+        manifest = read_manifest(os.path.dirname(path)) or {}
+        name = os.path.basename(path)
+        entry = (manifest.get("results") or {}).get(name)
+        return entry, entry is not None or name in (manifest.get("paths") or ())
+
+    def check(self, overwrite: bool) -> bool:
+        """True when there is nothing to do (every result complete, same command and flags).
+
+        Raises:
+            RunConflictError: a result made with other flags (without ``overwrite``), or a path
+                that is not ours.
+        """
+        complete = True
+        for path in self.paths:
+            entry, ours = self._entry(path)
+            if not os.path.lexists(path):
+                complete = False
+                continue
+            if not ours:
+                even = " (not even with --overwrite)" if overwrite else ""
+                raise RunConflictError(f"{path} is there and no dist_data manifest ({MANIFEST}) lists it: it is not a "
+                                       f"result of ours, so it is left alone{even}; move it or write elsewhere")
+            diff = flag_diff((entry or {}).get("args", {}), self.args) if entry else []
+            if entry and entry.get("command") != self.command:
+                diff = ["the command"] + diff
+            if diff and not overwrite:
+                raise refuse_other_flags(path, "a result", diff)
+            complete = (complete and not diff and bool(entry and entry.get("complete"))
+                        and (entry or {}).get("inputs", {}) == self.inputs)
+        if complete and self.paths:
+            logger.info("%s: already complete (same flags); nothing to do", ", ".join(self.paths))
+        return complete and bool(self.paths)
+
+    def record(self, complete: bool) -> None:
+        """Record every result (before it is written: a killed write is still ours; then complete)."""
+        for folder in self.folders():
+            manifest = read_manifest(folder) or {}
+            results = dict(manifest.get("results") or {})
+            for path in self.paths:
+                if os.path.dirname(path) == folder:
+                    results[os.path.basename(path)] = {"command": self.command, "args": self.args,
+                                                       "inputs": self.inputs, "complete": complete}
+            manifest["results"] = dict(sorted(results.items()))
+            manifest["paths"] = sorted(set(manifest.get("paths") or ()) | {MANIFEST})
+            write_manifest(folder, manifest)
 
 
 def io_failure(path: str, error: OSError) -> RunConflictError | None:
