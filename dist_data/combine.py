@@ -38,7 +38,7 @@ import numpy as np
 
 from .core.errors import InputError
 from .core.read import load_npz, read_json, require_dir
-from .core.write import save_npz, write_folder_atomically, write_json
+from .core.write import save_npz, save_to_disk, write_folder_atomically, write_json
 from .core.cli import at_least, flag, non_empty, one_of, required
 from .core.options import ResultOptions
 from .core.paths import INPUT_DIR, OUTPUT_DIR
@@ -361,8 +361,8 @@ def save_text_sets(out: str, splits: dict[str, dict[str, list]]) -> None:
     def fill(tmp: str) -> None:  # every split, or none: never a train/ without its test/
         os.makedirs(tmp)
         for split, columns in splits.items():
-            datasets.Dataset.from_dict({k: v for k, v in columns.items() if k != "dataset"}).save_to_disk(
-                os.path.join(tmp, split))
+            save_to_disk(datasets.Dataset.from_dict({k: v for k, v in columns.items() if k != "dataset"}),
+                         os.path.join(tmp, split))
         write_json(os.path.join(tmp, "provenance.json"),
                    {"datasets": names, **{split: [index[d] for d in c["dataset"]] for split, c in splits.items()}})
 

@@ -89,6 +89,9 @@ class EmbedImagesOptions(RunFolderOptions):
     overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
                            result=False)
 
+    def result_file(self) -> str:
+        return "train.npz"
+
     def inputs(self) -> dict[str, str]:
         return {split: path for split, path in (("train", self.train_data or self.train_data_ffcv),
                                                 ("eval", self.eval_data or self.eval_data_ffcv)) if path}
@@ -148,13 +151,10 @@ def _finish_split(run, split: str, source: ImageSource, opts: EmbedImagesOptions
     return result
 
 
-def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions) -> dict[str, Any] | None:
+def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions, run: Run) -> dict[str, Any] | None:
     from .image.backbones import load_backbone
 
     start = time.perf_counter()
-    run = Run.open(info, opts, "train.npz")
-    if run.done is not None:
-        return run.done
     sources = _open_sources(info, opts)
     backbone = load_backbone(opts.model_name, opts.checkpoint, info.device)
     run.begin()
@@ -259,7 +259,7 @@ class StackOptions(ResultOptions):
                 for name in names if name.endswith(".npz")}
 
 
-def run_stack(info: distributed.DistInfo, opts: StackOptions) -> None:  # noqa: ARG001 - one process
+def run_stack(info: distributed.DistInfo, opts: StackOptions, run: None) -> None:  # noqa: ARG001 - one process
     """Join the per-block files of ``dir/parts`` into ``dir/{split}.npz`` for one split or all."""
     parts_dir = os.path.join(opts.dir, "parts")
     splits = opts.splits()

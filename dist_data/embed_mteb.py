@@ -226,7 +226,7 @@ def check_rerun(out_dir: str, args: dict[str, Any], overwrite: bool) -> None:
     logger.warning("--overwrite: removed %s from %s (made with %s)", ", ".join(removed), out_dir, ", ".join(diff))
 
 
-def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions) -> Stats:
+def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions, run: None = None) -> Stats:
     start = time.perf_counter()
     task_type, model_name = opts.task_type, opts.model_name
     refs = resolve_tasks(task_type, opts.dataset_name, opts.data_path)

@@ -52,14 +52,14 @@ class FilterOptions(PairOptions):
     write_ids: bool = flag(False, f"also write {IDS_NAME}: the kept global line ids (contrastors' filter_rows.py "
                            "reads ids_to_keep_*.json)")
 
+    def result_file(self) -> str:
+        return RESULT_NAME
 
-def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
+
+def run_filter(info: distributed.DistInfo, opts: FilterOptions, run: Run) -> dict | None:
     """The filter pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
     rank = info.rank
-    run = Run.open(info, opts, RESULT_NAME)
-    if run.done is not None:
-        return run.done
     stats = Stats.with_keys("input_rows", "read", "kept", "unique_documents", "cached_blocks",
                             buckets=("dropped", "rejected"))
 
@@ -104,7 +104,7 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
         kept_rows = np.flatnonzero(keep)
         rec["rows"] = len(kept_rows)
         run.write_parts([shard.records[i] for i in kept_rows],
-                    shard.gids[kept_rows].tolist() if opts.write_ids else None, shard.rejects)
+                        shard.gids[kept_rows].tolist() if opts.write_ids else None, shard.rejects)
     merged = run.merge(stats, opts.compress, opts.write_ids)
     if merged is not None:
         counts = merged["counts"]

@@ -167,7 +167,7 @@ class FinetuneOptions(ResultOptions):
                 for split in ("train", "test")] + [os.path.join(self.save_root, f"finetune_{self.task_type}_stats.json")]
 
 
-def run_finetune_data(info: Any, opts: FinetuneOptions) -> dict[str, Any]:  # noqa: ARG001 - one process
+def run_finetune_data(info: Any, opts: FinetuneOptions, run: None = None) -> dict[str, Any]:  # noqa: ARG001
     """Every dataset of the task type as finetuning pairs; the stats (also ``finetune_{task}_stats.json``).
     The engine keeps the rerun policy (:class:`~dist_data.core.rundir.Results`)."""
     import datasets

@@ -43,7 +43,7 @@ from .captions.classes import imagenet_classes
 from .captions.laion_io import (column_array, laion_table, load_columns, read_references, require_columns,
                                 write_wnid_lists)
 from .captions.lemmas import LemmaMatcher
-from .captions.runs import open_table_run, publish_table
+from .captions.runs import publish_table
 from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE
@@ -55,7 +55,7 @@ from .core.log import logger, progress
 from .core.embed import embed_by_block, text_embedder
 from .core.options import ModelOptions, RunFolderOptions, RunOptions
 from .core.read import parse_or_reject, plan_blocks, REJECTED
-from .core.run import Run, run_main
+from .core.run import Run, run_main, table_stats
 from .core.stats import fmt_rows, Stats
 
 LISTS_NAME = "wnid_to_laion_indices.json"
@@ -72,6 +72,9 @@ class LabelOptions(RunOptions):
                                "--nounique_lemmas: every lemma")
     block_rows: int = flag(65536, "rows per block (the unit of caching and resume)", at_least(1))
 
+    def result_file(self) -> str:
+        return "laion_labeled.parquet"
+
 
 @dataclass(frozen=True, kw_only=True)
 class SimilarityOptions(RunOptions, ModelOptions):
@@ -86,6 +89,9 @@ class SimilarityOptions(RunOptions, ModelOptions):
     cache_dir: str | None = flag(None, "embeddings cached by content, shared by runs; default: the run folder's "
                                  "cache/", non_empty, result=False)
 
+    def result_file(self) -> str:
+        return "laion_similarity.parquet"
+
 
 @dataclass(frozen=True, kw_only=True)
 class FilterOptions(RunFolderOptions):
@@ -95,6 +101,9 @@ class FilterOptions(RunFolderOptions):
     similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
     similarity_th: float = flag(0.7, "keep rows whose similarity is above this (strictly)", cosine)
     remove_nsfw: bool = flag(False, f"drop rows whose {steps.NSFW} column is not {steps.SAFE_TAG!r}")
+
+    def result_file(self) -> str:
+        return f"laionet_thresh{self.similarity_th}.parquet"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +119,9 @@ class SubsetsOptions(RunFolderOptions):
     seed: int = flag(42, "seed of the draws (pandas' sample(random_state=seed))", at_least(0))
     image_root: str = flag("laionet", "filepath = {image_root}/{wnid}/{laion_index}.jpg (arrange's layout)",
                            non_empty)
+
+    def result_file(self) -> str:
+        return "subsets.tsv"  # named by its rows once they are known
 
     def problems(self) -> list[str]:
         return ["--frac and --n both size the subset: give one"] if self.n is not None and self.frac != 1.0 else []
@@ -135,6 +147,9 @@ class SearchOptions(RunOptions, ModelOptions):
     cache_dir: str | None = flag(None, "embeddings and search results cached by content, shared by runs",
                                  non_empty, result=False)
 
+    def result_file(self) -> str:
+        return "laion_similar.parquet"
+
 
 @dataclass(frozen=True, kw_only=True)
 class MatchFreqOptions(RunFolderOptions):
@@ -150,6 +165,9 @@ class MatchFreqOptions(RunFolderOptions):
     t2t_image_root: str | None = flag(None, "filepath root of a search_similar row (default: --image_root)",
                                       non_empty)
 
+    def result_file(self) -> str:
+        return "match_freq.tsv"  # named by its rows once they are known
+
 
 @dataclass(frozen=True, kw_only=True)
 class UrlListOptions(RunFolderOptions):
@@ -161,6 +179,9 @@ class UrlListOptions(RunFolderOptions):
     save_additional_columns: str = flag("laion_index,wnid,NSFW,similarity,LICENSE,text_to_name_def_wnid_similarity",
                                         "columns img2dataset saves with each image (those present are kept)",
                                         non_empty)
+
+    def result_file(self) -> str:
+        return "url_list.parquet"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,15 +203,15 @@ class ArrangeOptions(RunFolderOptions):
     samples_per_tar: int = flag(10000, "--output_format=webdataset: samples per output tar", at_least(1))
     wnid_key: str = flag(steps.WNID, "the metadata's class column", non_empty)
 
+    def result_file(self) -> str:
+        return os.path.basename(self.metadata_path).rsplit(".", 1)[0] + "_success.parquet"
+
 
 # ---------------------------------------------------------------- label (distributed)
 
-def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
+def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict | None:
     start = time.perf_counter()
     name = "laion_labeled.parquet"
-    run = Run.open(info, opts, name)
-    if run.done is not None:
-        return run.done
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
     matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
@@ -254,14 +275,11 @@ def _parse_labelled(row, text_key: str, known: dict[str, int]) -> tuple[dict[str
     return record_, caption, [known[w] for w in found]
 
 
-def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict | None:
+def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions, run: Run) -> dict | None:
     from .core.keys import global_first
 
     start = time.perf_counter()
     name = "laion_similarity.parquet"
-    run = Run.open(info, opts, name)
-    if run.done is not None:
-        return run.done
     classes = imagenet_classes()
     known = {c.wnid: c.label for c in classes}
     check_model(opts.model_name, opts.revision, "model_name")
@@ -351,14 +369,12 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions) -> dict 
 
 # ---------------------------------------------------------------- filter, subsets, url_list (one process)
 
-def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
+def run_filter(info: distributed.DistInfo, opts: FilterOptions, run: Run) -> dict | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     start = time.perf_counter()
-    run, stats = open_table_run(info, opts, "filter")
-    if run.done is not None:
-        return run.done
+    stats = table_stats(info, "filter")
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
     name = f"laionet_thresh{opts.similarity_th}.parquet"
@@ -405,11 +421,9 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions) -> dict | None:
     return merged
 
 
-def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None:
+def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions, run: Run) -> dict | None:
     start = time.perf_counter()
-    run, stats = open_table_run(info, opts, "subsets")
-    if run.done is not None:
-        return run.done
+    stats = table_stats(info, "subsets")
     classes = imagenet_classes()
     cols = load_columns(opts.df_path, [steps.WNID, opts.similarity_col, steps.TEXT], optional=[steps.INDEX])
     labels = cols.labels(steps.WNID)
@@ -438,14 +452,12 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None
     return merged
 
 
-def run_url_list(info: distributed.DistInfo, opts: UrlListOptions) -> dict | None:
+def run_url_list(info: distributed.DistInfo, opts: UrlListOptions, run: Run) -> dict | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     start = time.perf_counter()
-    run, stats = open_table_run(info, opts, "url_list")
-    if run.done is not None:
-        return run.done
+    stats = table_stats(info, "url_list")
     names = pq.read_schema(opts.df_path).names
     require_columns(opts.df_path, names, [opts.url_col, opts.caption_col])
     extra = [c.strip() for c in opts.save_additional_columns.split(",") if c.strip() in names]
@@ -492,14 +504,11 @@ def img2dataset_command(url_list: str, url_col: str, caption_col: str, extra: li
 
 # ---------------------------------------------------------------- search_similar (distributed), match_freq
 
-def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict | None:
+def run_search_similar(info: distributed.DistInfo, opts: SearchOptions, run: Run) -> dict | None:
     from .core.index import IndexSpec, cached_search
 
     start = time.perf_counter()
     name = "laion_similar.parquet"
-    run = Run.open(info, opts, name)
-    if run.done is not None:
-        return run.done
     classes = imagenet_classes()
     known = {c.wnid: c.label for c in classes}
     check_model(opts.model_name, opts.revision, "model_name")
@@ -584,11 +593,9 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions) -> dict 
     return merged
 
 
-def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions) -> dict | None:
+def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions, run: Run) -> dict | None:
     start = time.perf_counter()
-    run, stats = open_table_run(info, opts, "match_freq", "short_of_target")
-    if run.done is not None:
-        return run.done
+    stats = table_stats(info, "match_freq", "short_of_target")
     classes = imagenet_classes()
     known = {c.wnid: c.label for c in classes}
     main_cols = load_columns(opts.df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
@@ -637,12 +644,9 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions) -> dict |
 
 # ---------------------------------------------------------------- arrange (distributed over tars)
 
-def run_arrange(info: distributed.DistInfo, opts: ArrangeOptions) -> dict | None:
+def run_arrange(info: distributed.DistInfo, opts: ArrangeOptions, run: Run) -> dict | None:
     start = time.perf_counter()
     meta_name = os.path.basename(opts.metadata_path).rsplit(".", 1)[0]
-    run = Run.open(info, opts, f"{meta_name}_success.parquet")
-    if run.done is not None:
-        return run.done
     shards = expand_shards(opts.dataset_path)
     meta = read_metadata(opts.metadata_path, opts.wnid_key)
     stats = Stats.with_keys("input_rows", "read", "kept", "already_there", buckets=("dropped", "rejected"))

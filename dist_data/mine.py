@@ -91,6 +91,9 @@ class MineOptions(PairOptions):
                                  "names them in counts.json and offsets.json.gz (default: the shard folder)",
                                  non_empty)
 
+    def result_file(self) -> str:
+        return self.result_name
+
     def problems(self) -> list[str]:
         problems = []
         if self.range_max is not None and self.range_max <= self.range_min:
@@ -119,12 +122,9 @@ class MineOptions(PairOptions):
         return NOMIC_FOLDER if self.output_format == "nomic" else RESULT_NAME
 
 
-def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
+def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | None:
     """The mining pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
-    run = Run.open(info, opts, opts.result_name)
-    if run.done is not None:
-        return run.done
     stats = Stats.with_keys("input_rows", "read", "pairs", "kept", "rows_written", "with_all_negatives",
                             "too_few_negatives", "merged_into_query_row", "input_negatives", "unique_queries",
                             "unique_documents", "cached_blocks", buckets=("dropped", "rejected", "candidates_removed"))
@@ -252,7 +252,7 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions) -> dict | None:
         return NOMIC_FOLDER
 
     merged = run.merge(stats, opts.compress, False,
-                           nomic_folder if opts.output_format == "nomic" else None)
+                       nomic_folder if opts.output_format == "nomic" else None)
     if merged is not None:
         c = merged["counts"]
         removed_total = c.get("candidates_removed", {})

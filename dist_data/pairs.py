@@ -70,13 +70,13 @@ class PairsOptions(RunOptions, ModelOptions, IndexOptions):
     max_variants: int = flag(32, "--transliterate: readings tried per name (fewest changed letters first; a long "
                              "name has billions, so at most 4096)", in_range(1, 4096))
 
+    def result_file(self) -> str:
+        return RESULT_NAME
 
-def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:
+
+def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict | None:
     """The pairs pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
-    run = Run.open(info, opts, RESULT_NAME)
-    if run.done is not None:
-        return run.done
     stats = Stats.with_keys("input_rows", "read", "names", "duplicate_rows", "duplicate_groups", "kept",
                             "pairs_model", "pairs_transliteration", "transliteration_variants",
                             "names_at_max_neighbors", "cached_blocks", buckets=("dropped", "rejected"))
@@ -160,9 +160,9 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions) -> dict | None:
         return write_lines(path, heapq.merge(*(read_lines([p]) for p in parts), key=lambda line: _key(line, opts)))
 
     merged = run.publish(stats, RESULT_NAME, write_pairs, shard.rejects,
-                             [(CSV_NAME, lambda path: _write_csv(run.file(RESULT_NAME), path)),
-                              (DUPLICATES_NAME, lambda path: write_lines(path, (json.dumps(g, ensure_ascii=False)
-                                                                               for g in groups)))])
+                         [(CSV_NAME, lambda path: _write_csv(run.file(RESULT_NAME), path)),
+                          (DUPLICATES_NAME, lambda path: write_lines(path, (json.dumps(g, ensure_ascii=False)
+                                                                           for g in groups)))])
     if merged is not None:
         c = merged["counts"]
         logger.info("%s pairs at >= %.3f among %s names (%s duplicate rows in %s groups; %s by transliteration), "

@@ -38,7 +38,7 @@ from .core.dedup import content_hash
 from .core.embed import DEFAULT_MODEL, check_model, resolve_model
 from .core.errors import BadRowError, InputError
 from .core.read import get_texts, resolve_sources
-from .core.write import atomic_open, save_npz
+from .core.write import atomic_open, save_dataset, save_npz
 from .core.log import logger, progress
 from .text.pack import SPECIALS, Layout, PackStats, pack_slice
 from .core.options import RunOptions
@@ -171,12 +171,8 @@ def join_parts(run, world_size: int, output_format: str, rows_per_shard: int) ->
     if output_format == "hf":
         import datasets
 
-        out, tmp = run.file(RESULT_NAME), run.file(RESULT_NAME + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        ds = datasets.Dataset.from_parquet(parts, cache_dir=os.path.join(run.cache_dir, "hf"))
-        ds.save_to_disk(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
+        save_dataset(datasets.Dataset.from_parquet(parts, cache_dir=os.path.join(run.cache_dir, "hf")),
+                     run.file(RESULT_NAME))
         return RESULT_NAME
     import pyarrow as pa
 
@@ -230,13 +226,12 @@ class PretokenizeOptions(RunOptions):
     hf_save_name: str | None = flag(None, "also push the result to the hub under this name (where reachable)",
                                     non_empty, result=False)
 
+    def result_file(self) -> str:
+        return RESULT_NAME if self.output_format == "hf" else "data"
 
-def run_pretokenize(info: distributed.DistInfo, opts: PretokenizeOptions) -> dict | None:
+
+def run_pretokenize(info: distributed.DistInfo, opts: PretokenizeOptions, run: Run) -> dict | None:
     start = time.perf_counter()
-    result_name = RESULT_NAME if opts.output_format == "hf" else "data"
-    run = Run.open(info, opts, result_name)
-    if run.done is not None:
-        return run.done
     stats = Stats.with_keys("input_rows", "read", "documents", "tokens_in", "document_specials",
                             "sequence_specials", "tokens_out", "padding", "sequences", "dropped_tokens",
                             "cached_blocks", buckets=("dropped", "rejected"))
@@ -251,8 +246,8 @@ def run_pretokenize(info: distributed.DistInfo, opts: PretokenizeOptions) -> dic
     pack_stage(info, stats, run, files, layout, opts.drop_last, opts.special_tokens_mask)
     run.write_parts([], None, rejects)
     merged = run.merge(stats, False, False,
-                           merge_result=lambda: join_parts(run, info.world_size, opts.output_format,
-                                                           opts.rows_per_shard))
+                       merge_result=lambda: join_parts(run, info.world_size, opts.output_format,
+                                                       opts.rows_per_shard))
     if merged is not None:
         c = merged["counts"]
         expected = c.get("tokens_in", 0) + c.get("document_specials", 0) + c.get("sequence_specials", 0)

@@ -74,6 +74,9 @@ class TripletsOptions(RunOptions, ModelOptions, IndexOptions):
     review_char_ratio: float = flag(0.9, "flag triplets whose positive or negative text is this alike to the "
                                     "anchor's, character by character")
 
+    def result_file(self) -> str:
+        return RESULT_NAME
+
     def problems(self) -> list[str]:
         if not [k for k in self.text_keys.split(",") if k.strip()]:
             return ["--text_keys names no field"]
@@ -84,12 +87,9 @@ class TripletsOptions(RunOptions, ModelOptions, IndexOptions):
         return [k.strip() for k in self.text_keys.split(",") if k.strip()]
 
 
-def run_triplets(info: distributed.DistInfo, opts: TripletsOptions) -> dict | None:
+def run_triplets(info: distributed.DistInfo, opts: TripletsOptions, run: Run) -> dict | None:
     """The triplets pipeline on this rank; returns the merged stats on rank 0."""
     start = time.perf_counter()
-    run = Run.open(info, opts, RESULT_NAME)
-    if run.done is not None:
-        return run.done
     stats = Stats.with_keys("input_rows", "read", "items", "categories", "kept", "needs_review", "cached_blocks",
                             buckets=("dropped", "rejected", "negative_candidates_removed", "review_reason"))
     check_model(opts.model_name, opts.revision, "model_name")
@@ -206,7 +206,7 @@ def run_triplets(info: distributed.DistInfo, opts: TripletsOptions) -> dict | No
         return write_lines(path, read_lines(parts))
 
     merged = run.publish(stats, RESULT_NAME, write_triplets, shard.rejects,
-                             [(REVIEW_NAME, lambda path: _write_review(reviews, path))])
+                         [(REVIEW_NAME, lambda path: _write_review(reviews, path))])
     if merged is not None:
         c = merged["counts"]
         logger.info("%s triplets from %s items in %s categories (%s flagged for review), dropped %s, in %.1f s -> %s",

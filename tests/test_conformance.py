@@ -602,3 +602,39 @@ def test_invalid_utf8_in_a_caption_table_names_its_line(name, extra, table_input
     cmd = next(c for c in COMMANDS if c.name == name)
     code, _, err = invoke(cmd, {"df_path": str(table), "output_dir": str(tmp_path / "out")}, capsys, *extra)
     assert_one_line_refusal(code, err, f"{table}:4: invalid UTF-8")
+
+
+@pytest.mark.parametrize("name", ROW_COMMANDS)
+def test_a_run_killed_before_it_publishes_resumes_to_the_same_bytes(name, row_inputs, tmp_path, capsys):
+    """SIGKILL once every part is written (``DIST_DATA_FAULT=kill:merge``: no clean-up runs, the lock of a
+    dead process stays), then the same command: it takes the lock over, resumes, and publishes the bytes
+    of a run that was never killed."""
+    cmd = next(c for c in COMMANDS if c.name == name)
+    rows, extra = row_inputs[name]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    flag = {"captions label": "captions", "laionet label": "laion"}.get(name, "dataset")
+
+    def flags(out):
+        return [f"--{flag}={path}", f"--output_dir={out}", "--noprogress", *extra]
+
+    code, _, err = invoke(cmd, {}, capsys, *flags(tmp_path / "whole"))
+    assert code == 0, err
+    env = {**os.environ, "DIST_DATA_FAULT": "kill:merge", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-m", cmd.module, *cmd.argv(*flags(tmp_path / "killed"))], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    out = tmp_path / "killed"
+    assert (out / LOCK_NAME).exists() and not (out / "_SUCCESS").exists()
+    code, _, err = invoke(cmd, {}, capsys, *flags(out))
+    assert code == 0 and "taking over the lock of a dead run" in err, err
+    outputs = json.loads((tmp_path / "whole" / "stats.json").read_text())["outputs"]
+    for result in outputs.values():
+        assert tree_bytes(out / result) == tree_bytes(tmp_path / "whole" / result), result
+
+
+def tree_bytes(path) -> dict[str, bytes]:
+    """A file's bytes, or every file's below a folder (by relative path)."""
+    if not path.is_dir():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}

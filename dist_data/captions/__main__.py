@@ -36,13 +36,13 @@ from ..core.read import read_rows, require_fields, resolve_sources
 from ..core.log import logger
 from ..core.options import RunFolderOptions, RunOptions
 from ..core.read import parse_or_reject, plan_blocks, REJECTED
-from ..core.run import Run, run_main
+from ..core.run import Run, run_main, table_stats
 from ..core.stats import fmt_rows, Stats
 from . import label as labelling
 from . import tables
 from .classes import imagenet100_labels, imagenet_classes, read_class_names
 from .lemmas import LemmaMatcher
-from .runs import open_table_run, publish_table
+from .runs import publish_table
 from .variants import MODES, Fields, make_variants, parse_record
 
 
@@ -65,6 +65,9 @@ class VariantsOptions(RunFolderOptions):
     on_bad_rows: str = flag("error", "error: stop at the first bad row naming file:line; skip: to rejects.jsonl",
                             one_of("error", "skip"))
 
+    def result_file(self) -> str:
+        return "variants.tsv"  # named by its rows once they are known
+
     def fields(self) -> Fields:
         return Fields(self.use_title, self.use_tags, self.use_description, self.append_cname, self.use_synset,
                       self.mode)
@@ -84,6 +87,9 @@ class SubsetsOptions(RunFolderOptions):
     use_in100: bool = flag(False, "keep the ImageNet-100 classes (CMC's list; labels remapped, label_ori kept)")
     n: int | None = flag(None, "then keep n rows, sampled after sorting by filepath", at_least(1))
     seed: int = flag(42, "seed of the class and row draws", at_least(0))
+
+    def result_file(self) -> str:
+        return "subsets.tsv"  # named by its rows once they are known
 
     def problems(self) -> list[str]:
         out = []
@@ -105,6 +111,9 @@ class TrimTailOptions(RunFolderOptions):
     ceil: int = flag(5, "rows each of them keeps at most (0: the class is removed)", at_least(0))
     seed: int = flag(0, "seed of the rows kept", at_least(0))
 
+    def result_file(self) -> str:
+        return "trim_tail.tsv"  # named by its rows once they are known
+
 
 @dataclass(frozen=True, kw_only=True)
 class LabelOptions(RunOptions):
@@ -119,6 +128,9 @@ class LabelOptions(RunOptions):
     output_name: str | None = flag(None, "the table's name (default: {captions stem}_cls.tsv)", non_empty,
                                    path=OUTPUT_NAME)
 
+    def result_file(self) -> str:
+        return self.table_name()
+
     def table_name(self) -> str:
         if self.output_name:
             return self.output_name
@@ -132,11 +144,9 @@ class LabelOptions(RunOptions):
 
 # ---------------------------------------------------------------- variants
 
-def run_variants(info: distributed.DistInfo, opts: VariantsOptions) -> dict | None:
+def run_variants(info: distributed.DistInfo, opts: VariantsOptions, run: Run) -> dict | None:
     start = time.perf_counter()
-    run, stats = open_table_run(info, opts, "variants")
-    if run.done is not None:
-        return run.done
+    stats = table_stats(info, "variants")
     fields = opts.fields()
     rejects: list[dict[str, Any]] = []
     with stats.stage("read") as rec:
@@ -179,11 +189,9 @@ def _read_table(stats: Stats, opts) -> tuple[list[str], tables.Table]:
     return names, table
 
 
-def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None:
+def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions, run: Run) -> dict | None:
     start = time.perf_counter()
-    run, stats = open_table_run(info, opts, "subsets")
-    if run.done is not None:
-        return run.done
+    stats = table_stats(info, "subsets")
     names, table = _read_table(stats, opts)
     columns, rows, labels = list(table.columns), table.rows, table.labels
     n_classes, classes = len(names), None
@@ -227,11 +235,9 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions) -> dict | None
     return merged
 
 
-def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions) -> dict | None:
+def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions, run: Run) -> dict | None:
     start = time.perf_counter()
-    run, stats = open_table_run(info, opts, "trim_tail", "tail_rows_before", "tail_rows_after")
-    if run.done is not None:
-        return run.done
+    stats = table_stats(info, "trim_tail", "tail_rows_before", "tail_rows_after")
     names, table = _read_table(stats, opts)
     if opts.lastk > len(names):
         raise ValueError(f"--lastk={opts.lastk} is more than the {len(names)} classes")
@@ -255,12 +261,9 @@ def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions) -> dict | N
 
 # ---------------------------------------------------------------- label
 
-def run_label(info: distributed.DistInfo, opts: LabelOptions) -> dict | None:
+def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict | None:
     start = time.perf_counter()
     name = opts.table_name()
-    run = Run.open(info, opts, name)
-    if run.done is not None:
-        return run.done
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
     matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)

@@ -5,24 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from ..core import distributed
 from ..core.run import Run
 from ..core.stats import Stats
 from .classes import write_class_frequency
 
 FREQUENCY_NAME = "class_frequency.txt"
-
-
-def open_table_run(info: distributed.DistInfo, opts: Any, command: str,
-                   *buckets: str) -> tuple[Run, Stats]:
-    """The run of a one-process command (``run.done``: the stats of a complete earlier run with the
-    same flags, then there is nothing to do) and its stats (``input_rows``, ``read``, ``kept``,
-    ``dropped``, ``rejected`` and ``buckets``)."""
-    if info.world_size > 1:
-        raise ValueError(f"{command} works on one table in one process: run it with python -m dist_data.captions "
-                         f"{command} (torchrun is for label)")
-    run = Run.open(info, opts, f"{command}.tsv")  # the table's name is set once its rows are known
-    return run, Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected", *buckets))
 
 
 def publish_table(run: Run, stats: Stats, name: str,

@@ -26,8 +26,8 @@ from ..core.write import atomic_open, write_parquet
 from ..core.log import logger
 from ..core.options import RunOptions
 from ..core.read import parse_or_reject, REJECTED
-from ..core.run import Run, run_main
-from ..core.stats import fmt_rows, Stats
+from ..core.run import Run, run_main, table_stats
+from ..core.stats import fmt_rows
 from .clean import clean_rows, prepare
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
@@ -44,6 +44,10 @@ class CleanOptions(RunOptions):
     lowercase: bool = flag(False, "lowercase the --dedup_keys fields (before comparing them)")
     sample: int | None = flag(None, "keep a seeded sample of this many of the remaining rows (input order kept)")
     output_format: str | None = flag(None, f"{', '.join(FORMATS)} (default: the input's)", one_of(*FORMATS))
+
+    def result_file(self) -> str:
+        sources = resolve_sources(self.dataset, self.split)
+        return f"cleaned.{self.output_format or (sources[0].kind if sources[0].kind in FORMATS else 'jsonl')}"
 
     @staticmethod
     def _list(text: str) -> list[str]:
@@ -65,18 +69,12 @@ class CleanOptions(RunOptions):
         return problems
 
 
-def run_clean(info: distributed.DistInfo, opts: CleanOptions) -> dict | None:
+def run_clean(info: distributed.DistInfo, opts: CleanOptions, run: Run) -> dict | None:
     start = time.perf_counter()
-    if info.world_size > 1:
-        raise ValueError("clean works on one table in one process: run it with python -m dist_data.catalog clean")
-    sources = resolve_sources(opts.dataset, opts.split)
-    fmt = opts.output_format or (sources[0].kind if sources[0].kind in FORMATS else "jsonl")
-    name = f"cleaned.{fmt}"
-    run = Run.open(info, opts, name)
-    if run.done is not None:
-        return run.done
-    stats = Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected"))
-    catalog = build_catalog(sources)
+    stats = table_stats(info, "clean")
+    name = run.result_name
+    fmt = name.split(".", 1)[1]
+    catalog = build_catalog(resolve_sources(opts.dataset, opts.split))
     rejects: list[dict] = []
     with stats.stage("clean", rows=catalog.total):
         def prepared():

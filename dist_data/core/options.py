@@ -20,6 +20,10 @@ class RunFolderOptions(CommonOptions):
     overwrite: bool = flag(False, "replace a run with other flags (only files dist_data wrote are removed)",
                            result=False)
 
+    def result_file(self) -> str:
+        """The result's name in the run folder (a table named by its rows is renamed when published)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunOptions(RunFolderOptions):

@@ -32,13 +32,13 @@ from .write import merge_files, read_lines, write_json, write_json_list, write_l
 # contrastors' filter_rows.py reads every ``ids_to_keep_*.json`` of a folder (one per writer)
 IDS_NAME = "ids_to_keep_0.json"
 
-Body = Callable[[distributed.DistInfo, Any], Any]
+Body = Callable[[distributed.DistInfo, Any, "Run | None"], Any]  # (info, options, the run folder or None)
 
 
 # ---------------------------------------------------------------- running a command
 
 def execute(opts: Options, body: Body, command: str = "") -> None:
-    """Run ``body(info, opts)``: the one way every command runs.
+    """Run ``body(info, opts, run)``: the one way every command runs.
 
     A :class:`CommonOptions` command runs on every rank of a process group (torchrun's, or one plain
     process); any other runs in one process (under torchrun, rank 0 alone). Rank 0 holds the lock of
@@ -69,12 +69,7 @@ def execute(opts: Options, body: Body, command: str = "") -> None:
             setup_logging(info.rank, info.local_rank, info.world_size)
             try:
                 with _locked_outputs(info, opts, command) as results:
-                    if results is None or not results.check(opts.overwrite):
-                        if results is not None:
-                            results.record(complete=False)
-                        body(info, opts)
-                        if results is not None:
-                            results.record(complete=True)
+                    _run_body(info, opts, body, results)
             except (ValueError, InputError, BadRowError, RunConflictError) as e:
                 if info.is_main:
                     logger.error("%s", e)
@@ -109,6 +104,33 @@ def execute(opts: Options, body: Body, command: str = "") -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _run_body(info: distributed.DistInfo, opts: Options, body: Body, results: Results | None) -> None:
+    """``body(info, opts, run)`` unless there is nothing to do: a run-folder command gets its
+    :class:`Run` (opened and checked here: complete with the same flags, the body does not run); a
+    command of named results runs unless they are complete, and they are recorded around it."""
+    if isinstance(opts, RunFolderOptions):
+        run = Run.open(info, opts, opts.result_file())
+        if run.done is None:
+            body(info, opts, run)
+        return
+    if results is not None and results.check(opts.overwrite):
+        return
+    if results is not None:
+        results.record(complete=False)
+    body(info, opts, None)
+    if results is not None:
+        results.record(complete=True)
+
+
+def fault(point: str) -> None:
+    """Fault injection for the conformance suite: ``DIST_DATA_FAULT=kill:POINT`` kills this process
+    with SIGKILL at ``POINT`` (no clean-up runs: the state a killed job leaves)."""
+    if os.environ.get("DIST_DATA_FAULT") == f"kill:{point}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _env_rank(name: str) -> int:
@@ -153,8 +175,8 @@ def with_flags(fn: Callable[..., Any]) -> Body:
     """A one-process command's body from a function of its flags (``fn(**flags)``; the engine's own
     flags, such as ``--overwrite``, are not passed)."""
     engine = {f.name for f in dataclasses.fields(ResultOptions)}
-    return lambda info, opts: fn(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)
-                                    if f.name not in engine})
+    return lambda info, opts, run: fn(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)
+                                         if f.name not in engine})
 
 
 def _runner(cls: type[Options], body: Body, command: str) -> Callable[[Options], None]:
@@ -162,6 +184,16 @@ def _runner(cls: type[Options], body: Body, command: str) -> Callable[[Options],
 
 
 # ---------------------------------------------------------------- the run folder
+
+def table_stats(info: distributed.DistInfo, command: str, *buckets: str) -> Stats:
+    """The stats of a one-process table command: ``input_rows``, ``read``, ``kept``, ``dropped``,
+    ``rejected`` and ``buckets``."""
+    if info.world_size > 1:
+        raise ValueError(f"{command} works on one table in one process: run it with python -m (torchrun is for "
+                         f"the commands that embed or label)")
+    return Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected", *buckets))
+
+
 
 class Run(RunDir):
     """A run-folder command's run, from the lock to ``_SUCCESS``: opened on every rank by :meth:`open`
@@ -236,6 +268,7 @@ class Run(RunDir):
         distributed.barrier()
         merged = None
         if rank == 0:
+            fault("merge")
             with stats.stage("merge") as rec:
                 result_name = self.result_name + (".gz" if gzip_output and merge_result is None else "")
                 self.record([result_name, "rejects.jsonl", "stats.json", "_SUCCESS"]

@@ -58,7 +58,27 @@ def write_json_list(path: str, items: Iterable[str]) -> None:
 def save_dataset(ds, path: str) -> None:
     """``ds.save_to_disk(path)`` atomically: written beside it, then renamed over it (a failed write,
     a full disk, leaves neither a half dataset nor its temporary folder)."""
-    write_folder_atomically(path, ds.save_to_disk)
+    write_folder_atomically(path, lambda tmp: save_to_disk(ds, tmp))
+
+
+def save_to_disk(ds, folder: str) -> None:
+    """``ds.save_to_disk(folder)`` with the same bytes for the same rows: ``datasets`` records a
+    fingerprint drawn from the dataset's history (paths, a random draw); it becomes a hash of the
+    data files, so a resumed run, another folder or another machine writes the same ``state.json``."""
+    import hashlib
+
+    ds.save_to_disk(folder)
+    state_path = os.path.join(folder, "state.json")
+    with open(state_path, encoding="utf-8") as f:
+        state = json.load(f)
+    digest = hashlib.sha256()
+    for entry in state.get("_data_files", []):
+        with open(os.path.join(folder, entry["filename"]), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    state["_fingerprint"] = digest.hexdigest()[:16]
+    with open(state_path, "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
 
 
 def write_folder_atomically(path: str, fill: Callable[[str], Any]) -> Any:
