@@ -38,8 +38,16 @@ def test_annotations_take_the_first_object_and_count_files_without_one(tmp_path)
     counts = imagenet.write_annotations(str(xml), str(out))
     assert out.read_text() == "00000001 n01751748\n00000002 n01443537\n"
     assert (counts.files, counts.written, counts.without_object) == (3, 2, [empty])
-    proc = run_cli("dist_data.imagenet", "annotations", f"--xml_dir={xml}", f"--output_file={out}", nproc=0)
+    by_cli = tmp_path / "cli" / "annotations.txt"
+    proc = run_cli("dist_data.imagenet", "annotations", f"--xml_dir={xml}", f"--output_file={by_cli}", nproc=0)
     assert "3 XML file(s), 2 annotation(s) written, 1 without an <object>" in proc.stderr
+    assert by_cli.read_text() == out.read_text()
+    again = run_cli("dist_data.imagenet", "annotations", f"--xml_dir={xml}", f"--output_file={by_cli}", nproc=0)
+    assert "already complete (same flags); nothing to do" in again.stderr
+    # a file the command did not write (here: the library call's) is never replaced, even with --overwrite
+    mine = run_cli("dist_data.imagenet", "annotations", f"--xml_dir={xml}", f"--output_file={out}", "--overwrite",
+                   nproc=0, check=False)
+    assert mine.returncode == 2 and "no dist_data manifest" in mine.stderr
     (xml / "broken.xml").write_text("<annotation><filename>x")
     with pytest.raises(InputError, match="broken.xml: not readable XML"):
         imagenet.write_annotations(str(xml), str(out))
