@@ -32,6 +32,7 @@ from .core.embed import cache_root, embed_pairs
 from .core.options import PairOptions
 from .core.read import read_stage
 from .core.report import record_search, report_scores
+from .core.collection import CollectionOptions
 from .core.run import IDS_NAME, Run, run_main
 from .core.stats import fmt_rows, Stats
 from .core.keys import KeyedVectors, Owners
@@ -43,7 +44,7 @@ RANK_DEPTH = 10  # neighbours searched at least, so that scores.png shows where 
 
 
 @dataclass(frozen=True, kw_only=True)
-class FilterOptions(PairOptions):
+class FilterOptions(PairOptions, CollectionOptions):
     """Consistency-filter (query, document) pairs."""
 
     dataset: str = flag(SAMPLE_PAIRS, "jsonl(.gz)/parquet/csv file, folder, glob, comma list, save_to_disk folder "

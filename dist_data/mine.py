@@ -43,6 +43,7 @@ from .core.write import read_lines, write_folder_atomically
 from .core.embed import cache_root
 from .core.options import PairOptions
 from .core.report import record_search, report_scores
+from .core.collection import CollectionOptions
 from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 from .text.formats import FORMATS, QUERY_FORMATS, dumps, pair_rows, query_row, write_nomic_folder
@@ -57,7 +58,7 @@ FIXED_WIDTH = ("n-tuple", "nomic")  # formats whose rows hold exactly --num_nega
 
 
 @dataclass(frozen=True, kw_only=True)
-class MineOptions(PairOptions):
+class MineOptions(PairOptions, CollectionOptions):
     """Mine hard negatives for (query, positive) pairs."""
 
     dataset: str | None = flag(None, "(query, positive) rows in any sentence-transformers training-data layout "

@@ -34,7 +34,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .catalog import pairs as steps
 from .catalog.names import normalize_name, transliterations
 from .core import distributed, index
-from .core.cli import at_least, cosine, flag, in_range, non_empty, one_of, required
+from .core.cli import at_least, cosine, flag, in_range, non_empty, one_of
 from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.write import atomic_open, read_lines, write_lines
@@ -44,6 +44,7 @@ from .core.embed import cache_root, embed_by_block, text_embedder
 from .core.options import INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions
 from .core.read import read_stage
 from .core.report import record_search, report_scores
+from .core.collection import CollectionOptions
 from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 from .core.select import exact_scores
@@ -55,11 +56,14 @@ COLUMNS = ("name_a", "name_b", "score", "row_a", "row_b", "source", "distance_to
 
 
 @dataclass(frozen=True, kw_only=True)
-class PairsOptions(RunOptions, ModelOptions, IndexOptions):
+class PairsOptions(RunOptions, ModelOptions, IndexOptions, CollectionOptions):
     """Brand-synonym candidates: pairs of distinct names scoring at or above --min_score."""
 
+    dataset_required = True  # checked with the collection flags: --dataset, or --collection
+
     index: str = flag("sharded", INDEX_HELP, one_of(*INDEX_MODES))
-    dataset: str = required("names: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty, path=INPUT_SPEC)
+    dataset: str | None = flag(None, "names: csv/tsv/parquet/jsonl file, folder, glob or comma list (required unless "
+                               "--collection)", non_empty, path=INPUT_SPEC)
     text_key: str = flag("name", "the name field", non_empty)
     min_score: float = flag(0.85, "report pairs whose cosine is >= this", cosine)
     max_neighbors: int = flag(50, "nearest other names searched per name (a pair is found from either side)",

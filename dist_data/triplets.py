@@ -31,7 +31,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .catalog import triplets as steps
 from .catalog.names import char_ratio
 from .core import distributed, index
-from .core.cli import at_least, cosine, flag, non_empty, one_of, required
+from .core.cli import at_least, cosine, flag, non_empty, one_of
 from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.write import atomic_open, read_lines, write_lines
@@ -41,6 +41,7 @@ from .core.embed import cache_root, embed_by_block, text_embedder
 from .core.options import INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions
 from .core.read import read_stage
 from .core.report import record_search, report_scores
+from .core.collection import CollectionOptions
 from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 from .core.select import PAD_ID, exact_scores, seeded_uniform
@@ -53,11 +54,14 @@ REVIEW_COLUMNS = ("triplet", "anchor_row", "positive_row", "negative_row", "cate
 
 
 @dataclass(frozen=True, kw_only=True)
-class TripletsOptions(RunOptions, ModelOptions, IndexOptions):
+class TripletsOptions(RunOptions, ModelOptions, IndexOptions, CollectionOptions):
     """(anchor, positive, negative) triplets by product category."""
 
+    dataset_required = True  # checked with the collection flags: --dataset, or --collection
+
     index: str = flag("sharded", INDEX_HELP, one_of(*INDEX_MODES))
-    dataset: str = required("items: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty, path=INPUT_SPEC)
+    dataset: str | None = flag(None, "items: csv/tsv/parquet/jsonl file, folder, glob or comma list (required unless "
+                               "--collection)", non_empty, path=INPUT_SPEC)
     text_keys: str = flag("title,description", "comma list of the text fields joined into an item's text", non_empty)
     join: str = flag(" ", "what joins the text fields")
     category_key: str = flag("category", "the category field", non_empty)

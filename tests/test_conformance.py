@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from dist_data.core import cli, paths
+from dist_data.core.collection import CollectionOptions
 from dist_data.core.options import ResultOptions, RunFolderOptions
 from dist_data.core.rundir import LOCK_NAME, FolderLock, Results, RunConflictError, RunDir
 from dist_data.registry import VERBS, Command, commands
@@ -26,7 +27,8 @@ COMMANDS = commands()
 CHOICES = {"task_type": "classification", "split": "train", "image_root": "images"}
 # flags without which a command's own cross-flag checks refuse it
 EXTRA = {"captions variants": {"use_title": "True"}, "captions subsets": {"n": "1"}, "embed_images stack": {"split": "train"},
-         "embed_images": {"train_data": paths.INPUT_SPEC}}
+         "embed_images": {"train_data": paths.INPUT_SPEC}, "pairs": {"dataset": paths.INPUT_SPEC},
+         "triplets": {"dataset": paths.INPUT_SPEC}}
 INPUT_ROLES = paths.INPUT_ROLES
 
 
@@ -638,3 +640,141 @@ def tree_bytes(path) -> dict[str, bytes]:
     if not path.is_dir():
         return {"": path.read_bytes()}
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- collections (many datasets in one job)
+
+COLLECTION_COMMANDS = [c.name for c in COMMANDS if issubclass(c.options, CollectionOptions)]
+
+
+def test_the_verbs_of_collections():
+    assert COLLECTION_COMMANDS == ["filter", "mine", "pairs", "triplets"]
+
+
+def _collection(tmp, rows: list[dict], manifest_extra: dict | None = None) -> tuple[str, list[str]]:
+    """Two datasets of the rows (halves) and a manifest naming them: (manifest, the datasets' files)."""
+    files = []
+    for i, part in enumerate((rows[:len(rows) // 2], rows[len(rows) // 2:])):
+        path = tmp / "data" / f"part{i}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+        files.append(str(path))
+    entries = [{"name": "first", "path": "data/part0.jsonl"}, {"path": files[1], **(manifest_extra or {})}]
+    manifest = tmp / "collection.json"
+    manifest.write_text(json.dumps({"datasets": entries}), encoding="utf-8")
+    return str(manifest), files
+
+
+@pytest.mark.parametrize("name", COLLECTION_COMMANDS)
+def test_each_dataset_of_a_collection_is_byte_identical_to_a_run_on_it_alone(name, row_inputs, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == name)
+    rows, extra = row_inputs[name]
+    manifest, files = _collection(tmp_path, rows, {"seed": 7})
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}",
+                          "--noprogress", *extra)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "c" / "collection.json").read_text())
+    assert [d["name"] for d in summary["datasets"]] == ["first", "part1"] and summary["failed"] == []
+    for dataset, path, flags in (("first", files[0], []), ("part1", files[1], ["--seed=7"])):  # its override
+        code, _, err = invoke(cmd, {}, capsys, f"--dataset={path}", f"--output_dir={tmp_path / dataset}",
+                              "--noprogress", *extra, *flags)
+        assert code == 0, err
+        alone = json.loads((tmp_path / dataset / "stats.json").read_text())
+        for result in alone["outputs"].values():
+            assert tree_bytes(tmp_path / "c" / dataset / result) == tree_bytes(tmp_path / dataset / result), result
+        row = next(d for d in summary["datasets"] if d["name"] == dataset)
+        assert (row["read"], row["kept"]) == (alone["counts"]["read"], alone["counts"].get("kept"))
+    # the same command again: every dataset already complete; a flag changed for one: refused, naming it
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}",
+                          "--noprogress", *extra)
+    assert code == 0 and err.count("already complete") >= 2, err
+    _collection(tmp_path, rows, {"seed": 8})
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}",
+                          "--noprogress", *extra)
+    assert_one_line_refusal(code, err, "part1 (--seed=8 (was 7))", "--overwrite")
+    assert "first" not in err.split("other flags:")[1]
+
+
+COLLECTION_MISTAKES = [
+    ("a missing dataset", {"path": "data/nope.jsonl"}, "dataset 3 (nope): --dataset: no such file or folder"),
+    ("a misspelt flag", {"path": "data/part0.jsonl", "name": "x", "sed": 3}, "unknown flag 'sed'; did you mean 'seed'?"),
+    ("a flag of the collection", {"path": "data/part0.jsonl", "name": "x", "output_dir": "/tmp"},
+     "output_dir cannot be set per dataset"),
+    ("a name that leaves the folder", {"path": "data/part0.jsonl", "name": "../x"}, "cannot name a folder"),
+    ("a repeated name", {"path": "data/part0.jsonl", "name": "first"}, "the name 'first' is already dataset 1"),
+    ("a bad value", {"path": "data/part0.jsonl", "name": "x", "seed": -1}, "--seed must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("name", COLLECTION_COMMANDS)
+@pytest.mark.parametrize("case,entry,needle", COLLECTION_MISTAKES, ids=[m[0] for m in COLLECTION_MISTAKES])
+def test_a_mistake_in_a_collection_stops_it_before_any_work_naming_the_dataset(name, case, entry, needle, row_inputs,
+                                                                             tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == name)
+    rows, extra = row_inputs[name]
+    manifest, _ = _collection(tmp_path, rows)
+    data = json.loads(open(manifest).read())
+    data["datasets"].append(entry)
+    open(manifest, "w").write(json.dumps(data))
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}",
+                          "--noprogress", *extra)
+    assert_one_line_refusal(code, err, manifest, needle)
+    assert not (tmp_path / "c" / "first").exists()  # nothing ran
+    if case in ("a missing dataset", "a bad value", "a misspelt flag", "a flag of the collection"):
+        code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}",
+                              "--noprogress", "--on_dataset_error=skip", *extra)
+        assert code == 0, err
+        summary = json.loads((tmp_path / "c" / "collection.json").read_text())
+        assert len(summary["failed"]) == 1 and needle.split("): ")[-1] in summary["datasets"][-1]["reason"]
+        assert (tmp_path / "c" / "first" / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("name", COLLECTION_COMMANDS)
+def test_a_collection_flag_given_wrongly_is_one_line(name, row_inputs, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == name)
+    rows, extra = row_inputs[name]
+    manifest, files = _collection(tmp_path, rows)
+    out = f"--output_dir={tmp_path / 'c'}"
+    cases = [([f"--collection={manifest}", "--per_dataset"], "not both"),
+             ([f"--collection={manifest}", f"--dataset={files[0]}"], "drop --dataset"),
+             ([f"--dataset={files[0]}", "--per_dataset"], "--per_dataset needs --dataset to be a folder"),
+             ([f"--collection={files[0]}"], "a .yaml, .yml or .json manifest is expected")]
+    for flags, needle in cases:
+        code, _, err = invoke(cmd, {}, capsys, *flags, out, "--noprogress", *extra)
+        assert_one_line_refusal(code, err, needle)
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_bad_row_in_one_dataset_stops_the_collection_naming_it_or_is_set_aside(row_inputs, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == "filter")
+    rows, _ = row_inputs["filter"]
+    manifest, files = _collection(tmp_path, rows)
+    _write_with_bad_rows(tmp_path / "data" / "part1.jsonl", rows[len(rows) // 2:], [BAD_ROWS["malformed_json"]])
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}", "--noprogress")
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1, err
+    assert "dataset 2 (part1)" in errors[0] and f"{files[1]}:3" in errors[0], errors
+    assert (tmp_path / "c" / "first" / "_SUCCESS").exists()  # the dataset before it is done (and stays done)
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}", "--noprogress",
+                          "--on_dataset_error=skip")
+    assert code == 0 and "already complete" in err, err
+    assert json.loads((tmp_path / "c" / "collection.json").read_text())["failed"] == ["part1"]
+
+
+def test_a_killed_collection_resumes_inside_the_dataset_it_was_in(row_inputs, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == "pairs")
+    rows, _ = row_inputs["pairs"]
+    manifest, _ = _collection(tmp_path, rows)
+    flags = [f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}", "--noprogress"]
+    env = {**os.environ, "DIST_DATA_FAULT": "kill:merge", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-m", cmd.module, *flags], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -9 and not (tmp_path / "c" / "first" / "_SUCCESS").exists(), killed.stderr
+    code, _, err = invoke(cmd, {}, capsys, *flags)
+    assert code == 0 and "taking over the lock of a dead run" in err, err
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'whole'}",
+                          "--noprogress")
+    assert code == 0, err
+    for dataset in ("first", "part1"):
+        assert tree_bytes(tmp_path / "c" / dataset / "pairs.jsonl") == tree_bytes(tmp_path / "whole" / dataset /
+                                                                                  "pairs.jsonl")

@@ -195,6 +195,34 @@ def parse(cls: type[Options], argv: Sequence[str]) -> Options:
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     problems.extend(f"--{n} is required ({fields[n].metadata.get('help', '')})" for n in missing)
+    return _checked(lambda: cls(**values), fields, values, problems)
+
+
+def with_values(opts: Options, raw: dict[str, Any]) -> Options:
+    """``opts`` with the flags in ``raw`` set (text as typed, or values already typed, e.g. a YAML
+    manifest's), checked as a command line is.
+
+    Raises:
+        UsageError: one line per problem.
+    """
+    fields = {f.name: f for f in dataclasses.fields(opts)}
+    problems, values = [], {}
+    for name, value in raw.items():
+        if name not in fields:
+            close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+            problems.append(f"unknown flag {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+            continue
+        try:
+            values[name] = _convert(name, value if isinstance(value, (bool, str)) else str(value), fields[name])
+        except UsageError as e:
+            problems.append(str(e))
+    return _checked(lambda: dataclasses.replace(opts, **values), fields, values, problems)
+
+
+def _checked(build: Callable[[], Options], fields: dict[str, dataclasses.Field], values: dict[str, Any],
+             problems: list[str]) -> Options:
+    """The options ``build()`` makes once each value passed its flag's rule, then the cross-flag and
+    path rules; every problem raised together."""
     for name, value in values.items():
         check = fields[name].metadata.get("check")
         problem = check(value) if check else None
@@ -202,8 +230,8 @@ def parse(cls: type[Options], argv: Sequence[str]) -> Options:
             problems.append(f"--{name} {problem}")
     if problems:
         raise UsageError("; ".join(problems))
-    opts = cls(**values)
-    cross = opts.problems() + path_problems(opts)
+    opts = build()
+    cross = opts.problems() + getattr(opts, "collection_problems", list)() + path_problems(opts)
     if cross:
         raise UsageError("; ".join(cross))
     return opts

@@ -21,11 +21,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import distributed
 from .cli import CommonOptions, Options, tell_launcher
+from .collection import CollectionOptions, run_collection
 from .errors import BadRowError, InputError
 from .log import logger
 from .options import ResultOptions, RunFolderOptions
 from .paths import output_dirs
-from .rundir import Results, RunConflictError, RunDir, io_failure, locked_folders, release_held_locks
+from .rundir import Results, RunConflictError, RunDir, io_failure, locked_by_main, release_held_locks
 from .stats import Stats
 from .write import merge_files, read_lines, write_json, write_json_list, write_lines
 
@@ -109,11 +110,13 @@ def execute(opts: Options, body: Body, command: str = "") -> None:
 def _run_body(info: distributed.DistInfo, opts: Options, body: Body, results: Results | None) -> None:
     """``body(info, opts, run)`` unless there is nothing to do: a run-folder command gets its
     :class:`Run` (opened and checked here: complete with the same flags, the body does not run); a
-    command of named results runs unless they are complete, and they are recorded around it."""
+    collection runs it once per dataset (:mod:`dist_data.core.collection`); a command of named
+    results runs unless they are complete, and they are recorded around it."""
+    if isinstance(opts, CollectionOptions) and opts.is_collection:
+        run_collection(info, opts, lambda sub: _in_run_folder(info, sub, body))
+        return
     if isinstance(opts, RunFolderOptions):
-        run = Run.open(info, opts, opts.result_file())
-        if run.done is None:
-            body(info, opts, run)
+        _in_run_folder(info, opts, body)
         return
     if results is not None and results.check(opts.overwrite):
         return
@@ -122,6 +125,14 @@ def _run_body(info: distributed.DistInfo, opts: Options, body: Body, results: Re
     body(info, opts, None)
     if results is not None:
         results.record(complete=True)
+
+
+def _in_run_folder(info: distributed.DistInfo, opts: RunFolderOptions, body: Body) -> tuple[Any, bool]:
+    """The body in its run folder: (the run's stats on rank 0, whether it was complete already)."""
+    run = Run.open(info, opts, opts.result_file())
+    if run.done is not None:
+        return run.done, True
+    return body(info, opts, run), False
 
 
 def fault(point: str) -> None:
@@ -145,14 +156,7 @@ def _locked_outputs(info: distributed.DistInfo, opts: Options, command: str) -> 
     results = Results(command or type(opts).__name__, opts.results(), opts.result_args(),
                       opts.inputs_signature()) if isinstance(opts, ResultOptions) else None
     folders = [] if isinstance(opts, RunFolderOptions) else output_dirs(opts) + (results.folders() if results else [])
-    with contextlib.ExitStack() as held:
-        error = None
-        if info.is_main and folders:
-            try:
-                held.enter_context(locked_folders(folders))
-            except (RunConflictError, OSError) as e:
-                error = e
-        distributed.raise_if_any_failed(error)  # every rank stops when rank 0 could not lock
+    with locked_by_main(info.is_main, folders):
         yield results
 
 

@@ -208,6 +208,23 @@ def locked_folders(folders: Iterable[str]) -> Iterator[None]:
                 os.rmdir(folder)
 
 
+@contextlib.contextmanager
+def locked_by_main(is_main: bool, folders: Iterable[str]) -> Iterator[None]:
+    """Rank 0 holds the lock of each folder (:func:`locked_folders`) while every rank runs the block;
+    when rank 0 cannot lock, every rank raises its error."""
+    from . import distributed
+
+    with contextlib.ExitStack() as held:
+        error = None
+        if is_main and folders:
+            try:
+                held.enter_context(locked_folders(folders))
+            except (RunConflictError, OSError) as e:
+                error = e
+        distributed.raise_if_any_failed(error)
+        yield
+
+
 # ---------------------------------------------------------------- the run folder
 
 class RunDir:
