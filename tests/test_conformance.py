@@ -729,6 +729,19 @@ def test_a_mistake_in_a_collection_stops_it_before_any_work_naming_the_dataset(n
         assert (tmp_path / "c" / "first" / "_SUCCESS").exists()
 
 
+def test_per_dataset_takes_each_file_of_a_folder_given_relative_to_the_working_folder(row_inputs, tmp_path, capsys,
+                                                                                      monkeypatch):
+    cmd = next(c for c in COMMANDS if c.name == "filter")
+    rows, _ = row_inputs["filter"]
+    _collection(tmp_path, rows)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke(cmd, {}, capsys, "--dataset=data", "--per_dataset", "--output_dir=c", "--noprogress")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "c" / "collection.json").read_text())
+    assert [(d["name"], d["path"], d["status"]) for d in summary["datasets"]] == [
+        ("part0", str(tmp_path / "data" / "part0.jsonl"), "done"), ("part1", str(tmp_path / "data" / "part1.jsonl"), "done")]
+
+
 @pytest.mark.parametrize("name", COLLECTION_COMMANDS)
 def test_a_collection_flag_given_wrongly_is_one_line(name, row_inputs, tmp_path, capsys):
     cmd = next(c for c in COMMANDS if c.name == name)

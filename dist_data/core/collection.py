@@ -108,7 +108,8 @@ def read_collection(opts: CollectionOptions) -> list[Dataset]:
     """
     if opts.per_dataset:
         folder = getattr(opts, "dataset")
-        entries = [{"path": os.path.join(folder, n)} for n in sorted(os.listdir(folder)) if not n.startswith(".")]
+        entries = [{"path": os.path.abspath(os.path.join(folder, n))} for n in sorted(os.listdir(folder))
+                   if not n.startswith(".")]
         source, root = folder, folder
     else:
         source, root = opts.collection, os.path.dirname(os.path.abspath(opts.collection))
