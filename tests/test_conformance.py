@@ -817,3 +817,20 @@ def test_a_class_names_file_that_is_not_1000_unique_names_is_one_line(cmd, case,
     code, _, err = invoke(cmd, {**valid_flags(cmd, tmp_path), "class_names": value}, capsys)
     assert_one_line_refusal(code, err, "--class_names", needle)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_collection_starts_over_an_unfinished_dataset_that_cached_nothing_as_a_run_alone_does(row_inputs, tmp_path,
+                                                                                                capsys):
+    """The run folder's own rule (RunDir.blocks): an unfinished run with other flags that cached nothing is
+    started over, not refused, inside a collection as alone."""
+    cmd = next(c for c in COMMANDS if c.name == "filter")
+    rows, _ = row_inputs["filter"]
+    manifest, _ = _collection(tmp_path, rows)
+    first = tmp_path / "c" / "first"
+    first.mkdir(parents=True)
+    (first / "args.json").write_text(json.dumps({"k": 5}), encoding="utf-8")
+    (first / "manifest.json").write_text(json.dumps({"paths": ["args.json", "manifest.json"]}), encoding="utf-8")
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}", "--noprogress")
+    said = [line for line in err.splitlines() if "holds an unfinished run that cached nothing" in line]
+    assert code == 0 and len(said) == 1 and "--k=2 (was 5)" in said[0] and said[0].endswith("starting over"), err
+    assert (first / "_SUCCESS").exists()

@@ -38,8 +38,7 @@ from .cli import UsageError, flag, one_of, with_values
 from .errors import BadRowError, InputError
 from .log import logger
 from .paths import INPUT
-from .read import read_json
-from .rundir import RunConflictError, flag_diff, locked_by_main
+from .rundir import RunConflictError, RunDir, locked_by_main
 from .stats import fmt_rows
 from .write import write_json
 
@@ -245,9 +244,11 @@ def _run_datasets(info: distributed.DistInfo, opts: Any,
 
 
 def _earlier_run_diff(sub: Any) -> list[str]:
-    """The flags by which a dataset's earlier run differs (none with --overwrite)."""
-    old = None if sub.overwrite else read_json(os.path.join(sub.output_dir, "args.json"))
-    return [] if old is None else flag_diff(old, sub.result_args())
+    """The flags by which a dataset's earlier run differs, when they stop it (the run folder's own rule:
+    none with --overwrite, nor for an unfinished run that cached nothing)."""
+    run = RunDir(sub.output_dir, sub.result_args(), sub.result_file())
+    diff = run.other_flags()
+    return diff if run.blocks(diff, sub.overwrite) else []
 
 
 def _summary(opts: Any, outcomes: list[Outcome]) -> dict[str, Any]:

@@ -284,19 +284,26 @@ class RunDir:
                     f"{self.path} holds {', '.join(theirs)}, which no dist_data manifest ({MANIFEST}) lists: they "
                     f"are not a run of ours, so nothing was removed{even}; give another --output_dir")
             return
-        old = read_json(self.file("args.json"))
-        if old is None:  # a run that was stopped before it recorded its flags
-            return
-        diff = flag_diff(old, self.args)
+        diff = self.other_flags()
         if not diff:
             return
-        finished = self.is_complete()
-        if not finished and not self.has_work():
+        if self.blocks(diff, overwrite):
+            raise refuse_other_flags(self.path, "a finished run" if self.is_complete() else "an unfinished run", diff)
+        if not self.is_complete() and not self.has_work():
             logger.info("%s holds an unfinished run that cached nothing (%s); starting over", self.path,
                         ", ".join(diff))
-        elif not overwrite:
-            raise refuse_other_flags(self.path, "a finished run" if finished else "an unfinished run", diff)
         self.replace = True
+
+    def other_flags(self) -> list[str]:
+        """The flags by which the run already here differs from this one (none: no run, or one stopped
+        before it recorded its flags)."""
+        old = read_json(self.file("args.json"))
+        return [] if old is None else flag_diff(old, self.args)
+
+    def blocks(self, diff: list[str], overwrite: bool) -> bool:
+        """Whether an earlier run here with other flags (``diff``) stops this one: unless ``--overwrite``,
+        or it is an unfinished run that cached nothing (started over)."""
+        return bool(diff) and not overwrite and (self.is_complete() or self.has_work())
 
     def _manifest(self) -> list[str] | None:
         """The paths the manifest lists, or None (no manifest, or one that cannot be read)."""
