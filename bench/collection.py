@@ -138,7 +138,8 @@ def main() -> None:
         print(f"collection job vs 12 launches: {speedup[1]}x faster (1 process), {speedup[2]}x (2 ranks); "
               f"results identical: {same[1] and same[2]}")
         path = write_report(f"collection_{args.verb}" + ("" if args.scale == 1 else f"_scale{args.scale}"), {
-            "verb": args.verb, "scale": args.scale, "model": "sentence-transformers/all-MiniLM-L6-v2", "dataset_pairs": counts,
+            "verb": args.verb, "scale": args.scale, "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "dataset_pairs": counts,
             "speedup": speedup, "identical_outputs": same, "commands": rows})
         print(f"\nwrote {path}")
     finally:

@@ -72,22 +72,13 @@ def check(argv: list[str]) -> None:
     included) of a command in the launching process, before torchrun starts any rank: a typo is then one
     line and exit 2, not a failure of every rank under torchrun's summary. A module that is not a
     dist_data verb, or ``--help``, passes (torchrun runs it and says what it says)."""
-    from .core import cli
+    from .core.run import dispatch
 
     module, rest = (argv[0], argv[1:]) if argv else ("", [])
     verb = next((v for v, m in VERBS.items() if m.removesuffix(".__main__") == module), None)
     if verb is None or any(a in ("-h", "--help") for a in rest):
         return
-    table = importlib.import_module(VERBS[verb]).COMMANDS
-
-    def nothing(opts: object) -> None:
-        return None
-
-    named = {name: (cls, nothing) for name, (cls, _) in table.items() if name}
-    if rest and rest[0] in named or None not in table:
-        cli.main_with_commands(named, None, module, rest)
-    else:
-        cli.main(table[None][0], nothing, None, module, rest)
+    dispatch(importlib.import_module(VERBS[verb]).COMMANDS, None, module, rest, lambda opts, body, command: None)
 
 
 if __name__ == "__main__":

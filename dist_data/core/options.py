@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 
 
@@ -114,9 +116,6 @@ class ResultOptions(Options):
         """What the input files looked like (size and modification time of each; a folder's own time
         changes when a result is written into it, so folders are not compared): a complete result is
         made again when they changed, even with the same flags."""
-        import dataclasses
-        import os
-
         signature = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

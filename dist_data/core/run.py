@@ -164,15 +164,27 @@ def run_main(commands: dict[str | None, tuple[type[Options], Body]], doc: str | 
              argv: Sequence[str] | None = None) -> None:
     """``python -m prog [COMMAND] --flags``: parse the flags of the command (``None``: the verb's own,
     when it has them) and :func:`execute` its body."""
+    dispatch(commands, doc, prog, argv, execute)
+
+
+def dispatch(commands: dict[str | None, tuple[type[Options], Body]], doc: str | None, prog: str,
+             argv: Sequence[str] | None, act: Callable[[Options, Body, str], Any]) -> None:
+    """Pick the command ``argv`` names, parse its flags (one line and exit 2 on a problem) and call
+    ``act(options, body, command name)``: :func:`execute` (:func:`run_main`), or nothing (the launch
+    scripts' pre-flight check, ``python -m dist_data.registry check``)."""
     from .cli import main, main_with_commands
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    named = {name: (cls, _runner(cls, body, f"{prog} {name}")) for name, (cls, body) in commands.items() if name}
+
+    def runner(body: Body, command: str) -> Callable[[Options], Any]:
+        return lambda opts: act(opts, body, command)
+
+    named = {name: (cls, runner(body, f"{prog} {name}")) for name, (cls, body) in commands.items() if name}
     if argv and argv[0] in named or None not in commands:
         main_with_commands(named, doc, prog, argv)
         return
     cls, body = commands[None]
-    main(cls, _runner(cls, body, prog), doc, prog, argv)
+    main(cls, runner(body, prog), doc, prog, argv)
 
 
 def with_flags(fn: Callable[..., Any]) -> Body:
@@ -181,10 +193,6 @@ def with_flags(fn: Callable[..., Any]) -> Body:
     engine = {f.name for f in dataclasses.fields(ResultOptions)}
     return lambda info, opts, run: fn(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)
                                          if f.name not in engine})
-
-
-def _runner(cls: type[Options], body: Body, command: str) -> Callable[[Options], None]:
-    return lambda opts: execute(opts, body, command)
 
 
 # ---------------------------------------------------------------- the run folder

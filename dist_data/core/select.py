@@ -129,8 +129,9 @@ def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids
 
     Candidates that are the query itself (a document with the query's text), positives, too close
     to the positive (margins) or outside the score bounds are removed first; the remaining ones, in
-    canonical order, form the rank window ``[range_min, range_max)``, from which ``num_negatives`` are taken (``top``) or sampled
-    (``random``, seeded per query by ``seeds``, then put back in canonical order).
+    canonical order, form the rank window ``[range_min, range_max)``, from which ``num_negatives``
+    are taken (``top``) or sampled (``random``, seeded per query by ``seeds``, then put back in
+    canonical order).
 
     Args:
         cand_ids: ``(n, c) int64`` candidate document ids, canonical order (-1 = padding).
