@@ -39,10 +39,10 @@ from .captions import laion as steps
 from .captions import label as labelling
 from .captions import tables
 from .captions.arrange import arrange_files, arrange_webdataset, expand_shards, read_metadata
-from .captions.classes import ClassNamesOptions, class_names, imagenet_classes
+from .captions.classes import ClassNamesOptions, class_names, imagenet_classes, laionet_class_list, wnid_to_label
 from .captions.laion_io import (column_array, laion_table, load_columns, read_references, require_columns,
                                 write_wnid_lists)
-from .captions.lemmas import LemmaMatcher
+from .captions.lemmas import LaionetMatcher, LemmaMatcher
 from .captions.runs import publish_table
 from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
@@ -59,6 +59,7 @@ from .core.run import Run, run_main, table_stats
 from .core.stats import fmt_rows, Stats
 
 LISTS_NAME = "wnid_to_laion_indices.json"
+RULES = ("normalized", "laionet")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,12 +69,19 @@ class LabelOptions(RunOptions, ClassNamesOptions):
     laion: str = required("LAION metadata: parquet shards (a file, folder, glob or comma list; jsonl works too)",
                           non_empty, path=INPUT_SPEC)
     text_key: str = flag(steps.TEXT, "the caption column", non_empty)
-    unique_lemmas: bool = flag(True, "only lemmas of exactly one class count (LAIONet's rule); "
-                               "--nounique_lemmas: every lemma")
+    rule: str = flag("normalized", "normalized: whole words, case and punctuation ignored; laionet: LAIONet's "
+                     "label_laion.py exactly (case-sensitive, ASCII punctuation, its 999 classes)",
+                     one_of(*RULES))
+    unique_lemmas: bool = flag(True, "only lemmas of exactly one class count (as LAIONet); --nounique_lemmas: "
+                               "every lemma (--rule=normalized only)")
     block_rows: int = flag(65536, "rows per block (the unit of caching and resume)", at_least(1))
 
     def result_file(self) -> str:
         return "laion_labeled.parquet"
+
+    def problems(self) -> list[str]:
+        return ["--rule=laionet counts only lemmas written once in its class list: drop --nounique_lemmas"] \
+            if self.rule == "laionet" and not self.unique_lemmas else []
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,7 +222,14 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
     name = "laion_labeled.parquet"
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
-    matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
+    if opts.rule == "laionet":  # its class list: its id of Siberian husky, no construction crane
+        theirs = laionet_class_list()
+        matcher = LaionetMatcher([lemmas for _, lemmas in theirs])
+        out_wnids = [w for w, _ in theirs]
+        listed = [w for w, lemmas in theirs if lemmas]
+    else:
+        matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
+        out_wnids = listed = wnids
     stats = Stats.with_keys("input_rows", "read", "captions_matched", "kept", "cached_blocks",
                             buckets=("dropped", "rejected", "per_class", "classes_per_caption"))
     resolve_sources(opts.laion, opts.split)  # a missing input stops here, before the folder is touched
@@ -230,7 +245,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
         rejects, unmatched, records = [], [], []
         for record_, _, found in labelling.matched_captions(rows, matcher, lambda r: steps.parse_laion_row(
                 r, opts.text_key), opts.on_bad_rows, block, rejects, unmatched):
-            records.append({**record_, steps.WNIDS: [wnids[c] for c in found]})
+            records.append({**record_, steps.WNIDS: [out_wnids[c] for c in found]})
             for c in found:
                 block.add("per_class", reason=wnids[c])
         block.add("kept", len(records))
@@ -245,7 +260,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
     blocks = [labelling.block_paths(cache, b, ".parquet")[0] for b in range(-(-plan.n // opts.block_rows))]
     merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
                            class_names(opts.class_names), counts.tolist(), rejects,
-                           [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNIDS, wnids))])
+                           [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNIDS, listed))])
     _summary(merged, start, run, "labelled")
     return merged
 
@@ -281,7 +296,7 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions, run: Run
     start = time.perf_counter()
     name = "laion_similarity.parquet"
     classes = imagenet_classes()
-    known = {c.wnid: c.label for c in classes}
+    known = wnid_to_label()
     check_model(opts.model_name, opts.revision, "model_name")
     resolve_sources(opts.df_path, opts.split)
     stats = Stats.with_keys("input_rows", "read", "kept", "texts_embedded", "cached_blocks",
@@ -355,7 +370,8 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions, run: Run
             write_parquet(path, laion_table(records, float_columns=(steps.SIMILARITY,)))
             parts.append(path)
     blocks = [os.path.join(out_dir, f"block-{b:07d}.parquet") for b in range(-(-plan.n // opts.block_rows))]
-    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], known)[None, :]).sum(0)
+    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"],
+                                                                    [c.wnid for c in classes])[None, :]).sum(0)
     merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
                            class_names(opts.class_names), counts.tolist(), rejects)
     if merged is not None:
@@ -385,7 +401,7 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions, run: Run) -> dic
     tmp = os.path.join(run.cache_dir, "filtered.parquet")
     os.makedirs(run.cache_dir, exist_ok=True)
     kept_labels: list[np.ndarray] = []
-    known = {w: i for i, w in enumerate(wnids)}
+    known = wnid_to_label()
     with stats.stage("filter") as rec:
         writer = None
         for batch in source.iter_batches(batch_size=65536):
@@ -510,7 +526,7 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions, run: Run
     start = time.perf_counter()
     name = "laion_similar.parquet"
     classes = imagenet_classes()
-    known = {c.wnid: c.label for c in classes}
+    known = wnid_to_label()
     check_model(opts.model_name, opts.revision, "model_name")
     resolve_sources(opts.references, opts.split)
     resolve_sources(opts.laion, opts.split)  # a missing input stops here, before the folder is touched
@@ -577,7 +593,8 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions, run: Run
             write_parquet(os.path.join(out_dir, f"block-{b:07d}.parquet"),
                           laion_table(records, float_columns=("text_to_text_similarity",)))
     blocks = [os.path.join(out_dir, f"block-{b:07d}.parquet") for b in range(-(-plan.n // opts.block_rows))]
-    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], known)[None, :]).sum(0)
+    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"],
+                                                                    [c.wnid for c in classes])[None, :]).sum(0)
 
     def topk(path: str) -> None:
         from .core.write import save_npz
@@ -597,7 +614,7 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions, run: Run)
     start = time.perf_counter()
     stats = table_stats(info, "match_freq", "short_of_target")
     classes = imagenet_classes()
-    known = {c.wnid: c.label for c in classes}
+    known = wnid_to_label()
     main_cols = load_columns(opts.df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
     extra_cols = load_columns(opts.t2t_df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
     ref_labels = []

@@ -185,6 +185,18 @@ def test_matcher_equals_per_lemma_regex_on_real_text(unique_only):
     assert matcher.match(EDGE_CAPTIONS[6]) == (label["n03954731"],)
 
 
+def test_a_lemma_is_matched_literally_not_as_a_regex():
+    """The original pasted lemmas into a regex unescaped: "R.V." (recreational vehicle) then matched
+    RSVG, RXVT, rave and revs."""
+    rv = next(c.label for c in CLASSES if c.wnid == "n04065272")
+    assert "R.V." in CLASSES[rv].lemmas
+    matcher = LemmaMatcher([c.lemmas for c in CLASSES], unique_only=False)
+    wrong = ["RSVG renders the icons", "RXVT terminal", "a rave in Berlin", "high revs"]
+    assert all(re.search(r"\bR.V.\b", t, re.IGNORECASE) for t in wrong)  # the original's verdict
+    assert all(rv not in matcher.match(t) for t in wrong)
+    assert all(rv in matcher.match(t) for t in ["an R.V. by the lake", "RV park", "a recreational vehicle"])
+
+
 # ---------------------------------------------------------------- caption variants
 
 def reference_variants(rows, use_title, use_tags, use_description, append_cname, use_synset, mode, shuffle, seed,

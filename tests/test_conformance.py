@@ -122,6 +122,23 @@ def test_every_cosine_threshold_is_checked():
     assert {p.values[1] for p in COSINE_FLAGS} >= {"min_score", "max_score", "similarity_th", "thresh"}
 
 
+CHOICE_FLAGS = [pytest.param(c, f.name, id=f"{c.name}--{f.name}") for c in COMMANDS
+                for f in dataclasses.fields(c.options) if hasattr(f.metadata.get("check"), "choices")]
+
+
+@pytest.mark.parametrize("cmd,name", CHOICE_FLAGS)
+def test_a_value_outside_a_flags_choices_is_one_line_naming_them(cmd, name, tmp_path, capsys):
+    choices = next(f for f in dataclasses.fields(cmd.options) if f.name == name).metadata["check"].choices
+    code, _, err = invoke(cmd, {**valid_flags(cmd, tmp_path), name: choices[0] + "x"}, capsys)
+    assert_one_line_refusal(code, err, f"--{name}", f"must be one of {', '.join(choices)}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_choice_flags_are_found():
+    assert {f"{p.values[0].name}--{p.values[1]}" for p in CHOICE_FLAGS} >= {
+        "laionet label--rule", "filter--on_bad_rows", "laionet similarity--query_type"}
+
+
 # ---------------------------------------------------------------- inputs
 
 def make_bad_input(tmp, case: str) -> str:

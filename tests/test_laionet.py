@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import string
 import sys
 import tarfile
 import types
@@ -18,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from caption_data import incaps_rows, laion_rows, write_json, write_parquet_shards
+from caption_data import incaps_rows, laion_rows, real_captions, write_json, write_parquet_shards
 from conftest import run_cli, run_killed
 from dist_data.captions import laion
 from dist_data.captions.classes import imagenet_classes
-from dist_data.captions.lemmas import LemmaMatcher
+from dist_data.captions.lemmas import LaionetMatcher, LemmaMatcher
 from dist_data.core.wordnet import iter_synsets
 
 CLASSES = imagenet_classes()
@@ -409,3 +410,117 @@ def test_similarity_on_a_table_with_no_rows_is_one_line_before_any_embedding(tmp
                    f"--output_dir={tmp_path / 'S'}", "--noprogress", nproc=0, check=False)
     assert proc.returncode == 2 and "no rows to score" in proc.stderr and "Traceback" not in proc.stderr
     assert "embed" not in proc.stderr  # it stopped before the class texts were embedded
+
+
+# ---------------------------------------------------------------- LAIONet's own rule (--rule=laionet)
+
+def laionet_synsets_file() -> str:
+    """LAIONet's ILSVRC2012_synsets.txt: ``id: lemmas`` per class, as the original repository ships it
+    (ImageNet's lemmas; no construction crane; Siberian husky as n02112837)."""
+    lines = ["id: lemmas"] + [f"{'n02112837' if c.wnid == 'n02110185' else c.wnid}: {', '.join(c.lemmas)}"
+                              for c in CLASSES if c.wnid != "n03126707"]
+    return "\n".join(lines)
+
+
+def label_laion_reference(synsets: str):
+    """label_laion.py restated on its own terms: the lemma2wnid of its preprocessing (a lemma counts when
+    it is written once in the whole list), then per caption string.punctuation -> spaces and
+    ' ' + lemma + ' ' searched in ' ' + caption + ' ' for every lemma."""
+    pairs = [line.split(": ", 1) for line in synsets.splitlines()[1:]]
+    written = [lemma for _, lemmas in pairs for lemma in lemmas.split(", ")]
+    lemma2wnid = {lemma: wnid for wnid, lemmas in pairs for lemma in lemmas.split(", ") if written.count(lemma) == 1}
+    translation = str.maketrans(string.punctuation, " " * len(string.punctuation))
+
+    def label(caption: str) -> set[str]:
+        text = " " + caption.translate(translation) + " "
+        return {wnid for lemma, wnid in lemma2wnid.items() if " " + lemma + " " in text}
+
+    return lemma2wnid, label
+
+
+LAIONET_EDGES = ["My Siberian husky", "my siberian husky", "a crane lifts steel", "Cardigan puppy", "knit cardigan",
+                 "a T-shirt", "tee shirt", "tee  shirt", "husky\u2019s coat", "husky\tdog", "an R.V.", "RV park",
+                 "goldfish,goldfish!", "jack-o'-lantern", "Jack", "rave at the R-V", ""]
+
+
+def test_laionet_rule_equals_label_laion_py_on_real_text():
+    synsets = laionet_synsets_file()
+    assert len(synsets) == 32668 and synsets.count("\n") == 999  # the original file's size and classes
+    lemma2wnid, reference = label_laion_reference(synsets)
+    from dist_data.captions.classes import laionet_class_list
+
+    theirs = laionet_class_list()
+    matcher = LaionetMatcher([lemmas for _, lemmas in theirs])
+    assert set(matcher.lemmas) == set(lemma2wnid) and len(matcher.never) == 64 and "T-shirt" in matcher.never
+    captions = real_captions(1500) + LAIONET_EDGES
+    got = [{theirs[c][0] for c in matcher.match(t)} for t in captions]
+    assert got == [reference(t) for t in captions]
+    assert sum(map(bool, got)) > 500
+    edge = dict(zip(LAIONET_EDGES, got[-len(LAIONET_EDGES):]))
+    assert edge["My Siberian husky"] == {"n02112837", "n02109961"}  # its id of Siberian husky, and husky
+    assert edge["my siberian husky"] == {"n02109961"}  # case: husky (Eskimo dog) only
+    assert edge["a crane lifts steel"] == {"n02012849"}  # the bird: no construction crane in its list
+    assert edge["Cardigan puppy"] == {"n02113186"} and edge["knit cardigan"] == {"n02963159"}
+    assert edge["a T-shirt"] == set() and edge["tee shirt"] == {"n03595614"} and edge["tee  shirt"] == set()
+    assert edge["husky\u2019s coat"] == set() and edge["husky\tdog"] == set() and edge["an R.V."] == set()
+    # the default rule on the same captions: case, separators and punctuated lemmas all count
+    ours = LemmaMatcher([c.lemmas for c in CLASSES], unique_only=True)
+    label = {c.wnid: c.label for c in CLASSES}
+    assert ours.match("my siberian husky") == (label["n02109961"], label["n02110185"])
+    assert ours.match("a T-shirt") == (label["n03595614"],) and ours.match("an R.V.") == (label["n04065272"],)
+    assert ours.match("a crane lifts steel") == ()  # shared by two of the 1,000 classes
+
+
+def test_laionet_rule_end_to_end_and_its_husky_id_read_downstream(tmp_path, model):
+    rows = [{"TEXT": t, "URL": f"https://img.example.org/{i}.jpg"} for i, t in
+            enumerate(LAIONET_EDGES + real_captions(300))]
+    shards = write_parquet_shards(str(tmp_path / "laion"), rows, n_shards=2)
+    run_cli("dist_data.laionet", "label", f"--laion={shards}", f"--output_dir={tmp_path / 'L'}", "--rule=laionet",
+            "--block_rows=128", nproc=0)
+    out = read(tmp_path / "L" / "laion_labeled.parquet")
+    _, reference = label_laion_reference(laionet_synsets_file())
+    want = [(i, sorted(reference(r["TEXT"]), key=lambda w: label_of(w))) for i, r in enumerate(rows)
+            if reference(r["TEXT"])]
+    assert [(i, list(w)) for i, w in zip(out["laion_index"], out["wnids"])] == want
+    lists = json.loads((tmp_path / "L" / "wnid_to_laion_indices.json").read_text())
+    assert len(lists) == 999 and "n03126707" not in lists and lists["n02112837"] == [0]
+    freq = (tmp_path / "L" / "class_frequency.txt").read_text().splitlines()
+    assert freq[label_of("n02110185")].endswith("\t1") and freq[label_of("n03126707")].endswith("\t0")
+    # similarity reads LAIONet's id of Siberian husky as the class (its "Siberian husky" always names husky
+    # too, so the row is given its one class here)
+    pq.write_table(pa.Table.from_pylist([{"TEXT": "Siberian husky pulling a sled", "wnids": ["n02112837"],
+                                          "laion_index": 7}]), tmp_path / "husky.parquet")
+    run_cli("dist_data.laionet", "similarity", f"--df_path={tmp_path / 'husky.parquet'}",
+            f"--output_dir={tmp_path / 'S'}", nproc=0)
+    sims = read(tmp_path / "S" / "laion_similarity.parquet")
+    assert sims[laion.QUERY_WNID].tolist() == ["n02110185"] and sims[laion.SIMILARITY].iloc[0] > 0.5
+    # and the default rule's output is what it was: the matcher's verdict
+    run_cli("dist_data.laionet", "label", f"--laion={shards}", f"--output_dir={tmp_path / 'D'}", nproc=0)
+    ours = LemmaMatcher([c.lemmas for c in CLASSES], unique_only=True)
+    default = read(tmp_path / "D" / "laion_labeled.parquet")
+    assert [list(w) for w in default["wnids"]] == [[WNIDS[c] for c in ours.match(r["TEXT"])] for r in rows
+                                                   if r["TEXT"] and ours.match(r["TEXT"])]
+
+
+def label_of(wnid: str) -> int:
+    from dist_data.captions.classes import wnid_to_label
+
+    return wnid_to_label()[wnid]
+
+
+def test_laionet_rule_refuses_every_lemma(tmp_path):
+    proc = run_cli("dist_data.laionet", "label", f"--laion={tmp_path}", "--rule=laionet", "--nounique_lemmas",
+                   f"--output_dir={tmp_path / 'o'}", nproc=0, check=False)
+    assert proc.returncode == 2 and "--rule=laionet counts only lemmas written once" in proc.stderr
+
+
+def test_readme_table_of_the_rule_differences_is_the_scripts_output():
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
+    import laionet_rule_differences as differences
+
+    result = differences.differences(differences.read_texts(differences.SAMPLE))
+    with open(os.path.join(os.path.dirname(HERE), "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    table = "\n".join("  " + line for line in differences.table(result).splitlines())
+    assert table in readme
+    assert result["only_default"]["case"] > 0 and result["only_laionet"]["class_list"] > 0

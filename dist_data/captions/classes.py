@@ -133,8 +133,25 @@ def class_names_problem(value: str | None) -> str | None:
     return None
 
 
+# LAIONet's class list (its ``ILSVRC2012_synsets.txt``, read by ``label_laion.py``) is this table's
+# lemmas with two differences: it has 999 classes, without construction crane (so its lemma "crane"
+# is the bird's alone), and it gives Siberian husky the id n02112837 (not a WordNet 3.0 noun offset)
+# for n02110185. Rows labelled by ``--rule=laionet`` carry that id; every command reads it as
+# Siberian husky.
+LAIONET_ABSENT = "n03126707"
+LAIONET_WNIDS = {"n02110185": "n02112837"}
+
+
+def laionet_class_list() -> list[tuple[str, tuple[str, ...]]]:
+    """LAIONet's ``(wnid, lemmas)`` per class in label order; construction crane's lemmas are empty."""
+    return [(LAIONET_WNIDS.get(c.wnid, c.wnid), () if c.wnid == LAIONET_ABSENT else c.lemmas)
+            for c in imagenet_classes()]
+
+
 def wnid_to_label() -> dict[str, int]:
-    return {c.wnid: c.label for c in imagenet_classes()}
+    """wnid -> label, LAIONet's id of Siberian husky included."""
+    known = {c.wnid: c.label for c in imagenet_classes()}
+    return {**known, **{theirs: known[ours] for ours, theirs in LAIONET_WNIDS.items()}}
 
 
 def imagenet100_labels() -> list[int]:

@@ -3,7 +3,8 @@
 The steps (Shirali & Hardt's LAIONet, as clip-beyond-tail rebuilt it), each a pure function here:
 
 - label: a LAION caption gets the classes whose WordNet lemmas it contains, counting only lemmas
-  that belong to exactly one class (:class:`.lemmas.LemmaMatcher` with ``unique_only``);
+  that belong to exactly one class (:class:`.lemmas.LemmaMatcher` with ``unique_only``), or by
+  LAIONet's own ``label_laion.py`` rule (:class:`.lemmas.LaionetMatcher`, ``--rule=laionet``);
 - similarity: the cosine between a caption and its class's query text
   ``"{name} which is {definition}"`` (:func:`query_text`), for rows that name exactly one class;
 - filter: similarity above a threshold, optionally only rows LAION marked ``NSFW == "UNLIKELY"``;

@@ -54,7 +54,7 @@ def write_wnid_lists(path: str, parquet_path: str, column: str, wnids: Sequence[
         table = pq.read_table(parquet_path, columns=[INDEX, column])
         for index, found in zip(table.column(INDEX).to_pylist(), table.column(column).to_pylist()):
             for w in (found if isinstance(found, list) else [found]):
-                out[w].append(int(index))
+                out.setdefault(w, []).append(int(index))  # LAIONet's id of a class too
     with atomic_open(path) as f:
         json.dump({w: sorted(v) for w, v in out.items()}, f)
 

@@ -62,7 +62,11 @@ def in_range(low: float, high: float) -> Check:
 
 
 def one_of(*choices: str) -> Check:
-    return lambda v: None if v is None or v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+    def check(v: Any) -> str | None:
+        return None if v is None or v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+
+    check.choices = choices  # type: ignore[attr-defined]  # what --help and the conformance suite read
+    return check
 
 
 def cosine(v: Any) -> str | None:
