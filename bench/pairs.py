@@ -124,7 +124,7 @@ def main() -> None:
                 with open(full_out, encoding="utf-8", newline="") as f:
                     full = {(int(r["row_a"]), int(r["row_b"])) for r in csv.DictReader(f)}
             with open(os.path.join(work, "out", "pairs.csv"), encoding="utf-8", newline="") as f:
-                ours = {(int(r["row_a"]), int(r["row_b"])) for r in csv.DictReader(f)}
+                ours = {tuple(sorted((int(r["row_a"]), int(r["row_b"])))) for r in csv.DictReader(f)}
             print(f"pairs: full matrix {len(full):,}{' (failed)' if not full else ''}, dist_data {len(ours):,}, "
                   f"in both {len(full & ours):,}; "
                   f"the matrix alone holds {n * n * 4 / 2**20:,.0f} MiB of float32")

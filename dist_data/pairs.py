@@ -1,8 +1,9 @@
 """Brand-synonym candidates: every pair of distinct names whose embeddings score at or above a threshold.
 
-Names are compared after normalisation (case, whitespace, punctuation); rows whose names normalise
-to the same text are exact duplicates, reported as groups. Each distinct name is embedded once and
-searched against all the others with the exact index (``--index=sharded``: no rank holds more than
+Names are compared by their normal form (:func:`dist_data.catalog.names.normalize_name`); rows whose
+names normalise alike are one name, reported as a group. Each name is embedded once, as its most
+frequent spelling, in blocks made by its normal form's hash (so the pairs and scores do not depend
+on the order of the rows or the number of ranks), and searched against all the others with the exact index (``--index=sharded``: no rank holds more than
 its share of the vectors, and nothing holds an N x N matrix). A pair is reported once, with its
 score, when one of its names has the other among its ``--max_neighbors`` nearest names.
 
@@ -12,7 +13,7 @@ score, when one of its names has the other among its ``--max_neighbors`` nearest
     python -m dist_data.pairs --dataset=brands.csv --text_key=brandname --transliterate --output_dir=DIR
 
 Outputs in ``--output_dir``: ``pairs.jsonl`` and ``pairs.csv`` (``name_a, name_b, score, row_a,
-row_b, source, distance_to_threshold``; rows are 0-based line ids of the input) in review order
+row_b, source, distance_to_threshold``; rows are each name's first 0-based line id) in review order
 (``--sort``), ``duplicates.jsonl`` (one group of rows per normalised name), ``scores.png``,
 ``stats.json``, ``rejects.jsonl``, ``args.json``. With ``--transliterate`` a name whose Latin <->
 Cyrillic reading (:func:`dist_data.catalog.names.transliterations`) is another name's normal form
@@ -22,6 +23,7 @@ the model found it too).
 
 from __future__ import annotations
 
+import collections
 import csv
 import heapq
 import json
@@ -32,12 +34,13 @@ import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from .catalog import pairs as steps
-from .catalog.names import normalize_name, transliterations
+from .catalog.names import most_frequent_spelling, normalize_name, transliterations
 from .core import distributed, index
 from .core.cli import at_least, cosine, flag, in_range, non_empty, one_of
 from .core.paths import INPUT_SPEC
 from .core.embed import BATCHES_PER_BLOCK, check_model
 from .core.write import atomic_open, read_lines, write_lines
+from .core.dedup import text_hashes
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
 from .core.log import logger, progress
 from .core.embed import cache_root, embed_by_block, text_embedder
@@ -83,14 +86,15 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict 
     start = time.perf_counter()
     stats = Stats.with_keys("input_rows", "read", "names", "duplicate_rows", "duplicate_groups", "kept",
                             "pairs_model", "pairs_transliteration", "transliteration_variants",
-                            "names_at_max_neighbors", "cached_blocks", buckets=("dropped", "rejected"))
+                            "names_at_max_neighbors", "names_of_several_spellings", "spellings_merged",
+                            "cached_blocks", buckets=("dropped", "rejected"))
     check_model(opts.model_name, opts.revision, "model_name")
     block_rows = BATCHES_PER_BLOCK * opts.batch_size
     shard = read_stage(info, stats, opts.dataset, opts.split, [opts.text_key], opts.max_rows, opts.seed,
                        block_rows, opts.on_bad_rows)
     run.begin()
 
-    # identity: the normal form; a name's id is the position of its first row
+    # identity: the normal form. Exact duplicates (rows that normalise alike) are reported by row.
     names = shard.column(0)
     norms = [normalize_name(t) for t in names]
     ok = np.array([bool(n) for n in norms], dtype=bool)
@@ -105,12 +109,15 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict 
     stats.add("duplicate_rows", int((~first).sum()))
     stats.add("duplicate_groups", len(groups) if info.is_main else 0)
 
-    firsts = np.flatnonzero(first)
-    ids, first_names, first_gids = pos[firsts], [names[i] for i in firsts], gids[firsts]
-    with stats.stage("embed", rows=len(firsts)):
+    # one text per name, whatever the input's order: its most frequent spelling, embedded in blocks
+    # made by the normal form's hash, so the same names give the same vectors and scores
+    n_names = int(distributed.all_gather_array(np.array([first.sum()], dtype=np.int64)).sum())
+    held = _name_groups(stats, norms, names, gids, n_names, block_rows)
+    ids, first_names, first_gids = held.ids, held.spellings, held.first_rows
+    with stats.stage("embed", rows=len(ids)):
         embedder = text_embedder(info, run, opts)
-        with progress(len(firsts), "embed", opts.progress and info.is_main) as bar:
-            emb = embed_by_block(embedder, ids, first_names, block_rows, "name", bar.update)
+        with progress(len(ids), "embed", opts.progress and info.is_main) as bar:
+            emb = embed_by_block(embedder, ids, first_names, block_rows, "name", bar.update, blocks=held.blocks)
         stats.add("cached_blocks", embedder.cache_hits)
 
     depth = opts.max_neighbors + 1  # the name itself comes back too
@@ -123,11 +130,11 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict 
     found, full = steps.neighbor_pairs(ids, nbr_ids, nbr_scores, opts.min_score, opts.max_neighbors)
     stats.add("names_at_max_neighbors", int(full.sum()))
 
-    owners = Owners.gather([(shard.lo, shard.hi)])
+    owners = Owners.gather([held.id_range])
     vectors = KeyedVectors(ids, emb)
     if opts.transliterate:
-        found = np.concatenate([found, _transliteration_pairs(stats, ids, [norms[i] for i in firsts], vectors,
-                                                              owners, shard.n_processed, opts.max_variants)])
+        found = np.concatenate([found, _transliteration_pairs(stats, ids, held.norms, vectors, owners,
+                                                              shard.n_processed, opts.max_variants)])
 
     # every pair goes to the rank holding its first name, which keeps one row of it
     _, received = distributed.route(found, owners.of(found["a"]))
@@ -140,9 +147,11 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict 
     a_at = np.searchsorted(ids, mine["a"])
     records = []
     for (_, _, score, source), at, name_b, row_b in zip(mine.tolist(), a_at.tolist(), b_names, b_gids.tolist()):
-        row_a = int(first_gids[at])
-        records.append((steps.review_key(score, row_a, row_b, opts.min_score, opts.sort),
-                        json.dumps({"name_a": first_names[at], "name_b": name_b, "score": score, "row_a": row_a,
+        name_a, row_a = first_names[at], int(first_gids[at])
+        if name_b < name_a:  # a pair reads the same whatever the input's order: its names in text order
+            name_a, name_b, row_a, row_b = name_b, name_a, row_b, row_a
+        records.append((steps.review_key(score, name_a, name_b, opts.min_score, opts.sort),
+                        json.dumps({"name_a": name_a, "name_b": name_b, "score": score, "row_a": row_a,
                                     "row_b": row_b, "source": steps.SOURCES[source],
                                     "distance_to_threshold": abs(score - opts.min_score)}, ensure_ascii=False)))
     records.sort(key=lambda r: r[0])
@@ -178,7 +187,7 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict 
 
 def _key(line: str, opts: PairsOptions) -> tuple:
     r = json.loads(line)
-    return steps.review_key(r["score"], r["row_a"], r["row_b"], opts.min_score, opts.sort)
+    return steps.review_key(r["score"], r["name_a"], r["name_b"], opts.min_score, opts.sort)
 
 
 def _write_csv(jsonl: str, path: str) -> None:
@@ -188,6 +197,68 @@ def _write_csv(jsonl: str, path: str) -> None:
         for line in read_lines([jsonl]):
             r = json.loads(line)
             out.writerow([r[c] for c in COLUMNS])
+
+
+@dataclass
+class NameGroups:
+    """This rank's names (groups of rows that normalise alike), in an order that depends on neither
+    the input's row order nor the world size: by block (the normal form's hash modulo the number of
+    blocks), then by hash. Ids are dense over that order."""
+
+    ids: np.ndarray  # (m,) int64 ascending
+    blocks: np.ndarray  # (m,) int64 the embedding block of each
+    spellings: list[str]  # the text embedded and written: the most frequent spelling, ties to the smallest
+    first_rows: np.ndarray  # (m,) int64 the name's first input row
+    norms: list[str]
+    id_range: tuple[int, int]
+
+
+def _name_groups(stats: Stats, norms: list[str], names: list[str], gids: np.ndarray, n_names: int,
+                 block_rows: int) -> NameGroups:
+    """Each name's spellings are counted on the rank its block belongs to (collective)."""
+    local: dict[tuple[str, str], list[int]] = {}
+    for norm, name, gid in zip(norms, names, gids.tolist()):
+        seen = local.get((norm, name))
+        if seen is None:
+            local[(norm, name)] = [1, gid]
+        else:
+            seen[0] += 1
+            seen[1] = min(seen[1], gid)
+    keys = list(local)
+    world = distributed.get_world_size()
+    n_blocks = max(1, -(-n_names // block_rows))
+    hashes = text_hashes([norm for norm, _ in keys])
+    row = np.empty(len(keys), dtype=[("hash", hashes.dtype), ("block", np.int64), ("count", np.int64),
+                                     ("first", np.int64)])
+    row["hash"] = hashes
+    row["block"] = (hashes.view(np.uint64).reshape(-1, 2)[:, 0] % np.uint64(n_blocks)).astype(np.int64)
+    row["count"] = [local[k][0] for k in keys]
+    row["first"] = [local[k][1] for k in keys]
+    dest = row["block"] * world // n_blocks
+    _, received = distributed.route(row, dest)
+    here = np.concatenate(received) if received else row[:0]
+    got_norms = distributed.route_strings([norm for norm, _ in keys], dest)
+    got_names = distributed.route_strings([name for _, name in keys], dest)
+    by_norm: dict[str, list] = {}
+    for (h, block, count, first_row), norm, name in zip(here.tolist(), got_norms, got_names):
+        entry = by_norm.setdefault(norm, [block, h, {}, first_row])
+        entry[2][name] = entry[2].get(name, 0) + count
+        entry[3] = min(entry[3], first_row)
+    ordered = sorted(by_norm.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+    lo_block, hi_block = -(-distributed.get_rank() * n_blocks // world), -(-(distributed.get_rank() + 1) * n_blocks
+                                                                          // world)
+    sizes = np.bincount(np.asarray([e[0] for _, e in ordered], dtype=np.int64) - lo_block,
+                        minlength=hi_block - lo_block).astype(np.int64)
+    all_sizes = distributed.all_gather_array(sizes)  # every block's size, in block order (ranks hold runs)
+    start = int(all_sizes[:lo_block].sum())
+    spellings = [most_frequent_spelling(spelled) for _, (_, _, spelled, _) in ordered]
+    merged = [len(spelled) for _, (_, _, spelled, _) in ordered]
+    stats.add("names_of_several_spellings", sum(n > 1 for n in merged))
+    stats.add("spellings_merged", sum(merged) - len(merged))
+    return NameGroups(ids=start + np.arange(len(ordered), dtype=np.int64),
+                      blocks=np.asarray([e[0] for _, e in ordered], dtype=np.int64), spellings=spellings,
+                      first_rows=np.asarray([e[3] for _, e in ordered], dtype=np.int64),
+                      norms=[norm for norm, _ in ordered], id_range=(start, start + len(ordered)))
 
 
 def _duplicate_groups(info: distributed.DistInfo, rep: np.ndarray, first: np.ndarray, gids: np.ndarray,
@@ -206,8 +277,9 @@ def _duplicate_groups(info: distributed.DistInfo, rep: np.ndarray, first: np.nda
     groups = []
     for r in sorted(by_rep):
         members = sorted(by_rep[r])
-        groups.append({"normalized": normalize_name(members[0][1]), "rows": [g for g, _ in members],
-                       "names": [n for _, n in members]})
+        groups.append({"normalized": normalize_name(members[0][1]),
+                       "name": most_frequent_spelling(collections.Counter(n for _, n in members)),
+                       "rows": [g for g, _ in members], "names": [n for _, n in members]})
     return groups
 
 

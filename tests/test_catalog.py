@@ -7,6 +7,7 @@ written in Cyrillic (by a table in this file) for a Russian catalogue.
 from __future__ import annotations
 
 import csv
+import collections
 import json
 import random
 
@@ -45,7 +46,7 @@ def synonym_names(n_synsets: int = 700, seed: int = 0) -> tuple[list[str], set[f
         names.extend(lemmas)
         truth.update(frozenset((a, b)) for i, a in enumerate(lemmas) for b in lemmas[i + 1 :] if
                      normalize_name(a) != normalize_name(b))
-    names += [names[0].upper(), f"  {names[3]}!", names[5].replace(" ", "-")]
+    names += [names[0].upper(), f"  {names[3]}!", names[5].replace(" ", "-")] + [names[7].upper() + "\u2122"] * 2
     return names, truth
 
 
@@ -68,29 +69,36 @@ def test_pairs_equal_brute_force_numpy(brands, model):
     stats = json.loads((folder / "one" / "stats.json").read_text())["counts"]
     assert stats["names_at_max_neighbors"] == 0  # so every pair above the threshold is in reach
 
-    # the reference: each distinct normal form's first spelling, a full cosine matrix in numpy
+    # the reference: each normal form's most frequent spelling (ties: the smallest), its first row, and a
+    # full cosine matrix in numpy
+    spellings: dict[str, collections.Counter] = {}
     first: dict[str, int] = {}
     for row, n in enumerate(names):
+        spellings.setdefault(normalize_name(n), collections.Counter())[n] += 1
         first.setdefault(normalize_name(n), row)
-    rows = sorted(first.values())
-    emb = model.encode([names[r] for r in rows], batch_size=64, normalize_embeddings=True).astype(np.float64)
+    norms = sorted(first, key=first.get)
+    rows = [first[n] for n in norms]
+    texts = [min(spellings[n], key=lambda t: (-spellings[n][t], t)) for n in norms]
+    emb = model.encode(texts, batch_size=64, normalize_embeddings=True).astype(np.float64)
     sims = emb @ emb.T
     i, j = np.triu_indices(len(rows), k=1)
     above = sims[i, j] >= MIN_SCORE
     borderline = np.abs(sims[i, j] - MIN_SCORE) < 1e-5
-    want = {(rows[a], rows[b]) for a, b in zip(i[above & ~borderline], j[above & ~borderline])}
-    found = {(int(r["row_a"]), int(r["row_b"])) for r in got}
+    want = {frozenset((rows[a], rows[b])) for a, b in zip(i[above & ~borderline], j[above & ~borderline])}
+    found = {frozenset((int(r["row_a"]), int(r["row_b"]))) for r in got}
     assert borderline.sum() <= 2
     assert want <= found and len(found - want) <= borderline.sum()
     assert len(found) == len(got) == stats["kept"]  # each pair once
-    ref = {(rows[a], rows[b]): sims[a, b] for a, b in zip(i[above], j[above])}
+    ref = {frozenset((rows[a], rows[b])): sims[a, b] for a, b in zip(i[above], j[above])}
+    text_of = dict(zip(rows, texts))
     for r in got[:200]:
-        assert abs(float(r["score"]) - ref[(int(r["row_a"]), int(r["row_b"]))]) < 1e-5
-        assert r["name_a"] == names[int(r["row_a"])] and r["name_b"] == names[int(r["row_b"])]
-        assert r["source"] == "model"
+        assert abs(float(r["score"]) - ref[frozenset((int(r["row_a"]), int(r["row_b"])))]) < 1e-5
+        assert r["name_a"] == text_of[int(r["row_a"])] and r["name_b"] == text_of[int(r["row_b"])]
+        assert r["name_a"] < r["name_b"] and r["source"] == "model"
+    assert any(text_of[r] != names[r] for r in rows)  # a name whose first row is not its most frequent spelling
     # recall of the synonym pairs: the same from both
     def recall(pairs):
-        hits = {frozenset((names[a], names[b])) for a, b in pairs}
+        hits = {frozenset(names[r] for r in pair) for pair in pairs}
         return len(truth & hits) / len(truth)
     print(f"recall of {len(truth)} synonym pairs at {MIN_SCORE}: {recall(found):.3f}; {len(found)} pairs")
     assert recall(found) == recall(want) and 0 < recall(found) < 1
@@ -116,6 +124,53 @@ def test_pairs_same_for_one_and_two_ranks_gather_or_sharded(brands):
     c = stats["counts"]
     assert c["names"] == len(by_norm) and c["duplicate_rows"] == len(names) - len(by_norm)
     assert c["duplicate_groups"] == len(groups) >= 3
+
+
+# names a catalogue spells several ways: symbols that make a name, trademark signs, fullwidth forms, case
+SPELLINGS = ["C", "C++", "C#", "A+", "1+1", "A", "c", "c++", "Samsung", "Samsung\u2122", "SAMSUNG\u00ae", "samsung",
+             "samsung", "\uff2e\uff29\uff2b\uff25", "Nike", "nike", "NIKE", "Nike", "Coca-Cola", "Coca Cola",
+             "coca-cola", "coca-cola", "Coca-Cola\u00ae", "Pepsi", "PEPSI", "Pepsi-Cola", "\uff30\uff45\uff50\uff53\uff49"]
+
+
+def test_normal_forms_keep_the_signs_that_make_a_name_and_drop_trademark_signs():
+    assert len({normalize_name(n) for n in ["C", "C++", "C#", "A+", "1+1", "A", "1 1"]}) == 7
+    assert normalize_name("Samsung\u2122") == normalize_name("SAMSUNG\u00ae") == normalize_name("samsung \u00a9")
+    assert normalize_name("\uff23\uff0b\uff0b") == "c++" and normalize_name("A + B") == normalize_name("A B")
+    assert normalize_name("  Coca-Cola\u00a0ZERO! ") == "coca cola zero"  # as before: punctuation is a space
+
+
+def test_pairs_do_not_depend_on_the_order_of_the_rows(tmp_path):
+    names, _ = synonym_names(120, seed=3)
+    names += SPELLINGS
+    outputs = []
+    for shuffle in range(4):
+        rows = list(names)
+        if shuffle:
+            random.Random(shuffle).shuffle(rows)
+        path = write_csv(tmp_path / f"names{shuffle}.csv", ["brandname"], [[n] for n in rows])
+        out = tmp_path / f"out{shuffle}"
+        run_cli("dist_data.pairs", f"--dataset={path}", "--text_key=brandname", "--min_score=0.75",
+                "--batch_size=4", f"--output_dir={out}", nproc=0)
+        lines = [json.loads(line) for line in (out / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
+        for r in lines:  # the rows are the input's; every other byte must be the same
+            assert normalize_name(rows[r.pop("row_a")]) == normalize_name(r["name_a"])
+            assert normalize_name(rows[r.pop("row_b")]) == normalize_name(r["name_b"])
+        outputs.append([json.dumps(r, ensure_ascii=False) for r in lines])
+        stats = json.loads((out / "stats.json").read_text())["counts"]
+        spellings: dict[str, set] = {}
+        for n in rows:
+            spellings.setdefault(normalize_name(n), set()).add(n)
+        assert stats["names"] == len(spellings)
+        assert stats["names_of_several_spellings"] == sum(len(v) > 1 for v in spellings.values())
+        assert stats["spellings_merged"] == sum(len(v) - 1 for v in spellings.values()) > 10
+    assert outputs[0] == outputs[1] == outputs[2] == outputs[3] and len(outputs[0]) > 20
+    groups = {g["normalized"]: g for g in map(json.loads, (tmp_path / "out2" / "duplicates.jsonl").read_text(
+        encoding="utf-8").splitlines())}
+    assert groups["nike"]["name"] == "Nike" and groups["coca cola"]["name"] == "coca-cola"  # the most frequent
+    assert groups["samsung"]["name"] == "samsung" and len(groups["samsung"]["rows"]) == 5  # ™ and ® dropped
+    assert groups["pepsi"]["name"] == "PEPSI"  # a tie: the smallest
+    written = {n for line in outputs[0] for n in (json.loads(line)["name_a"], json.loads(line)["name_b"])}
+    assert not written & {"NIKE", "nike", "\uff2e\uff29\uff2b\uff25", "Samsung\u2122", "Coca-Cola", "Pepsi"}
 
 
 def test_resume_after_a_rank_is_killed(brands, tmp_path):

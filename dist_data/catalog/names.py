@@ -9,7 +9,12 @@ import re
 import unicodedata
 from typing import Sequence
 
-_PUNCT = re.compile(r"[^\w\s]|_", re.UNICODE)
+# Trademark signs are not part of a name: dropped before NFKC, which would spell "™" as "TM".
+_MARKS = str.maketrans("", "", "\u2122\u00ae\u00a9\u2120")  # ™ ® © ℠
+# Punctuation is a space, except "+" and "#" attached to a letter, digit or each other: they make
+# names ("C++", "C#", "A+", "1+1"); alone ("A + B") they are spaces too.
+_PUNCT = re.compile(r"[^\w\s+#]|_", re.UNICODE)
+_LONE_SIGNS = re.compile(r"(?<![\w+#])[+#]+(?![\w+#])", re.UNICODE)
 
 # Per-letter options, the most common reading first. Latin letters read as Cyrillic ones the way
 # brand names are written in Russian (c -> к or ц, g -> г or дж, s -> с or з, x -> кс or з).
@@ -35,13 +40,26 @@ CYRILLIC_TO_LATIN: dict[str, tuple[str, ...]] = {
 
 
 def normalize_name(text: str) -> str:
-    """The identity of a name: Unicode NFKC, case folded, punctuation as space, whitespace collapsed.
+    """The identity of a name: trademark signs (™ ® © ℠) dropped, Unicode NFKC, case folded,
+    punctuation as space except ``+`` and ``#`` that belong to a word, whitespace collapsed.
 
-    >>> normalize_name("  Coca-Cola\\u00a0ZERO! ")
-    'coca cola zero'
+    >>> normalize_name("  Coca-Cola\\u00a0ZERO! "), normalize_name("Samsung\\u2122"), normalize_name("C++ / C#")
+    ('coca cola zero', 'samsung', 'c++ c#')
+    >>> normalize_name("A + B"), normalize_name("\\uff23\\uff0b\\uff0b")
+    ('a b', 'c++')
     """
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(_PUNCT.sub(" ", text).split())
+    text = unicodedata.normalize("NFKC", text.translate(_MARKS)).casefold()
+    return " ".join(_LONE_SIGNS.sub(" ", _PUNCT.sub(" ", text)).split())
+
+
+def most_frequent_spelling(counts: dict[str, int]) -> str:
+    """The spelling a name is embedded and written as: its most frequent one, ties to the smallest
+    (code point order), so it depends on the rows, not on their order.
+
+    >>> most_frequent_spelling({"Nike": 2, "NIKE": 1, "nike": 2})
+    'Nike'
+    """
+    return min(counts, key=lambda s: (-counts[s], s))
 
 
 def _options(name: str, table: dict[str, tuple[str, ...]],

@@ -54,9 +54,10 @@ def combine(pairs: np.ndarray) -> np.ndarray:
     return out
 
 
-def review_key(score: float, row_a: int, row_b: int, min_score: float, sort: str) -> tuple:
+def review_key(score: float, name_a: str, name_b: str, min_score: float, sort: str) -> tuple:
     """The order pairs are written in: ``score`` (highest first) or ``ambiguous_first`` (nearest the
-    threshold first, then highest); ties by rows. A total order, so the file is the same for any world size."""
+    threshold first, then highest); ties by names. A total order over the names alone, so the file is
+    the same for any world size and any order of the input's rows."""
     if sort == "score":
-        return (-score, row_a, row_b)
-    return (abs(score - min_score), -score, row_a, row_b)
+        return (-score, name_a, name_b)
+    return (abs(score - min_score), -score, name_a, name_b)

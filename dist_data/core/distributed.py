@@ -14,7 +14,7 @@ import os
 import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -278,16 +278,31 @@ def fetch(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], np.
     return unroute(order, asked, np.concatenate([np.asarray(serve(keys)) for keys in asked]))
 
 
-def fetch_strings(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], list[str]]) -> list[str]:
-    """:func:`fetch` for text values: ``serve(keys)`` returns one string per key."""
-    order, asked = route(np.asarray(want, dtype=np.int64), owner)
-    encoded = [[s.encode("utf-8") for s in serve(keys)] for keys in asked]
-    lengths = exchange([np.array([len(b) for b in e], dtype=np.int64) for e in encoded])
-    blobs = exchange([np.frombuffer(b"".join(e), dtype=np.uint8) for e in encoded])
+def route_strings(texts: Sequence[str], dest: np.ndarray) -> list[str]:
+    """:func:`route` for texts: each goes to rank ``dest[i]``; returns what every rank sent here, in
+    the order of :func:`route`'s received rows for the same ``dest``."""
+    world = get_world_size()
+    order = np.argsort(dest, kind="stable")
+    split = np.searchsorted(np.asarray(dest)[order], np.arange(world + 1))
+    encoded = [[texts[i].encode("utf-8") for i in order[split[r] : split[r + 1]].tolist()] for r in range(world)]
+    return _decode(exchange([np.array([len(b) for b in e], dtype=np.int64) for e in encoded]),
+                   exchange([np.frombuffer(b"".join(e), dtype=np.uint8) for e in encoded]))
+
+
+def _decode(lengths: list[np.ndarray], blobs: list[np.ndarray]) -> list[str]:
     got: list[str] = []
     for lens, blob in zip(lengths, blobs):
         raw, ends = blob.tobytes(), np.cumsum(lens)
         got.extend(raw[e - n : e].decode("utf-8") for n, e in zip(lens.tolist(), ends.tolist()))
+    return got
+
+
+def fetch_strings(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], list[str]]) -> list[str]:
+    """:func:`fetch` for text values: ``serve(keys)`` returns one string per key."""
+    order, asked = route(np.asarray(want, dtype=np.int64), owner)
+    encoded = [[s.encode("utf-8") for s in serve(keys)] for keys in asked]
+    got = _decode(exchange([np.array([len(b) for b in e], dtype=np.int64) for e in encoded]),
+                  exchange([np.frombuffer(b"".join(e), dtype=np.uint8) for e in encoded]))
     out: list[str] = [""] * len(order)
     for i, s in zip(order.tolist(), got):
         out[i] = s

@@ -314,9 +314,11 @@ class BlockEmbedder:
 # ---------------------------------------------------------------- embedding
 
 def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequence[str], block_rows: int,
-                   role: str, progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Embed this rank's rows block by block (a block = ``block_rows`` consecutive positions)."""
-    blocks = positions // block_rows
+                   role: str, progress: Callable[[int], None] | None = None,
+                   blocks: np.ndarray | None = None) -> np.ndarray:
+    """Embed this rank's rows block by block (a block = ``block_rows`` consecutive positions, or the
+    rows of equal ``blocks``, consecutive)."""
+    blocks = positions // block_rows if blocks is None else np.asarray(blocks, dtype=np.int64)
     out = []
     bounds = np.flatnonzero(np.diff(blocks)) + 1
     for chunk in np.split(np.arange(len(positions)), bounds):
