@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from dist_data.core import cli, paths
@@ -438,6 +439,20 @@ def test_a_bound_that_grows_exponentially_is_refused(capsys, tmp_path, tiny_rows
     assert_one_line_refusal(code, err, "--max_variants must be in [1, 4096]")
 
 
+def test_a_readme_of_the_users_in_the_output_folder_is_kept_and_the_card_left_out(tiny_rows, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == "filter")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("# my notes about this folder\n", encoding="utf-8")
+    code, _, err = invoke(cmd, {"dataset": str(tiny_rows["filter"]), "output_dir": str(out)}, capsys, "--noprogress")
+    assert code == 0 and "is not this run's: the dataset card is left out" in err, err
+    assert (out / "README.md").read_text(encoding="utf-8") == "# my notes about this folder\n"
+    assert "card" not in json.loads((out / "stats.json").read_text())["outputs"]
+    code, _, err = invoke(cmd, {"dataset": str(tiny_rows["filter"]), "output_dir": str(out), "k": "3"}, capsys,
+                          "--noprogress", "--overwrite")
+    assert code == 0 and (out / "README.md").read_text(encoding="utf-8") == "# my notes about this folder\n", err
+
+
 # ---------------------------------------------------------------- --overwrite with a mistake keeps the finished run
 
 def _files(folder) -> dict[str, bytes]:
@@ -478,6 +493,7 @@ def test_overwrite_with_a_mistake_keeps_the_finished_run_and_the_users_files(nam
     flags = [f.format(root=table_inputs) for f in flags] + [f"--output_dir={tmp_path / 'out'}", "--noprogress"]
     code, _, err = invoke(cmd, {}, capsys, *flags)
     assert code == 0, err
+    assert_the_card_loads_the_result(tmp_path / "out", tmp_path)
     (tmp_path / "out" / "my_notes.txt").write_text("the user's own file")
     finished = _files(tmp_path / "out")
     code, _, err = invoke(cmd, {}, capsys, *flags, mistake, "--overwrite")
@@ -639,6 +655,7 @@ def test_a_run_killed_before_it_publishes_resumes_to_the_same_bytes(name, row_in
 
     code, _, err = invoke(cmd, {}, capsys, *flags(tmp_path / "whole"))
     assert code == 0, err
+    assert_the_card_loads_the_result(tmp_path / "whole", tmp_path)
     env = {**os.environ, "DIST_DATA_FAULT": "kill:merge", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     killed = subprocess.run([sys.executable, "-m", cmd.module, *cmd.argv(*flags(tmp_path / "killed"))], env=env,
                             capture_output=True, text=True, timeout=300)
@@ -650,6 +667,39 @@ def test_a_run_killed_before_it_publishes_resumes_to_the_same_bytes(name, row_in
     outputs = json.loads((tmp_path / "whole" / "stats.json").read_text())["outputs"]
     for result in outputs.values():
         assert tree_bytes(out / result) == tree_bytes(tmp_path / "whole" / result), result
+
+
+def assert_the_card_loads_the_result(folder, tmp) -> None:
+    """The folder's README.md is a dataset card whose front matter names the result's table files, so
+    ``datasets.load_dataset(folder)`` returns exactly the result's rows (read here by another reader);
+    a result that is not a table gets a card without ``configs``."""
+    import pyarrow.parquet as pq
+    import yaml
+    from datasets import load_dataset, load_from_disk
+
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n"), text[:200]
+    front = yaml.safe_load(text.split("---\n")[1])
+    result = json.loads((folder / "stats.json").read_text())["outputs"]["result"]
+    assert f"`{result}`" in text or any(f"`{result}" in line for line in text.splitlines())
+    if "configs" not in front:
+        assert not (folder / result).is_file() or not result.endswith((".jsonl", ".parquet", ".tsv", ".csv"))
+        return
+    paths = front["configs"][0]["data_files"][0]["path"]
+    if all((folder / p).stat().st_size == 0 for p in paths):
+        return  # no rows (datasets cannot read an empty json file): the card still names the result
+    got = load_dataset(str(folder), split="train", cache_dir=str(tmp / "hf-cache"))
+    if paths[0].endswith(".arrow"):
+        want = load_from_disk(str(folder / result)).to_list()
+    elif paths[0].endswith(".parquet"):
+        want = [r for p in paths for r in pq.read_table(folder / p).to_pylist()]
+    elif paths[0].endswith((".tsv", ".csv")):
+        frame = pd.concat([pd.read_csv(folder / p, sep="\t" if p.endswith(".tsv") else ",") for p in paths])
+        pd.testing.assert_frame_equal(got.to_pandas(), frame.reset_index(drop=True), check_dtype=False)
+        return
+    else:
+        want = [json.loads(line) for p in paths for line in (folder / p).read_text(encoding="utf-8").splitlines()]
+    assert got.to_list() == want and len(want) > 0
 
 
 def tree_bytes(path) -> dict[str, bytes]:

@@ -20,6 +20,7 @@ import sys
 from typing import Any, Callable, Iterator, Sequence
 
 from . import distributed
+from .card import CARD, write_card
 from .cli import CommonOptions, Options, tell_launcher
 from .collection import CollectionOptions, run_collection
 from .errors import BadRowError, InputError
@@ -70,7 +71,7 @@ def execute(opts: Options, body: Body, command: str = "") -> None:
             setup_logging(info.rank, info.local_rank, info.world_size)
             try:
                 with _locked_outputs(info, opts, command) as results:
-                    _run_body(info, opts, body, results)
+                    _run_body(info, opts, body, results, command)
             except (ValueError, InputError, BadRowError, RunConflictError) as e:
                 if info.is_main:
                     logger.error("%s", e)
@@ -107,16 +108,17 @@ def execute(opts: Options, body: Body, command: str = "") -> None:
         os._exit(0)
 
 
-def _run_body(info: distributed.DistInfo, opts: Options, body: Body, results: Results | None) -> None:
+def _run_body(info: distributed.DistInfo, opts: Options, body: Body, results: Results | None,
+              command: str = "") -> None:
     """``body(info, opts, run)`` unless there is nothing to do: a run-folder command gets its
     :class:`Run` (opened and checked here: complete with the same flags, the body does not run); a
     collection runs it once per dataset (:mod:`dist_data.core.collection`); a command of named
     results runs unless they are complete, and they are recorded around it."""
     if isinstance(opts, CollectionOptions) and opts.is_collection:
-        run_collection(info, opts, lambda sub: _in_run_folder(info, sub, body))
+        run_collection(info, opts, lambda sub: _in_run_folder(info, sub, body, command))
         return
     if isinstance(opts, RunFolderOptions):
-        _in_run_folder(info, opts, body)
+        _in_run_folder(info, opts, body, command)
         return
     if results is not None and results.check(opts.overwrite):
         return
@@ -127,9 +129,10 @@ def _run_body(info: distributed.DistInfo, opts: Options, body: Body, results: Re
         results.record(complete=True)
 
 
-def _in_run_folder(info: distributed.DistInfo, opts: RunFolderOptions, body: Body) -> tuple[Any, bool]:
+def _in_run_folder(info: distributed.DistInfo, opts: RunFolderOptions, body: Body,
+                   command: str = "") -> tuple[Any, bool]:
     """The body in its run folder: (the run's stats on rank 0, whether it was complete already)."""
-    run = Run.open(info, opts, opts.result_file())
+    run = Run.open(info, opts, opts.result_file(), command)
     if run.done is not None:
         return run.done, True
     return body(info, opts, run), False
@@ -214,16 +217,18 @@ class Run(RunDir):
     inputs are read and checked, then :meth:`merge` (rank-local parts) or :meth:`publish` (one
     result written by rank 0)."""
 
-    def __init__(self, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str):
+    def __init__(self, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = ""):
         super().__init__(opts.output_dir, opts.result_args(), result_name)
         self.info = info
+        self.opts = opts
+        self.command = command or type(opts).__name__
         self.done: dict[str, Any] | None = None
 
     @classmethod
-    def open(cls, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str) -> "Run":
+    def open(cls, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = "") -> "Run":
         """The run folder, locked and checked (rank 0). Every rank raises the same error when the
         folder is refused."""
-        run = cls(info, opts, result_name)
+        run = cls(info, opts, result_name, command)
         error = None
         if info.is_main:
             try:
@@ -302,12 +307,24 @@ class Run(RunDir):
             merged = Stats.merge(per_rank)
             merged["world_size"] = world_size
             merged["outputs"] = {"result": result, "rejects": "rejects.jsonl"}
+            self._write_card(merged)
             write_json(self.file("stats.json"), merged)
             with open(self.file("_SUCCESS"), "w", encoding="utf-8"):
                 pass
             self.lock.release()
         distributed.barrier()
         return merged
+
+    def _write_card(self, merged: dict[str, Any]) -> None:
+        """``README.md``, the folder's dataset card (:mod:`dist_data.core.card`), unless the user has a
+        README.md of their own there."""
+        owned = CARD in (self.owned() or [])
+        if os.path.exists(self.file(CARD)) and not owned:
+            logger.warning("%s is not this run's: the dataset card is left out (the file is kept)", self.file(CARD))
+            return
+        self.record([CARD])
+        write_card(self.path, self.command, self.opts, self.args, merged)
+        merged["outputs"]["card"] = CARD
 
     def publish(self, stats: Stats, name: str, write_result: Callable[[str], int], rejects: Sequence[dict[str, Any]],
                 extra: Sequence[tuple[str, Callable[[str], Any]]] = ()) -> dict[str, Any] | None:
