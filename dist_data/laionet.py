@@ -463,7 +463,9 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions, run: Run) -> d
     name = f"laionet_thresh{opts.thresh}{suffix}_{len(rows)}.tsv"
     merged = publish_table(run, stats, name, lambda path: tables.write_tsv(path, tables.TABLE_COLUMNS, rows),
                            class_names(opts.class_names),
-                           tables.class_counts(labels[subset.positions], len(classes)).tolist(), [])
+                           tables.class_counts(labels[subset.positions], len(classes)).tolist(), [],
+                           marked=np.unique(labels[np.asarray(subset.readded, dtype=np.int64)]).tolist(),
+                           marked_label="kept by their first row (the draw lost them)")
     _summary(merged, start, run, "kept")
     return merged
 
@@ -654,7 +656,7 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions, run: Run)
     name = f"laionet_match_{len(rows)}.tsv"
     merged = publish_table(run, stats, name,
                            lambda path: tables.write_tsv(path, (*tables.TABLE_COLUMNS, "source"), rows),
-                           class_names(opts.class_names), counts.tolist(), [])
+                           class_names(opts.class_names), counts.tolist(), [], target=target.tolist())
     _summary(merged, start, run, "kept")
     return merged
 

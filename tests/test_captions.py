@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from caption_data import incaps_rows, real_captions, write_json
-from conftest import run_cli
+from conftest import assert_plot, run_cli
 from dist_data.captions import tables
 from dist_data.captions.classes import CLASS_TABLE, build_class_table, imagenet100_labels, imagenet_classes
 from dist_data.captions.lemmas import LemmaMatcher
@@ -432,6 +432,7 @@ def test_trim_tail(tmp_path):
     assert pd.read_csv(out / "class_frequency.txt", sep="\t", header=None)[1].tolist() == after.tolist()
     stats = json.loads((out / "stats.json").read_text())["counts"]
     assert stats["dropped"]["over_tail_ceiling"] == len(rows) - len(keep) > 0
+    assert_plot(out / "class_frequency.png", "C3")  # the trimmed tail marked
 
 
 def test_tsv_round_trip_with_quotes(tmp_path):

@@ -17,6 +17,7 @@ import sys
 import pandas as pd
 import pytest
 
+from conftest import assert_plot
 from dist_data.core import cli, paths
 from dist_data.core.collection import CollectionOptions
 from dist_data.core.options import ResultOptions, RunFolderOptions
@@ -494,6 +495,8 @@ def test_overwrite_with_a_mistake_keeps_the_finished_run_and_the_users_files(nam
     code, _, err = invoke(cmd, {}, capsys, *flags)
     assert code == 0, err
     assert_the_card_loads_the_result(tmp_path / "out", tmp_path)
+    if (tmp_path / "out" / "class_frequency.txt").exists():
+        assert_plot(tmp_path / "out" / "class_frequency.png")
     (tmp_path / "out" / "my_notes.txt").write_text("the user's own file")
     finished = _files(tmp_path / "out")
     code, _, err = invoke(cmd, {}, capsys, *flags, mistake, "--overwrite")

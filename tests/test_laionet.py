@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from caption_data import incaps_rows, laion_rows, real_captions, write_json, write_parquet_shards
-from conftest import run_cli, run_killed
+from conftest import assert_plot, run_cli, run_killed
 from dist_data.captions import laion
 from dist_data.captions.classes import imagenet_classes
 from dist_data.captions.lemmas import LaionetMatcher, LemmaMatcher
@@ -316,6 +316,8 @@ def test_filter_url_list_subsets_match_freq(tmp_path, laion_dir):
     assert c["kept"] + sum(c["dropped"].values()) == c["read"] == len(kept)
     freq = pd.read_csv(tmp_path / "T" / "class_frequency.txt", sep="\t", header=None)
     assert len(freq) == 1000 and freq[1].sum() == len(table)
+    assert_plot(tmp_path / "T" / "class_frequency.png", *(["C3"] if c["readded_first_of_class"] else []))
+    assert_plot(tmp_path / "F" / "class_frequency.png")
 
     refs = write_json(str(tmp_path / "refs.json"), [r for r in incaps_rows(30) if r["wnid"] != "n99999999"])
     run_cli("dist_data.laionet", "match_freq", f"--df_path={tmp_path / 'F' / 'laionet_thresh0.3.parquet'}",
@@ -329,6 +331,7 @@ def test_filter_url_list_subsets_match_freq(tmp_path, laion_dir):
     for w, n in target.items():
         assert got.get(w, 0) + short.get(w, 0) == n
     assert table["filepath"].is_unique and set(table["source"]) <= {"laionet", "laionet-t2t"}
+    assert_plot(tmp_path / "M" / "class_frequency.png", "C1")  # target vs achieved
 
 
 def test_rerun_resumes_and_bad_rows_name_file_and_line(tmp_path, laion_dir):

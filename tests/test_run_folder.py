@@ -29,7 +29,7 @@ def test_overwrite_removes_only_what_dist_data_wrote_and_only_after_the_inputs_a
     filter_run(out)
     first = (out / "filtered.jsonl").read_bytes()
     assert json.load(open(out / "manifest.json"))["paths"] == sorted(
-        ["_SUCCESS", "args.json", "cache", "filtered.jsonl", "manifest.json", "parts", "rejects.jsonl", "scores.png",
+        ["README.md", "_SUCCESS", "args.json", "cache", "filtered.jsonl", "manifest.json", "parts", "rejects.jsonl", "scores.png",
          "stats.json"])
 
     # other flags without --overwrite: refused, naming the flag

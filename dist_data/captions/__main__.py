@@ -256,7 +256,8 @@ def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions, run: Run) -
                 fmt_rows(before[tail].min()), fmt_rows(before[tail].max()), opts.ceil)
     name = tables.renamed(opts.df_path, suffix=f"_tail{opts.lastk}ceil{opts.ceil}")
     merged = publish_table(run, stats, name, lambda path: tables.write_tsv(path, table.columns, table.take(keep)),
-                           names, after.tolist(), [])
+                           names, after.tolist(), [], marked=tail.tolist(),
+                           marked_label=f"trimmed tail (at most {opts.ceil} rows each)")
     _summary(merged, start, run.file(merged["outputs"]["result"]))
     return merged
 

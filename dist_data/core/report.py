@@ -66,12 +66,52 @@ def write_histograms(path: str, title: str, panels: Sequence[tuple[str, dict[str
         ax.set_ylabel("count")
         ax.legend()
     fig.suptitle(title)
+    _save(fig, path)
+
+
+def _save(fig, path: str) -> None:
+    """A figure as PNG, atomically; no time or version stamps, so the same plot gives the same bytes."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
     with atomic_open(path, "wb") as f:
         f.write(buf.getvalue())
+
+
+def write_class_frequency_plot(path: str, title: str, counts: Sequence[int], target: Sequence[int] | None = None,
+                               marked: Sequence[int] = (), marked_label: str = "") -> None:
+    """``path`` (a PNG): rows per class, classes sorted by count (most first), log scale, as the
+    class-frequency tail is read. ``target`` draws a second curve and sorts the classes by it
+    (match_freq: target vs achieved); ``marked`` classes are drawn as points (trim_tail: the trimmed
+    tail)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(counts, dtype=np.int64)
+    order = np.lexsort((-counts, -np.asarray(target if target is not None else counts, dtype=np.int64)))
+    x = np.arange(1, len(counts) + 1)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot(x, np.maximum(counts[order], 0.8), drawstyle="steps-mid", label=f"rows per class (total {counts.sum():,})")
+    if target is not None:
+        target = np.asarray(target, dtype=np.int64)
+        ax.plot(x, np.maximum(target[order], 0.8), drawstyle="steps-mid", linestyle="--",
+                label=f"target (total {target.sum():,})")
+    if len(marked):
+        where = np.flatnonzero(np.isin(order, np.asarray(marked, dtype=np.int64)))
+        ax.scatter(x[where], np.maximum(counts[order][where], 0.8), s=10, color="C3", zorder=3,
+                   label=f"{marked_label} ({len(marked):,} classes)")
+    empty = int((counts == 0).sum())
+    ax.set_yscale("log")
+    ax.set_xlabel(f"class rank by {'target' if target is not None else 'rows'} ({len(counts):,} classes{f', {empty:,} empty (drawn at 0.8)' if empty else ''})")
+    ax.set_ylabel("rows (log)")
+    ax.set_title(title)
+    ax.legend()
+    _save(fig, path)
 
 
 
