@@ -39,6 +39,8 @@ setup(
         # (--mode=openai80) and CLIP text towers; braceexpand for img2dataset's shard patterns (arrange)
         "captions": ["pyahocorasick>=2.0", "open_clip_torch>=2.24", "braceexpand"],
         "zstd": ["zstandard"],
+        # the documentation site (docs/, mkdocs.yml): `mkdocs serve`, `mkdocs build --strict` (tested)
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5"],
         # mteb: the task registry checks; accelerate: a trainer reads our outputs in the contract tests
         # nltk: an independent reader of WordNet for the caption tests; braceexpand and webdataset:
         # what open_clip's own training reader (open_clip_train.data) imports, to read our caption tables;

@@ -3,10 +3,10 @@
     python scripts/laionet_rule_differences.py [TEXTS.jsonl[.gz] [KEY]]
 
 Labels every text with both rules (the default with its unique lemmas, as ``laionet label`` runs
-it) and prints the README's table: each (text, class) label that one rule gives and the other does
+it) and prints the table in docs/laionet.md: each (text, class) label that one rule gives and the other does
 not, counted once under its cause. Without arguments it reads the shipped sample
 ``dist_data/data/wordnet_text.jsonl.gz`` (2,000 texts of WordNet glosses and examples, with line
-breaks). ``tests/test_captions.py`` checks that the README's table is this script's output.
+breaks). ``tests/test_laionet.py`` checks that the table in docs/laionet.md is this script's output.
 """
 
 from __future__ import annotations

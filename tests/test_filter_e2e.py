@@ -149,14 +149,3 @@ def test_output_dir_of_another_run_is_refused(runs, data):
                    "--batch_size=32", nproc=0, check=False)
     assert proc.returncode == 2
     assert "holds a finished run with other flags" in proc.stderr and "--k=3 (was 2)" in proc.stderr
-
-
-def test_readme_first_example_on_the_shipped_default(tmp_path):
-    """The README's first command, as written: no flag besides the output folder."""
-    out = tmp_path / "filter"
-    proc = run_cli("dist_data.filter", f"--output_dir={out}", nproc=2)
-    stats = json.load(open(out / "stats.json"))
-    assert stats["counts"]["read"] == 5000
-    n_lines = sum(1 for _ in open(out / "filtered.jsonl"))
-    assert n_lines == stats["counts"]["kept"] and 0 < n_lines < 5000
-    assert "kept " in proc.stderr and "(index: faiss-cpu)" in proc.stderr

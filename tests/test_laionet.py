@@ -517,12 +517,12 @@ def test_laionet_rule_refuses_every_lemma(tmp_path):
     assert proc.returncode == 2 and "--rule=laionet counts only lemmas written once" in proc.stderr
 
 
-def test_readme_table_of_the_rule_differences_is_the_scripts_output():
+def test_docs_table_of_the_rule_differences_is_the_scripts_output():
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
     import laionet_rule_differences as differences
 
     result = differences.differences(differences.read_texts(differences.SAMPLE))
-    with open(os.path.join(os.path.dirname(HERE), "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(os.path.dirname(HERE), "docs", "laionet.md"), encoding="utf-8") as f:
         readme = f.read()
     table = "\n".join("  " + line for line in differences.table(result).splitlines())
     assert table in readme

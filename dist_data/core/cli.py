@@ -241,23 +241,29 @@ def _checked(build: Callable[[], Options], fields: dict[str, dataclasses.Field],
     return opts
 
 
-def usage(cls: type[Options], prog: str, doc: str | None) -> str:
-    """The text of ``--help``: the verb's summary, then one line per flag."""
+def flag_table(cls: type[Options]) -> list[tuple[str, str, str, str]]:
+    """``(flag, type, default, help)`` of every flag, in ``--help``'s order: required flags first,
+    then the verb's own, then the shared ones (the docs' flag tables are made from it too)."""
     by_name = {f.name: f for f in dataclasses.fields(cls)}
     order = [n for c in cls.__mro__ if c is not CommonOptions for n in vars(c).get("__annotations__", {})
              if n in by_name] + [f.name for f in dataclasses.fields(CommonOptions) if f.name in by_name]
     fields = sorted((by_name[n] for n in dict.fromkeys(order)), key=lambda f: f.default is not dataclasses.MISSING)
-    width = max(len(f.name) for f in fields) + 2
-    shown = {f.name: "required" if f.default is dataclasses.MISSING else f"default {_shown(f.default)}" for f in fields}
-    type_width = max(len(_type_name(f)) for f in fields) + 1
-    default_width = max(len(v) for v in shown.values()) + 1
+    return [(f.name, _type_name(f), "required" if f.default is dataclasses.MISSING else f"default {_shown(f.default)}",
+             f.metadata.get("help", "")) for f in fields]
+
+
+def usage(cls: type[Options], prog: str, doc: str | None) -> str:
+    """The text of ``--help``: the verb's summary, then one line per flag."""
+    rows = flag_table(cls)
+    width = max(len(r[0]) for r in rows) + 2
+    type_width = max(len(r[1]) for r in rows) + 1
+    default_width = max(len(r[2]) for r in rows) + 1
     lines = [f"usage: {prog} [--flag=value ...]", ""]
     if doc:
         lines += [doc.strip().splitlines()[0], ""]
     lines.append("flags:")
-    for f in fields:
-        lines.append(f"  --{f.name:<{width}} {_type_name(f):<{type_width}} {shown[f.name]:<{default_width}} "
-                     f"{f.metadata.get('help', '')}")
+    for name, kind, default, help_ in rows:
+        lines.append(f"  --{name:<{width}} {kind:<{type_width}} {default:<{default_width}} {help_}")
     return "\n".join(lines)
 
 
