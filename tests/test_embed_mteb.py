@@ -407,6 +407,11 @@ def test_finetune_data_is_reproducible_for_any_world_size(finetune, tmp_path):
             "--max_samples_per_dataset=300", nproc=0)
     for name in ("wn_pos_train", "wn_lex_test"):
         assert datasets.load_from_disk(str(tmp_path / name)).to_dict() == datasets.load_from_disk(str(root / name)).to_dict()
+    # the folder's dataset card: each result a config, so load_dataset(DIR, NAME) reads exactly its rows
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "config_name: \"wn_pos_train\"" in card and "--task_type=classification" in card
+    got = datasets.load_dataset(str(tmp_path), "wn_lex_test", split="train", cache_dir=str(tmp_path / ".hf"))
+    assert got.to_dict() == datasets.load_from_disk(str(tmp_path / "wn_lex_test")).to_dict()
 
 
 def test_combine_finetune_and_all(finetune, tmp_path):

@@ -196,3 +196,27 @@ def write_card(folder: str, command: str, opts: Any, args: dict[str, Any], stats
                     and not n.startswith(".")} | {"stats.json"})
     with atomic_open(os.path.join(folder, CARD)) as f:
         f.write(render(command, args, stats, files, inputs, hashes, data))
+
+
+def write_results_card(folder: str, manifest: dict[str, Any]) -> None:
+    """The card of a folder of named results (:class:`dist_data.core.rundir.Results`: combine,
+    finetune_data, imagenet, embed_images stack): each result with the command and flags that made
+    it; each table result a config of its own (``load_dataset(DIR, NAME)``; the first is the
+    default). The caller has checked that a README.md there is not the user's."""
+    results = manifest.get("results") or {}
+    configs = [(name, data_files(folder, name)) for name in results]
+    configs = [(name, files) for name, files in configs if files]
+    lines = ["---"]
+    if configs:
+        lines.append("configs:")
+        for i, (name, files) in enumerate(configs):
+            lines += [f"- config_name: {_yaml_str(name)}"] + (["  default: true"] if i == 0 else [])
+            lines += ["  data_files:", "  - split: train", "    path:"] + [f"    - {_yaml_str(p)}" for p in files]
+            lines += [f"  {k}: {_yaml_str(v)}" for k, v in table_format(files[0])[1].items()]
+    lines += ["tags:", "- dist_data", "---", "", "# Results made by dist_data", ""]
+    for name, entry in results.items():
+        state = "complete" if entry.get("complete") else "not complete (a run was stopped; rerun its command)"
+        flags = " ".join(_flag(k, v) for k, v in (entry.get("args") or {}).items() if v is not None)
+        lines += [f"## `{name}`", "", f"{state}; made with:", "", f"    python -m {entry.get('command', '?')} {flags}", ""]
+    with atomic_open(os.path.join(folder, CARD)) as f:
+        f.write("\n".join(lines))
