@@ -207,16 +207,17 @@ def wordnet_beir(folder, n: int, seed: int = 0) -> dict:
 MATPLOTLIB_COLORS = {"C0": (31, 119, 180), "C1": (255, 127, 14), "C3": (214, 39, 40)}
 
 
-def assert_plot(path, *colors: str) -> None:
-    """A PNG we wrote, read back: a real figure (not blank, the size we draw), with each of ``colors``
-    (matplotlib's cycle names: C1 a second curve, C3 the marked points) somewhere in it."""
+def assert_plot(path, *colors: str, base: str | None = "C0") -> None:
+    """A PNG we wrote, read back: a real figure (not blank, the size we draw), with ``base`` (the first
+    curve; None for translucent histograms) and each of ``colors`` (matplotlib's cycle names: C1 a
+    second curve, C3 the marked points or a threshold line) somewhere in it."""
     from PIL import Image
 
     with Image.open(path) as image:
         rgb = image.convert("RGB")
         assert rgb.size[0] >= 600 and rgb.size[1] >= 300, rgb.size
-        pixels = set(rgb.getdata())
+        pixels = set(rgb.get_flattened_data() if hasattr(rgb, "get_flattened_data") else rgb.getdata())
     assert len(pixels) > 50, f"{path}: {len(pixels)} colours: an empty figure"
-    for name in ("C0", *colors):
+    for name in ((base,) if base else ()) + colors:
         want = MATPLOTLIB_COLORS[name]
         assert any(max(abs(a - b) for a, b in zip(p, want)) < 12 for p in pixels), f"{path}: nothing drawn in {name}"

@@ -522,13 +522,14 @@ def _row_inputs(tmp, synsets) -> dict[str, tuple[list[dict], list[str]]]:
         "captions label": ([{"caption": f"a {c.name} seen from above", "filepath": f"{i}.jpg"}
                             for i, c in enumerate(classes)], []),
         "laionet label": ([{"TEXT": f"a {c.name} seen from above"} for c in classes], []),
+        "dedup": ([{"text": s.definition} for s in synsets] + [{"text": synsets[0].definition.upper()}], []),
     }
 
 
 BAD_ROWS = {"malformed_json": b'{"query": "a", \n', "invalid_utf8": b'{"x": "\xff\xfe"}\n',
             "lone_surrogate": b'{"x": "\\ud800"}\n'}
 ROW_COMMANDS = ["filter", "mine", "pretokenize", "pairs", "triplets", "catalog clean", "captions label",
-                "laionet label"]
+                "laionet label", "dedup"]
 
 
 @pytest.fixture(scope="module")
@@ -595,7 +596,8 @@ def value(counts: dict, key: str) -> int:
 ACCOUNTED = {"filter": ["kept", "dropped"], "mine": ["pairs"], "pretokenize": ["documents"],
              "pairs": ["names", "duplicate_rows", "dropped"],
              "triplets": ["items", "dropped.duplicate_item", "dropped.empty_text"], "catalog clean": ["kept", "dropped"],
-             "captions label": ["captions_matched", "dropped"], "laionet label": ["captions_matched", "dropped"]}
+             "captions label": ["captions_matched", "dropped"], "laionet label": ["captions_matched", "dropped"],
+             "dedup": ["kept", "dropped"]}
 
 
 def test_a_flag_a_command_cannot_honour_is_refused_not_ignored(tmp_path, capsys, table_inputs):

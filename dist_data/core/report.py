@@ -46,9 +46,11 @@ def score_table(columns: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def write_histograms(path: str, title: str, panels: Sequence[tuple[str, dict[str, np.ndarray], str]]) -> None:
+def write_histograms(path: str, title: str, panels: Sequence[tuple[str, dict[str, np.ndarray], str]],
+                     lines: dict[str, float] | None = None) -> None:
     """``path`` (a PNG) with one panel per ``(title, {label: values}, x label)``: overlaid histograms
-    on shared bins. Written atomically; the same values give the same bytes."""
+    on shared bins, and a vertical line at each of ``lines`` (``{label: x}``, e.g. a threshold).
+    Written atomically; the same values give the same bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,6 +63,8 @@ def write_histograms(path: str, title: str, panels: Sequence[tuple[str, dict[str
         bins = np.histogram_bin_edges(joined, bins=50) if joined.size else 10
         for (label, _), values in zip(series.items(), finite):
             ax.hist(values, bins=bins, alpha=0.55, label=f"{label} (n={values.size:,})")
+        for i, (label, x) in enumerate((lines or {}).items()):
+            ax.axvline(x, color=f"C{3 + i}", linestyle="--", label=f"{label} {x:g}")
         ax.set_title(panel_title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("count")
@@ -144,7 +148,7 @@ REPORT_ROWS = 1_000_000  # rows of each score column rank 0 holds for the quanti
 
 def report_scores(info: distributed.DistInfo, run: RunDir, stats: Stats, title: str,
                   columns: dict[str, np.ndarray], panels: Sequence[tuple[str, Sequence[str], str]],
-                  extra: dict[str, np.ndarray] | None = None) -> None:
+                  extra: dict[str, np.ndarray] | None = None, lines: dict[str, float] | None = None) -> None:
     """Quantile tables of ``columns`` over all ranks into ``stats.json`` (``scores``), logged as a
     table, and ``scores.png``: one histogram panel per ``(title, column names, x label)``.
     ``extra`` columns are plotted but not tabled (e.g. ranks). Collective; rank 0 writes.
@@ -165,4 +169,4 @@ def report_scores(info: distributed.DistInfo, run: RunDir, stats: Stats, title: 
     logger.info("scores:\n%s", score_table(stats.scores))
     run.record(["scores.png"])
     write_histograms(run.file("scores.png"), title,
-                     [(t, {n: gathered[n][0] for n in cols}, x) for t, cols, x in panels])
+                     [(t, {n: gathered[n][0] for n in cols}, x) for t, cols, x in panels], lines)

@@ -1,0 +1,217 @@
+"""Benchmark semantic deduplication (``dist_data.dedup``) against what users run today.
+
+    python bench/dedup.py                       # 20,000, 100,000 and 300,000 rows
+    python bench/dedup.py --sizes=20000 --threshold=0.9
+
+Rows: WordNet glosses and example sentences (``lemma: gloss`` and the examples as they are), a
+seeded sample, plus 10% near-duplicates made by known edits (case, punctuation, a dropped word) and
+WordNet's own repeated glosses. The same rows and encoder (the shipped all-MiniLM-L6-v2) for every
+method; whole commands, wall time with start-up and peak RSS (``/usr/bin/time -v``):
+
+- floor: load the model and encode every distinct text (what any method must compute);
+- SemHash (``pip install semhash``), given our encoder: exact duplicates, then its ANN threshold
+  query (usearch) and greedy selection;
+- NeMo-Curator's SemDeDup rule, simulated: k-means over the embeddings with its defaults (1,000
+  clusters, 100 iterations; faiss), pairs compared only inside a cluster;
+- dist_data.dedup, one process and torchrun with 2 ranks (``--index=sharded``).
+
+Quality, against exact search over all pairs (faiss' exact range search on the same vectors): the
+pairs at or above the threshold whose two rows both survive ("missed pairs"; 0 means every
+duplicate found) and the rows removed. Prints a table per size and writes bench/results/dedup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+from common import HERE, fresh_output, run_all, table, write_report
+
+sys.path.insert(0, os.path.dirname(HERE))
+
+SEMHASH = "SemHash 0.5 (our encoder)"
+NEMO = "NeMo SemDeDup rule (k-means, pairs inside clusters)"
+
+
+def rows(n: int, seed: int = 0) -> list[str]:
+    from dist_data.core.wordnet import iter_synsets
+
+    texts = []
+    for s in iter_synsets(pos="nvar"):
+        texts.append(f"{s.lemmas[0].replace('_', ' ')}: {s.definition}")
+        texts += s.examples
+    rng = random.Random(seed)
+    base = rng.sample(texts, int(n * 0.9))
+    edits = []
+    for i, t in enumerate(rng.sample(base, n - len(base))):
+        words = t.split()
+        if i % 3 == 0:
+            edits.append(t.upper())
+        elif i % 3 == 1:
+            edits.append(t.rstrip(".") + "!")
+        elif len(words) > 4:
+            del words[rng.randrange(1, len(words))]
+            edits.append(" ".join(words))
+        else:
+            edits.append(t + " .")
+    out = base + edits
+    rng.shuffle(out)
+    return out
+
+
+def encoder():
+    import torch
+
+    from dist_data.core.embed import load_model
+
+    model = load_model(None, torch.device("cpu"))
+
+    class Encoder:  # SemHash's protocol: encode(inputs) -> (n, d) array
+        def encode(self, inputs, **kwargs):
+            return model.encode(list(inputs), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+
+    return Encoder()
+
+
+def read(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f]
+
+
+def floor(path: str, out: str) -> None:
+    texts = read(path)
+    distinct = list(dict.fromkeys(texts))
+    emb = encoder().encode(distinct)
+    np.savez(out, emb=emb.astype(np.float32))
+    with open(out + ".texts.json", "w", encoding="utf-8") as f:
+        json.dump(distinct, f)
+
+
+def semhash(path: str, out: str, threshold: float) -> None:
+    from semhash import SemHash
+
+    texts = read(path)
+    result = SemHash.from_records(texts, model=encoder()).self_deduplicate(threshold=threshold)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(list(result.selected), f)
+
+
+def nemo(path: str, out: str, threshold: float) -> None:
+    """NeMo-Curator's SemDeDup, as its defaults run it: k-means (1,000 clusters, 100 iterations) over
+    the normalised embeddings, then inside each cluster every pair >= threshold (eps = 1 - threshold):
+    of each such group one row is kept (the first); rows of different clusters are never compared."""
+    import faiss
+
+    texts = read(path)
+    distinct = list(dict.fromkeys(texts))
+    emb = encoder().encode(distinct).astype(np.float32)
+    k = min(1000, len(distinct))
+    km = faiss.Kmeans(emb.shape[1], k, niter=100, seed=1234, spherical=True)
+    km.train(emb)
+    _, assign = km.index.search(emb, 1)
+    keep = np.ones(len(distinct), dtype=bool)
+    for c in range(k):
+        members = np.flatnonzero(assign[:, 0] == c)
+        if len(members) < 2:
+            continue
+        sims = emb[members] @ emb[members].T
+        for i in range(len(members)):  # greedy: a row similar to an earlier kept row of its cluster goes
+            if keep[members[i]] and i:
+                earlier = members[:i][keep[members[:i]]]
+                if len(earlier) and (sims[i, np.searchsorted(members, earlier)] >= threshold).any():
+                    keep[members[i]] = False
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump([t for t, k_ in zip(distinct, keep) if k_], f)
+
+
+def missed_pairs(emb: np.ndarray, distinct: list[str], kept: set[str], threshold: float) -> tuple[int, int]:
+    """(pairs >= threshold in all, pairs whose both texts were kept), by faiss' exact range search."""
+    import faiss
+
+    index = faiss.IndexFlatIP(emb.shape[1])
+    index.add(emb)
+    lims, _, ids = index.range_search(emb, threshold)
+    total = missed = 0
+    alive = np.asarray([t in kept for t in distinct])
+    for q in range(len(distinct)):
+        for j in ids[lims[q]:lims[q + 1]].tolist():
+            if j > q:
+                total += 1
+                missed += bool(alive[q] and alive[j])
+    return total, missed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="20000,100000,300000")
+    parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--_floor", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--_semhash", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--_nemo", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._floor:
+        return floor(*args._floor)
+    if args._semhash:
+        return semhash(*args._semhash, args.threshold)
+    if args._nemo:
+        return nemo(*args._nemo, args.threshold)
+
+    report = {"model": "sentence-transformers/all-MiniLM-L6-v2", "threshold": args.threshold, "sizes": []}
+    for n in [int(s) for s in args.sizes.split(",")]:
+        work = tempfile.mkdtemp(prefix="bench-dedup-")
+        try:
+            data = os.path.join(work, "rows.jsonl")
+            with open(data, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps({"text": t}) + "\n" for t in rows(n))
+            vectors = os.path.join(work, "floor.npz")
+            ours = ["-m", "dist_data.dedup", f"--dataset={data}", f"--threshold={args.threshold}", "--noprogress"]
+            commands = {
+                "floor: encode every distinct text": [sys.executable, __file__, "--_floor", data, vectors],
+                SEMHASH: [sys.executable, __file__, f"--threshold={args.threshold}", "--_semhash", data,
+                          os.path.join(work, "semhash.json")],
+                NEMO: [sys.executable, __file__, f"--threshold={args.threshold}", "--_nemo", data,
+                       os.path.join(work, "nemo.json")],
+                "dist_data.dedup, 1 process": [sys.executable, *ours],
+                "dist_data.dedup, torchrun 2 ranks sharded": [sys.executable, "-m", "torch.distributed.run",
+                                                              "--standalone", "--nproc-per-node=2", *ours,
+                                                              "--index=sharded"],
+            }
+            results = run_all(commands, args.repeats, fresh_output(work))
+            rows_ = table(results, "floor: encode every distinct text", f"dedup at >= {args.threshold}, {n:,} rows")
+            with np.load(vectors) as z:
+                emb = z["emb"]
+            with open(vectors + ".texts.json", encoding="utf-8") as f:
+                distinct = json.load(f)
+            kept = {"dist_data.dedup": set(read_out(os.path.join(work, "out", "deduplicated.jsonl")))}
+            for name, file in ((SEMHASH, "semhash.json"), (NEMO, "nemo.json")):
+                with open(os.path.join(work, file), encoding="utf-8") as f:
+                    kept[name] = set(json.load(f))
+            quality = {}
+            for name, survivors in kept.items():
+                total, missed = missed_pairs(emb, distinct, survivors, args.threshold)
+                quality[name] = {"pairs_at_threshold": total, "missed_pairs": missed,
+                                 "pair_recall": round(1 - missed / max(total, 1), 4),
+                                 "texts_kept": len(survivors)}
+                print(f"{name}: {missed:,} of {total:,} pairs >= {args.threshold} left with both texts "
+                      f"(recall {quality[name]['pair_recall']:.4f}); {len(survivors):,} texts kept")
+            report["sizes"].append({"rows": n, "commands": rows_, "quality": quality})
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    path = write_report("dedup", report)
+    print(f"\nwrote {path}")
+
+
+def read_out(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,452 @@
+"""Semantic deduplication and train/test decontamination over all ranks, exact where others sample.
+
+    torchrun --nproc-per-node=8 -m dist_data.dedup --dataset=corpus.jsonl --text_key=text --threshold=0.95 \\
+        --output_dir=DIR
+    python -m dist_data.dedup --dataset=pairs.jsonl --on=pair --keep=central --against=mteb_sts.jsonl,beir/ \\
+        --output_dir=DIR
+    python -m dist_data.dedup --dataset=corpus.jsonl --report_only --output_dir=DIR   # choose --threshold
+
+1. Exact duplicates first: rows whose normalised text (NFKC, case folded, whitespace collapsed) is
+   an earlier row's, found by hash with no embedding.
+2. Each distinct text is embedded once and searched against all others (``--index``: exact by
+   default; ``sharded`` keeps 1/world of the vectors per rank, nothing holds an N x N matrix). Every
+   pair scoring >= ``--threshold`` is an edge: a text whose ``--max_neighbors`` slots are all above
+   the threshold is searched again, four times deeper, until its list ends below it, so no edge is
+   missed by the depth.
+3. Connected components of the edges over all ranks (:mod:`dist_data.core.components`: no rank
+   holds all edges), one row kept per component by ``--keep``: ``first`` (the earliest row),
+   ``longest`` (the longest text, ties to the earliest) or ``central`` (the highest mean cosine with
+   the other members, exact: ``v_i . (sum - v_i) / (m - 1)``).
+4. ``--against``: every training text within ``--threshold`` of a text of an evaluation set (or
+   equal to one after normalisation) is removed, or only listed with ``--mode=flag``.
+
+Outputs in ``--output_dir``: ``deduplicated.jsonl`` (the kept rows as read, in input order),
+``duplicates.jsonl`` (per component: ``component``, ``kept`` row, ``removed`` rows with their
+cosine to the kept one and whether they were exact copies), ``leakage.json`` (per evaluation set:
+its items with a near-twin in the training data, the worst examples, the threshold), ``leaks.jsonl``
+(``--mode=flag``), ``scores.png`` (each text's nearest other text, the threshold drawn),
+``stats.json``, ``rejects.jsonl``, ``args.json``, ``README.md``. ``--report_only`` writes
+``report.json`` instead: for each threshold 0.80 ... 0.99, the rows it would remove.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import time
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from .core import distributed, index
+from .core.cli import at_least, cosine, flag, non_empty, one_of, required
+from .core.components import connected_components
+from .core.embed import BATCHES_PER_BLOCK, cache_root, check_model, embed_by_block, text_embedder
+from .core.keys import Owners, fetch_held, global_first
+from .core.log import logger, progress
+from .core.options import IndexOptions, ModelOptions, RunOptions
+from .core.paths import INPUT_SPEC
+from .core.read import read_stage
+from .core.report import record_search, report_scores
+from .core.run import Run, run_main
+from .core.select import PAD_ID
+from .core.stats import Stats, fmt_rows
+from .core.write import merge_files, read_lines, write_json, write_lines
+
+RESULT_NAME = "deduplicated.jsonl"
+REPORT_NAME = "report.json"
+DUPLICATES_NAME = "duplicates.jsonl"
+LEAKAGE_NAME = "leakage.json"
+LEAKS_NAME = "leaks.jsonl"
+KEEP_RULES = ("first", "longest", "central")
+ON = ("text", "query", "document", "pair")
+REPORT_THRESHOLDS = tuple(round(0.80 + 0.01 * i, 2) for i in range(20))
+WORST_SHOWN = 10
+SIZE_BUCKETS = ((2, 2), (3, 5), (6, 10), (11, 100), (101, None))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DedupOptions(RunOptions, ModelOptions, IndexOptions):
+    """Exact and semantic duplicates removed (one row kept per component), and evaluation sets' twins."""
+
+    dataset: str = required("rows: jsonl(.gz)/parquet/csv file, folder, glob, comma list or hub name", non_empty,
+                            path=INPUT_SPEC)
+    text_key: str = flag("text", "the text field (--on=text)", non_empty)
+    on: str = flag("text", "what is compared: text (--text_key); query, document or pair (both, joined by a line "
+                   "break) of a pair dataset (--query_key, --document_key)", one_of(*ON))
+    query_key: str = flag("query", "--on=query/pair: the query field", non_empty)
+    document_key: str = flag("document", "--on=document/pair: the document field", non_empty)
+    threshold: float = flag(0.95, "two texts whose cosine is >= this are duplicates", cosine)
+    keep: str = flag("first", "the row kept per component: first (earliest row), longest (longest text) or central "
+                     "(highest mean cosine with the others)", one_of(*KEEP_RULES))
+    max_neighbors: int = flag(32, "neighbours searched per text at first; a text with all of them above --threshold "
+                              "is searched again deeper, so every pair above it is found", at_least(1))
+    against: str | None = flag(None, "evaluation sets, comma separated (each a file, folder or glob): training rows "
+                               "within --threshold of one of their texts are removed (--mode=flag: listed)", non_empty,
+                               path=INPUT_SPEC)
+    against_key: str | None = flag(None, "the evaluation sets' text field (default: the training one)", non_empty)
+    mode: str = flag("remove", "--against: remove the leaked training rows, or flag them (leaks.jsonl) and keep them",
+                     one_of("remove", "flag"))
+    report_only: bool = flag(False, "write report.json (rows each threshold 0.80 ... 0.99 would remove) and "
+                             "scores.png, no dataset")
+
+    def result_file(self) -> str:
+        return REPORT_NAME if self.report_only else RESULT_NAME
+
+    def keys(self) -> list[str]:
+        return {"text": [self.text_key], "query": [self.query_key], "document": [self.document_key],
+                "pair": [self.query_key, self.document_key]}[self.on]
+
+    def eval_sets(self) -> list[tuple[str, str]]:
+        """``(name, spec)`` of each evaluation set (named by its file or folder)."""
+        specs = [s.strip() for s in (self.against or "").split(",") if s.strip()]
+        names = [os.path.basename(s.rstrip("/")).split(".")[0] or f"set{i}" for i, s in enumerate(specs)]
+        return [(n if names.count(n) == 1 else f"{n}_{i}", s) for i, (n, s) in enumerate(zip(names, specs))]
+
+    def problems(self) -> list[str]:
+        if self.report_only and self.against:
+            return ["--report_only looks at the data's own duplicates: run --against without it"]
+        return []
+
+
+@dataclass
+class Texts:
+    """This rank's distinct texts (nodes): id = the position of their first row."""
+
+    ids: np.ndarray
+    texts: list[str]
+    first_rows: np.ndarray  # global line id of each node's first row
+    emb: np.ndarray
+
+
+def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict | None:
+    start = time.perf_counter()
+    stats = Stats.with_keys("input_rows", "read", "kept", "texts", "exact_duplicates", "near_duplicates", "leaked",
+                            "edges", "components", "rounds", "searched_deeper", "cached_blocks",
+                            buckets=("dropped", "rejected", "component_sizes"))
+    check_model(opts.model_name, opts.revision, "model_name")
+    block_rows = BATCHES_PER_BLOCK * opts.batch_size
+    shard = read_stage(info, stats, opts.dataset, opts.split, opts.keys(), opts.max_rows, opts.seed, block_rows,
+                       opts.on_bad_rows)
+    evals = [(name, read_stage(info, Stats.with_keys("input_rows", "read", buckets=("dropped", "rejected")), spec,
+                               opts.split, [opts.against_key or opts.keys()[-1]], None, opts.seed, block_rows,
+                               opts.on_bad_rows, name=f"read {name}")) for name, spec in opts.eval_sets()]
+    run.begin()
+
+    texts = ["\n".join(v) for v in shard.values]
+    rep = global_first(shard.positions, [identity(t) for t in texts])  # exact duplicates: the first row alike
+    first = rep == shard.positions
+    at = np.flatnonzero(first)
+    embedder = text_embedder(info, run, opts)
+    with stats.stage("embed", rows=len(at)):
+        with progress(len(at), "embed", opts.progress and info.is_main) as bar:
+            emb = embed_by_block(embedder, shard.positions[at], [texts[i] for i in at], block_rows, "text", bar.update)
+    nodes = Texts(shard.positions[at], [texts[i] for i in at], shard.gids[at], emb)
+    owners = Owners.gather([(shard.lo, shard.hi)])
+    stats.add("texts", len(at))
+    stats.add("exact_duplicates", int((~first).sum()))
+
+    low = min(REPORT_THRESHOLDS) if opts.report_only else opts.threshold
+    a, b, s, nearest = _edges(info, stats, opts, run, nodes, low)
+    report_scores(info, run, stats, f"dist_data.dedup: threshold={opts.threshold}", {"nearest_other": nearest},
+                  [(f"each text's nearest other text (threshold {opts.threshold})", ["nearest_other"], "cosine")],
+                  lines={"threshold": opts.threshold})
+    if opts.report_only:
+        return _report(info, stats, run, opts, shard, nodes, owners, a, b, s, start)
+
+    leaked, leak_rows, leakage = _decontaminate(info, stats, opts, run, embedder, nodes, owners, evals, block_rows)
+    removed_leaks = leaked if opts.mode == "remove" else np.zeros(len(nodes.ids), dtype=bool)
+    labels, rounds = connected_components(nodes.ids, a, b, owners)
+    stats.add("rounds", rounds if info.is_main else 0)
+    kept_node, records = _components(info, stats, opts, nodes, owners, labels, a, b, removed_leaks, shard, rep, first)
+
+    with stats.stage("write") as rec:
+        node_kept = dict(zip(nodes.ids.tolist(), kept_node.tolist()))
+        keep = first & np.array([node_kept.get(int(p), False) for p in shard.positions], dtype=bool)
+        dropped_leaks = first & np.isin(shard.positions, nodes.ids[removed_leaks])
+        stats.add("kept", int(keep.sum()))
+        rep_leaked = distributed.fetch(rep, owners.of(rep) if len(rep) else np.zeros(0, np.int64),
+                                       lambda keys: leaked[np.searchsorted(nodes.ids, keys)])
+        stats.add("leaked", int(rep_leaked.sum()))  # rows, exact copies of a leaked text included
+        stats.add("dropped", int((~first).sum()), reason="exact_duplicate")
+        stats.add("dropped", int(dropped_leaks.sum()), reason="near_an_evaluation_text")
+        near = int((first & ~keep & ~dropped_leaks).sum())
+        stats.add("near_duplicates", near)
+        stats.add("dropped", near, reason="near_duplicate")
+        rec["rows"] = int(keep.sum())
+        run.write_parts([shard.records[i] for i in np.flatnonzero(keep)], None, shard.rejects)
+        write_lines(run.part("duplicates", info.rank), (json.dumps(r, ensure_ascii=False) for r in records))
+        write_lines(run.part("leaks", info.rank), (json.dumps(r, ensure_ascii=False) for r in leak_rows))
+
+    def write_all() -> str:  # rank 0, every part written
+        extra = [DUPLICATES_NAME] + ([LEAKAGE_NAME] if evals else []) + ([LEAKS_NAME] if evals and opts.mode == "flag"
+                                                                          else [])
+        run.record(extra)
+        world = info.world_size
+        merge_files([run.part("part", r) for r in range(world)], run.file(RESULT_NAME))
+        write_lines(run.file(DUPLICATES_NAME), heapq.merge(*(read_lines([run.part("duplicates", r)])
+                                                             for r in range(world)), key=_component_key))
+        if evals:
+            write_json(run.file(LEAKAGE_NAME), leakage)
+        if evals and opts.mode == "flag":
+            write_lines(run.file(LEAKS_NAME), heapq.merge(*(read_lines([run.part("leaks", r)]) for r in range(world)),
+                                                          key=lambda line: json.loads(line)["row"]))
+        return RESULT_NAME
+
+    merged = run.merge(stats, False, False, merge_result=write_all)
+    if merged is not None:
+        c = merged["counts"]
+        logger.info("kept %s / %s rows: %s exact duplicates, %s near duplicates (cosine >= %.3f) in %s components, "
+                    "%s leaked; in %.0f s -> %s", fmt_rows(c.get("kept", 0)), fmt_rows(c.get("read", 0)),
+                    fmt_rows(c.get("exact_duplicates", 0)), fmt_rows(c.get("near_duplicates", 0)), opts.threshold,
+                    fmt_rows(c.get("components", 0)), fmt_rows(c.get("leaked", 0)), time.perf_counter() - start,
+                    run.file(RESULT_NAME))
+    return merged
+
+
+def _component_key(line: str) -> int:
+    return json.loads(line)["component"]
+
+
+# ---------------------------------------------------------------- every pair above the threshold
+
+def _edges(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, run: Run, nodes: Texts,
+           threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, score, nearest)``: this rank's texts' edges to every other text scoring >= ``threshold``
+    (a text whose list is full above it is searched again, 4x deeper), and each text's nearest other
+    text. Collective."""
+    edges_a, edges_b, edges_s = [], [], []
+    nearest = np.full(len(nodes.ids), -np.inf)
+    todo = np.arange(len(nodes.ids))
+    depth = opts.max_neighbors + 1  # the text itself comes back too
+    total = sum(distributed.all_gather_object(len(nodes.ids)))
+    first_round = True
+    while True:
+        depth = min(depth, max(total, 1))
+        with stats.stage("search", rows=len(todo)):
+            with progress(len(todo), "search", opts.progress and info.is_main, unit="texts") as bar:
+                scores, ids, timings = index.cached_search(
+                    cache_root(run, opts), nodes.emb[todo], nodes.emb, nodes.ids, depth, opts.index_spec(),
+                    info.device, fp16=opts.dtype == "float16", on_progress=bar.update)
+        if first_round:
+            record_search(info, stats, opts, timings, len(nodes.ids), depth)
+        own = nodes.ids[todo]
+        other = (ids != PAD_ID) & (ids != own[:, None])
+        if first_round and len(todo):
+            nearest[todo] = np.where(other, scores, -np.inf).max(axis=1)
+        take = other & (scores >= threshold)
+        rows, cols = np.nonzero(take)
+        edges_a.append(own[rows])
+        edges_b.append(ids[rows, cols])
+        edges_s.append(scores[rows, cols])
+        full = take.sum(axis=1) == other.sum(axis=1)
+        full &= other.sum(axis=1) >= depth - 1  # every slot above the threshold: there may be more past them
+        todo = todo[full]
+        first_round = False
+        if depth >= total or not any(distributed.all_gather_object(len(todo) > 0)):
+            break
+        stats.add("searched_deeper", len(todo))
+        depth *= 4
+    a, b = np.concatenate(edges_a).astype(np.int64), np.concatenate(edges_b).astype(np.int64)
+    s = np.concatenate(edges_s).astype(np.float64)
+    _, unique = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # deeper rounds repeat the first
+    unique = np.sort(unique)
+    a, b, s = a[unique], b[unique], s[unique]
+    stats.add("edges", int((a < b).sum()))  # every edge is found from both ends (each searches past the threshold)
+    return a, b, s, nearest[np.isfinite(nearest)]
+
+
+# ---------------------------------------------------------------- components and the row kept
+
+def _components(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, nodes: Texts, owners: Owners,
+                labels: np.ndarray, a: np.ndarray, b: np.ndarray, removed: np.ndarray, shard, rep: np.ndarray,
+                first: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Which of this rank's texts are kept, and the records of the components whose home is this rank
+    (the rank holding the component's label). Only texts with an edge, an exact copy or a leak travel
+    (with their vectors): a text alone in its component is kept where it is. Collective."""
+    def owner(keys: np.ndarray) -> np.ndarray:
+        return owners.of(keys) if len(keys) else np.zeros(0, np.int64)
+
+    def mark(keys: np.ndarray) -> np.ndarray:  # this rank's texts some rank names in ``keys``
+        _, received = distributed.route(keys, owner(keys))
+        out = np.zeros(len(nodes.ids), dtype=bool)
+        got = np.concatenate(received) if received else keys[:0]
+        out[np.searchsorted(nodes.ids, got)] = True
+        return out
+
+    copy_of, copy_rows = rep[~first], shard.gids[~first]  # exact copies go to their text's component
+    member = mark(np.concatenate([a, b])) | mark(copy_of) | removed
+    idx = np.flatnonzero(member)
+    travel = np.empty(len(idx), dtype=[("label", np.int64), ("id", np.int64), ("row", np.int64),
+                                       ("length", np.int64), ("removed", np.bool_)])
+    travel["label"], travel["id"], travel["row"] = labels[idx], nodes.ids[idx], nodes.first_rows[idx]
+    travel["length"] = [len(nodes.texts[i]) for i in idx]
+    travel["removed"] = removed[idx]
+    home = owner(labels[idx])
+    order, received = distributed.route(travel, home)
+    _, vectors = distributed.route(np.ascontiguousarray(nodes.emb[idx], dtype=np.float32), home)
+    here = np.concatenate(received) if received else travel[:0]
+    here_vectors = np.concatenate(vectors) if vectors else nodes.emb[:0]
+    copy_label = distributed.fetch(copy_of, owner(copy_of), lambda keys: labels[np.searchsorted(nodes.ids, keys)])
+    copies = np.empty(len(copy_of), dtype=[("label", np.int64), ("of", np.int64), ("row", np.int64)])
+    copies["label"], copies["of"], copies["row"] = copy_label, copy_of, copy_rows
+    _, got = distributed.route(copies, owner(copy_label))
+    here_copies = np.concatenate(got) if got else copies[:0]
+
+    by_label: dict[int, list[int]] = {}
+    for j, lab in enumerate(here["label"].tolist()):
+        by_label.setdefault(lab, []).append(j)
+    copies_of: dict[int, list[tuple[int, int]]] = {}
+    for lab, of, row in here_copies.tolist():
+        copies_of.setdefault(lab, []).append((of, row))
+    kept_here = np.zeros(len(here), dtype=bool)
+    records = []
+    for lab in sorted(by_label):
+        members = np.asarray(sorted(by_label[lab], key=lambda j: here["row"][j]), dtype=np.int64)
+        live = members[~here["removed"][members]]
+        kept = _kept(opts.keep, here, here_vectors, live) if len(live) else None
+        if kept is not None:
+            kept_here[kept] = True
+        if len(members) > 1:
+            stats.add("components")
+            stats.add("component_sizes", reason=_bucket(len(members)))
+        kept_vector = here_vectors[kept].astype(np.float64) if kept is not None else None
+
+        def score(j: int | None) -> float | None:
+            return None if j is None or kept_vector is None else round(float(here_vectors[j] @ kept_vector), 6)
+
+        removed_rows = [{"row": int(here["row"][j]), "score": score(j), "exact": False,
+                         **({"leaked": True} if here["removed"][j] else {})} for j in members.tolist() if j != kept]
+        at_id = dict(zip(here["id"][members].tolist(), members.tolist()))
+        removed_rows += [{"row": int(row), "score": score(at_id.get(of)) if at_id.get(of) != kept else 1.0,
+                          "exact": True} for of, row in copies_of.get(lab, [])]
+        if removed_rows:
+            records.append({"component": int(lab), "kept": int(here["row"][kept]) if kept is not None else None,
+                            "removed": sorted(removed_rows, key=lambda r: r["row"])})
+    kept_node = ~removed
+    kept_node[idx] = distributed.unroute(order, received, kept_here)
+    return kept_node, records
+
+
+def _bucket(size: int) -> str:
+    for lo, hi in SIZE_BUCKETS:
+        if size >= lo and (hi is None or size <= hi):
+            return f"{lo}" if lo == hi else (f"{lo}-{hi}" if hi else f">{lo - 1}")
+    return str(size)
+
+
+def _kept(rule: str, here: np.ndarray, vectors: np.ndarray, live: np.ndarray) -> int:
+    """The member kept: first (earliest row), longest (ties: earliest), central (highest mean cosine with
+    the others, exact; ties: earliest). ``live`` is in row order."""
+    if rule == "first" or len(live) == 1:
+        return int(live[0])
+    if rule == "longest":
+        return int(live[np.argmax(here["length"][live])])  # argmax: the first of the longest
+    v = vectors[live].astype(np.float64)
+    mean = (v @ v.sum(axis=0) - np.einsum("ij,ij->i", v, v)) / (len(live) - 1)
+    return int(live[np.argmax(np.round(mean, 12))])
+
+
+# ---------------------------------------------------------------- evaluation sets
+
+def _decontaminate(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, run: Run, embedder, nodes: Texts,
+                   owners: Owners, evals: list, block_rows: int) -> tuple[np.ndarray, list[dict], dict]:
+    """``(leaked (this rank's texts), leak rows (--mode=flag), leakage.json)``: a training text leaks
+    when an evaluation text equals it after normalisation (by hash, before any embedding) or scores
+    >= the threshold with it. Collective."""
+    leaked = np.zeros(len(nodes.ids), dtype=bool)
+    leak_rows: list[dict] = []
+    report: dict = {"threshold": opts.threshold, "sets": {}}
+    train_keys = [identity(t) for t in nodes.texts]
+    for n, (name, shard) in enumerate(evals):
+        texts = [v[0] for v in shard.values]
+        eval_keys = [identity(t) for t in texts]
+        # exact twins by hash, each hash on its home rank (memory O(rows / world)): the lowest key of a text is
+        # an evaluation key when the evaluation keys come first, a training key when they come last
+        high = np.int64(1 << 60)
+        exact = global_first(np.concatenate([high + nodes.ids, shard.positions]), train_keys + eval_keys)[
+            :len(nodes.ids)] < high
+        exact_eval = global_first(np.concatenate([nodes.ids, high + shard.positions]), train_keys + eval_keys)[
+            len(nodes.ids):] < high
+        base = (n + 1) * (1 << 40)  # eval ids apart from the training ids (and from each other's)
+        with stats.stage(f"embed {name}", rows=len(texts)):
+            emb = embed_by_block(embedder, shard.positions, texts, block_rows, f"eval{n}")
+        eval_ids = base + shard.positions
+        with stats.stage(f"search {name}", rows=len(nodes.ids) + len(texts)):
+            t_scores, t_ids, _ = index.cached_search(cache_root(run, opts), nodes.emb, emb, eval_ids, 1,
+                                                     opts.index_spec(), info.device, fp16=opts.dtype == "float16")
+            e_scores, e_ids, _ = index.cached_search(cache_root(run, opts), emb, nodes.emb, nodes.ids, 1,
+                                                     opts.index_spec(), info.device, fp16=opts.dtype == "float16")
+        near = (t_ids[:, 0] != PAD_ID) & (t_scores[:, 0] >= opts.threshold) if len(t_ids) else exact[:0]
+        hit = exact | near
+        leaked |= hit
+        for i in np.flatnonzero(hit).tolist():
+            leak_rows.append({"row": int(nodes.first_rows[i]), "set": name, "eval_row": int(t_ids[i, 0] - base),
+                              "score": 1.0 if exact[i] else round(float(t_scores[i, 0]), 6), "exact": bool(exact[i])})
+        twin = (e_ids[:, 0] != PAD_ID) & (e_scores[:, 0] >= opts.threshold) if len(e_ids) else np.zeros(0, bool)
+        twin |= exact_eval
+        best = e_scores[:, 0] if len(e_ids) else np.zeros(0)
+        worst = np.argsort(-np.where(twin, best, -np.inf), kind="stable")[:WORST_SHOWN]
+        worst = worst[twin[worst] & (e_ids[worst, 0] != PAD_ID)] if len(e_ids) else worst[:0]
+        partner = e_ids[worst, 0] if len(e_ids) else np.zeros(0, dtype=np.int64)
+        train_texts, _ = fetch_held(partner, owners, nodes.ids, nodes.texts, nodes.first_rows)  # collective
+        examples = [{"eval_row": int(shard.gids[i]), "eval_text": texts[i][:300], "train_text": t[:300],
+                     "score": round(float(e_scores[i, 0]), 6)} for i, t in zip(worst.tolist(), train_texts)]
+        examples = sorted(sum(distributed.all_gather_object(examples), []), key=lambda e: (-e["score"], e["eval_row"]))
+        items = sum(distributed.all_gather_object(len(texts)))
+        with_twin = sum(distributed.all_gather_object(int(twin.sum())))
+        report["sets"][name] = {"items": items, "items_with_a_training_twin": with_twin,
+                                "fraction": round(with_twin / max(items, 1), 6),
+                                "training_texts_leaked": sum(distributed.all_gather_object(int(hit.sum()))),
+                                "worst": examples[:WORST_SHOWN]}
+        if info.is_main:
+            logger.info("%s: %s of its %s items have a training twin at >= %.3f", name, fmt_rows(with_twin),
+                        fmt_rows(items), opts.threshold)
+    return leaked, sorted(leak_rows, key=lambda r: (r["row"], r["set"])), report
+
+
+def identity(text: str) -> str:
+    """What makes two texts exact duplicates: equal after NFKC, case folding and whitespace collapsing."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+# ---------------------------------------------------------------- --report_only
+
+def _report(info: distributed.DistInfo, stats: Stats, run: Run, opts: DedupOptions, shard, nodes: Texts,
+            owners: Owners, a: np.ndarray, b: np.ndarray, s: np.ndarray, start: float) -> dict | None:
+    """For each candidate threshold: the rows it would remove (exact duplicates, plus every text of a
+    component but one). Collective; rank 0 writes report.json."""
+    exact = sum(distributed.all_gather_object(int(stats.counts["exact_duplicates"])))
+    rows = sum(distributed.all_gather_object(len(shard.positions)))
+    table = []
+    for t in REPORT_THRESHOLDS:
+        keep = s >= t
+        labels, _ = connected_components(nodes.ids, a[keep], b[keep], owners)
+        roots = sum(distributed.all_gather_object(int((labels == nodes.ids).sum())))
+        texts = sum(distributed.all_gather_object(len(nodes.ids)))
+        table.append({"threshold": t, "rows_removed": exact + texts - roots, "near_duplicates": texts - roots,
+                      "fraction_removed": round((exact + texts - roots) / max(rows, 1), 6)})
+    stats.add("kept", len(shard.positions))
+    if info.is_main:
+        for r in table:
+            logger.info("threshold %.2f would remove %s rows (%.1f%%)", r["threshold"], fmt_rows(r["rows_removed"]),
+                        100 * r["fraction_removed"])
+    return run.publish(stats, REPORT_NAME, lambda path: write_json(path, {"rows": rows, "exact_duplicates": exact,
+                                                                         "thresholds": table}) or len(table),
+                       shard.rejects)
+
+
+COMMANDS = {None: (DedupOptions, run_dedup)}  # what dist_data.registry lists
+
+
+@record
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dist_data.dedup --flag=value ...`` (``--help`` lists the flags)."""
+    run_main(COMMANDS, __doc__, "dist_data.dedup", argv)
+
+
+if __name__ == "__main__":
+    main()
