@@ -52,7 +52,7 @@ from .core.paths import INPUT_SPEC
 from .core.read import read_stage
 from .core.report import record_search, report_scores
 from .core.run import Run, run_main
-from .core.select import PAD_ID
+from .core.select import PAD_ID, seeded_uniform
 from .core.stats import Stats, fmt_rows
 from .core.write import merge_files, read_lines, write_json, write_lines
 
@@ -250,6 +250,8 @@ def _edges(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, run: Ru
             break
         stats.add("searched_deeper", len(todo))
         depth *= 4
+    if opts.index_spec().approximate:
+        stats.index["edge_recall"] = _edge_recall(info, opts, nodes, threshold, edges_a, edges_b)
     a, b = np.concatenate(edges_a).astype(np.int64), np.concatenate(edges_b).astype(np.int64)
     s = np.concatenate(edges_s).astype(np.float64)
     _, unique = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # deeper rounds repeat the first
@@ -257,6 +259,39 @@ def _edges(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, run: Ru
     a, b, s = a[unique], b[unique], s[unique]
     stats.add("edges", int((a < b).sum()))  # every edge is found from both ends (each searches past the threshold)
     return a, b, s, nearest[np.isfinite(nearest)]
+
+
+def _edge_recall(info: distributed.DistInfo, opts: DedupOptions, nodes: Texts, threshold: float, edges_a: list,
+                 edges_b: list) -> dict[str, float | int]:
+    """The fraction of the duplicate edges (pairs >= threshold) of a seeded sample of about
+    ``--recall_queries`` texts that the approximate index found, against exact search. Collective."""
+    total = sum(distributed.all_gather_object(len(nodes.ids)))
+    pick = np.flatnonzero(seeded_uniform(nodes.ids, opts.seed + 2) < opts.recall_queries / max(total, 1))
+    found = {(x, y) for x, y in zip(np.concatenate(edges_a).tolist(), np.concatenate(edges_b).tolist())}
+    depth = opts.max_neighbors + 1
+    exact = []
+    todo = pick
+    while True:  # exact search, deepened like the real one until every sampled list ends below the threshold
+        depth = min(depth, max(total, 1))
+        scores, ids, _ = index.search(nodes.emb[todo], nodes.emb, nodes.ids, depth, "sharded", info.device)
+        own = nodes.ids[todo]
+        other = (ids != PAD_ID) & (ids != own[:, None])
+        take = other & (scores >= threshold)
+        rows, cols = np.nonzero(take)
+        exact += list(zip(own[rows].tolist(), ids[rows, cols].tolist()))
+        full = (take.sum(axis=1) == other.sum(axis=1)) & (other.sum(axis=1) >= depth - 1)
+        todo = todo[full]
+        if depth >= total or not any(distributed.all_gather_object(len(todo) > 0)):
+            break
+        depth *= 4
+    exact_set = set(exact)
+    hits, wanted = (sum(x) for x in zip(*distributed.all_gather_object((len(exact_set & found), len(exact_set)))))
+    recall = {"edge_recall": round(hits / wanted, 4) if wanted else 1.0, "edges_in_sample": wanted,
+              "sample_texts": sum(distributed.all_gather_object(len(pick)))}
+    if info.is_main:
+        logger.info("%s index: %s of the sample's %d duplicate edges found (recall %.4f against exact search)",
+                    opts.index, hits, wanted, recall["edge_recall"])
+    return recall
 
 
 # ---------------------------------------------------------------- components and the row kept

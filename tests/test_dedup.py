@@ -237,3 +237,15 @@ def test_connected_components_in_one_process_equal_scipy():
         members = np.flatnonzero(ref == comp)
         assert (labels[members] == nodes[members].min()).all()
     assert rounds < 40
+
+
+def test_an_approximate_index_reports_the_recall_of_duplicate_edges(data, runs, tmp_path):
+    root, texts, _, path = data
+    out = tmp_path / "hnsw"
+    run_cli("dist_data.dedup", f"--dataset={path}", f"--threshold={THRESHOLD}", "--batch_size=16", "--index=hnsw",
+            f"--output_dir={out}", "--noprogress", nproc=0)
+    recall = json.loads((out / "stats.json").read_text())["index"]["edge_recall"]
+    assert recall["sample_texts"] > 500 and recall["edges_in_sample"] > 100
+    assert 0.95 <= recall["edge_recall"] <= 1.0
+    if recall["edge_recall"] == 1.0:  # every sampled edge found: here the whole output agrees with exact search
+        assert (out / "duplicates.jsonl").read_bytes() == (runs / "one" / "duplicates.jsonl").read_bytes()
