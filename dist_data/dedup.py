@@ -213,79 +213,79 @@ def _component_key(line: str) -> int:
 
 # ---------------------------------------------------------------- every pair above the threshold
 
+def _above(nodes: Texts, queries: np.ndarray, threshold: float, first_depth: int, search, on_round=None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, score)``: the pairs of each of ``queries`` (positions in ``nodes``) with every other
+    text scoring >= ``threshold``: ``search(positions, depth) -> (scores, ids, timings)``, again 4x
+    deeper for the texts whose whole list was above the threshold (there may be more past it), until
+    every list ends below it. ``on_round(round, positions, scores, ids, other, timings)`` sees each
+    round. Collective."""
+    found_a, found_b, found_s = [], [], []
+    total = sum(distributed.all_gather_object(len(nodes.ids)))
+    todo, depth, round_ = queries, first_depth, 0
+    while True:
+        depth = min(depth, max(total, 1))
+        scores, ids, timings = search(todo, depth)
+        own = nodes.ids[todo]
+        other = (ids != PAD_ID) & (ids != own[:, None])
+        if on_round:
+            on_round(round_, todo, scores, ids, other, timings)
+        take = other & (scores >= threshold)
+        rows, cols = np.nonzero(take)
+        found_a.append(own[rows])
+        found_b.append(ids[rows, cols])
+        found_s.append(scores[rows, cols])
+        todo = todo[(take.sum(axis=1) == other.sum(axis=1)) & (other.sum(axis=1) >= depth - 1)]
+        if depth >= total or not any(distributed.all_gather_object(len(todo) > 0)):
+            break
+        round_ += 1
+        depth *= 4
+    a, b = np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64)
+    s = np.concatenate(found_s).astype(np.float64)
+    _, unique = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # deeper rounds repeat the first
+    unique = np.sort(unique)
+    return a[unique], b[unique], s[unique]
+
+
 def _edges(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, run: Run, nodes: Texts,
            threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(a, b, score, nearest)``: this rank's texts' edges to every other text scoring >= ``threshold``
-    (a text whose list is full above it is searched again, 4x deeper), and each text's nearest other
-    text. Collective."""
-    edges_a, edges_b, edges_s = [], [], []
+    (:func:`_above`), and each text's nearest other text. Collective."""
     nearest = np.full(len(nodes.ids), -np.inf)
-    todo = np.arange(len(nodes.ids))
-    depth = opts.max_neighbors + 1  # the text itself comes back too
-    total = sum(distributed.all_gather_object(len(nodes.ids)))
-    first_round = True
-    while True:
-        depth = min(depth, max(total, 1))
+
+    def search(todo: np.ndarray, depth: int):
         with stats.stage("search", rows=len(todo)):
             with progress(len(todo), "search", opts.progress and info.is_main, unit="texts") as bar:
-                scores, ids, timings = index.cached_search(
-                    cache_root(run, opts), nodes.emb[todo], nodes.emb, nodes.ids, depth, opts.index_spec(),
-                    info.device, fp16=opts.dtype == "float16", on_progress=bar.update)
-        if first_round:
-            record_search(info, stats, opts, timings, len(nodes.ids), depth)
-        own = nodes.ids[todo]
-        other = (ids != PAD_ID) & (ids != own[:, None])
-        if first_round and len(todo):
-            nearest[todo] = np.where(other, scores, -np.inf).max(axis=1)
-        take = other & (scores >= threshold)
-        rows, cols = np.nonzero(take)
-        edges_a.append(own[rows])
-        edges_b.append(ids[rows, cols])
-        edges_s.append(scores[rows, cols])
-        full = take.sum(axis=1) == other.sum(axis=1)
-        full &= other.sum(axis=1) >= depth - 1  # every slot above the threshold: there may be more past them
-        todo = todo[full]
-        first_round = False
-        if depth >= total or not any(distributed.all_gather_object(len(todo) > 0)):
-            break
-        stats.add("searched_deeper", len(todo))
-        depth *= 4
+                return index.cached_search(cache_root(run, opts), nodes.emb[todo], nodes.emb, nodes.ids, depth,
+                                           opts.index_spec(), info.device, fp16=opts.dtype == "float16",
+                                           on_progress=bar.update)
+
+    def on_round(round_: int, todo, scores, ids, other, timings) -> None:
+        if round_ == 0:
+            record_search(info, stats, opts, timings, len(nodes.ids), ids.shape[1] if ids.ndim == 2 else 0)
+            if len(todo):
+                nearest[todo] = np.where(other, scores, -np.inf).max(axis=1)
+        else:
+            stats.add("searched_deeper", len(todo))
+
+    a, b, s = _above(nodes, np.arange(len(nodes.ids)), threshold, opts.max_neighbors + 1, search, on_round)
     if opts.index_spec().approximate:
-        stats.index["edge_recall"] = _edge_recall(info, opts, nodes, threshold, edges_a, edges_b)
-    a, b = np.concatenate(edges_a).astype(np.int64), np.concatenate(edges_b).astype(np.int64)
-    s = np.concatenate(edges_s).astype(np.float64)
-    _, unique = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # deeper rounds repeat the first
-    unique = np.sort(unique)
-    a, b, s = a[unique], b[unique], s[unique]
+        stats.index["edge_recall"] = _edge_recall(info, opts, nodes, threshold, a, b)
     stats.add("edges", int((a < b).sum()))  # every edge is found from both ends (each searches past the threshold)
     return a, b, s, nearest[np.isfinite(nearest)]
 
 
-def _edge_recall(info: distributed.DistInfo, opts: DedupOptions, nodes: Texts, threshold: float, edges_a: list,
-                 edges_b: list) -> dict[str, float | int]:
+def _edge_recall(info: distributed.DistInfo, opts: DedupOptions, nodes: Texts, threshold: float, a: np.ndarray,
+                 b: np.ndarray) -> dict[str, float | int]:
     """The fraction of the duplicate edges (pairs >= threshold) of a seeded sample of about
     ``--recall_queries`` texts that the approximate index found, against exact search. Collective."""
     total = sum(distributed.all_gather_object(len(nodes.ids)))
     pick = np.flatnonzero(seeded_uniform(nodes.ids, opts.seed + 2) < opts.recall_queries / max(total, 1))
-    found = {(x, y) for x, y in zip(np.concatenate(edges_a).tolist(), np.concatenate(edges_b).tolist())}
-    depth = opts.max_neighbors + 1
-    exact = []
-    todo = pick
-    while True:  # exact search, deepened like the real one until every sampled list ends below the threshold
-        depth = min(depth, max(total, 1))
-        scores, ids, _ = index.search(nodes.emb[todo], nodes.emb, nodes.ids, depth, "sharded", info.device)
-        own = nodes.ids[todo]
-        other = (ids != PAD_ID) & (ids != own[:, None])
-        take = other & (scores >= threshold)
-        rows, cols = np.nonzero(take)
-        exact += list(zip(own[rows].tolist(), ids[rows, cols].tolist()))
-        full = (take.sum(axis=1) == other.sum(axis=1)) & (other.sum(axis=1) >= depth - 1)
-        todo = todo[full]
-        if depth >= total or not any(distributed.all_gather_object(len(todo) > 0)):
-            break
-        depth *= 4
-    exact_set = set(exact)
-    hits, wanted = (sum(x) for x in zip(*distributed.all_gather_object((len(exact_set & found), len(exact_set)))))
+    ea, eb, _ = _above(nodes, pick, threshold, opts.max_neighbors + 1, lambda todo, depth: index.search(
+        nodes.emb[todo], nodes.emb, nodes.ids, depth, "sharded", info.device))
+    exact = set(zip(ea.tolist(), eb.tolist()))
+    found = len(exact & set(zip(a.tolist(), b.tolist())))
+    hits, wanted = (sum(x) for x in zip(*distributed.all_gather_object((found, len(exact)))))
     recall = {"edge_recall": round(hits / wanted, 4) if wanted else 1.0, "edges_in_sample": wanted,
               "sample_texts": sum(distributed.all_gather_object(len(pick)))}
     if info.is_main:

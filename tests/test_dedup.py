@@ -25,7 +25,7 @@ def identity(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def corpus(n: int = 700, seed: int = 0) -> tuple[list[str], list[str]]:
+def corpus(n: int = 400, seed: int = 0) -> tuple[list[str], list[str]]:
     """(training texts, held-out texts): glosses of sampled noun synsets, every 6th edited into a near
     duplicate by one of four known edits, every 9th copied in another case; WordNet's repeated glosses
     (the same definition under several synsets) stay as they are."""
@@ -121,7 +121,7 @@ def test_components_and_kept_rows_equal_the_brute_force(runs, data, model):
             want_groups.append(all_rows)
     got = read(root / "one" / "duplicates.jsonl")
     got_groups = [sorted([g["kept"]] + [r["row"] for r in g["removed"]]) for g in got]
-    assert sorted(got_groups) == sorted(want_groups) and len(want_groups) > 100
+    assert sorted(got_groups) == sorted(want_groups) and len(want_groups) > 60
     assert all(g["kept"] == min(grp) for g, grp in zip(got, got_groups))  # --keep=first
     kept = [json.loads(line)["id"] for line in (root / "one" / "deduplicated.jsonl").read_text().splitlines()]
     assert kept == sorted({min(grp) for grp in want_groups} | set(range(len(texts))) - {r for g in want_groups
@@ -129,7 +129,7 @@ def test_components_and_kept_rows_equal_the_brute_force(runs, data, model):
     exact_pairs = sum(len(v) - 1 for v in by_identity.values())
     stats = json.loads((root / "one" / "stats.json").read_text())["counts"]
     assert stats["exact_duplicates"] == exact_pairs > 0 and stats["kept"] == len(kept)
-    assert stats["near_duplicates"] == sum(len(m) - 1 for m in comps.values()) > 50
+    assert stats["near_duplicates"] == sum(len(m) - 1 for m in comps.values()) > 30
     assert stats["components"] == sum(len(m) > 1 for m in comps.values())
     # the scores: each removed row's cosine to the kept one, as sentence-transformers has it
     at = {r: k for k, r in enumerate(rows.tolist())}
@@ -174,7 +174,7 @@ def test_keep_longest_and_central_against_numpy(rule, data, model, tmp_path):
             want = members[int(np.argmax(mean))]
         assert g["kept"] == want, (g, [texts[m][:60] for m in members])
         checked += 1
-    assert checked > 50
+    assert checked > 25
 
 
 def test_decontamination_finds_every_planted_leak(data, tmp_path):
@@ -245,7 +245,7 @@ def test_an_approximate_index_reports_the_recall_of_duplicate_edges(data, runs, 
     run_cli("dist_data.dedup", f"--dataset={path}", f"--threshold={THRESHOLD}", "--batch_size=16", "--index=hnsw",
             f"--output_dir={out}", "--noprogress", nproc=0)
     recall = json.loads((out / "stats.json").read_text())["index"]["edge_recall"]
-    assert recall["sample_texts"] > 500 and recall["edges_in_sample"] > 100
+    assert recall["sample_texts"] > 300 and recall["edges_in_sample"] > 50
     assert 0.95 <= recall["edge_recall"] <= 1.0
     if recall["edge_recall"] == 1.0:  # every sampled edge found: here the whole output agrees with exact search
         assert (out / "duplicates.jsonl").read_bytes() == (runs / "one" / "duplicates.jsonl").read_bytes()
