@@ -432,6 +432,9 @@ def test_combine_finetune_and_all(finetune, tmp_path):
     assert all(names.count(n) <= 100 for n in ("wn_lex", "wn_pos"))
     sts = datasets.load_from_disk(str(out / "finetune" / "sts" / "train"))
     assert sts.column_names == ["sentence1", "sentence2", "score"]
+    # the folder's card: each result a config, its train/ and test/ folders its splits
+    loaded = datasets.load_dataset(str(out / "finetune"), "sts", cache_dir=str(tmp_path / ".hf"))
+    assert sorted(loaded) == ["test", "train"] and loaded["train"].to_dict() == sts.to_dict()
     coll = tmp_path / "coll"
     coll.mkdir()
     write_jsonl(coll / "pairs.jsonl", [["a query", "its passage"], ["another query", "another passage"]] * 5)

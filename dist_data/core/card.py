@@ -211,7 +211,9 @@ def write_results_card(folder: str, manifest: dict[str, Any]) -> None:
         lines.append("configs:")
         for i, (name, files) in enumerate(configs):
             lines += [f"- config_name: {_yaml_str(name)}"] + (["  default: true"] if i == 0 else [])
-            lines += ["  data_files:", "  - split: train", "    path:"] + [f"    - {_yaml_str(p)}" for p in files]
+            lines.append("  data_files:")
+            for split, paths in _splits(name, files).items():
+                lines += [f"  - split: {split}", "    path:"] + [f"    - {_yaml_str(p)}" for p in paths]
             lines += [f"  {k}: {_yaml_str(v)}" for k, v in table_format(files[0])[1].items()]
     lines += ["tags:", "- dist_data", "---", "", "# Results made by dist_data", ""]
     for name, entry in results.items():
@@ -220,3 +222,17 @@ def write_results_card(folder: str, manifest: dict[str, Any]) -> None:
         lines += [f"## `{name}`", "", f"{state}; made with:", "", f"    python -m {entry.get('command', '?')} {flags}", ""]
     with atomic_open(os.path.join(folder, CARD)) as f:
         f.write("\n".join(lines))
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def _splits(result: str, files: Sequence[str]) -> dict[str, list[str]]:
+    """A result folder's files by split: its ``train/``, ``validation/``, ``test/`` sub-folders (as
+    combine and finetune_data write them) each a split; anything else is ``train``."""
+    out: dict[str, list[str]] = {}
+    for path in files:
+        parts = os.path.relpath(path, result).split(os.sep)
+        split = parts[0] if len(parts) > 1 and parts[0] in SPLITS else "train"
+        out.setdefault(split, []).append(path)
+    return dict(sorted(out.items(), key=lambda kv: SPLITS.index(kv[0])))
