@@ -140,11 +140,12 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
     rep = global_first(shard.positions, [identity(t) for t in texts])  # exact duplicates: the first row alike
     first = rep == shard.positions
     at = np.flatnonzero(first)
+    distinct = [texts[i] for i in at]
     embedder = text_embedder(info, run, opts)
     with stats.stage("embed", rows=len(at)):
         with progress(len(at), "embed", opts.progress and info.is_main) as bar:
-            emb = embed_by_block(embedder, shard.positions[at], [texts[i] for i in at], block_rows, "text", bar.update)
-    nodes = Texts(shard.positions[at], [texts[i] for i in at], shard.gids[at], emb)
+            emb = embed_by_block(embedder, shard.positions[at], distinct, block_rows, "text", bar.update)
+    nodes = Texts(shard.positions[at], distinct, shard.gids[at], emb)
     owners = Owners.gather([(shard.lo, shard.hi)])
     stats.add("texts", len(at))
     stats.add("exact_duplicates", int((~first).sum()))
@@ -155,7 +156,7 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
                   [(f"each text's nearest other text (threshold {opts.threshold})", ["nearest_other"], "cosine")],
                   lines={"threshold": opts.threshold})
     if opts.report_only:
-        return _report(info, stats, run, opts, shard, nodes, owners, a, b, s, start)
+        return _report(info, stats, run, shard, nodes, owners, a, b, s)
 
     leaked, leak_rows, leakage = _decontaminate(info, stats, opts, run, embedder, nodes, owners, evals, block_rows)
     removed_leaks = leaked if opts.mode == "remove" else np.zeros(len(nodes.ids), dtype=bool)
@@ -164,12 +165,10 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
     kept_node, records = _components(info, stats, opts, nodes, owners, labels, a, b, removed_leaks, shard, rep, first)
 
     with stats.stage("write") as rec:
-        node_kept = dict(zip(nodes.ids.tolist(), kept_node.tolist()))
-        keep = first & np.array([node_kept.get(int(p), False) for p in shard.positions], dtype=bool)
-        dropped_leaks = first & np.isin(shard.positions, nodes.ids[removed_leaks])
+        keep, dropped_leaks = np.zeros(len(first), dtype=bool), np.zeros(len(first), dtype=bool)
+        keep[at], dropped_leaks[at] = kept_node, removed_leaks  # the nodes are this rank's first rows, in order
         stats.add("kept", int(keep.sum()))
-        rep_leaked = distributed.fetch(rep, owners.of(rep) if len(rep) else np.zeros(0, np.int64),
-                                       lambda keys: leaked[np.searchsorted(nodes.ids, keys)])
+        rep_leaked = distributed.fetch(rep, owners.of(rep), lambda keys: leaked[np.searchsorted(nodes.ids, keys)])
         stats.add("leaked", int(rep_leaked.sum()))  # rows, exact copies of a leaked text included
         stats.add("dropped", int((~first).sum()), reason="exact_duplicate")
         stats.add("dropped", int(dropped_leaks.sum()), reason="near_an_evaluation_text")
@@ -262,7 +261,7 @@ def _edges(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, run: Ru
 
     def on_round(round_: int, todo, scores, ids, other, timings) -> None:
         if round_ == 0:
-            record_search(info, stats, opts, timings, len(nodes.ids), ids.shape[1] if ids.ndim == 2 else 0)
+            record_search(info, stats, opts, timings, len(nodes.ids), ids.shape[1])
             if len(todo):
                 nearest[todo] = np.where(other, scores, -np.inf).max(axis=1)
         else:
@@ -302,11 +301,8 @@ def _components(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, no
     """Which of this rank's texts are kept, and the records of the components whose home is this rank
     (the rank holding the component's label). Only texts with an edge, an exact copy or a leak travel
     (with their vectors): a text alone in its component is kept where it is. Collective."""
-    def owner(keys: np.ndarray) -> np.ndarray:
-        return owners.of(keys) if len(keys) else np.zeros(0, np.int64)
-
     def mark(keys: np.ndarray) -> np.ndarray:  # this rank's texts some rank names in ``keys``
-        _, received = distributed.route(keys, owner(keys))
+        _, received = distributed.route(keys, owners.of(keys))
         out = np.zeros(len(nodes.ids), dtype=bool)
         got = np.concatenate(received) if received else keys[:0]
         out[np.searchsorted(nodes.ids, got)] = True
@@ -320,15 +316,15 @@ def _components(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, no
     travel["label"], travel["id"], travel["row"] = labels[idx], nodes.ids[idx], nodes.first_rows[idx]
     travel["length"] = [len(nodes.texts[i]) for i in idx]
     travel["removed"] = removed[idx]
-    home = owner(labels[idx])
+    home = owners.of(labels[idx])
     order, received = distributed.route(travel, home)
     _, vectors = distributed.route(np.ascontiguousarray(nodes.emb[idx], dtype=np.float32), home)
     here = np.concatenate(received) if received else travel[:0]
     here_vectors = np.concatenate(vectors) if vectors else nodes.emb[:0]
-    copy_label = distributed.fetch(copy_of, owner(copy_of), lambda keys: labels[np.searchsorted(nodes.ids, keys)])
+    copy_label = distributed.fetch(copy_of, owners.of(copy_of), lambda keys: labels[np.searchsorted(nodes.ids, keys)])
     copies = np.empty(len(copy_of), dtype=[("label", np.int64), ("of", np.int64), ("row", np.int64)])
     copies["label"], copies["of"], copies["row"] = copy_label, copy_of, copy_rows
-    _, got = distributed.route(copies, owner(copy_label))
+    _, got = distributed.route(copies, owners.of(copy_label))
     here_copies = np.concatenate(got) if got else copies[:0]
 
     by_label: dict[int, list[int]] = {}
@@ -450,18 +446,18 @@ def identity(text: str) -> str:
 
 # ---------------------------------------------------------------- --report_only
 
-def _report(info: distributed.DistInfo, stats: Stats, run: Run, opts: DedupOptions, shard, nodes: Texts,
-            owners: Owners, a: np.ndarray, b: np.ndarray, s: np.ndarray, start: float) -> dict | None:
+def _report(info: distributed.DistInfo, stats: Stats, run: Run, shard, nodes: Texts, owners: Owners, a: np.ndarray,
+            b: np.ndarray, s: np.ndarray) -> dict | None:
     """For each candidate threshold: the rows it would remove (exact duplicates, plus every text of a
     component but one). Collective; rank 0 writes report.json."""
     exact = sum(distributed.all_gather_object(int(stats.counts["exact_duplicates"])))
     rows = sum(distributed.all_gather_object(len(shard.positions)))
+    texts = sum(distributed.all_gather_object(len(nodes.ids)))
     table = []
     for t in REPORT_THRESHOLDS:
         keep = s >= t
         labels, _ = connected_components(nodes.ids, a[keep], b[keep], owners)
         roots = sum(distributed.all_gather_object(int((labels == nodes.ids).sum())))
-        texts = sum(distributed.all_gather_object(len(nodes.ids)))
         table.append({"threshold": t, "rows_removed": exact + texts - roots, "near_duplicates": texts - roots,
                       "fraction_removed": round((exact + texts - roots) / max(rows, 1), 6)})
     stats.add("kept", len(shard.positions))

@@ -245,12 +245,8 @@ def _name_groups(stats: Stats, norms: list[str], names: list[str], gids: np.ndar
         entry[2][name] = entry[2].get(name, 0) + count
         entry[3] = min(entry[3], first_row)
     ordered = sorted(by_norm.items(), key=lambda kv: (kv[1][0], kv[1][1]))
-    lo_block, hi_block = -(-distributed.get_rank() * n_blocks // world), -(-(distributed.get_rank() + 1) * n_blocks
-                                                                          // world)
-    sizes = np.bincount(np.asarray([e[0] for _, e in ordered], dtype=np.int64) - lo_block,
-                        minlength=hi_block - lo_block).astype(np.int64)
-    all_sizes = distributed.all_gather_array(sizes)  # every block's size, in block order (ranks hold runs)
-    start = int(all_sizes[:lo_block].sum())
+    # ranks hold runs of blocks in rank order: this rank's ids start after the names of the ranks before it
+    start = sum(distributed.all_gather_object(len(ordered))[:distributed.get_rank()])
     spellings = [most_frequent_spelling(spelled) for _, (_, _, spelled, _) in ordered]
     merged = [len(spelled) for _, (_, _, spelled, _) in ordered]
     stats.add("names_of_several_spellings", sum(n > 1 for n in merged))

@@ -18,8 +18,9 @@ import hashlib
 import json
 import os
 import shlex
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
+from .log import logger
 from .paths import INPUT_ROLES
 from .write import atomic_open
 
@@ -196,6 +197,16 @@ def write_card(folder: str, command: str, opts: Any, args: dict[str, Any], stats
                     and not n.startswith(".")} | {"stats.json"})
     with atomic_open(os.path.join(folder, CARD)) as f:
         f.write(render(command, args, stats, files, inputs, hashes, data))
+
+
+def card_is_ours(folder: str, owned: Iterable[str]) -> bool:
+    """Whether ``folder/README.md`` may be written: the folder's manifest lists it (``owned``), or
+    there is none. A README.md of the user's is never replaced: the card is then left out, said once."""
+    path = os.path.join(folder, CARD)
+    if CARD in owned or not os.path.exists(path):
+        return True
+    logger.warning("%s is not this run's: the dataset card is left out (the file is kept)", path)
+    return False
 
 
 def write_results_card(folder: str, manifest: dict[str, Any]) -> None:

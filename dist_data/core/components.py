@@ -38,7 +38,7 @@ def connected_components(nodes: np.ndarray, a: np.ndarray, b: np.ndarray, owners
         return values[np.searchsorted(nodes, keys)]
 
     ends = np.concatenate([a, b])
-    end_owner = owners.of(ends) if len(ends) else np.zeros(0, dtype=np.int64)
+    end_owner = owners.of(ends)
     for rounds in range(1, max_rounds + 1):
         current = label
         got = distributed.fetch(ends, end_owner, lambda keys: at(keys, current))  # collective, even when empty
@@ -51,7 +51,7 @@ def connected_components(nodes: np.ndarray, a: np.ndarray, b: np.ndarray, owners
         proposed = label.copy()
         if len(here):
             np.minimum.at(proposed, np.searchsorted(nodes, here["node"]), here["label"])
-        jumped = distributed.fetch(proposed, owners.of(proposed) if len(proposed) else np.zeros(0, np.int64),
+        jumped = distributed.fetch(proposed, owners.of(proposed),
                                    lambda keys: at(keys, proposed))  # pointer jumping: the label's label
         new = np.minimum(proposed, jumped)
         changed = bool((new != label).any())

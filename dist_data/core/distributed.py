@@ -248,10 +248,14 @@ def exchange(send: list[np.ndarray]) -> list[np.ndarray]:
 def route(values: np.ndarray, dest: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Send each row of ``values`` to rank ``dest[row]`` (all-to-all). Returns the send order and
     what every rank sent here (in rank order); replies in that order go back with :func:`unroute`."""
-    world = get_world_size()
+    order, split = _send_order(dest)
+    return order, exchange([values[order[split[r] : split[r + 1]]] for r in range(len(split) - 1)])
+
+
+def _send_order(dest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows in the order they are sent (by destination rank, stable) and each rank's slice bounds."""
     order = np.argsort(dest, kind="stable")
-    split = np.searchsorted(np.asarray(dest)[order], np.arange(world + 1))
-    return order, exchange([values[order[split[r] : split[r + 1]]] for r in range(world)])
+    return order, np.searchsorted(np.asarray(dest)[order], np.arange(get_world_size() + 1))
 
 
 def unroute(order: np.ndarray, received: list[np.ndarray], replies: np.ndarray) -> np.ndarray:
@@ -281,10 +285,9 @@ def fetch(want: np.ndarray, owner: np.ndarray, serve: Callable[[np.ndarray], np.
 def route_strings(texts: Sequence[str], dest: np.ndarray) -> list[str]:
     """:func:`route` for texts: each goes to rank ``dest[i]``; returns what every rank sent here, in
     the order of :func:`route`'s received rows for the same ``dest``."""
-    world = get_world_size()
-    order = np.argsort(dest, kind="stable")
-    split = np.searchsorted(np.asarray(dest)[order], np.arange(world + 1))
-    encoded = [[texts[i].encode("utf-8") for i in order[split[r] : split[r + 1]].tolist()] for r in range(world)]
+    order, split = _send_order(dest)
+    encoded = [[texts[i].encode("utf-8") for i in order[split[r] : split[r + 1]].tolist()]
+               for r in range(len(split) - 1)]
     return _decode(exchange([np.array([len(b) for b in e], dtype=np.int64) for e in encoded]),
                    exchange([np.frombuffer(b"".join(e), dtype=np.uint8) for e in encoded]))
 

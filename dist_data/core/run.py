@@ -20,7 +20,7 @@ import sys
 from typing import Any, Callable, Iterator, Sequence
 
 from . import distributed
-from .card import CARD, write_card
+from .card import CARD, card_is_ours, write_card
 from .cli import CommonOptions, Options, tell_launcher
 from .collection import CollectionOptions, run_collection
 from .errors import BadRowError, InputError
@@ -318,9 +318,7 @@ class Run(RunDir):
     def _write_card(self, merged: dict[str, Any]) -> None:
         """``README.md``, the folder's dataset card (:mod:`dist_data.core.card`), unless the user has a
         README.md of their own there."""
-        owned = CARD in (self.owned() or [])
-        if os.path.exists(self.file(CARD)) and not owned:
-            logger.warning("%s is not this run's: the dataset card is left out (the file is kept)", self.file(CARD))
+        if not card_is_ours(self.path, self.owned() or []):
             return
         self.record([CARD])
         write_card(self.path, self.command, self.opts, self.args, merged)

@@ -36,7 +36,7 @@ import socket
 import sys
 from typing import Any, Iterable, Iterator
 
-from .card import CARD, write_results_card
+from .card import CARD, card_is_ours, write_results_card
 from .read import read_json
 from .write import write_json
 from .log import logger
@@ -425,16 +425,11 @@ class Results:
                     results[os.path.basename(path)] = {"command": self.command, "args": self.args,
                                                        "inputs": self.inputs, "complete": complete}
             manifest["results"] = dict(sorted(results.items()))
-            card = os.path.join(folder, CARD)
-            ours = CARD in (manifest.get("paths") or ()) or not os.path.exists(card)
+            ours = card_is_ours(folder, manifest.get("paths") or ()) if complete else False
             manifest["paths"] = sorted(set(manifest.get("paths") or ()) | {MANIFEST} | ({CARD} if ours else set()))
-            write_manifest(folder, manifest)
-            if not complete:
-                continue
+            write_manifest(folder, manifest)  # the card is listed before it is written
             if ours:
                 write_results_card(folder, manifest)
-            else:
-                logger.warning("%s is not ours: the dataset card is left out (the file is kept)", card)
 
 
 def io_failure(path: str, error: OSError) -> RunConflictError | None:
