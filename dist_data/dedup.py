@@ -18,7 +18,10 @@
    ``longest`` (the longest text, ties to the earliest) or ``central`` (the highest mean cosine with
    the other members, exact: ``v_i . (sum - v_i) / (m - 1)``).
 4. ``--against``: every training text within ``--threshold`` of a text of an evaluation set (or
-   equal to one after normalisation) is removed, or only listed with ``--mode=flag``.
+   equal to one after normalisation) is removed, or only listed with ``--mode=flag``. An evaluation
+   set is a file, folder or glob of rows, a collection manifest, a BeIR folder (its queries and its
+   corpus, two sets) or an MTEB data folder (each evaluation split a set, every text of a row):
+   :mod:`dist_data.text.evalsets`.
 
 Outputs in ``--output_dir``: ``deduplicated.jsonl`` (the kept rows as read, in input order),
 ``duplicates.jsonl`` (per component: ``component``, ``kept`` row, ``removed`` rows with their
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ from .core.report import record_search, report_scores
 from .core.run import Run, run_main
 from .core.select import PAD_ID, seeded_uniform
 from .core.stats import Stats, fmt_rows
+from .text.evalsets import EvalSet, eval_sets
 from .core.write import merge_files, read_lines, write_json, write_lines
 
 RESULT_NAME = "deduplicated.jsonl"
@@ -84,8 +87,9 @@ class DedupOptions(RunOptions, ModelOptions, IndexOptions):
                      "(highest mean cosine with the others)", one_of(*KEEP_RULES))
     max_neighbors: int = flag(32, "neighbours searched per text at first; a text with all of them above --threshold "
                               "is searched again deeper, so every pair above it is found", at_least(1))
-    against: str | None = flag(None, "evaluation sets, comma separated (each a file, folder or glob): training rows "
-                               "within --threshold of one of their texts are removed (--mode=flag: listed)", non_empty,
+    against: str | None = flag(None, "evaluation sets, comma separated: files, folders, globs, collection manifests, "
+                               "BeIR folders, MTEB data folders (embed_mteb's --data_path); training rows within "
+                               "--threshold of one of their texts are removed (--mode=flag: listed)", non_empty,
                                path=INPUT_SPEC)
     against_key: str | None = flag(None, "the evaluation sets' text field (default: the training one)", non_empty)
     mode: str = flag("remove", "--against: remove the leaked training rows, or flag them (leaks.jsonl) and keep them",
@@ -100,11 +104,10 @@ class DedupOptions(RunOptions, ModelOptions, IndexOptions):
         return {"text": [self.text_key], "query": [self.query_key], "document": [self.document_key],
                 "pair": [self.query_key, self.document_key]}[self.on]
 
-    def eval_sets(self) -> list[tuple[str, str]]:
-        """``(name, spec)`` of each evaluation set (named by its file or folder)."""
-        specs = [s.strip() for s in (self.against or "").split(",") if s.strip()]
-        names = [os.path.basename(s.rstrip("/")).split(".")[0] or f"set{i}" for i, s in enumerate(specs)]
-        return [(n if names.count(n) == 1 else f"{n}_{i}", s) for i, (n, s) in enumerate(zip(names, specs))]
+    def eval_sets(self) -> list[EvalSet]:
+        """The evaluation sets of ``--against`` (see :mod:`dist_data.text.evalsets`)."""
+        items = [s.strip() for s in (self.against or "").split(",") if s.strip()]
+        return eval_sets(items, self.against_key or self.keys()[-1])
 
     def problems(self) -> list[str]:
         if self.report_only and self.against:
@@ -131,9 +134,7 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
     block_rows = BATCHES_PER_BLOCK * opts.batch_size
     shard = read_stage(info, stats, opts.dataset, opts.split, opts.keys(), opts.max_rows, opts.seed, block_rows,
                        opts.on_bad_rows)
-    evals = [(name, read_stage(info, Stats.with_keys("input_rows", "read", buckets=("dropped", "rejected")), spec,
-                               opts.split, [opts.against_key or opts.keys()[-1]], None, opts.seed, block_rows,
-                               opts.on_bad_rows, name=f"read {name}")) for name, spec in opts.eval_sets()]
+    evals = [(e.name, _read_eval(info, stats, opts, e, block_rows, shard.rejects)) for e in opts.eval_sets()]
     run.begin()
 
     texts = ["\n".join(v) for v in shard.values]
@@ -383,6 +384,31 @@ def _kept(rule: str, here: np.ndarray, vectors: np.ndarray, live: np.ndarray) ->
 
 # ---------------------------------------------------------------- evaluation sets
 
+def _read_eval(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, e: EvalSet, block_rows: int,
+               rejects: list) -> "EvalItems":
+    """This rank's items of an evaluation set (a row may hold several); its bad rows are counted and
+    set aside with the training data's (rejects.jsonl names their file and line)."""
+    own = Stats.with_keys("input_rows", "read", buckets=("dropped", "rejected"))
+    shard = read_stage(info, own, e.dataset, e.split, e.texts, None, opts.seed, block_rows, opts.on_bad_rows,
+                       name=f"read {e.name}")
+    for reason, n in own.counts.get("rejected", {}).items():
+        stats.add("rejected", n, reason=f"{e.name}: {reason}")
+    rejects.extend(shard.rejects)
+    texts = [t for v in shard.values for t in v]
+    rows = np.repeat(shard.gids, [len(v) for v in shard.values]).astype(np.int64)
+    before = sum(distributed.all_gather_object(len(texts))[:info.rank])  # items are numbered in row order
+    return EvalItems(before + np.arange(len(texts), dtype=np.int64), texts, rows)
+
+
+@dataclass
+class EvalItems:
+    """This rank's texts of an evaluation set: item ids (global, in row order), texts, source rows."""
+
+    ids: np.ndarray
+    texts: list[str]
+    rows: np.ndarray  # each item's global line id in the set's files
+
+
 def _decontaminate(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, run: Run, embedder, nodes: Texts,
                    owners: Owners, evals: list, block_rows: int) -> tuple[np.ndarray, list[dict], dict]:
     """``(leaked (this rank's texts), leak rows (--mode=flag), leakage.json)``: a training text leaks
@@ -392,20 +418,20 @@ def _decontaminate(info: distributed.DistInfo, stats: Stats, opts: DedupOptions,
     leak_rows: list[dict] = []
     report: dict = {"threshold": opts.threshold, "sets": {}}
     train_keys = [identity(t) for t in nodes.texts]
-    for n, (name, shard) in enumerate(evals):
-        texts = [v[0] for v in shard.values]
+    for n, (name, items) in enumerate(evals):
+        texts = items.texts
         eval_keys = [identity(t) for t in texts]
         # exact twins by hash, each hash on its home rank (memory O(rows / world)): the lowest key of a text is
         # an evaluation key when the evaluation keys come first, a training key when they come last
         high = np.int64(1 << 60)
-        exact = global_first(np.concatenate([high + nodes.ids, shard.positions]), train_keys + eval_keys)[
-            :len(nodes.ids)] < high
-        exact_eval = global_first(np.concatenate([nodes.ids, high + shard.positions]), train_keys + eval_keys)[
+        lowest = global_first(np.concatenate([high + nodes.ids, items.ids]), train_keys + eval_keys)[:len(nodes.ids)]
+        exact = lowest < high  # the lowest key of the text is an evaluation item: that item is its twin
+        exact_eval = global_first(np.concatenate([nodes.ids, high + items.ids]), train_keys + eval_keys)[
             len(nodes.ids):] < high
         base = (n + 1) * (1 << 40)  # eval ids apart from the training ids (and from each other's)
         with stats.stage(f"embed {name}", rows=len(texts)):
-            emb = embed_by_block(embedder, shard.positions, texts, block_rows, f"eval{n}")
-        eval_ids = base + shard.positions
+            emb = embed_by_block(embedder, items.ids, texts, block_rows, f"eval{n}")
+        eval_ids = base + items.ids
         with stats.stage(f"search {name}", rows=len(nodes.ids) + len(texts)):
             t_scores, t_ids, _ = index.cached_search(cache_root(run, opts), nodes.emb, emb, eval_ids, 1,
                                                      opts.index_spec(), info.device, fp16=opts.dtype == "float16")
@@ -414,9 +440,13 @@ def _decontaminate(info: distributed.DistInfo, stats: Stats, opts: DedupOptions,
         near = (t_ids[:, 0] != PAD_ID) & (t_scores[:, 0] >= opts.threshold) if len(t_ids) else exact[:0]
         hit = exact | near
         leaked |= hit
-        for i in np.flatnonzero(hit).tolist():
-            leak_rows.append({"row": int(nodes.first_rows[i]), "set": name, "eval_row": int(t_ids[i, 0] - base),
-                              "score": 1.0 if exact[i] else round(float(t_scores[i, 0]), 6), "exact": bool(exact[i])})
+        partner = np.where(exact, lowest, t_ids[:, 0] - base if len(t_ids) else lowest)[hit]  # the twin named
+        eval_owners = Owners.gather([(int(items.ids[0]), int(items.ids[-1]) + 1)] if len(items.ids) else [])
+        eval_texts, eval_rows = fetch_held(partner, eval_owners, items.ids, texts, items.rows)  # collective
+        for i, text, row in zip(np.flatnonzero(hit).tolist(), eval_texts, eval_rows.tolist()):
+            leak_rows.append({"row": int(nodes.first_rows[i]), "set": name, "eval_row": int(row),
+                              "eval_text": text[:300], "score": 1.0 if exact[i] else round(float(t_scores[i, 0]), 6),
+                              "exact": bool(exact[i])})
         twin = (e_ids[:, 0] != PAD_ID) & (e_scores[:, 0] >= opts.threshold) if len(e_ids) else np.zeros(0, bool)
         twin |= exact_eval
         best = e_scores[:, 0] if len(e_ids) else np.zeros(0)
@@ -424,18 +454,18 @@ def _decontaminate(info: distributed.DistInfo, stats: Stats, opts: DedupOptions,
         worst = worst[twin[worst] & (e_ids[worst, 0] != PAD_ID)] if len(e_ids) else worst[:0]
         partner = e_ids[worst, 0] if len(e_ids) else np.zeros(0, dtype=np.int64)
         train_texts, _ = fetch_held(partner, owners, nodes.ids, nodes.texts, nodes.first_rows)  # collective
-        examples = [{"eval_row": int(shard.gids[i]), "eval_text": texts[i][:300], "train_text": t[:300],
+        examples = [{"eval_row": int(items.rows[i]), "eval_text": texts[i][:300], "train_text": t[:300],
                      "score": round(float(e_scores[i, 0]), 6)} for i, t in zip(worst.tolist(), train_texts)]
         examples = sorted(sum(distributed.all_gather_object(examples), []), key=lambda e: (-e["score"], e["eval_row"]))
-        items = sum(distributed.all_gather_object(len(texts)))
+        n_items = sum(distributed.all_gather_object(len(texts)))
         with_twin = sum(distributed.all_gather_object(int(twin.sum())))
-        report["sets"][name] = {"items": items, "items_with_a_training_twin": with_twin,
-                                "fraction": round(with_twin / max(items, 1), 6),
+        report["sets"][name] = {"items": n_items, "items_with_a_training_twin": with_twin,
+                                "fraction": round(with_twin / max(n_items, 1), 6),
                                 "training_texts_leaked": sum(distributed.all_gather_object(int(hit.sum()))),
                                 "worst": examples[:WORST_SHOWN]}
         if info.is_main:
             logger.info("%s: %s of its %s items have a training twin at >= %.3f", name, fmt_rows(with_twin),
-                        fmt_rows(items), opts.threshold)
+                        fmt_rows(n_items), opts.threshold)
     return leaked, sorted(leak_rows, key=lambda r: (r["row"], r["set"])), report
 
 

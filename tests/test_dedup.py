@@ -202,6 +202,55 @@ def test_decontamination_finds_every_planted_leak(data, tmp_path):
     assert {1000 + k for k in planted} <= flagged
 
 
+def test_against_beir_mteb_folders_and_a_manifest(data, tmp_path):
+    """--against in each shape a user has: a BeIR folder (queries and corpus, title and text joined),
+    an MTEB data folder (both texts of an STS row; its train split is not evaluation data) and a
+    collection manifest (an entry's own field); an npz folder of vectors is refused in one line."""
+    _, texts, held_out, _ = data
+    ev = held_out[:60]
+    beir, sts = tmp_path / "evals" / "scifact", tmp_path / "evals" / "stsx"
+    (beir / "qrels").mkdir(parents=True)
+    sts.mkdir()
+    write_jsonl(beir / "corpus.jsonl", [{"_id": f"d{i}", "title": t.split(":")[0], "text": t.split(": ", 1)[1]}
+                                        for i, t in enumerate(ev[:20])])
+    write_jsonl(beir / "queries.jsonl", [{"_id": f"q{i}", "text": t} for i, t in enumerate(ev[20:30])])
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\n")
+    write_jsonl(sts / "test.jsonl", [{"sentence1": ev[30 + i], "sentence2": ev[40 + i], "score": 3.0}
+                                     for i in range(10)])
+    write_jsonl(sts / "train.jsonl", [{"sentence1": ev[50 + i], "sentence2": ev[55 + i], "score": 1.0}
+                                      for i in range(5)])
+    write_jsonl(tmp_path / "wiki.jsonl", [{"body": t} for t in held_out[100:120]])
+    manifest = tmp_path / "heldout.yaml"
+    manifest.write_text("datasets:\n  - name: wiki\n    path: wiki.jsonl\n    against_key: body\n")
+    planted = {"scifact.queries": ev[22].upper(),  # exact after case folding
+               "scifact.corpus": ev[5].replace(":", ""),  # the document as embedded: title + " " + text
+               "stsx.test": ev[43].rstrip("."),  # a sentence2, near
+               "wiki": held_out[110]}
+    train = [{"text": t, "id": i} for i, t in enumerate(texts[:200])]
+    train += [{"text": t, "id": name} for name, t in planted.items()]
+    train.append({"text": ev[52], "id": "sts-train"})  # the train split of stsx: not a leak
+    tpath = write_jsonl(tmp_path / "train.jsonl", train)
+    out = tmp_path / "out"
+    run_cli("dist_data.dedup", f"--dataset={tpath}", f"--against={tmp_path / 'evals'},{manifest}",
+            f"--threshold={THRESHOLD}", "--batch_size=16", "--mode=flag", f"--output_dir={out}", "--noprogress",
+            nproc=0)
+    sets = json.loads((out / "leakage.json").read_text())["sets"]
+    assert {k: v["items"] for k, v in sets.items()} == {"scifact.queries": 10, "scifact.corpus": 20,
+                                                        "stsx.test": 20, "wiki": 20}
+    leaks = {r["set"]: r for r in read(out / "leaks.jsonl")}
+    rows = {json.loads(line)["id"]: n for n, line in enumerate((out / "deduplicated.jsonl").read_text().splitlines())}
+    assert set(leaks) == set(planted) and "sts-train" in rows  # kept, listed nowhere
+    assert leaks["scifact.queries"]["exact"] and leaks["scifact.queries"]["eval_text"] == ev[22]
+    assert leaks["stsx.test"]["eval_text"] == ev[43] and leaks["stsx.test"]["eval_row"] == 3  # row 4's sentence2
+    assert leaks["wiki"]["eval_text"] == held_out[110] and leaks["wiki"]["score"] == 1.0
+    npz = tmp_path / "vectors"
+    npz.mkdir()
+    np.savez(npz / "test.npz", data=np.zeros((2, 4), np.float32))
+    proc = run_cli("dist_data.dedup", f"--dataset={tpath}", f"--against={npz}", f"--output_dir={tmp_path / 'o2'}",
+                   nproc=0, check=False)
+    assert proc.returncode != 0 and "holds no texts" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_report_only_counts_what_each_threshold_would_remove(data, model, tmp_path):
     root, texts, _, path = data
     sample = texts[:500]
