@@ -204,8 +204,22 @@ def main() -> None:
             report["sizes"].append({"rows": n, "commands": rows_, "quality": quality})
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    report["sizes"] = merged_sizes(report)
     path = write_report("dedup", report)
     print(f"\nwrote {path}")
+
+
+def merged_sizes(report: dict) -> list[dict]:
+    """This run's sizes with the earlier result's other sizes (same model and threshold), by rows."""
+    path = os.path.join(HERE, "results", "dedup.json")
+    earlier = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if (old.get("model"), old.get("threshold")) == (report["model"], report["threshold"]):
+            earlier = old.get("sizes", [])
+    done = {s["rows"] for s in report["sizes"]}
+    return sorted([s for s in earlier if s["rows"] not in done] + report["sizes"], key=lambda s: s["rows"])
 
 
 def read_out(path: str) -> list[str]:
