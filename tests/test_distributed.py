@@ -204,6 +204,25 @@ def test_ivf_gives_the_same_neighbours_for_any_world_size_and_reports_its_true_r
     assert t["recall"]["recall@10"] == 1.0
 
 
+@pytest.mark.parametrize("score_elements", [1 << 26, 1000])  # every vector in one product; chunks of 2-3 vectors
+def test_device_search_path_gives_the_host_bytes(monkeypatch, score_elements):
+    """The torch path that runs on a GPU (candidates and their exact rescoring on the device), run on
+    the CPU: the same scores and ids, bit for bit, as faiss with the host's rescoring, with exact
+    ties (repeated vectors) in the lists; one product against every vector or a running top-k."""
+    monkeypatch.setattr(index, "SCORE_ELEMENTS", score_elements)
+    monkeypatch.setattr(index, "DEVICE_RESCORE_ELEMENTS", 5000)  # several rescoring steps
+    docs = np.concatenate([DOCS, DOCS[:200]])  # 200 exact twins: ties broken by id
+    ids = np.arange(len(docs)) * 3
+    host = index.FlatIndex(docs, torch.device("cpu"))
+    device = index.FlatIndex(docs, torch.device("cpu"), use_torch=True)
+    assert host.backend == "faiss-cpu" and device.backend == "torch-cpu" and device.on_device
+    want = index.topk_against(QUERIES, docs, ids, host, 25)
+    got = index.topk_against(QUERIES, docs, ids, device, 25)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    assert (got[1][:, :10] // 3 >= len(DOCS)).any()  # twins made it into the lists
+
+
 def test_hnsw_finds_nearly_all_true_neighbours():
     _, ids, timings = index.search(QUERIES, DOCS, np.arange(len(DOCS)), 10, index.IndexSpec("hnsw", hnsw_m=16),
                                    torch.device("cpu"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from .options import ModelOptions, PairOptions
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# A registered model for measuring everything around the model: all-MiniLM-L6-v2 with its 6 layers
+# taken out (tokenizer, token embeddings, mean pooling and normalisation kept), so its forward costs
+# next to nothing and its 384-d vectors still carry the tokens' meaning (bench/host_overhead.py).
+ZERO_COST_MODEL = "builtin:minilm-no-layers"
 _SHIPPED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"}
 BATCHES_PER_BLOCK = 8
 
@@ -59,7 +64,7 @@ def check_model(model_name: str | None, revision: str | None = None, what: str =
         InputError: naming the model and why it cannot be loaded.
     """
     path = resolve_model(model_name)
-    if os.path.isdir(path) or path.startswith("open_clip:"):  # open_clip's own errors are one line (clip_text)
+    if os.path.isdir(path) or path.startswith("open_clip:") or path == ZERO_COST_MODEL:  # open_clip's own errors are one line (clip_text)
         return path
     if path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise InputError(f"--{what}: no such folder: {path}")
@@ -105,7 +110,10 @@ def load_model(model_name: str | None, device: torch.device, dtype: str = "float
     if _LAST_MODEL and _LAST_MODEL[0] == key:  # several runs in one process (a collection, the tests): one load
         model, loaded_length = _LAST_MODEL[1], _LAST_MODEL[2]
     else:
-        model = SentenceTransformer(path, device=str(device), revision=revision)
+        model = SentenceTransformer(resolve_model(None) if path == ZERO_COST_MODEL else path, device=str(device),
+                                    revision=revision)
+        if path == ZERO_COST_MODEL:
+            model[0].auto_model.encoder.layer = torch.nn.ModuleList()
         # the dtype asked for, whatever the checkpoint was saved in (a float16 checkpoint loads as float16)
         model = model.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
         model.eval()
@@ -162,9 +170,11 @@ def spec_for(model, model_name: str | None, revision: str | None, prompt: str, d
                      pooling, dtype, int(batch_size), role=role, batch_tokens=int(batch_tokens or 0))
 
 
-def _token_ids(model, texts: Sequence[str], prompt: str = "") -> list[list[int]]:
+def _token_ids(model, texts: Sequence[str], prompt: str = "", max_length: int | None = None) -> list[list[int]]:
+    """Token ids as the model sees them (``max_length``: the model's own length when not given;
+    a thread preparing the next block passes its spec's, the model's being another role's)."""
     return model.tokenizer([prompt + t for t in texts], add_special_tokens=True, truncation=True,
-                           max_length=model.max_seq_length or None)["input_ids"] if texts else []
+                           max_length=(max_length or model.max_seq_length) or None)["input_ids"] if texts else []
 
 
 def token_lengths(model, texts: Sequence[str], prompt: str = "") -> np.ndarray:
@@ -222,6 +232,18 @@ def resolve_prompt(model, prompt: str | None, prompt_name: str | None, role: str
     return ""
 
 
+@dataclass
+class PreparedBlock:
+    """A block after :meth:`BlockEmbedder.prepare`: what the model's part needs."""
+
+    texts: Sequence[str]
+    order: dict[str, int]  # distinct text -> its row in the block's vectors
+    unique_texts: list[str]
+    path: str | None  # the cache file
+    vectors: np.ndarray | None  # read back from the cache
+    token_ids: list[list[int]] | None  # token-budget batching: the block tokenised
+
+
 class BlockEmbedder:
     """Embeds one block of texts at a time, caching each block as ``.npy`` under ``cache_dir``.
 
@@ -240,24 +262,42 @@ class BlockEmbedder:
 
     def embed(self, texts: Sequence[str], block_id: str) -> np.ndarray:
         """``(len(texts), d) float32`` L2-normalised embeddings; duplicates embedded once."""
-        # First-seen order, so the batch plan is a function of the block alone.
-        order = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-        unique_texts = list(order)
-        path = None
-        if self.cache_dir:
-            path = os.path.join(self.cache_dir, f"{block_id}-{content_hash(unique_texts)}.npy")
-            if os.path.exists(path):
-                vectors = np.load(path)
-                if vectors.shape[0] == len(unique_texts):
-                    self.cache_hits += 1
-                    return vectors[[order[t] for t in texts]] if texts else vectors
-        vectors = self._encode(unique_texts)
-        self.texts_embedded += len(unique_texts)
-        if path:
-            save_npy(path, vectors)
-        return vectors[[order[t] for t in texts]] if texts else vectors
+        return self.finish(self.prepare(texts, block_id))
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def prepare(self, texts: Sequence[str], block_id: str) -> "PreparedBlock":
+        """The host's part before the model (thread-safe, no model state touched): the block's
+        distinct texts, its cache file (read back when there), and for token-budget batching its
+        token ids and batch plan. :func:`embed_by_block` runs it for the next block while the model
+        runs this one."""
+        order = {t: i for i, t in enumerate(dict.fromkeys(texts))}  # first-seen: the plan is the block's alone
+        unique_texts = list(order)
+        block = PreparedBlock(texts, order, unique_texts, None, None, None)
+        if self.cache_dir:
+            block.path = os.path.join(self.cache_dir, f"{block_id}-{content_hash(unique_texts)}.npy")
+            if os.path.exists(block.path):
+                vectors = np.load(block.path)
+                if vectors.shape[0] == len(unique_texts):
+                    block.vectors = vectors
+                    return block
+        if unique_texts and self.spec.batch_tokens and _plain_stack(self.model):
+            block.token_ids = _token_ids(self.model, unique_texts, self.spec.prompt,
+                                         self.spec.max_seq_length or self.model.max_seq_length)
+        return block
+
+    def finish(self, block: "PreparedBlock", save: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
+        """The model's part: the block's vectors (from the cache, or encoded and then saved, by
+        ``save(path, vectors)`` when given: a writer thread), in the block's row order."""
+        if block.vectors is not None:
+            self.cache_hits += 1
+            vectors = block.vectors
+        else:
+            vectors = self._encode(block.unique_texts, block.token_ids)
+            self.texts_embedded += len(block.unique_texts)
+            if block.path:
+                (save or save_npy)(block.path, vectors)
+        return vectors[[block.order[t] for t in block.texts]] if block.texts else vectors
+
+    def _encode(self, texts: list[str], token_ids: list[list[int]] | None = None) -> np.ndarray:
         if not texts:
             dim = embedding_dim(self.model)
             return np.zeros((0, dim), dtype=np.float32)
@@ -275,7 +315,7 @@ class BlockEmbedder:
         if not self.spec.batch_tokens:
             return run(texts, self.spec.batch_size)
         if _plain_stack(self.model):
-            return self._forward_token_batches(texts)
+            return self._forward_token_batches(texts, token_ids)
         out = None
         for rows in token_batches(token_lengths(self.model, texts, self.spec.prompt), self.spec.batch_tokens):
             emb = run([texts[i] for i in rows], len(rows))  # one forward pass
@@ -283,12 +323,13 @@ class BlockEmbedder:
             out[rows] = emb
         return out
 
-    def _forward_token_batches(self, texts: list[str]) -> np.ndarray:
+    def _forward_token_batches(self, texts: list[str], ids: list[list[int]] | None = None) -> np.ndarray:
         """Token-budget batches through the model's forward: the block is tokenised once (the
-        lengths that plan the batches come from the same ids), each batch padded to its longest
-        row, and the vectors stay on the device until the block is done (one copy back)."""
+        lengths that plan the batches come from the same ids; :meth:`prepare` may have done it),
+        each batch padded to its longest row, and the vectors stay on the device until the block is
+        done (one copy back)."""
         model, pad_id = self.model, self.model.tokenizer.pad_token_id or 0
-        ids = _token_ids(model, texts, self.spec.prompt)
+        ids = ids if ids is not None else _token_ids(model, texts, self.spec.prompt)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         types = "token_type_ids" in model.tokenizer.model_input_names
         out = torch.empty((len(texts), embedding_dim(model)), dtype=torch.float32, device=model.device)
@@ -317,18 +358,38 @@ def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequen
                    role: str, progress: Callable[[int], None] | None = None,
                    blocks: np.ndarray | None = None) -> np.ndarray:
     """Embed this rank's rows block by block (a block = ``block_rows`` consecutive positions, or the
-    rows of equal ``blocks``, consecutive)."""
+    rows of equal ``blocks``, consecutive).
+
+    The host's work is overlapped with the model's: a thread prepares block b+1 (distinct texts,
+    cache look-up, tokens: :meth:`BlockEmbedder.prepare`) while the model runs block b, and another
+    writes the cache files, so neither stalls the device. The vectors are the sequential ones."""
     blocks = positions // block_rows if blocks is None else np.asarray(blocks, dtype=np.int64)
-    out = []
     bounds = np.flatnonzero(np.diff(blocks)) + 1
-    for chunk in np.split(np.arange(len(positions)), bounds):
-        if len(chunk) == 0:
-            continue
-        out.append(embedder.embed([texts[i] for i in chunk], f"{role}-{int(blocks[chunk[0]]):07d}"))
-        if progress:
-            progress(len(chunk))
-    if not out:
+    chunks = [c for c in np.split(np.arange(len(positions)), bounds) if len(c)]
+    if not chunks:
         return embedder.embed([], f"{role}-empty")
+
+    def prepare(chunk: np.ndarray) -> PreparedBlock:
+        return embedder.prepare([texts[i] for i in chunk], f"{role}-{int(blocks[chunk[0]]):07d}")
+
+    out = []
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as ahead, \
+            ThreadPoolExecutor(1, thread_name_prefix="cache-write") as writer:
+        saves = []
+
+        def save(path: str, vectors: np.ndarray) -> None:
+            saves.append(writer.submit(save_npy, path, vectors))
+
+        pending = ahead.submit(prepare, chunks[0])
+        for j, chunk in enumerate(chunks):
+            block = pending.result()
+            if j + 1 < len(chunks):
+                pending = ahead.submit(prepare, chunks[j + 1])
+            out.append(embedder.finish(block, save))
+            if progress:
+                progress(len(chunk))
+        for f in saves:
+            f.result()  # a cache write that failed (a full disk) is an error here, not a lost block
     return np.concatenate(out)
 
 

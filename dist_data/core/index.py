@@ -15,7 +15,10 @@ Layouts (``IndexSpec.mode``):
   so the candidates (and the recall) may differ with the number of ranks.
 
 Exact indexes: faiss ``IndexFlatIP`` on CPU; on GPU with faiss-gpu the same index on this rank's
-GPU; on GPU without faiss-gpu (or when it fails), a chunked torch matmul + top-k, no cap on k.
+GPU; on GPU without faiss-gpu (or when it fails), a torch matmul + top-k on the device, no cap on
+k: a batch of queries against every vector in one product when the scores fit in a quarter of the
+free memory, and the candidates rescored exactly there too (float64 on the grid), so only the
+final lists cross to the host.
 The approximate ones report recall@k measured against exact search on a seeded sample of queries.
 
 Candidates from the index are rescored exactly (float64, :func:`select.exact_scores`) and put in
@@ -38,11 +41,13 @@ import torch
 
 from . import distributed
 from .log import logger
-from .select import PAD_ID, canonical_topk, exact_scores, merge_topk, seeded_uniform
+from .select import PAD_ID, SCORE_GRID, canonical_topk, exact_scores, merge_topk, seeded_uniform
 
 TIE_SLACK = 16
 SEARCH_BATCH = 4096
-SCORE_ELEMENTS = 1 << 26  # the torch search's (queries x documents) score block: 256 MB of float32
+SCORE_ELEMENTS = 1 << 26  # the torch search's (queries x documents) score block on CPU: 256 MB of float32
+MAX_DEVICE_BATCH = 1 << 16  # queries in one device search
+DEVICE_RESCORE_ELEMENTS = 1 << 27  # float64 candidate vectors rescored at once on the device (1 GiB)
 FAISS_GPU_MAX_K = 2048
 MODES = ("gather", "sharded", "ivf", "hnsw")
 TRAIN_POINTS_PER_LIST = 40  # k-means sample size per IVF list (faiss warns below 39)
@@ -117,11 +122,24 @@ class FlatIndex:
                 except Exception as e:  # noqa: BLE001 - fall back, but say so
                     logger.warning("faiss-gpu failed (%s); using torch matmul search on %s", e, device)
             half = fp16 and device.type == "cuda"
-            self._torch_vectors = torch.from_numpy(vectors).to(device, torch.float16 if half else torch.float32)
+            self._exact = torch.from_numpy(vectors).to(device, torch.float32)  # rescoring: the float32 vectors
+            self._torch_vectors = self._exact.half() if half else self._exact
             self.backend = "torch-gpu" if device.type == "cuda" else "torch-cpu"
             return
         self._index = faiss.IndexFlatIP(self.dim)
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    @property
+    def on_device(self) -> bool:
+        """Candidates found and rescored where the vectors are (:meth:`search_exact`)."""
+        return self._torch_vectors is not None
+
+    def query_batch(self) -> int:
+        """Queries searched at once: :data:`SEARCH_BATCH`, more on a device whose memory holds
+        their scores against every vector (fewer, larger matrix products)."""
+        if not self.on_device:
+            return SEARCH_BATCH
+        return int(min(MAX_DEVICE_BATCH, max(SEARCH_BATCH, _score_elements(self._device) // max(self.ntotal, 1))))
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """``(n, k) int64`` candidate rows (approximate order; ``-1`` where fewer than k exist)."""
@@ -131,26 +149,63 @@ class FlatIndex:
             return out
         if self.backend == "faiss-gpu" and k_eff > FAISS_GPU_MAX_K and self._torch_vectors is None:
             logger.warning("k=%d is above faiss-gpu's limit of %d; searching with torch matmul", k_eff, FAISS_GPU_MAX_K)
-            self._torch_vectors = torch.from_numpy(self._vectors).to(
-                self._device, torch.float16 if self._fp16 else torch.float32)
+            self._exact = torch.from_numpy(self._vectors).to(self._device, torch.float32)
+            self._torch_vectors = self._exact.half() if self._fp16 else self._exact
         if self._torch_vectors is not None:
-            q = torch.from_numpy(np.ascontiguousarray(queries)).to(self._torch_vectors.device, self._torch_vectors.dtype)
-            best_s = best_i = None
-            # The database is visited in chunks with a running top-k, so memory stays bounded.
-            chunk = max(k_eff, SCORE_ELEMENTS // max(len(q), 1))
-            for s in range(0, self.ntotal, chunk):
-                scores = (q @ self._torch_vectors[s : s + chunk].T).float()
-                top_s, top_i = torch.topk(scores, min(k_eff, scores.shape[1]), dim=1)
-                top_i += s
-                if best_s is not None:
-                    top_s, pick = torch.topk(torch.cat([best_s, top_s], 1), k_eff, dim=1)
-                    top_i = torch.gather(torch.cat([best_i, top_i], 1), 1, pick)
-                best_s, best_i = top_s, top_i
-            out[:, :k_eff] = best_i.cpu().numpy()
+            out[:, :k_eff] = self._device_topk(self._to_device(queries), k_eff).cpu().numpy()
             return out
         _, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k_eff)
         out[:, :k_eff] = ids
         return out
+
+    def search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores (n, k) float64, rows (n, k) int64)``: the ``k`` best rows of each query by the
+        device's product, rescored exactly on the device (:func:`select.exact_scores`' grid, where
+        every operation is exact: the same bits as on the host). Only the device path."""
+        k_eff = min(k, self.ntotal)
+        scores = np.full((queries.shape[0], k), -np.inf)
+        rows = np.full((queries.shape[0], k), PAD_ID, dtype=np.int64)
+        if k_eff and queries.shape[0]:
+            q = self._to_device(queries)
+            cand = self._device_topk(q, k_eff)
+            q_grid = torch.round(torch.from_numpy(np.ascontiguousarray(queries)).to(q.device, torch.float64)
+                                 / SCORE_GRID)
+            exact = torch.empty(cand.shape, dtype=torch.float64, device=q.device)
+            step = max(1, DEVICE_RESCORE_ELEMENTS // max(k_eff * self.dim, 1))
+            for s in range(0, len(cand), step):  # bounded memory: (step, k, d) float64 at a time
+                d_grid = torch.round(self._exact[cand[s : s + step]].double() / SCORE_GRID)
+                exact[s : s + step] = torch.bmm(d_grid, q_grid[s : s + step, :, None])[:, :, 0] * SCORE_GRID**2
+            scores[:, :k_eff], rows[:, :k_eff] = exact.cpu().numpy(), cand.cpu().numpy()
+        return scores, rows
+
+    def _to_device(self, queries: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(queries)).to(self._torch_vectors.device, self._torch_vectors.dtype)
+
+    def _device_topk(self, q: torch.Tensor, k: int) -> torch.Tensor:
+        """``(n, k)`` rows of the best products, on the device: one matrix product against every
+        vector when the scores fit (:func:`_score_elements`), else chunks of the vectors with a
+        running top-k."""
+        chunk = max(k, _score_elements(q.device) // max(len(q), 1))
+        best_s = best_i = None
+        for s in range(0, self.ntotal, chunk):
+            scores = (q @ self._torch_vectors[s : s + chunk].T).float()
+            top_s, top_i = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+            del scores
+            top_i += s
+            if best_s is not None:
+                top_s, pick = torch.topk(torch.cat([best_s, top_s], 1), k, dim=1)
+                top_i = torch.gather(torch.cat([best_i, top_i], 1), 1, pick)
+            best_s, best_i = top_s, top_i
+        return best_i
+
+
+def _score_elements(device: torch.device) -> int:
+    """Scores held at once: :data:`SCORE_ELEMENTS` on the CPU; on a GPU a quarter of its free
+    memory (a 1M-vector corpus is then one product per batch of queries)."""
+    if device.type != "cuda":
+        return SCORE_ELEMENTS
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(SCORE_ELEMENTS, free // 4 // 8)  # float32 scores plus top-k's workspace
 
 
 def _has_gpu(faiss) -> bool:
@@ -272,8 +327,11 @@ def refine(queries: np.ndarray, vectors: np.ndarray, cand: np.ndarray, k: int) -
 def topk_against(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, index, k: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Canonical top-``k`` ``(scores float64, ids)`` of ``query_emb`` among ``doc_emb`` (ids ``doc_ids``)."""
-    cand = index.search(query_emb, k + TIE_SLACK)
-    scores = exact_scores(query_emb, doc_emb, cand)
+    if getattr(index, "on_device", False):  # found and rescored on the device, only the lists come back
+        scores, cand = index.search_exact(query_emb, k + TIE_SLACK)
+    else:
+        cand = index.search(query_emb, k + TIE_SLACK)
+        scores = exact_scores(query_emb, doc_emb, cand)
     ids = np.where(cand >= 0, doc_ids[np.maximum(cand, 0)] if len(doc_ids) else PAD_ID, PAD_ID)
     return canonical_topk(scores, ids, k)
 
@@ -368,11 +426,11 @@ def search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, k: i
         if device.type != "cuda" and distributed.get_rank() == 0:
             logger.info("index: %s exact inner product over %d documents (no CUDA device: CPU search)",
                         index.backend, index.ntotal)
-        results = []
-        for s in range(0, query_emb.shape[0], SEARCH_BATCH):
-            results.append(topk_against(query_emb[s : s + SEARCH_BATCH], all_emb, all_ids, index, k))
+        results, batch = [], index.query_batch()
+        for s in range(0, query_emb.shape[0], batch):
+            results.append(topk_against(query_emb[s : s + batch], all_emb, all_ids, index, k))
             if on_progress:
-                on_progress(min(SEARCH_BATCH, query_emb.shape[0] - s))
+                on_progress(min(batch, query_emb.shape[0] - s))
         if not results:
             return (*_empty(k), timings)
         return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]), timings
