@@ -41,7 +41,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import distributed
 from .core.cli import CommonOptions, flag, non_empty, one_of, required
 from .core.paths import INPUT_DIR, OUTPUT_DIR
-from .core.embed import BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, load_model, spec_for
+from .core.embed import (BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, embed_by_block, load_model,
+                         spec_for)
 from .core.errors import InputError
 from .core.read import read_json
 from .core.write import save_npz, write_json
@@ -100,13 +101,11 @@ def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequ
         return np.concatenate([order[s:s + block_rows] for s in starts[rank::info.world_size]]
                               or [np.zeros(0, dtype=np.int64)])
 
-    parts = []
-    with progress(len(rows_of(info.rank)), role, show_progress and info.is_main) as bar:
-        for s in starts[info.rank::info.world_size]:
-            block = order[s:s + block_rows]
-            parts.append(embedder.embed([texts[i] for i in block], f"{role}-{s // block_rows:07d}"))
-            bar.update(len(block))
-    mine = np.concatenate(parts) if parts else embedder.embed([], f"{role}-empty")
+    here = rows_of(info.rank)
+    blocks = np.concatenate([np.full(len(order[s:s + block_rows]), s // block_rows, dtype=np.int64)
+                             for s in starts[info.rank::info.world_size]] or [np.zeros(0, dtype=np.int64)])
+    with progress(len(here), role, show_progress and info.is_main) as bar:  # the engine's overlapped blocks
+        mine = embed_by_block(embedder, here, [texts[i] for i in here], block_rows, role, bar.update, blocks)
     stats.add("embedded", len(mine))
     gathered = distributed.gather_array(mine)  # on rank 0 (which writes): its blocks, then rank 1's, ...
     if gathered is None:
