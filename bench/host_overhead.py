@@ -3,8 +3,8 @@
     python bench/host_overhead.py                          # 100,000 pairs, 1 and 2 ranks; overlap on 5,000
     python bench/host_overhead.py --n_pairs=20000 --overlap_pairs=2000
 
-The encoder is the registered ``builtin:minilm-no-layers`` (all-MiniLM-L6-v2 with its layers taken
-out: its tokenizer, token embeddings, pooling and 384-d vectors, a forward that costs next to
+The encoder is the registered ``builtin:zero-cost`` (dist_data/core/zero_model.py: MiniLM's tokenizer
+and 384-d vectors looked up from a text's first two word pieces, a forward that costs next to
 nothing), so what is left is the host: reading, hashing, tokenising, batching, cache files, the
 exchanges between ranks, writing. Each rank gets one core (``OMP_NUM_THREADS=1``), as a GPU node
 gives a rank about 1-2 cores. The index is ivf (the exact CPU search would dominate the wall time
@@ -34,7 +34,7 @@ from common import HERE, timed, write_report
 sys.path.insert(0, os.path.dirname(HERE))
 import scale_data  # noqa: E402
 
-ZERO = "builtin:minilm-no-layers"
+ZERO = "builtin:zero-cost"
 BATCH_TOKENS = 16384
 
 MODEL_TIME = r"""

@@ -60,3 +60,29 @@ def test_token_budget_run_gives_the_same_bytes_on_one_and_two_ranks(tmp_path):
                 "--batch_tokens=300", "--k=2", "--progress=False", nproc=nproc)
     assert (out[0] / "filtered.jsonl").read_bytes() == (out[2] / "filtered.jsonl").read_bytes()
     assert '"batch_tokens": 300' in (out[2] / "args.json").read_text()
+
+
+def test_the_zero_cost_encoder_is_registered_and_runs_the_pipelined_blocks(tmp_path):
+    """``builtin:zero-cost`` (what bench/host_overhead.py measures the host with): MiniLM's token ids,
+    each vector the normalised sum of two token rows; the engine's overlapped blocks (a thread
+    tokenising ahead, another writing the cache) give the vectors of embedding block by block in
+    series, and a second pass reads every block back from the cache."""
+    import torch
+
+    from dist_data.core.embed import ZERO_COST_MODEL, check_model, embed_by_block, load_model
+
+    assert check_model(ZERO_COST_MODEL) == ZERO_COST_MODEL
+    model = load_model(ZERO_COST_MODEL, torch.device("cpu"))
+    texts = [r["document"] for r in wordnet_pairs(300, synonyms=False)][:300]
+    spec = spec_for(model, ZERO_COST_MODEL, None, "", "float32", 32, batch_tokens=2048)
+    piped = embed_by_block(BlockEmbedder(model, spec, str(tmp_path)), np.arange(300), texts, 64, "q")
+    series = np.concatenate([BlockEmbedder(model, spec, None).embed(texts[s:s + 64], f"q-{s // 64:07d}")
+                             for s in range(0, 300, 64)])
+    np.testing.assert_array_equal(piped, series)
+    ids = model.tokenizer(texts[:5], truncation=True)["input_ids"]
+    table = model[0].table.detach().numpy()
+    want = np.stack([table[i[1]] + table[i[2]] for i in ids])
+    np.testing.assert_allclose(piped[:5], want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-6)
+    again = BlockEmbedder(model, spec, str(tmp_path))
+    np.testing.assert_array_equal(embed_by_block(again, np.arange(300), texts, 64, "q"), piped)
+    assert again.cache_hits == 5 and again.texts_embedded == 0
