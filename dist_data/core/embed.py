@@ -275,7 +275,7 @@ class PreparedBlock:
     unique_texts: list[str]
     path: str | None  # the cache file
     vectors: np.ndarray | None  # read back from the cache
-    token_ids: list[list[int]] | None  # token-budget batching: the block tokenised
+    batches: list[dict] | None  # token-budget batching: the block tokenised, padded and batched
 
 
 class BlockEmbedder:
@@ -301,7 +301,7 @@ class BlockEmbedder:
     def prepare(self, texts: Sequence[str], block_id: str) -> "PreparedBlock":
         """The host's part before the model (thread-safe, no model state touched): the block's
         distinct texts, its cache file (read back when there), and for token-budget batching its
-        token ids and batch plan. :func:`embed_by_block` runs it for the next block while the model
+        padded batches. :func:`embed_by_block` runs it for the next block while the model
         runs this one."""
         order = {t: i for i, t in enumerate(dict.fromkeys(texts))}  # first-seen: the plan is the block's alone
         unique_texts = list(order)
@@ -314,8 +314,9 @@ class BlockEmbedder:
                     block.vectors = vectors
                     return block
         if unique_texts and self.spec.batch_tokens and _plain_stack(self.model):
-            block.token_ids = _token_ids(self.model, unique_texts, self.spec.prompt,
-                                         self.spec.max_seq_length or self.model.max_seq_length)
+            block.batches = padded_batches(self.model, _token_ids(self.model, unique_texts, self.spec.prompt,
+                                                                  self.spec.max_seq_length or self.model.max_seq_length),
+                                           self.spec.batch_tokens)
         return block
 
     def finish(self, block: "PreparedBlock", save: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
@@ -325,13 +326,13 @@ class BlockEmbedder:
             self.cache_hits += 1
             vectors = block.vectors
         else:
-            vectors = self._encode(block.unique_texts, block.token_ids)
+            vectors = self._encode(block.unique_texts, block.batches)
             self.texts_embedded += len(block.unique_texts)
             if block.path:
                 (save or save_npy)(block.path, vectors)
         return vectors[[block.order[t] for t in block.texts]] if block.texts else vectors
 
-    def _encode(self, texts: list[str], token_ids: list[list[int]] | None = None) -> np.ndarray:
+    def _encode(self, texts: list[str], batches: list[dict] | None = None) -> np.ndarray:
         if not texts:
             dim = embedding_dim(self.model)
             return np.zeros((0, dim), dtype=np.float32)
@@ -349,7 +350,7 @@ class BlockEmbedder:
         if not self.spec.batch_tokens:
             return run(texts, self.spec.batch_size)
         if _plain_stack(self.model):
-            return self._forward_token_batches(texts, token_ids)
+            return self._forward_token_batches(texts, batches)
         out = None
         for rows in token_batches(token_lengths(self.model, texts, self.spec.prompt), self.spec.batch_tokens):
             emb = run([texts[i] for i in rows], len(rows))  # one forward pass
@@ -357,33 +358,46 @@ class BlockEmbedder:
             out[rows] = emb
         return out
 
-    def _forward_token_batches(self, texts: list[str], ids: list[list[int]] | None = None) -> np.ndarray:
-        """Token-budget batches through the model's forward: the block is tokenised once (the
-        lengths that plan the batches come from the same ids; :meth:`prepare` may have done it),
-        each batch padded to its longest row, and the vectors stay on the device until the block is
-        done (one copy back)."""
-        model, pad_id = self.model, self.model.tokenizer.pad_token_id or 0
-        ids = ids if ids is not None else _token_ids(model, texts, self.spec.prompt)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        types = "token_type_ids" in model.tokenizer.model_input_names
+    def _forward_token_batches(self, texts: list[str], batches: list[dict] | None = None) -> np.ndarray:
+        """Token-budget batches through the model's forward (:func:`padded_batches`, which
+        :meth:`prepare` may have built in its thread); the vectors stay on the device until the
+        block is done (one copy back)."""
+        model = self.model
+        if batches is None:
+            batches = padded_batches(model, _token_ids(model, texts, self.spec.prompt), self.spec.batch_tokens)
         out = torch.empty((len(texts), embedding_dim(model)), dtype=torch.float32, device=model.device)
         with torch.inference_mode():
-            for rows in token_batches(lengths, self.spec.batch_tokens):
-                width = int(lengths[rows[0]])  # longest first
-                batch = np.full((len(rows), width), pad_id, dtype=np.int64)
-                for j, i in enumerate(rows):
-                    batch[j, : lengths[i]] = ids[i]
-                input_ids = torch.from_numpy(batch)
-                mask = torch.from_numpy(np.arange(width)[None, :] < lengths[rows][:, None]).long()
-                features = {"input_ids": input_ids, "attention_mask": mask,
-                            **({"token_type_ids": torch.zeros_like(input_ids)} if types else {})}
-                emb = model.forward({k: v.to(model.device, non_blocking=True) for k, v in features.items()})
+            for batch in batches:
+                rows = batch.pop("rows")
+                emb = model.forward({k: v.to(model.device, non_blocking=True) for k, v in batch.items()})
                 emb = emb["sentence_embedding"].float()
                 if self.spec.normalize:
                     emb = torch.nn.functional.normalize(emb, dim=-1)
-                out[torch.from_numpy(rows).to(model.device)] = emb
+                out[rows.to(model.device, non_blocking=True)] = emb
         return out.cpu().numpy()
 
+
+def padded_batches(model, ids: list[list[int]], budget: int) -> list[dict[str, torch.Tensor]]:
+    """The features of each token-budget batch (:func:`token_batches`; ``rows``: the batch's rows
+    of the block), each padded to its longest row; in pinned memory when the model is on a GPU, so
+    the copies to it run asynchronously."""
+    pad_id = model.tokenizer.pad_token_id or 0
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    types = "token_type_ids" in model.tokenizer.model_input_names
+    pin = model.device.type == "cuda"
+    out = []
+    for rows in token_batches(lengths, budget):
+        width = int(lengths[rows[0]])  # longest first
+        batch = np.full((len(rows), width), pad_id, dtype=np.int64)
+        for j, i in enumerate(rows):
+            batch[j, : lengths[i]] = ids[i]
+        input_ids = torch.from_numpy(batch)
+        features = {"input_ids": input_ids,
+                    "attention_mask": torch.from_numpy(np.arange(width)[None, :] < lengths[rows][:, None]).long(),
+                    **({"token_type_ids": torch.zeros_like(input_ids)} if types else {}),
+                    "rows": torch.from_numpy(rows)}
+        out.append({k: v.pin_memory() for k, v in features.items()} if pin else features)
+    return out
 
 
 # ---------------------------------------------------------------- embedding
