@@ -501,10 +501,11 @@ def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Sh
     """The embed stage of a pairs pipeline: every query, and each distinct document once."""
     from .log import progress
 
+    with stats.stage("model"):  # a fixed cost, apart from the per-text work
+        embedders = query_document_embedders(info, run, opts)
     with stats.stage("embed") as rec:
         doc_ids = global_first(shard.positions, documents)
         is_first = doc_ids == shard.positions
-        embedders = query_document_embedders(info, run, opts)
         first_docs = [documents[i] for i in np.flatnonzero(is_first)]
         rec["rows"] = len(queries) + len(first_docs)
         with progress(rec["rows"], "embed", opts.progress and info.is_main) as bar:
