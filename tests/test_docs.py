@@ -51,7 +51,7 @@ def test_readme_is_short_and_links_every_verb_page():
 
 
 def test_readme_first_example_runs_as_written(tmp_path):
-    """The first example with torchrun, its plain-process twin (same bytes), and the load_dataset line."""
+    """The first example with torchrun as written, and the load_dataset line on its output."""
     lines = code_lines(readme().split("## First example")[1].split("## ")[0])
     torchrun = next(line for line in lines if line.startswith("torchrun"))
     load = next(line for line in lines if line.startswith("python -c"))
@@ -66,13 +66,8 @@ def test_readme_first_example_runs_as_written(tmp_path):
     assert "kept " in proc.stderr and "(index: faiss-cpu)" in proc.stderr
     assert {"filtered.jsonl", "stats.json", "rejects.jsonl", "scores.png", "args.json", "README.md"} <= set(
         os.listdir(out))
-    plain = "python -m dist_data.filter --output_dir=out/filter"
-    assert plain in readme()
-    proc = subprocess.run(as_run(plain.replace("out/filter", "out/plain")), cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("filtered.jsonl", "rejects.jsonl", "README.md"):
-        assert (tmp_path / "out" / "plain" / name).read_bytes() == (out / name).read_bytes(), name
+    # its plain-process twin is named; that it gives these bytes is test_filter_e2e's (any world size)
+    assert "python -m dist_data.filter --output_dir=out/filter" in readme()
     proc = subprocess.run(as_run(load), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and f"num_rows: {n_lines}" in proc.stdout, proc.stderr[-2000:]
 
