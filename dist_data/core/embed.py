@@ -10,6 +10,7 @@ global length sort.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -330,7 +331,9 @@ class BlockEmbedder:
             self.texts_embedded += len(block.unique_texts)
             if block.path:
                 (save or save_npy)(block.path, vectors)
-        return vectors[[block.order[t] for t in block.texts]] if block.texts else vectors
+        if len(block.unique_texts) == len(block.texts):  # no text twice: the rows are the vectors' (most blocks)
+            return vectors
+        return vectors[[block.order[t] for t in block.texts]]
 
     def _encode(self, texts: list[str], batches: list[dict] | None = None) -> np.ndarray:
         if not texts:
@@ -388,12 +391,12 @@ def padded_batches(model, ids: list[list[int]], budget: int) -> list[dict[str, t
     out = []
     for rows in token_batches(lengths, budget):
         width = int(lengths[rows[0]])  # longest first
+        mask = np.arange(width)[None, :] < lengths[rows][:, None]
         batch = np.full((len(rows), width), pad_id, dtype=np.int64)
-        for j, i in enumerate(rows):
-            batch[j, : lengths[i]] = ids[i]
+        batch[mask] = np.fromiter(itertools.chain.from_iterable(ids[i] for i in rows), dtype=np.int64,
+                                  count=int(lengths[rows].sum()))  # row by row, left-aligned
         input_ids = torch.from_numpy(batch)
-        features = {"input_ids": input_ids,
-                    "attention_mask": torch.from_numpy(np.arange(width)[None, :] < lengths[rows][:, None]).long(),
+        features = {"input_ids": input_ids, "attention_mask": torch.from_numpy(mask).long(),
                     **({"token_type_ids": torch.zeros_like(input_ids)} if types else {}),
                     "rows": torch.from_numpy(rows)}
         out.append({k: v.pin_memory() for k, v in features.items()} if pin else features)
