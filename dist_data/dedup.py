@@ -396,7 +396,7 @@ def _read_eval(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, e: 
     rejects.extend(shard.rejects)
     texts = [t for v in shard.values for t in v]
     rows = np.repeat(shard.gids, [len(v) for v in shard.values]).astype(np.int64)
-    before = sum(distributed.all_gather_object(len(texts))[:info.rank])  # items are numbered in row order
+    before = distributed.count_before(len(texts))  # items are numbered in row order
     return EvalItems(before + np.arange(len(texts), dtype=np.int64), texts, rows)
 
 

@@ -246,7 +246,7 @@ def _name_groups(stats: Stats, norms: list[str], names: list[str], gids: np.ndar
         entry[3] = min(entry[3], first_row)
     ordered = sorted(by_norm.items(), key=lambda kv: (kv[1][0], kv[1][1]))
     # ranks hold runs of blocks in rank order: this rank's ids start after the names of the ranks before it
-    start = sum(distributed.all_gather_object(len(ordered))[:distributed.get_rank()])
+    start = distributed.count_before(len(ordered))
     spellings = [most_frequent_spelling(spelled) for _, (_, _, spelled, _) in ordered]
     merged = [len(spelled) for _, (_, _, spelled, _) in ordered]
     stats.add("names_of_several_spellings", sum(n > 1 for n in merged))

@@ -140,8 +140,7 @@ def pack_stage(info: distributed.DistInfo, stats: Stats, run, files: list[str], 
 
     with stats.stage("pack") as rec:
         # this slice's stream length: every block's tokens and document specials, counted while tokenizing
-        totals = distributed.all_gather_object(stats.counts.get("tokens_in", 0) + stats.counts.get("document_specials", 0))
-        start = sum(totals[: info.rank])
+        start = distributed.count_before(stats.counts.get("tokens_in", 0) + stats.counts.get("document_specials", 0))
         C = layout.content_len
         heads = distributed.all_gather_object(_head(files, C))
         later = [h for h in heads[info.rank + 1 :] if len(h)]

@@ -179,7 +179,7 @@ def run_triplets(info: distributed.DistInfo, opts: TripletsOptions, run: Run) ->
     n_ratio = np.array([char_ratio(a, b) for a, b in zip(a_texts, n_texts)])
     reasons = steps.review(pos_score[keep], neg_score[keep], p_ratio, n_ratio, opts.review_margin,
                            opts.review_char_ratio)
-    offset = int(sum(distributed.all_gather_object(n)[: info.rank]))
+    offset = distributed.count_before(n)
     stats.add("kept", n)
     stats.add("needs_review", sum(bool(r) for r in reasons))
     for r in reasons:

@@ -190,6 +190,12 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def count_before(n: int) -> int:
+    """The sum of ``n`` over the ranks before this one: where this rank's part of a numbering that
+    runs through the ranks in order starts. Collective."""
+    return int(sum(all_gather_object(int(n))[: get_rank()]))
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not is_distributed():
         return obj

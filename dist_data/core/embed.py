@@ -62,8 +62,8 @@ def check_model(model_name: str | None, revision: str | None = None, what: str =
         InputError: naming the model and why it cannot be loaded.
     """
     path = resolve_model(model_name)
-    if os.path.isdir(path) or path.startswith("open_clip:") or path == ZERO_COST_MODEL:  # open_clip's own errors are one line (clip_text)
-        return path
+    if os.path.isdir(path) or path.startswith("open_clip:") or path == ZERO_COST_MODEL:
+        return path  # open_clip's own errors are one line (clip_text); the zero-cost encoder is built here
     if path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise InputError(f"--{what}: no such folder: {path}")
     from huggingface_hub import HfApi, snapshot_download
@@ -218,9 +218,9 @@ def token_lengths(model, texts: Sequence[str], prompt: str = "") -> np.ndarray:
 def _plain_stack(model) -> bool:
     """A Transformer, mean/CLS Pooling that keeps prompt tokens, optional Normalize: the stack that
     :meth:`BlockEmbedder._forward_token_batches` runs itself (any other goes through ``encode``)."""
-    names = [type(m).__name__ for m in model]
     if getattr(model[0], "plain_stack", False):  # the zero-cost encoder
         return True
+    names = [type(m).__name__ for m in model]
     return (names[:2] == ["Transformer", "Pooling"] and all(n == "Normalize" for n in names[2:])
             and getattr(model[1], "include_prompt", True) and hasattr(model, "tokenizer"))
 
@@ -361,13 +361,11 @@ class BlockEmbedder:
             out[rows] = emb
         return out
 
-    def _forward_token_batches(self, texts: list[str], batches: list[dict] | None = None) -> np.ndarray:
-        """Token-budget batches through the model's forward (:func:`padded_batches`, which
-        :meth:`prepare` may have built in its thread); the vectors stay on the device until the
-        block is done (one copy back)."""
+    def _forward_token_batches(self, texts: list[str], batches: list[dict]) -> np.ndarray:
+        """Token-budget batches through the model's forward (:func:`padded_batches`, built by
+        :meth:`prepare`, in its thread under :func:`embed_by_block`); the vectors stay on the device
+        until the block is done (one copy back)."""
         model = self.model
-        if batches is None:
-            batches = padded_batches(model, _token_ids(model, texts, self.spec.prompt), self.spec.batch_tokens)
         out = torch.empty((len(texts), embedding_dim(model)), dtype=torch.float32, device=model.device)
         with torch.inference_mode():
             for batch in batches:

@@ -168,12 +168,11 @@ class FlatIndex:
         if k_eff and queries.shape[0]:
             q = self._to_device(queries)
             cand = self._device_topk(q, k_eff)
-            q_grid = torch.round(torch.from_numpy(np.ascontiguousarray(queries)).to(q.device, torch.float64)
-                                 / SCORE_GRID)
+            q_grid = _on_grid(torch.from_numpy(np.ascontiguousarray(queries)).to(q.device))
             exact = torch.empty(cand.shape, dtype=torch.float64, device=q.device)
             step = max(1, DEVICE_RESCORE_ELEMENTS // max(k_eff * self.dim, 1))
             for s in range(0, len(cand), step):  # bounded memory: (step, k, d) float64 at a time
-                d_grid = torch.round(self._exact[cand[s : s + step]].double() / SCORE_GRID)
+                d_grid = _on_grid(self._exact[cand[s : s + step]])
                 exact[s : s + step] = torch.bmm(d_grid, q_grid[s : s + step, :, None])[:, :, 0] * SCORE_GRID**2
             scores[:, :k_eff], rows[:, :k_eff] = exact.cpu().numpy(), cand.cpu().numpy()
         return scores, rows
@@ -197,6 +196,12 @@ class FlatIndex:
                 top_i = torch.gather(torch.cat([best_i, top_i], 1), 1, pick)
             best_s, best_i = top_s, top_i
         return best_i
+
+
+def _on_grid(vectors: torch.Tensor) -> torch.Tensor:
+    """:func:`select.on_grid` for a tensor, on its device (round half to even, as numpy): the same
+    values, so the device's exact scores are the host's."""
+    return torch.round(vectors.to(torch.float64) / SCORE_GRID)
 
 
 def _score_elements(device: torch.device) -> int:
@@ -270,6 +275,8 @@ class ApproximateIndex:
     :class:`FlatIndex`: the IVF's compressed scores pick ``REFINE`` times the candidates asked for,
     which are re-ranked with the rank's float32 vectors."""
 
+    on_device = False  # candidates rescored on the host (topk_against)
+
     def __init__(self, vectors: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec, device: torch.device):
         faiss = _faiss()
         if faiss is None:
@@ -327,7 +334,7 @@ def refine(queries: np.ndarray, vectors: np.ndarray, cand: np.ndarray, k: int) -
 def topk_against(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, index, k: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Canonical top-``k`` ``(scores float64, ids)`` of ``query_emb`` among ``doc_emb`` (ids ``doc_ids``)."""
-    if getattr(index, "on_device", False):  # found and rescored on the device, only the lists come back
+    if index.on_device:  # found and rescored on the device, only the lists come back
         scores, cand = index.search_exact(query_emb, k + TIE_SLACK)
     else:
         cand = index.search(query_emb, k + TIE_SLACK)
