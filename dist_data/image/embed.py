@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import json
+import multiprocessing
 import os
 import re
 import time
@@ -69,6 +70,22 @@ class EmbedSettings:
         return self.batch_size * self.batches_per_block
 
 
+def _worker_context(dataset: DecodedImages):
+    """Where DataLoader workers start: a fork server, not a fork of this process.
+
+    This process has threads by the time it decodes (gloo's, pyarrow's jemalloc background
+    thread, tqdm's monitor), and forking a threaded process can deadlock on a lock one of them
+    held (a CI run hung inside ``os.fork()``). The server starts once per process, single
+    threaded, with the modules that unpickling ``dataset`` needs (its own, its transform's)
+    imported, so each worker forks from it ready.
+    """
+    transforms = [dataset.transform, *getattr(dataset.transform, "transforms", [])]
+    modules = [type(dataset).__module__, *dict.fromkeys(type(t).__module__ for t in transforms)]
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(modules)
+    return context
+
+
 def _batches(source: ImageSource, indices: np.ndarray, backbone: Backbone, s: EmbedSettings
              ) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray, list[str], float]]:
     """``(normalised images, labels, indices, errors, decode seconds)`` per batch, in ``indices`` order."""
@@ -83,7 +100,8 @@ def _batches(source: ImageSource, indices: np.ndarray, backbone: Backbone, s: Em
     dataset = DecodedImages(source, indices, pil_transform(cfg, s.augment), cfg.size, s.seed if s.augment else None)
     loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers,
                                          pin_memory=torch.cuda.is_available(), persistent_workers=False,
-                                         prefetch_factor=4 if s.num_workers else None)
+                                         prefetch_factor=4 if s.num_workers else None,
+                                         multiprocessing_context=_worker_context(dataset) if s.num_workers else None)
     for images, labels, idx, errors, seconds in loader:
         yield images, labels.numpy().astype(np.int64), idx.numpy().astype(np.int64), list(errors), float(seconds.sum())
 
