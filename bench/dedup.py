@@ -155,7 +155,7 @@ def pairs_at(emb: np.ndarray, threshold: float) -> np.ndarray:
     index = faiss.IndexFlatIP(emb.shape[1])
     index.add(emb)
     lims, _, ids = index.range_search(emb, threshold)
-    q = np.repeat(np.arange(len(emb)), np.diff(lims))
+    q = np.repeat(np.arange(len(emb)), np.diff(lims.astype(np.int64)))
     both = np.stack([q, ids.astype(np.int64)], axis=1)
     return both[both[:, 1] > both[:, 0]]
 
