@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli, run_killed
+from conftest import run_cli
 from dist_data.catalog.names import char_ratio, normalize_name, transliterations
 from dist_data.core.wordnet import iter_synsets
 
@@ -171,19 +171,6 @@ def test_pairs_do_not_depend_on_the_order_of_the_rows(tmp_path):
     assert groups["pepsi"]["name"] == "PEPSI"  # a tie: the smallest
     written = {n for line in outputs[0] for n in (json.loads(line)["name_a"], json.loads(line)["name_b"])}
     assert not written & {"NIKE", "nike", "\uff2e\uff29\uff2b\uff25", "Samsung\u2122", "Coca-Cola", "Pepsi"}
-
-
-def test_resume_after_a_rank_is_killed(brands, tmp_path):
-    folder, _, _ = brands
-    flags = [f"--dataset={folder / 'brands.csv'}", "--text_key=brandname", f"--min_score={MIN_SCORE}",
-             "--max_neighbors=200", "--batch_size=16"]
-    run_cli("dist_data.pairs", *flags, f"--output_dir={tmp_path / 'clean'}", nproc=2)
-    killed = tmp_path / "killed"
-    run_killed("dist_data.pairs", *flags, f"--output_dir={killed}", out=str(killed), after_blocks=3)
-    resumed = run_cli("dist_data.pairs", *flags, f"--output_dir={killed}", nproc=2)
-    assert json.loads((killed / "stats.json").read_text())["counts"]["cached_blocks"] >= 3, resumed.stderr
-    for name in ("pairs.jsonl", "pairs.csv", "duplicates.jsonl"):
-        assert (killed / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
 
 
 def test_ambiguous_first_order_and_resume(brands, tmp_path):

@@ -644,11 +644,16 @@ def test_invalid_utf8_in_a_caption_table_names_its_line(name, extra, table_input
     assert_one_line_refusal(code, err, f"{table}:4: invalid UTF-8")
 
 
+EMBEDDING_COMMANDS = ["filter", "mine", "pairs", "triplets", "catalog clean", "laionet label", "dedup"]
+
+
 @pytest.mark.parametrize("name", ROW_COMMANDS)
-def test_a_run_killed_before_it_publishes_resumes_to_the_same_bytes(name, row_inputs, tmp_path, capsys):
-    """SIGKILL once every part is written (``DIST_DATA_FAULT=kill:merge``: no clean-up runs, the lock of a
-    dead process stays), then the same command: it takes the lock over, resumes, and publishes the bytes
-    of a run that was never killed."""
+def test_a_killed_run_resumes_from_its_cached_blocks_and_parts_to_the_same_bytes(name, row_inputs, tmp_path, capsys):
+    """SIGKILL (no clean-up runs, the lock of a dead process stays) once the first texts are embedded
+    and cached (``DIST_DATA_FAULT=kill:embedded``), then the same command killed once every part is
+    written (``kill:merge``): it embeds nothing again; then the same command once more: it takes
+    the lock over, resumes, and publishes the bytes of a run that was never killed. The verbs that
+    embed are exactly :data:`EMBEDDING_COMMANDS` (the others never reach ``embedded``)."""
     cmd = next(c for c in COMMANDS if c.name == name)
     rows, extra = row_inputs[name]
     path = tmp_path / "rows.jsonl"
@@ -661,11 +666,20 @@ def test_a_run_killed_before_it_publishes_resumes_to_the_same_bytes(name, row_in
     code, _, err = invoke(cmd, {}, capsys, *flags(tmp_path / "whole"))
     assert code == 0, err
     assert_the_card_loads_the_result(tmp_path / "whole", tmp_path)
-    env = {**os.environ, "DIST_DATA_FAULT": "kill:merge", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    killed = subprocess.run([sys.executable, "-m", cmd.module, *cmd.argv(*flags(tmp_path / "killed"))], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr
     out = tmp_path / "killed"
+
+    def killed_at(point: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DIST_DATA_FAULT": f"kill:{point}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        return subprocess.run([sys.executable, "-m", cmd.module, *cmd.argv(*flags(out))], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    if name in EMBEDDING_COMMANDS:
+        first = killed_at("embedded")
+        assert first.returncode == -9, first.stderr
+        assert list((out / "cache").rglob("*.npy")) and not (out / "_SUCCESS").exists()
+    killed = killed_at("merge")
+    assert killed.returncode == -9, killed.stderr
+    assert ("served from the cache" in killed.stderr) == (name in EMBEDDING_COMMANDS), killed.stderr
     assert (out / LOCK_NAME).exists() and not (out / "_SUCCESS").exists()
     code, _, err = invoke(cmd, {}, capsys, *flags(out))
     assert code == 0 and "taking over the lock of a dead run" in err, err

@@ -234,7 +234,7 @@ def test_label_similarity_search_same_for_one_and_two_ranks(tmp_path, laion_dir)
         run_cli("dist_data.laionet", "search_similar", f"--references={refs}", "--reference_key=title,tags,description",
                 f"--laion={laion_dir}", "--topk=8", f"--output_dir={tmp_path / ('N' + tag)}", "--block_rows=512",
                 f"--index={'sharded' if nproc else 'gather'}", nproc=nproc)
-    # (a rank killed mid-embedding resumes from the engine's cached blocks: test_filter_e2e, for every verb)
+    # (a run killed mid-embedding resumes from the engine's cached blocks: test_conformance, for every verb)
 
     for step, name in [("L", "laion_labeled.parquet"), ("S", "laion_similarity.parquet"), ("N", "laion_similar.parquet")]:
         one, two = read(tmp_path / f"{step}1" / name), read(tmp_path / f"{step}2" / name)

@@ -2,7 +2,6 @@
 sentence-transformers' ``mine_hard_negatives`` on real WordNet text, and torchrun end to end."""
 
 import json
-import os
 from collections import defaultdict
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli, run_killed, wordnet_beir, wordnet_pairs, write_jsonl
+from conftest import run_cli, wordnet_beir, wordnet_pairs, write_jsonl
 from dist_data.text.layouts import beir_join
 from dist_data.core.select import canonical_topk, select_negatives
 from dist_data.text.wordnet import iter_synsets
@@ -241,15 +240,6 @@ def test_recipe_negatives_come_from_ranks_3_to_100_of_an_independent_ranking(rec
         for n in negs:  # inside the window [2, 100) of the ranking without positives
             assert ranked[99] - 1e-5 <= n["score"] <= ranked[2] + 1e-5
         assert r["positive_passages"][0]["text"] == rows[i]["document"]
-
-
-def test_resume_after_a_rank_is_killed_gives_the_same_bytes(recipe, tmp_path):
-    out = str(tmp_path / "killed")
-    flags = [*recipe["flags"], f"--output_dir={out}"]
-    run_killed("dist_data.mine", *flags, out=out, after_blocks=1)
-    resumed = run_cli("dist_data.mine", *flags, nproc=2)
-    assert "served from the cache" in resumed.stderr
-    assert open(os.path.join(out, "mined.jsonl"), "rb").read() == (recipe["outs"]["ws1"] / "mined.jsonl").read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from .log import logger
 from . import distributed
 from .keys import global_first
 from .read import Shard
-from .rundir import RunDir
+from .rundir import RunDir, fault
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -439,6 +439,7 @@ def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequen
                 progress(len(chunk))
         for f in saves:
             f.result()  # a cache write that failed (a full disk) is an error here, not a lost block
+    fault("embedded")
     return np.concatenate(out)
 
 

@@ -27,7 +27,7 @@ from .errors import BadRowError, InputError
 from .log import logger
 from .options import ResultOptions, RunFolderOptions
 from .paths import output_dirs
-from .rundir import Results, RunConflictError, RunDir, io_failure, locked_by_main, release_held_locks
+from .rundir import Results, RunConflictError, RunDir, fault, io_failure, locked_by_main, release_held_locks
 from .stats import Stats
 from .write import merge_files, read_lines, write_json, write_json_list, write_lines
 
@@ -136,15 +136,6 @@ def _in_run_folder(info: distributed.DistInfo, opts: RunFolderOptions, body: Bod
     if run.done is not None:
         return run.done, True
     return body(info, opts, run), False
-
-
-def fault(point: str) -> None:
-    """Fault injection for the conformance suite: ``DIST_DATA_FAULT=kill:POINT`` kills this process
-    with SIGKILL at ``POINT`` (no clean-up runs: the state a killed job leaves)."""
-    if os.environ.get("DIST_DATA_FAULT") == f"kill:{point}":
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _env_rank(name: str) -> int:

@@ -440,3 +440,13 @@ def io_failure(path: str, error: OSError) -> RunConflictError | None:
                                 f"permissions, then rerun the same command to resume")
     return None
 
+
+def fault(point: str) -> None:
+    """Fault injection for the conformance suite: ``DIST_DATA_FAULT=kill:POINT`` kills this process
+    with SIGKILL at ``POINT`` (no clean-up runs: the state a killed job leaves). The points:
+    ``embedded`` (the first set of texts embedded and its blocks cached), ``merge`` (every part
+    written, nothing published)."""
+    if os.environ.get("DIST_DATA_FAULT") == f"kill:{point}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
