@@ -46,7 +46,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import distributed, index
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.components import connected_components
-from .core.embed import BATCHES_PER_BLOCK, cache_root, check_model, embed_by_block, text_embedder
+from .core.embed import BATCHES_PER_BLOCK, cache_root, check_model, count_cache_hits, embed_by_block, text_embedder
 from .core.keys import Owners, fetch_held, global_first
 from .core.log import logger, progress
 from .core.options import IndexOptions, ModelOptions, RunOptions
@@ -146,6 +146,7 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
     with stats.stage("embed", rows=len(at)):
         with progress(len(at), "embed", opts.progress and info.is_main) as bar:
             emb = embed_by_block(embedder, shard.positions[at], distinct, block_rows, "text", bar.update)
+        count_cache_hits(info, stats, [embedder])
     nodes = Texts(shard.positions[at], distinct, shard.gids[at], emb)
     owners = Owners.gather([(shard.lo, shard.hi)])
     stats.add("texts", len(at))

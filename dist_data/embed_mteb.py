@@ -41,8 +41,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import distributed
 from .core.cli import CommonOptions, flag, non_empty, one_of, required
 from .core.paths import INPUT_DIR, OUTPUT_DIR
-from .core.embed import (BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, embed_by_block, load_model,
-                         spec_for)
+from .core.embed import (BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, count_cache_hits, embed_by_block,
+                         load_model, spec_for)
 from .core.errors import InputError
 from .core.read import read_json
 from .core.write import save_npz, write_json
@@ -190,7 +190,7 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
                 save_npz(os.path.join(out_dir, f"{names[s]}.npz"), **arrays)
                 stats.add("rows", len(arrays["query"] if "query" in arrays else next(iter(arrays.values()))), reason=s)
     stats.add("texts_encoded", embedder.texts_embedded)
-    stats.add("cached_blocks", embedder.cache_hits)
+    count_cache_hits(info, stats, [embedder])
     distributed.barrier()
 
 

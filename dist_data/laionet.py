@@ -47,7 +47,7 @@ from .captions.runs import publish_table
 from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE
-from .core.embed import check_model
+from .core.embed import check_model, count_cache_hits
 from .core.errors import BadRowError, InputError
 from .core.read import require_fields, resolve_sources
 from .core.write import join_parquet, write_parquet
@@ -345,7 +345,7 @@ def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions, run: Run
         sims = np.einsum("nd,nd->n", cap_emb.astype(np.float64),
                          query_emb[labels_arr[is_first]].astype(np.float64)).astype(np.float32)
         stats.add("texts_embedded", embedder.texts_embedded)
-        stats.add("cached_blocks", embedder.cache_hits)
+        count_cache_hits(info, stats, [embedder])
     all_keys = distributed.all_gather_array(keys_arr[is_first])
     all_sims = distributed.all_gather_array(sims)
     row_sims = all_sims[np.searchsorted(all_keys, first)] if len(first) else np.zeros(0, np.float32)
@@ -563,7 +563,7 @@ def run_search_similar(info: distributed.DistInfo, opts: SearchOptions, run: Run
             ref_emb = embed_by_block(embedder, refs.keys, refs.texts, opts.block_rows, "reference", bar.update)
             doc_emb = embed_by_block(embedder, np.asarray(doc_gids, dtype=np.int64), doc_texts, opts.block_rows,
                                      "laion", bar.update)
-        stats.add("cached_blocks", embedder.cache_hits)
+        count_cache_hits(info, stats, [embedder])
     with stats.stage("search", rows=len(refs.texts)):
         scores, ids, _ = cached_search(opts.cache_dir or run.cache_dir, ref_emb, doc_emb, doc_ids, opts.topk,
                                        IndexSpec(opts.index), info.device)

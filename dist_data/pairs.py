@@ -38,7 +38,7 @@ from .catalog.names import most_frequent_spelling, normalize_name, transliterati
 from .core import distributed, index
 from .core.cli import at_least, cosine, flag, in_range, non_empty, one_of
 from .core.paths import INPUT_SPEC
-from .core.embed import BATCHES_PER_BLOCK, check_model
+from .core.embed import BATCHES_PER_BLOCK, check_model, count_cache_hits
 from .core.write import atomic_open, read_lines, write_lines
 from .core.dedup import text_hashes
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
@@ -118,7 +118,7 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict 
         embedder = text_embedder(info, run, opts)
         with progress(len(ids), "embed", opts.progress and info.is_main) as bar:
             emb = embed_by_block(embedder, ids, first_names, block_rows, "name", bar.update, blocks=held.blocks)
-        stats.add("cached_blocks", embedder.cache_hits)
+        count_cache_hits(info, stats, [embedder])
 
     depth = opts.max_neighbors + 1  # the name itself comes back too
     with stats.stage("search", rows=len(ids)):

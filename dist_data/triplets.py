@@ -33,7 +33,7 @@ from .catalog.names import char_ratio
 from .core import distributed, index
 from .core.cli import at_least, cosine, flag, non_empty, one_of
 from .core.paths import INPUT_SPEC
-from .core.embed import BATCHES_PER_BLOCK, check_model
+from .core.embed import BATCHES_PER_BLOCK, check_model, count_cache_hits
 from .core.write import atomic_open, read_lines, write_lines
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
 from .core.log import logger, progress
@@ -126,7 +126,7 @@ def run_triplets(info: distributed.DistInfo, opts: TripletsOptions, run: Run) ->
         embedder = text_embedder(info, run, opts)
         with progress(len(ids), "embed", opts.progress and info.is_main) as bar:
             emb = embed_by_block(embedder, ids, texts, block_rows, "item", bar.update)
-        stats.add("cached_blocks", embedder.cache_hits)
+        count_cache_hits(info, stats, [embedder])
     owners = Owners.gather([(shard.lo, shard.hi)])
     vectors = KeyedVectors(ids, emb)
 

@@ -490,7 +490,7 @@ def text_embedder(info: distributed.DistInfo, run: RunDir, opts: "ModelOptions",
                          getattr(opts, "cache_dir", None) or run.cache_dir)
 
 
-def count_cache_hits(info: distributed.DistInfo, stats: Stats, run: RunDir, embedders: Sequence[BlockEmbedder]) -> None:
+def count_cache_hits(info: distributed.DistInfo, stats: Stats, embedders: Sequence[BlockEmbedder]) -> None:
     """Record this rank's blocks served from the cache; rank 0 logs the total (a resumed run)."""
     hits = distributed.all_gather_object(sum(e.cache_hits for e in embedders))
     stats.add("cached_blocks", hits[info.rank])
@@ -514,5 +514,5 @@ def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Sh
             query_emb = embed_by_block(embedders[0], shard.positions, queries, block_rows, "query", bar.update)
             doc_emb = embed_by_block(embedders[1], shard.positions[is_first], first_docs, block_rows, "document",
                                      bar.update)
-        count_cache_hits(info, stats, run, embedders)
+        count_cache_hits(info, stats, embedders)
     return PairEmbeddings(query_emb, doc_ids, is_first, doc_emb, first_docs)

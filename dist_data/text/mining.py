@@ -254,7 +254,7 @@ def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: It
                     parts.append(embed_by_block(d_embedder, docs.block_pos[rows], [doc_texts[i] for i in rows],
                                                 block_rows, role, bar.update))
             d_vec = np.concatenate(parts) if parts else d_embedder.embed([], "document-empty")
-        count_cache_hits(info, stats, run, (q_embedder, d_embedder))
+        count_cache_hits(info, stats, (q_embedder, d_embedder))
         stats.add("unique_queries", len(own_query))
         stats.add("unique_documents", len(own_doc))
         own_queries = KeyedVectors(query_keys[own_query], q_vec)
