@@ -644,7 +644,7 @@ def test_invalid_utf8_in_a_caption_table_names_its_line(name, extra, table_input
     assert_one_line_refusal(code, err, f"{table}:4: invalid UTF-8")
 
 
-EMBEDDING_COMMANDS = ["filter", "mine", "pairs", "triplets", "catalog clean", "dedup"]
+EMBEDDING_COMMANDS = ["filter", "mine", "pairs", "triplets", "dedup"]
 
 
 @pytest.mark.parametrize("name", ROW_COMMANDS)
