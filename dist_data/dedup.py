@@ -432,6 +432,7 @@ def _decontaminate(info: distributed.DistInfo, stats: Stats, opts: DedupOptions,
         base = (n + 1) * (1 << 40)  # eval ids apart from the training ids (and from each other's)
         with stats.stage(f"embed {name}", rows=len(texts)):
             emb = embed_by_block(embedder, items.ids, texts, block_rows, f"eval{n}")
+            count_cache_hits(info, stats, [embedder])
         eval_ids = base + items.ids
         with stats.stage(f"search {name}", rows=len(nodes.ids) + len(texts)):
             t_scores, t_ids, _ = index.cached_search(cache_root(run, opts), nodes.emb, emb, eval_ids, 1,

@@ -292,7 +292,7 @@ class BlockEmbedder:
         self.cache_dir = os.path.join(cache_dir, f"emb-{spec.key()}") if cache_dir else None
         if self.cache_dir:
             os.makedirs(self.cache_dir, exist_ok=True)
-        self.cache_hits = 0
+        self.cache_hits = 0  # blocks served from the cache since count_cache_hits last counted them
         self.texts_embedded = 0
 
     def embed(self, texts: Sequence[str], block_id: str) -> np.ndarray:
@@ -491,8 +491,12 @@ def text_embedder(info: distributed.DistInfo, run: RunDir, opts: "ModelOptions",
 
 
 def count_cache_hits(info: distributed.DistInfo, stats: Stats, embedders: Sequence[BlockEmbedder]) -> None:
-    """Record this rank's blocks served from the cache; rank 0 logs the total (a resumed run)."""
+    """Record this rank's blocks served from the cache since the embedders' last count (so a verb that
+    embeds again later, as dedup does for its evaluation sets, counts each block once); rank 0 logs
+    the total (a resumed run). Collective."""
     hits = distributed.all_gather_object(sum(e.cache_hits for e in embedders))
+    for e in embedders:
+        e.cache_hits = 0
     stats.add("cached_blocks", hits[info.rank])
     if sum(hits) and info.is_main:
         logger.info("embed: %d block(s) served from the cache in %s", sum(hits), embedders[0].cache_dir)
