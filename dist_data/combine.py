@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .core.collection import dataset_name
 from .core.errors import InputError
 from .core.read import load_npz, read_json, require_dir
 from .core.write import save_npz, save_to_disk, write_folder_atomically, write_json
@@ -288,8 +289,14 @@ def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset
         raise InputError(f"{data_dir} holds no *.jsonl or *.jsonl.gz files")
     rows: list[tuple[str, str, str]] = []
     stats: dict[str, Any] = {"datasets": {}}
+    named: dict[str, str] = {}
+    for path in files:  # a dataset is named by its whole file name minus the format suffixes
+        name = dataset_name(path)
+        if name in named:
+            raise InputError(f"{path} and {named[name]} would both be the dataset {name!r}: rename one")
+        named[name] = path
     for path in files:
-        name = os.path.basename(path).split(".")[0]
+        name = dataset_name(path)
         schema, all_pairs = collection_pairs(path)
         pairs = list(dict.fromkeys(all_pairs))  # a mined triplet file repeats its (anchor, positive) per negative
         kept = pairs

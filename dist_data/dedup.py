@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ class DedupOptions(RunOptions, ModelOptions, IndexOptions):
     keep: str = flag("first", "the row kept per component: first (earliest row), longest (longest text) or central "
                      "(highest mean cosine with the others)", one_of(*KEEP_RULES))
     max_neighbors: int = flag(32, "neighbours searched per text at first; a text with all of them above --threshold "
-                              "is searched again deeper, so every pair above it is found", at_least(1))
+                              "is searched again deeper, so every pair above it is found (the same result for any "
+                              "value)", at_least(1), result=False)
     against: str | None = flag(None, "evaluation sets, comma separated: files, folders, globs, collection manifests, "
                                "BeIR folders, MTEB data folders (embed_mteb's --data_path); training rows within "
                                "--threshold of one of their texts are removed (--mode=flag: listed)", non_empty,
@@ -109,10 +111,40 @@ class DedupOptions(RunOptions, ModelOptions, IndexOptions):
         items = [s.strip() for s in (self.against or "").split(",") if s.strip()]
         return eval_sets(items, self.against_key or self.keys()[-1])
 
+    def side_outputs(self) -> list[str]:
+        return [RESULT_NAME, REPORT_NAME, DUPLICATES_NAME, LEAKAGE_NAME, LEAKS_NAME]
+
     def problems(self) -> list[str]:
         if self.report_only and self.against:
             return ["--report_only looks at the data's own duplicates: run --against without it"]
+        if self.mode == "flag" and not self.against:
+            return ["--mode=flag lists the rows near an evaluation text: give the evaluation sets (--against)"]
+        same = _same_files(self.dataset, self.against)
+        if same:
+            return [f"--against names the training data --dataset itself ({same}): every row would be its own "
+                    f"evaluation twin and be removed; give the evaluation sets"]
         return []
+
+
+def _same_files(dataset: str, against: str | None) -> str | None:
+    """A file that ``--dataset`` and ``--against`` (or a manifest it names) both name, or None."""
+    from .core.collection import manifest_paths
+
+    def files(spec: str) -> set[str]:
+        out = set()
+        for part in spec.split(","):
+            part = os.path.expanduser(part.strip())
+            if not part or not os.path.exists(part):
+                continue
+            for path in [part, *manifest_paths(part)]:
+                if os.path.isdir(path):
+                    out |= {os.path.realpath(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs}
+                elif os.path.exists(path):
+                    out.add(os.path.realpath(path))
+        return out
+
+    both = files(dataset) & files(against or "") if against else set()
+    return min(both) if both else None
 
 
 @dataclass
@@ -170,8 +202,9 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
         keep, dropped_leaks = np.zeros(len(first), dtype=bool), np.zeros(len(first), dtype=bool)
         keep[at], dropped_leaks[at] = kept_node, removed_leaks  # the nodes are this rank's first rows, in order
         stats.add("kept", int(keep.sum()))
-        rep_leaked = distributed.fetch(rep, owners.of(rep), lambda keys: leaked[np.searchsorted(nodes.ids, keys)])
-        stats.add("leaked", int(rep_leaked.sum()))  # rows, exact copies of a leaked text included
+        # the distinct texts near an evaluation text (removed, or flagged with --mode=flag): their exact copies
+        # are exact duplicates, counted once there, so that the reasons add up to the rows read
+        stats.add("leaked", int(leaked.sum()))
         stats.add("dropped", int((~first).sum()), reason="exact_duplicate")
         stats.add("dropped", int(dropped_leaks.sum()), reason="near_an_evaluation_text")
         near = int((first & ~keep & ~dropped_leaks).sum())
@@ -200,11 +233,13 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
     merged = run.merge(stats, False, False, merge_result=write_all)
     if merged is not None:
         c = merged["counts"]
-        logger.info("kept %s / %s rows: %s exact duplicates, %s near duplicates (cosine >= %.3f) in %s components, "
-                    "%s leaked; in %.0f s -> %s", fmt_rows(c.get("kept", 0)), fmt_rows(c.get("read", 0)),
+        removed = "removed" if opts.mode == "remove" else "flagged (kept; leaks.jsonl)"
+        logger.info("kept %s / %s rows; removed %s exact duplicates, %s near duplicates (cosine >= %.3f, %s "
+                    "components)%s; %s rejected; in %.0f s -> %s", fmt_rows(c.get("kept", 0)), fmt_rows(c.get("read", 0)),
                     fmt_rows(c.get("exact_duplicates", 0)), fmt_rows(c.get("near_duplicates", 0)), opts.threshold,
-                    fmt_rows(c.get("components", 0)), fmt_rows(c.get("leaked", 0)), time.perf_counter() - start,
-                    run.file(RESULT_NAME))
+                    fmt_rows(c.get("components", 0)),
+                    f", {fmt_rows(c.get('leaked', 0))} near an evaluation text {removed}" if evals else "",
+                    fmt_rows(sum(c.get("rejected", {}).values())), time.perf_counter() - start, run.file(RESULT_NAME))
     return merged
 
 

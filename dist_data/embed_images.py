@@ -92,6 +92,9 @@ class EmbedImagesOptions(RunFolderOptions):
     def result_file(self) -> str:
         return "train.npz"
 
+    def side_outputs(self) -> list[str]:
+        return [f"{s}.npz" for s in SPLITS] + ["classes.json"]
+
     def inputs(self) -> dict[str, str]:
         return {split: path for split, path in (("train", self.train_data or self.train_data_ffcv),
                                                 ("eval", self.eval_data or self.eval_data_ffcv)) if path}

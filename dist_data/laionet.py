@@ -46,7 +46,7 @@ from .captions.lemmas import LaionetMatcher, LemmaMatcher
 from .captions.runs import publish_table
 from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
-from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE
+from .core.paths import CACHE_DIR, INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE
 from .core.embed import check_model, count_cache_hits
 from .core.errors import BadRowError, InputError
 from .core.read import require_fields, resolve_sources
@@ -95,7 +95,7 @@ class SimilarityOptions(RunOptions, ModelOptions, ClassNamesOptions):
     checkpoint: str | None = flag(None, "weights of an open_clip:ARCH text tower (a local file)", non_empty, path=INPUT)
     block_rows: int = flag(4096, "rows per block (the unit of embedding, caching and resume)", at_least(1))
     cache_dir: str | None = flag(None, "embeddings cached by content, shared by runs; default: the run folder's "
-                                 "cache/", non_empty, result=False)
+                                 "cache/", non_empty, result=False, path=CACHE_DIR)
 
     def result_file(self) -> str:
         return "laion_similarity.parquet"
@@ -109,6 +109,8 @@ class FilterOptions(RunFolderOptions, ClassNamesOptions):
     similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
     similarity_th: float = flag(0.7, "keep rows whose similarity is above this (strictly)", cosine)
     remove_nsfw: bool = flag(False, f"drop rows whose {steps.NSFW} column is not {steps.SAFE_TAG!r}")
+    on_bad_rows: str = flag("error", "a row whose wnid is not an ImageNet-1k class: error (file:row named) or skip "
+                            "(to rejects.jsonl)", one_of("error", "skip"))
 
     def result_file(self) -> str:
         return f"laionet_thresh{self.similarity_th}.parquet"
@@ -153,7 +155,7 @@ class SearchOptions(RunOptions, ModelOptions, ClassNamesOptions):
     checkpoint: str | None = flag(None, "weights of an open_clip:ARCH text tower (a local file)", non_empty)
     block_rows: int = flag(4096, "rows per block (the unit of embedding, caching and resume)", at_least(1))
     cache_dir: str | None = flag(None, "embeddings and search results cached by content, shared by runs",
-                                 non_empty, result=False)
+                                 non_empty, result=False, path=CACHE_DIR)
 
     def result_file(self) -> str:
         return "laion_similar.parquet"
@@ -226,7 +228,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
         theirs = laionet_class_list()
         matcher = LaionetMatcher([lemmas for _, lemmas in theirs])
         out_wnids = [w for w, _ in theirs]
-        listed = [w for w, lemmas in theirs if lemmas]
+        listed = out_wnids  # every class, construction crane (no lemmas in its list) with no rows
     else:
         matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
         out_wnids = listed = wnids
@@ -401,11 +403,16 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions, run: Run) -> dic
     tmp = os.path.join(run.cache_dir, "filtered.parquet")
     os.makedirs(run.cache_dir, exist_ok=True)
     kept_labels: list[np.ndarray] = []
+    rejects: list[dict] = []
     known = wnid_to_label()
     with stats.stage("filter") as rec:
         writer = None
+        first_row = 0
         for batch in source.iter_batches(batch_size=65536):
             table = pa.Table.from_batches([batch])
+            good = _known_wnids(opts, table, first_row, known, rejects, stats)
+            first_row += len(table)
+            table = table.filter(pa.array(good))
             sims = table.column(opts.similarity_col).to_numpy(zero_copy_only=False).astype(np.float64)
             nsfw = table.column(steps.NSFW).to_pylist() if opts.remove_nsfw else None
             keep, dropped = steps.keep_mask(sims, nsfw, opts.similarity_th)
@@ -431,10 +438,32 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions, run: Run) -> dic
         return len(labels)
 
     merged = publish_table(run, stats, name, write, class_names(opts.class_names),
-                           tables.class_counts(labels, len(classes)).tolist(), [],
+                           tables.class_counts(labels, len(classes)).tolist(), rejects,
                            [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID, wnids))])
     _summary(merged, start, run, "kept")
     return merged
+
+
+def _known_wnids(opts: FilterOptions, table, first_row: int, known: dict[str, int], rejects: list[dict],
+                 stats: Stats) -> np.ndarray:
+    """Which rows of ``table`` name an ImageNet-1k wnid; a row that does not is a bad row (1-based row
+    of the parquet file): an error naming it, or set aside in ``rejects`` with ``--on_bad_rows=skip``.
+
+    Raises:
+        BadRowError: the first such row, with ``--on_bad_rows=error``.
+    """
+    wnids = table.column(steps.QUERY_WNID).to_pylist()
+    good = np.asarray([w in known for w in wnids], dtype=bool)
+    for i in np.flatnonzero(~good):
+        error = BadRowError(opts.df_path, first_row + int(i) + 1,
+                            f"{steps.QUERY_WNID!r} is {wnids[i]!r:.40}, not an ImageNet-1k wnid")
+        if opts.on_bad_rows == "error":
+            raise error
+        rejects.append({"file": opts.df_path, "line": error.line, "reason": error.reason,
+                        "row": {k: v for k, v in table.slice(int(i), 1).to_pylist()[0].items()}})
+        stats.add("read", 1)
+        stats.add("rejected", reason="unknown wnid")
+    return good
 
 
 def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions, run: Run) -> dict | None:

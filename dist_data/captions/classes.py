@@ -73,15 +73,25 @@ def imagenet_classes() -> tuple[ImageNetClass, ...]:
 
 
 def _name_lines(path: str) -> list[tuple[int, str]]:
-    """(line number, name) of a names file: one name a line, or ``name<TAB>count``; ``#`` comments."""
+    """(line number, name) of a names file: one name a line, or ``name<TAB>count`` (an integer);
+    ``#`` comments; a UTF-8 byte-order mark is not part of the first line.
+
+    Raises:
+        InputError: a line with a tab that is not ``name<TAB>count`` (file:line named).
+    """
     out = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if not line.strip() or line.startswith("#"):
                 continue
-            name, tab, count = line.rpartition("\t")
-            out.append((lineno, name if tab and count.strip().lstrip("-").isdigit() else line))
+            if "\t" not in line:
+                out.append((lineno, line))
+                continue
+            name, _, count = line.partition("\t")
+            if "\t" in count or not count.strip().lstrip("-").isdigit():
+                raise InputError(f"{path}:{lineno}: {line!r:.80} is not a name, nor name<TAB>count (an integer)")
+            out.append((lineno, name))
     return out
 
 
@@ -119,6 +129,8 @@ def class_names_problem(value: str | None) -> str | None:
         return f"must be {' or '.join(NAME_LISTS)}, or a file of 1,000 class names; {value!r} is neither"
     try:
         lines = _name_lines(value)
+    except InputError as e:
+        return str(e)
     except (OSError, UnicodeDecodeError) as e:
         return f"{value}: cannot be read ({e})"
     seen: dict[str, int] = {}

@@ -15,6 +15,8 @@ _MARKS = str.maketrans("", "", "\u2122\u00ae\u00a9\u2120")  # ™ ® © ℠
 # names ("C++", "C#", "A+", "1+1"); alone ("A + B") they are spaces too.
 _PUNCT = re.compile(r"[^\w\s+#]|_", re.UNICODE)
 _LONE_SIGNS = re.compile(r"(?<![\w+#])[+#]+(?![\w+#])", re.UNICODE)
+# Signs set apart from the word before them by spaces ("C ++", "C #"): read as attached (_attach_signs).
+_SPACED_SIGNS = re.compile(r"([\w+#])\s+([+#]+)(?=\s|$)", re.UNICODE)
 
 # Per-letter options, the most common reading first. Latin letters read as Cyrillic ones the way
 # brand names are written in Russian (c -> к or ц, g -> г or дж, s -> с or з, x -> кс or з).
@@ -45,11 +47,20 @@ def normalize_name(text: str) -> str:
 
     >>> normalize_name("  Coca-Cola\\u00a0ZERO! "), normalize_name("Samsung\\u2122"), normalize_name("C++ / C#")
     ('coca cola zero', 'samsung', 'c++ c#')
-    >>> normalize_name("A + B"), normalize_name("\\uff23\\uff0b\\uff0b")
-    ('a b', 'c++')
+    >>> normalize_name("A + B"), normalize_name("\\uff23\\uff0b\\uff0b"), normalize_name("C ++"), normalize_name("C")
+    ('a b', 'c++', 'c++', 'c')
     """
-    text = unicodedata.normalize("NFKC", text.translate(_MARKS)).casefold()
-    return " ".join(_LONE_SIGNS.sub(" ", _PUNCT.sub(" ", text)).split())
+    text = _PUNCT.sub(" ", unicodedata.normalize("NFKC", text.translate(_MARKS)).casefold())
+    return " ".join(_LONE_SIGNS.sub(" ", _SPACED_SIGNS.sub(_attach_signs, text)).split())
+
+
+def _attach_signs(m: re.Match) -> str:
+    """``C ++``, ``F #``, ``A +`` (at the end): the signs are the name's, as in ``C++``; a lone ``+``
+    between two words (``A + B``) is not."""
+    signs, rest = m.group(2), m.string[m.end():]
+    if len(signs) > 1 or "#" in signs or not rest.strip():
+        return m.group(1) + signs
+    return m.group(0)
 
 
 def most_frequent_spelling(counts: dict[str, int]) -> str:

@@ -36,7 +36,9 @@ def neighbor_pairs(query_ids: np.ndarray, nbr_ids: np.ndarray, nbr_scores: np.nd
 def make_pairs(x: np.ndarray, y: np.ndarray, score: np.ndarray, source: int) -> np.ndarray:
     out = np.empty(len(x), dtype=PAIR)
     out["a"], out["b"] = np.minimum(x, y), np.maximum(x, y)
-    out["score"], out["source"] = score, source
+    # a cosine is at most 1: two unit vectors' exact product can round past it (1.0000001), which a
+    # threshold of 1 or a reader checking [-1, 1] would trip over
+    out["score"], out["source"] = np.clip(score, -1.0, 1.0), source
     return out
 
 

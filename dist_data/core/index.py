@@ -33,6 +33,7 @@ import glob
 import os
 import time
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -51,6 +52,7 @@ DEVICE_RESCORE_ELEMENTS = 1 << 27  # float64 candidate vectors rescored at once 
 FAISS_GPU_MAX_K = 2048
 MODES = ("gather", "sharded", "ivf", "hnsw")
 TRAIN_POINTS_PER_LIST = 40  # k-means sample size per IVF list (faiss warns below 39)
+IVF_MIN_DOCUMENTS = 16  # 4-bit PQ codes have 16 centroids per sub-quantizer: faiss trains them on at least 16 vectors
 REFINE = 4  # IVF: candidates by compressed score per neighbour wanted, re-ranked in float32
 
 
@@ -229,6 +231,23 @@ def _faiss_threads(n: int) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
+def _too_few_for_ivf(spec: IndexSpec, n_docs: int) -> IndexSpec:
+    """The exact search instead of an IVF over fewer documents (all ranks') than its lists or than its
+    codes' training needs (:data:`IVF_MIN_DOCUMENTS`), with a notice: an approximate index of so few
+    vectors saves nothing, and faiss cannot train it. Collective (every rank decides alike)."""
+    if spec.mode != "ivf":
+        return spec
+    total = sum(distributed.all_gather_object(n_docs))
+    need = max(spec.nlist or 0, IVF_MIN_DOCUMENTS)
+    if total >= need:
+        return spec
+    if distributed.get_rank() == 0:
+        logger.warning("index: %d document(s) are fewer than --index=ivf needs (%d: its lists, and the %d its codes "
+                       "train on): exact search instead (the same result an IVF would approximate)", total, need,
+                       IVF_MIN_DOCUMENTS)
+    return dataclasses.replace(spec, mode="sharded")
+
+
 def _trained_ivf(doc_emb: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec):
     """The shared, trained, empty IVF index: spherical k-means lists and 4-bit PQ codes, trained on
     a seeded sample of every rank's documents.
@@ -257,10 +276,10 @@ def _trained_ivf(doc_emb: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec):
             kmeans.train(sample)
             quantizer = faiss.IndexFlatIP(dim)
             quantizer.add(kmeans.centroids)
-            if dim % 2 == 0:  # 4-bit codes, one sub-quantizer a dimension, scanned with SIMD look-up tables
+            if dim % 2 == 0 and len(sample) >= IVF_MIN_DOCUMENTS:  # 4-bit codes, one sub-quantizer a dimension, scanned with SIMD look-up tables
                 index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, dim, 4, faiss.METRIC_INNER_PRODUCT)
                 index.pq.cp.seed = spec.seed
-            else:  # fast scan needs an even number of sub-quantizers
+            else:  # fast scan needs an even number of sub-quantizers (and 16 vectors to train its codes)
                 index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(sample)  # the lists are given: only the codes are trained
         blob = faiss.serialize_index(index)
@@ -422,7 +441,7 @@ def search(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: np.ndarray, k: i
         ``backend``, ``index_seconds`` (gathering the documents, training, building the index)
         and, for an approximate index, ``recall`` (:func:`measure_recall`).
     """
-    spec = spec if isinstance(spec, IndexSpec) else IndexSpec(spec)
+    spec = _too_few_for_ivf(spec if isinstance(spec, IndexSpec) else IndexSpec(spec), len(doc_ids))
     world = distributed.get_world_size()
     start = time.perf_counter()
     if spec.mode == "gather" or (spec.mode == "sharded" and world == 1):

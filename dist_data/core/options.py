@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .cli import at_least, CommonOptions, flag, non_empty, one_of, Options, required
 from .embed import DEFAULT_MODEL
-from .paths import INPUT_ROLES, OUTPUT_DIR
+from .paths import CACHE_DIR, INPUT_ROLES, OUTPUT_DIR, inputs_signature
 
 # ---------------------------------------------------------------- options shared by the verbs
 
@@ -25,6 +25,16 @@ class RunFolderOptions(CommonOptions):
     def result_file(self) -> str:
         """The result's name in the run folder (a table named by its rows is renamed when published)."""
         raise NotImplementedError
+
+    def side_outputs(self) -> list[str]:
+        """Every other file or folder the command may write in its run folder (sidecars, plots, lists);
+        the engine's own (args, stats, rejects, parts, cache, the card) are not repeated here."""
+        return []
+
+    def outputs(self) -> list[str]:
+        """Every name the run may write in its folder: a file of the user's at any of them is refused
+        before anything is read (and again, for a name not declared, when it is written)."""
+        return [self.result_file(), *self.side_outputs()]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +82,18 @@ class IndexOptions(Options):
     recall_queries: int = flag(1000, "--index=ivf/hnsw: queries sampled to measure recall@k against exact search",
                                at_least(1), result=False)
     cache_dir: str | None = flag(None, "embeddings and search results cached by content, shared by runs (a sweep "
-                                 "re-embeds nothing); default: the run folder's cache/", non_empty, result=False)
+                                 "re-embeds nothing); default: the run folder's cache/", non_empty, result=False,
+                                 path=CACHE_DIR)
+
+    def result_args(self) -> dict:
+        """The flags that shape the result: the exact searches (gather, sharded) give the same bytes, so
+        a rerun may switch between them; an approximate index and its knobs count."""
+        args = super().result_args()
+        if args.get("index") in ("gather", "sharded"):
+            args["index"] = "exact"
+            for knob in ("nlist", "nprobe", "hnsw_m", "ef_search"):
+                args.pop(knob, None)
+        return args
 
     def index_spec(self):
         from .index import IndexSpec
@@ -113,13 +134,14 @@ class ResultOptions(Options):
         raise NotImplementedError
 
     def inputs_signature(self) -> dict[str, list[int]]:
-        """What the input files looked like (size and modification time of each; a folder's own time
-        changes when a result is written into it, so folders are not compared): a complete result is
-        made again when they changed, even with the same flags."""
-        signature = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.metadata.get("path") in INPUT_ROLES and value and os.path.isfile(value):
-                st = os.stat(value)
-                signature[os.path.abspath(value)] = [st.st_size, st.st_mtime_ns]
-        return signature
+        """What the inputs looked like (:func:`dist_data.core.paths.inputs_signature`; a folder's files
+        below the command's own output folders left out): a complete result is made again when they
+        changed, even with the same flags."""
+        from .paths import output_dirs
+
+        from .card import CARD
+        from .rundir import MANIFEST
+
+        shared = {os.path.dirname(p) for p in self.results()}  # the folders results are recorded in
+        return inputs_signature(self, exclude=output_dirs(self) + self.results()
+                                + [os.path.join(f, n) for f in shared for n in (MANIFEST, CARD)])

@@ -23,6 +23,7 @@ INPUT_SPEC = "input_spec"  # a file, folder, glob, brace pattern or comma list; 
 OUTPUT_DIR = "output_dir"  # a folder the command writes
 OUTPUT_FILE = "output_file"  # a file the command writes
 OUTPUT_NAME = "output_name"  # a file name inside the output folder
+CACHE_DIR = "cache_dir"  # a folder of caches shared by runs (not locked): never an input, nor inside one
 INPUT_ROLES = (INPUT, INPUT_DIR, INPUT_SPEC)
 
 _PATTERN_CHARS = "*?[{"
@@ -65,7 +66,10 @@ def _input_problem(name: str, value: str, spec: bool, folder: bool = False) -> s
 
 
 def _existing_inputs(values: list[tuple[str, str, Any]]) -> list[tuple[str, str]]:
-    """``(flag, real path)`` of every input that names existing files or folders."""
+    """``(flag, real path)`` of every input that names existing files or folders, and of every path a
+    manifest among them names (a collection's or ``--against``'s datasets are inputs too)."""
+    from .collection import manifest_paths
+
     out = []
     for name, role, value in values:
         if role in INPUT_ROLES and isinstance(value, str):
@@ -73,7 +77,53 @@ def _existing_inputs(values: list[tuple[str, str, Any]]) -> list[tuple[str, str]
                 part = os.path.expanduser(part.strip())
                 if part and os.path.exists(part):
                     out.append((name, os.path.realpath(part)))
+                    out += [(name, os.path.realpath(p)) for p in manifest_paths(part) if os.path.exists(p)]
     return out
+
+
+def input_files(opts: Any) -> list[str]:
+    """Every input path ``opts`` names (files, folders, glob matches, comma lists, the paths of a
+    manifest), existing ones only, in flag order: what :func:`inputs_signature` looks at."""
+    values = [(f.name, f.metadata["path"], getattr(opts, f.name)) for f in dataclasses.fields(opts)
+              if f.metadata.get("path") in INPUT_ROLES and getattr(opts, f.name) not in (None, "")]
+    found = [path for _, path in _existing_inputs(values)]
+    for _, _, value in values:  # glob patterns (a hub name matches nothing)
+        for part in str(value).split(","):
+            part = os.path.expanduser(part.strip())
+            if any(c in part for c in _PATTERN_CHARS) and not os.path.lexists(part):
+                found += [os.path.realpath(p) for p in sorted(glob.glob(part))]
+    return list(dict.fromkeys(found))
+
+
+def inputs_signature(opts: Any, exclude: list[str] = ()) -> dict[str, list[int]]:
+    """What the inputs looked like: per input file ``[size, mtime_ns]``; per input folder ``[files,
+    bytes, newest mtime_ns]`` of the files below it (hidden ones and the ``exclude`` paths, the
+    command's own outputs, left out). A run or result made from inputs with another signature is
+    not served as "already complete". Hub names and URLs have none here (they are read as named)."""
+    skip = [os.path.realpath(e) for e in exclude]
+    return {path: path_signature(path, skip) for path in input_files(opts)}
+
+
+def path_signature(path: str, skip: list[str] = ()) -> list[int] | None:
+    """A file's ``[size, mtime_ns]``, a folder's ``[files, bytes, newest mtime_ns]`` of the files below it
+    (hidden ones, and the ``skip`` files and folders, left out); None where nothing is there."""
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    if not os.path.isdir(path):
+        return None
+    files = size = newest = 0
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.join(root, d) not in skip)
+        for n in names:
+            if n.startswith(".") or os.path.join(root, n) in skip:
+                continue
+            try:
+                st = os.stat(os.path.join(root, n))
+            except OSError:
+                continue
+            files, size, newest = files + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return [files, size, newest]
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -102,6 +152,18 @@ def _output_problem(name: str, value: str, inputs: list[tuple[str, str]]) -> str
     return None
 
 
+def _cache_problem(name: str, value: str, inputs: list[tuple[str, str]]) -> str | None:
+    """A cache folder is written by every run that shares it: never an input, nor inside an input folder
+    (a ``--per_dataset`` folder would gain a dataset named ``cache``)."""
+    out = os.path.realpath(os.path.expanduser(value))
+    for flag_name, path in inputs:
+        if out == path or (os.path.isdir(path) and _inside(out, path)):
+            where = "is" if out == path else "is inside"
+            return (f"--{name}={value} {where} the input --{flag_name}={path}: the cache would become input; "
+                    f"keep it outside")
+    return None
+
+
 def path_problems(opts: Any) -> list[str]:
     """One line per path flag of ``opts`` (a parsed options dataclass) that breaks a rule above."""
     values = [(f.name, f.metadata["path"], getattr(opts, f.name)) for f in dataclasses.fields(opts)
@@ -112,6 +174,8 @@ def path_problems(opts: Any) -> list[str]:
     for name, role, value in values:
         if role == OUTPUT_DIR:
             problems.append(_output_problem(name, value, inputs))
+        elif role == CACHE_DIR:
+            problems.append(_cache_problem(name, value, inputs))
         elif role == OUTPUT_FILE:
             out = os.path.realpath(os.path.expanduser(value))
             clash = [flag_name for flag_name, path in inputs if path == out]

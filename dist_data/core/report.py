@@ -13,7 +13,7 @@ from .write import atomic_open
 
 from . import distributed
 from .log import logger
-from .rundir import RunDir
+from .rundir import SCORES_PLOT, RunDir
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -167,6 +167,6 @@ def report_scores(info: distributed.DistInfo, run: RunDir, stats: Stats, title: 
     stats.scores = {n: {**describe(gathered[n][0]), **({"sampled_1_in": gathered[n][1]} if gathered[n][1] > 1 else {})}
                     for n in columns}
     logger.info("scores:\n%s", score_table(stats.scores))
-    run.record(["scores.png"])
-    write_histograms(run.file("scores.png"), title,
+    run.record([SCORES_PLOT])
+    write_histograms(run.file(SCORES_PLOT), title,
                      [(t, {n: gathered[n][0] for n in cols}, x) for t, cols, x in panels], lines)

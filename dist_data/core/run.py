@@ -26,7 +26,7 @@ from .collection import CollectionOptions, run_collection
 from .errors import BadRowError, InputError
 from .log import logger
 from .options import ResultOptions, RunFolderOptions
-from .paths import output_dirs
+from .paths import inputs_signature, output_dirs
 from .rundir import Results, RunConflictError, RunDir, fault, io_failure, locked_by_main, release_held_locks
 from .stats import Stats
 from .write import merge_files, read_lines, write_json, write_json_list, write_lines
@@ -124,7 +124,13 @@ def _run_body(info: distributed.DistInfo, opts: Options, body: Body, results: Re
         return
     if results is not None:
         results.record(complete=False)
-    body(info, opts, None)
+    try:
+        fault("body")
+        body(info, opts, None)
+    except BaseException:
+        if results is not None:
+            results.withdraw()  # a failed run leaves every earlier result's record as it was
+        raise
     if results is not None:
         results.record(complete=True)
 
@@ -209,7 +215,7 @@ class Run(RunDir):
     result written by rank 0)."""
 
     def __init__(self, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = ""):
-        super().__init__(opts.output_dir, opts.result_args(), result_name)
+        super().__init__(opts.output_dir, opts.result_args(), result_name, opts.outputs())
         self.info = info
         self.opts = opts
         self.command = command or type(opts).__name__
@@ -223,6 +229,7 @@ class Run(RunDir):
         error = None
         if info.is_main:
             try:
+                run.inputs = inputs_signature(opts, exclude=[opts.output_dir])
                 run.prepare(opts.overwrite)
             except (RunConflictError, OSError) as e:
                 error = e

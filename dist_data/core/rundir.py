@@ -37,12 +37,16 @@ import sys
 from typing import Any, Iterable, Iterator
 
 from .card import CARD, card_is_ours, write_results_card
+from .paths import path_signature
 from .read import read_json
 from .write import write_json
 from .log import logger
 
 LOCK_NAME = ".dist_data.lock"
 MANIFEST = "manifest.json"
+SCORES_PLOT = "scores.png"  # the histograms of a verb's scores (dist_data.core.report.report_scores)
+# what the engine itself may write in every run folder (besides the result, and the card: see card_is_ours)
+ENGINE_FILES = ("args.json", "stats.json", "_SUCCESS", "rejects.jsonl", "parts", "cache", SCORES_PLOT)
 
 
 class RunConflictError(RuntimeError):
@@ -231,14 +235,19 @@ def locked_by_main(is_main: bool, folders: Iterable[str]) -> Iterator[None]:
 class RunDir:
     """The output folder of one run: args identity, part files, markers, caches, final outputs."""
 
-    def __init__(self, path: str, args: dict[str, Any], result_name: str):
+    def __init__(self, path: str, args: dict[str, Any], result_name: str, outputs: Iterable[str] = (),
+                 inputs: dict[str, list[int]] | None = None):
         self.path = path
         self.args = dict(sorted(args.items()))
         self.result_name = result_name
+        # every name the run may write here (a file of the user's at one of them is refused) ...
+        self.outputs = list(dict.fromkeys([result_name, result_name + ".gz", *ENGINE_FILES, *outputs]))
+        self.inputs = inputs  # ... and what its inputs looked like (None: not compared)
         self.parts_dir = os.path.join(path, "parts")
         self.cache_dir = os.path.join(path, "cache")
         self.lock = FolderLock(path)
         self.replace = False  # set by prepare: the earlier run's files go at start()
+        self.keep_cache = False  # set by prepare when only the inputs changed: the content-keyed cache stays
         self.begun = False  # set once start() ran on rank 0 and every rank knows
 
     def file(self, name: str) -> str:
@@ -275,18 +284,17 @@ class RunDir:
         stale = remove_stale_temporaries(self.path, listed or ())
         if stale:
             logger.info("removed %d temporary file(s) of an interrupted write in %s", stale, self.path)
+        self._refuse_users_files(self.outputs, listed or (), overwrite)
         if listed is None:
-            # nothing here is provably ours: files with the names a run writes are the user's own
-            theirs = [n for n in ("args.json", "stats.json", "_SUCCESS", "parts", "cache", self.result_name)
-                      if os.path.lexists(self.file(n))]
-            if theirs:
-                even = " (not even with --overwrite)" if overwrite else ""
-                raise RunConflictError(
-                    f"{self.path} holds {', '.join(theirs)}, which no dist_data manifest ({MANIFEST}) lists: they "
-                    f"are not a run of ours, so nothing was removed{even}; give another --output_dir")
             return
         diff = self.other_flags()
         if not diff:
+            changed = self.changed_inputs()
+            if changed:
+                logger.warning("%s changed since the run in %s was made (size or modification time): it is made "
+                               "again (the cache of embeddings, keyed by content, is kept)", ", ".join(changed),
+                               self.path)
+                self.replace, self.keep_cache = True, True
             return
         if self.blocks(diff, overwrite):
             raise refuse_other_flags(self.path, "a finished run" if self.is_complete() else "an unfinished run", diff)
@@ -294,6 +302,26 @@ class RunDir:
             logger.info("%s holds an unfinished run that cached nothing (%s); starting over", self.path,
                         ", ".join(diff))
         self.replace = True
+
+    def _refuse_users_files(self, names: Iterable[str], owned: Iterable[str], overwrite: bool) -> None:
+        """Refuse the run when a file or folder it may write (``names``) is there and no manifest of ours
+        lists it (``owned``): it is the user's own, and is never replaced or removed."""
+        owned = set(owned)
+        theirs = [n for n in dict.fromkeys(names) if n not in owned and os.path.lexists(self.file(n))]
+        if theirs:
+            even = " (not even with --overwrite)" if overwrite else ""
+            raise RunConflictError(
+                f"{self.path} holds {', '.join(theirs)}, which this run would write and no dist_data manifest "
+                f"({MANIFEST}) lists: they are not a run of ours, so nothing was removed{even}; move them or give "
+                f"another --output_dir")
+
+    def changed_inputs(self) -> list[str]:
+        """The inputs whose signature differs from the one the run here recorded (none when either run
+        has no signature)."""
+        old = (read_manifest(self.path) or {}).get("inputs")
+        if old is None or self.inputs is None:
+            return []
+        return [p for p in sorted(set(old) | set(self.inputs)) if old.get(p) != self.inputs.get(p)]
 
     def other_flags(self) -> list[str]:
         """The flags by which the run already here differs from this one (none: no run, or one stopped
@@ -318,18 +346,29 @@ class RunDir:
         """Rank 0, once the inputs were read and the model loaded: replace an earlier run if asked,
         record the flags and the manifest, create ``parts/`` and ``cache/``."""
         if self.replace:
-            removed = remove_paths(self.path, self.owned())
+            kept = {"cache"} if self.keep_cache else set()
+            removed = remove_paths(self.path, [n for n in self.owned() if n not in kept])
             logger.warning("removed the earlier run's files in %s: %s (nothing else touched)", self.path,
                            ", ".join(removed) or "none")
             self.replace = False
+        self.record(["args.json", "parts", "cache"])
         os.makedirs(self.parts_dir, exist_ok=True)
         os.makedirs(self.cache_dir, exist_ok=True)
-        self.record(["args.json", "parts", "cache"])
         write_json(self.file("args.json"), self.args)
+        if self.inputs is not None:
+            write_manifest(self.path, {**(read_manifest(self.path) or {}), "inputs": self.inputs})
 
     def record(self, names: Iterable[str]) -> None:
-        """Add ``names`` to the manifest (before they are written: a killed write is still owned)."""
+        """Add ``names`` to the manifest (before they are written: a killed write is still owned).
+
+        Raises:
+            RunConflictError: one of them is there and no manifest lists it (the user's own file; an
+                output the command did not declare, which the start could not check).
+        """
+        names = list(names)
         manifest = read_manifest(self.path) or {}
+        # the card has its own rule (card_is_ours: a README.md of the user's is kept and the card left out)
+        self._refuse_users_files([n for n in names if n != CARD], manifest.get("paths") or (), False)
         manifest["paths"] = sorted(set(manifest.get("paths") or ()) | set(names) | {MANIFEST})
         write_manifest(self.path, manifest)
 
@@ -410,26 +449,53 @@ class Results:
             if diff and not overwrite:
                 raise refuse_other_flags(path, "a result", diff)
             complete = (complete and not diff and bool(entry and entry.get("complete"))
-                        and (entry or {}).get("inputs", {}) == self.inputs)
+                        and (entry or {}).get("inputs", {}) == self.inputs
+                        and (entry or {}).get("made", path_signature(path)) == path_signature(path))
         if complete and self.paths:
             logger.info("%s: already complete (same flags); nothing to do", ", ".join(self.paths))
         return complete and bool(self.paths)
 
     def record(self, complete: bool) -> None:
-        """Record every result (before it is written: a killed write is still ours; then complete)."""
+        """Before the results are written (``complete=False``): each path is listed as ours (a killed write
+        is still ours) and this run's intent is recorded beside the record of the result already there,
+        which stays as it is; once they are written (``complete=True``): each result's record is
+        replaced by this run's, with the result's own signature (size and time: a result changed since is
+        not "complete")."""
         for folder in self.folders():
             manifest = read_manifest(folder) or {}
             results = dict(manifest.get("results") or {})
+            pending = dict(manifest.get("pending") or {})
             for path in self.paths:
-                if os.path.dirname(path) == folder:
-                    results[os.path.basename(path)] = {"command": self.command, "args": self.args,
-                                                       "inputs": self.inputs, "complete": complete}
+                if os.path.dirname(path) != folder:
+                    continue
+                name = os.path.basename(path)
+                intent = {"command": self.command, "args": self.args, "inputs": self.inputs}
+                if complete:
+                    results[name] = {**intent, "complete": True, "made": path_signature(path)}
+                    pending.pop(name, None)
+                else:
+                    pending[name] = intent
             manifest["results"] = dict(sorted(results.items()))
+            manifest["pending"] = dict(sorted(pending.items()))
+            if not manifest["pending"]:
+                del manifest["pending"]
             ours = card_is_ours(folder, manifest.get("paths") or ()) if complete else False
-            manifest["paths"] = sorted(set(manifest.get("paths") or ()) | {MANIFEST} | ({CARD} if ours else set()))
+            names = {os.path.basename(p) for p in self.paths if os.path.dirname(p) == folder}
+            manifest["paths"] = sorted(set(manifest.get("paths") or ()) | names | {MANIFEST} | ({CARD} if ours else set()))
             write_manifest(folder, manifest)  # the card is listed before it is written
             if ours:
                 write_results_card(folder, manifest)
+
+    def withdraw(self) -> None:
+        """A run that failed: its intent is taken back, every earlier result's record stays as it was."""
+        for folder in self.folders():
+            manifest = read_manifest(folder)
+            if not manifest or not manifest.get("pending"):
+                continue
+            pending = {k: v for k, v in manifest["pending"].items()
+                       if os.path.join(folder, k) not in self.paths}
+            manifest = {k: v for k, v in manifest.items() if k != "pending"}
+            write_manifest(folder, {**manifest, **({"pending": pending} if pending else {})})
 
 
 def io_failure(path: str, error: OSError) -> RunConflictError | None:
@@ -443,10 +509,14 @@ def io_failure(path: str, error: OSError) -> RunConflictError | None:
 
 def fault(point: str) -> None:
     """Fault injection for the conformance suite: ``DIST_DATA_FAULT=kill:POINT`` kills this process
-    with SIGKILL at ``POINT`` (no clean-up runs: the state a killed job leaves). The points:
+    with SIGKILL at ``POINT`` (no clean-up runs: the state a killed job leaves); ``error:POINT``
+    raises a user error there (a bad row found late, as the command's own errors are). The points:
     ``embedded`` (the first set of texts embedded and its blocks cached), ``merge`` (every part
-    written, nothing published)."""
+    written, nothing published), ``body`` (a command of named results, its results recorded as
+    about to be written)."""
     if os.environ.get("DIST_DATA_FAULT") == f"kill:{point}":
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("DIST_DATA_FAULT") == f"error:{point}":
+        raise RunConflictError(f"DIST_DATA_FAULT: an injected error at {point}")

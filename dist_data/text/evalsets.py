@@ -10,7 +10,7 @@ One ``--against`` item may be:
 - a BeIR folder (``corpus``, ``queries``, ``qrels/``): two sets, ``NAME.queries`` and
   ``NAME.corpus`` (title and text joined, as models embed them);
 - an MTEB dataset folder (``{split}.jsonl`` in a layout :mod:`dist_data.text.tasks` reads): one set
-  per evaluation split, ``NAME.{split}`` (``train`` is left out when other splits exist), every text
+  per evaluation split, ``NAME.{split}`` (every split but ``train``; a folder with only ``train`` is refused), every text
   column of a row (``text``, ``sentences``, ``sentence1``/``sentence2``, ``query``/``positive``/
   ``negative``);
 - a folder of those (the ``--data_path`` that ``embed_mteb`` reads): each sub-folder as above.
@@ -20,13 +20,12 @@ A row may hold several texts (an STS pair, a reranking list): each is an item of
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable, Sequence
 
-from ..core.collection import MANIFEST_SUFFIXES, read_collection
+from ..core.collection import is_manifest, read_collection
 from ..core.errors import BadRowError, InputError
 from ..core.read import get_texts, Row, row_value, checked_text
 from .layouts import beir_join, get_beir_document, get_beir_query
@@ -86,21 +85,6 @@ def _expand(item: str, name: str | None, key: str, fallback: str) -> list[EvalSe
     return [EvalSet(name, item, lambda row: get_texts(row, [key]))]
 
 
-def is_manifest(path: str) -> bool:
-    """A collection manifest: ``.yaml``/``.yml``, or a ``.json`` object with ``datasets``."""
-    lower = path.lower()
-    if lower.endswith((".yaml", ".yml")):
-        return True
-    if not lower.endswith(MANIFEST_SUFFIXES):
-        return False
-    try:
-        with open(path, encoding="utf-8") as f:
-            head = f.read(1 << 20)
-        return isinstance(data := json.loads(head), dict) and "datasets" in data
-    except ValueError:  # rows, or a file longer than the head: not a manifest
-        return False
-
-
 def _is_beir(folder: str) -> bool:
     return has_layout(folder, "retrieval")
 
@@ -124,7 +108,11 @@ def beir_sets(folder: str, name: str) -> list[EvalSet]:
 def mteb_sets(folder: str, name: str) -> list[EvalSet]:
     splits = [s for t in _MTEB_TYPES for s in local_splits(folder, t)]
     splits = list(dict.fromkeys(splits))
-    evaluation = [s for s in splits if s != "train"] or splits
+    evaluation = [s for s in splits if s != "train"]
+    if not evaluation:
+        raise InputError(f"--against {folder}: an MTEB data folder is checked by its evaluation splits (every split "
+                         f"but train) and this one has only {', '.join(splits) or 'no split'}; to check against "
+                         f"its rows anyway, give the file itself ({split_file(folder, splits[0]) if splits else folder})")
     return [EvalSet(f"{name}.{s}", split_file(folder, s), mteb_texts) for s in evaluation]
 
 
