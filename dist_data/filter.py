@@ -56,6 +56,9 @@ class FilterOptions(PairOptions, CollectionOptions):
     def result_file(self) -> str:
         return RESULT_NAME
 
+    def side_outputs(self) -> list[str]:
+        return [IDS_NAME]
+
 
 def run_filter(info: distributed.DistInfo, opts: FilterOptions, run: Run) -> dict | None:
     """The filter pipeline on this rank; returns the merged stats on rank 0."""

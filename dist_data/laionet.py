@@ -59,6 +59,7 @@ from .core.run import Run, run_main, table_stats
 from .core.stats import fmt_rows, Stats
 
 LISTS_NAME = "wnid_to_laion_indices.json"
+IMG2DATASET_SCRIPT = "img2dataset.sh"
 RULES = ("normalized", "laionet")
 
 
@@ -78,6 +79,9 @@ class LabelOptions(RunOptions, ClassNamesOptions):
 
     def result_file(self) -> str:
         return "laion_labeled.parquet"
+
+    def side_outputs(self) -> list[str]:
+        return [LISTS_NAME]
 
     def problems(self) -> list[str]:
         return ["--rule=laionet counts only lemmas written once in its class list: drop --nounique_lemmas"] \
@@ -114,6 +118,9 @@ class FilterOptions(RunFolderOptions, ClassNamesOptions):
 
     def result_file(self) -> str:
         return f"laionet_thresh{self.similarity_th}.parquet"
+
+    def side_outputs(self) -> list[str]:
+        return [LISTS_NAME]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +167,9 @@ class SearchOptions(RunOptions, ModelOptions, ClassNamesOptions):
     def result_file(self) -> str:
         return "laion_similar.parquet"
 
+    def side_outputs(self) -> list[str]:
+        return [LISTS_NAME]
+
 
 @dataclass(frozen=True, kw_only=True)
 class MatchFreqOptions(RunFolderOptions, ClassNamesOptions):
@@ -192,6 +202,9 @@ class UrlListOptions(RunFolderOptions):
 
     def result_file(self) -> str:
         return "url_list.parquet"
+
+    def side_outputs(self) -> list[str]:
+        return [IMG2DATASET_SCRIPT]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -532,7 +545,7 @@ def run_url_list(info: distributed.DistInfo, opts: UrlListOptions, run: Run) -> 
             f.write(img2dataset_command(run.file(name), opts.url_col, opts.caption_col, extra))
         os.replace(path + ".tmp", path)
 
-    merged = publish_table(run, stats, name, write, None, None, [], [("img2dataset.sh", script)])
+    merged = publish_table(run, stats, name, write, None, None, [], [(IMG2DATASET_SCRIPT, script)])
     _summary(merged, start, run, "listed")
     if merged is not None:
         logger.info("download with img2dataset (its own environment: pip install img2dataset):\n%s",

@@ -95,6 +95,9 @@ class MineOptions(PairOptions, CollectionOptions):
     def result_file(self) -> str:
         return self.result_name
 
+    def side_outputs(self) -> list[str]:
+        return [NOMIC_FOLDER]
+
     def problems(self) -> list[str]:
         problems = []
         if self.range_max is not None and self.range_max <= self.range_min:

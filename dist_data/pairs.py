@@ -80,6 +80,9 @@ class PairsOptions(RunOptions, ModelOptions, IndexOptions, CollectionOptions):
     def result_file(self) -> str:
         return RESULT_NAME
 
+    def side_outputs(self) -> list[str]:
+        return [CSV_NAME, DUPLICATES_NAME]
+
 
 def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict | None:
     """The pairs pipeline on this rank; returns the merged stats on rank 0."""

@@ -81,6 +81,9 @@ class TripletsOptions(RunOptions, ModelOptions, IndexOptions, CollectionOptions)
     def result_file(self) -> str:
         return RESULT_NAME
 
+    def side_outputs(self) -> list[str]:
+        return [REVIEW_NAME]
+
     def problems(self) -> list[str]:
         if not [k for k in self.text_keys.split(",") if k.strip()]:
             return ["--text_keys names no field"]

@@ -137,6 +137,16 @@ def test_normal_forms_keep_the_signs_that_make_a_name_and_drop_trademark_signs()
     assert normalize_name("Samsung\u2122") == normalize_name("SAMSUNG\u00ae") == normalize_name("samsung \u00a9")
     assert normalize_name("\uff23\uff0b\uff0b") == "c++" and normalize_name("A + B") == normalize_name("A B")
     assert normalize_name("  Coca-Cola\u00a0ZERO! ") == "coca cola zero"  # as before: punctuation is a space
+    # signs set apart by spaces are still the name's (docs/catalog.md): "C ++" is C++, never C
+    assert normalize_name("C ++") == normalize_name("C++") != normalize_name("C")
+    assert normalize_name("C #") == "c#" and normalize_name("A +") == "a+" and normalize_name("1 + 1") == "1 1"
+
+
+def test_a_pair_score_is_a_cosine_never_past_one():
+    from dist_data.catalog.pairs import make_pairs
+
+    pairs = make_pairs(np.array([0, 3]), np.array([1, 2]), np.array([1.0000001, -1.0000002]), 1)
+    assert pairs["score"].tolist() == [1.0, -1.0] and pairs["a"].tolist() == [0, 2]
 
 
 def test_pairs_do_not_depend_on_the_order_of_the_rows(tmp_path):

@@ -21,7 +21,7 @@ from conftest import assert_plot
 from dist_data.core import cli, paths
 from dist_data.core.collection import CollectionOptions
 from dist_data.core.options import ResultOptions, RunFolderOptions
-from dist_data.core.rundir import LOCK_NAME, FolderLock, Results, RunConflictError, RunDir
+from dist_data.core.rundir import LOCK_NAME, SCORES_PLOT, FolderLock, Results, RunConflictError, RunDir
 from dist_data.registry import VERBS, Command, commands
 
 COMMANDS = commands()
@@ -189,11 +189,18 @@ def output_case(cmd: Command, name: str, case: str, tmp) -> dict[str, str] | Non
         return {**flags, inputs[0]: str(tree), name: str(tree / "out")}
     if case == "holds_the_input":  # catalog clean --dataset=D/cleaned.csv --output_dir=D
         return {**flags, inputs[0]: str(tree / "cls" / "rows.jsonl"), name: str(tree / "cls")}
+    if case == "holds_a_manifests_input":  # dedup --against=m.yaml (listing D/leaks.jsonl) --output_dir=D
+        listing = roles(cmd, paths.INPUT, paths.INPUT_SPEC)
+        if not listing:
+            return None
+        manifest = tmp / "m.yaml"
+        manifest.write_text(f"datasets:\n  - path: {tree / 'cls' / 'rows.jsonl'}\n", encoding="utf-8")
+        return {**flags, listing[-1]: str(manifest), name: str(tree / "cls")}
     raise ValueError(case)
 
 
 @pytest.mark.parametrize("cmd,name,case", matrix((paths.OUTPUT_DIR,), (
-    "root", "above_cwd", "the_input", "inside_the_input", "holds_the_input")))
+    "root", "above_cwd", "the_input", "inside_the_input", "holds_the_input", "holds_a_manifests_input")))
 def test_a_misplaced_output_folder_is_refused_before_anything_is_written(cmd, name, case, tmp_path, capsys,
                                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -304,6 +311,14 @@ def test_a_complete_result_with_the_same_flags_is_not_made_again(cmd, tmp_path, 
     code, _, err = invoke(cmd, flags, capsys)
     assert code == 0 and "already complete (same flags); nothing to do" in err, err
     assert still_there(planted)
+    opts = cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()])
+    results = Results(" ".join(filter(None, [cmd.module, cmd.subcommand])), opts.results(), opts.result_args(),
+                      opts.inputs_signature())
+    assert results.check(overwrite=False)
+    path = next(iter(planted))  # a result changed since it was recorded (by hand, or a failed run): made again
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(" and changed")
+    assert not results.check(overwrite=False)
     for name in roles(cmd, *INPUT_ROLES):  # an input changed since: made again (whatever the body says then)
         if flags.get(name) and os.path.isfile(flags[name]):
             os.utime(flags[name], ns=(1, 1))
@@ -318,6 +333,126 @@ def test_a_users_file_where_a_result_goes_is_never_replaced(cmd, tmp_path, capsy
     code, _, err = invoke(cmd, flags, capsys, "--overwrite")
     assert_one_line_refusal(code, err, "no dist_data manifest", "not even with --overwrite")
     assert still_there(planted)
+
+
+@pytest.mark.parametrize("cmd", RESULT_COMMANDS, ids=lambda c: c.name)
+def test_a_failed_overwrite_leaves_every_record_of_the_earlier_results_as_it_was(cmd, tmp_path, capsys, monkeypatch):
+    """``--overwrite`` that fails (a bad row found while it runs: ``DIST_DATA_FAULT=error:body``, once its
+    results are recorded as about to be written) keeps the earlier results and their records, byte for
+    byte: the command that made them is still "already complete", not refused for the failed flags."""
+    flags = result_flags(cmd, tmp_path)
+    changed = next(f.name for f in dataclasses.fields(cmd.options) if f.metadata.get("result", True))
+    planted = plant_results(cmd, flags, {changed: "another value"})
+    manifests = sorted({os.path.join(os.path.dirname(p), "manifest.json") for p in planted})
+    before = {m: open(m, encoding="utf-8").read() for m in manifests}
+    monkeypatch.setenv("DIST_DATA_FAULT", "error:body")
+    code, _, err = invoke(cmd, flags, capsys, "--overwrite")
+    assert_one_line_refusal(code, err, "an injected error at body")
+    assert {m: open(m, encoding="utf-8").read() for m in manifests} == before
+    assert still_there(planted)
+    monkeypatch.delenv("DIST_DATA_FAULT")  # the earlier command's flags: still its complete result
+    results = Results(" ".join(filter(None, [cmd.module, cmd.subcommand])), list(planted),
+                      {**cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()]).result_args(),
+                       changed: "another value"},
+                      cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()]).inputs_signature())
+    assert results.check(overwrite=False)
+
+
+def test_a_run_folders_overwrite_removes_another_commands_result_recorded_there(tmp_path):
+    """embed_images --nostack, then ``embed_images stack`` (its result recorded in the run folder), then
+    the first command with other flags and --overwrite: the stacked file goes with the run it came from."""
+    out = tmp_path / "out"
+    first = RunDir(str(out), {"output_dtype": "float32"}, "train.npz")
+    first.prepare(overwrite=False)
+    first.start()
+    first.lock.release()
+    stacked = Results("dist_data.embed_images stack", [str(out / "eval.npz")], {"split": None})
+    stacked.record(complete=False)
+    (out / "eval.npz").write_bytes(b"float32 vectors")
+    stacked.record(complete=True)
+    (out / "mine.txt").write_text("the user's own")
+    again = RunDir(str(out), {"output_dtype": "float16"}, "train.npz")
+    again.prepare(overwrite=True)
+    again.start()
+    again.lock.release()
+    assert not (out / "eval.npz").exists() and (out / "mine.txt").read_text() == "the user's own"
+
+
+@pytest.mark.parametrize("cmd", RUN_FOLDER_COMMANDS, ids=lambda c: c.name)
+@pytest.mark.parametrize("earlier", ["no run here", "an unfinished run here"])
+def test_a_users_file_at_any_name_the_run_may_write_is_refused_and_kept(cmd, earlier, tmp_path, capsys):
+    """Every name a command declares (result, sidecars, plots, lists; rejects and scores.png of the engine),
+    whether or not a run of ours is in the folder already: a file of the user's there stops the run before
+    anything is read, named, and stays as it was (not even --overwrite removes it)."""
+    flags = valid_flags(cmd, tmp_path)
+    opts = cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()])
+    out = tmp_path / "out"
+    out.mkdir()
+    names = list(dict.fromkeys([*opts.outputs(), "rejects.jsonl", SCORES_PLOT]))
+    for n in names:
+        (out / n).write_text(f"the user's {n}", encoding="utf-8")
+    if earlier != "no run here":
+        (out / "args.json").write_text(json.dumps(opts.result_args(), default=str), encoding="utf-8")
+        (out / "manifest.json").write_text(json.dumps({"paths": ["args.json", "manifest.json"]}), encoding="utf-8")
+    code, _, err = invoke(cmd, flags, capsys, "--overwrite", "--noprogress")
+    assert_one_line_refusal(code, err, "no dist_data manifest", "nothing was removed", *names)
+    assert all((out / n).read_text(encoding="utf-8") == f"the user's {n}" for n in names)
+    assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("cmd", RUN_FOLDER_COMMANDS + RESULT_COMMANDS, ids=lambda c: c.name)
+def test_every_input_is_in_the_signature_a_rerun_compares(cmd, tmp_path):
+    """A changed input is never served as "already complete": every input path a command names (and every
+    path a manifest among them names) is in the signature its run records."""
+    flags = valid_flags(cmd, tmp_path)
+    listed = tmp_path / "listed.jsonl"
+    listed.write_text('{"query": "cat", "document": "a feline"}\n', encoding="utf-8")
+    manifest = tmp_path / "in" / "m.yaml"
+    manifest.write_text(f"datasets:\n  - path: {listed}\n", encoding="utf-8")
+    opts = cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()])
+    signature = paths.inputs_signature(opts)
+    given = [flags[n] for n in roles(cmd, *INPUT_ROLES) if n in flags]
+    assert all(os.path.realpath(p) in signature for p in given), (given, signature)
+    for name in roles(cmd, paths.INPUT, paths.INPUT_SPEC)[-1:]:  # a path named by a manifest given as the input
+        try:
+            opts = cli.parse(cmd.options, [f"--{k}={v}" for k, v in {**flags, name: str(manifest)}.items()])
+        except cli.UsageError:  # a flag that takes no manifest (mine's BeIR --qrels needs its two others)
+            continue
+        assert os.path.realpath(listed) in paths.inputs_signature(opts), name
+
+
+@pytest.mark.parametrize("cmd,name", [pytest.param(c, n, id=f"{c.name}--{n}") for c in COMMANDS
+                                      for n in roles(c, paths.CACHE_DIR)])
+@pytest.mark.parametrize("case", ["inside_the_input", "the_input"])
+def test_a_cache_folder_inside_an_input_is_refused_at_the_start(cmd, name, case, tmp_path, capsys):
+    """``--dataset=folder/ --per_dataset --cache_dir=folder/cache`` would make the cache a dataset of the
+    next run (and fail after every dataset ran): refused before anything runs, naming --cache_dir."""
+    flags = valid_flags(cmd, tmp_path)
+    inputs = roles(cmd, paths.INPUT, paths.INPUT_SPEC)
+    folder = tmp_path / "in"
+    value = str(folder / "cache") if case == "inside_the_input" else str(folder)
+    code, _, err = invoke(cmd, {**flags, inputs[0]: str(folder), name: value}, capsys)
+    assert_one_line_refusal(code, err, f"--{name}=", f"the input --{inputs[0]}")
+    assert not (folder / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_commands_with_a_cache_folder():
+    assert {p.values[0].name for p in [pytest.param(c, n) for c in COMMANDS for n in roles(c, paths.CACHE_DIR)]} >= {
+        "filter", "mine", "pairs", "triplets", "dedup", "laionet similarity", "laionet search_similar"}
+
+
+@pytest.mark.parametrize("suffix,text,needle", [
+    (".yaml", "datasets:\n  - path: data/part0.jsonl\n    seed: 1\n    seed: 2\n", ":4: the key 'seed' is given twice"),
+    (".json", '{"datasets": [{"path": "data/part0.jsonl", "seed": 1, "seed": 2}]}', "the key 'seed' is given twice")])
+def test_a_manifest_with_a_repeated_key_is_refused_not_read_as_its_last_value(suffix, text, needle, row_inputs,
+                                                                             tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == "filter")
+    _collection(tmp_path, row_inputs["filter"][0])
+    manifest = tmp_path / f"m{suffix}"
+    manifest.write_text(text, encoding="utf-8")
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}")
+    assert_one_line_refusal(code, err, str(manifest), needle)
+    assert not (tmp_path / "c").exists()
 
 
 def test_every_command_that_writes_has_a_rerun_policy():
@@ -666,6 +801,9 @@ def test_a_killed_run_resumes_from_its_cached_blocks_and_parts_to_the_same_bytes
     code, _, err = invoke(cmd, {}, capsys, *flags(tmp_path / "whole"))
     assert code == 0, err
     assert_the_card_loads_the_result(tmp_path / "whole", tmp_path)
+    # every file the run wrote is one it declared (so a user's file at that name is refused at the start)
+    declared = RunDir(".", {}, "", cli.parse(cmd.options, flags(tmp_path / "whole")).outputs()).outputs
+    assert set(os.listdir(tmp_path / "whole")) <= {*declared, "README.md", "manifest.json"}, declared
     out = tmp_path / "killed"
 
     def killed_at(point: str) -> subprocess.CompletedProcess:
@@ -789,6 +927,10 @@ COLLECTION_MISTAKES = [
     ("a name that leaves the folder", {"path": "data/part0.jsonl", "name": "../x"}, "cannot name a folder"),
     ("a repeated name", {"path": "data/part0.jsonl", "name": "first"}, "the name 'first' is already dataset 1"),
     ("a bad value", {"path": "data/part0.jsonl", "name": "x", "seed": -1}, "--seed must be >= 0"),
+    ("a name the collection writes", {"path": "data/part0.jsonl", "name": "collection.json"},
+     "'collection.json' cannot name a folder of the collection"),
+    ("a name a run folder writes", {"path": "data/part0.jsonl", "name": "stats.json"},
+     "'stats.json' cannot name a folder of the collection"),
 ]
 
 
@@ -920,3 +1062,174 @@ def test_a_collection_starts_over_an_unfinished_dataset_that_cached_nothing_as_a
     said = [line for line in err.splitlines() if "holds an unfinished run that cached nothing" in line]
     assert code == 0 and len(said) == 1 and "--k=2 (was 5)" in said[0] and said[0].endswith("starting over"), err
     assert (first / "_SUCCESS").exists()
+
+
+# ---------------------------------------------------------------- what a run knows: its inputs, its counts
+
+@pytest.fixture(scope="module")
+def leak_inputs(tmp_path_factory):
+    """Training rows of WordNet glosses, five of them also in a BeIR evaluation corpus (two of those five
+    twice more in the training rows, upper-cased: exact duplicates of a leaked text), and an MTEB folder
+    that holds only a train split."""
+    from dist_data.text.wordnet import iter_synsets
+
+    glosses = [s.definition for s in iter_synsets(pos="n")][2000:2060]
+    root = tmp_path_factory.mktemp("leaks")
+    train = [{"text": g} for g in glosses[:30]] + [{"text": glosses[0].upper()}, {"text": glosses[1].upper()}]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8")
+    beir = root / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    corpus = glosses[:5] + glosses[40:50]
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+                                               for i, t in enumerate(corpus)), encoding="utf-8")
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": g}) + "\n"
+                                                for i, g in enumerate(glosses[50:53])), encoding="utf-8")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\td{i + 5}\t1\n" for i in range(3)), encoding="utf-8")
+    (root / "mteb" / "wn").mkdir(parents=True)
+    (root / "mteb" / "wn" / "train.jsonl").write_text("".join(json.dumps({"text": g, "label": i % 3}) + "\n"
+                                                              for i, g in enumerate(glosses[53:60])), encoding="utf-8")
+    return root, glosses
+
+
+def _summary_numbers(err: str) -> tuple[int, ...]:
+    line = next(line for line in err.splitlines() if " rows; removed " in line)
+    found = re.search(r"kept ([\d,]+) / ([\d,]+) rows; removed ([\d,]+) exact duplicates, ([\d,]+) near duplicates "
+                      r".*?(?:, ([\d,]+) near an evaluation text [^;]*)?; ([\d,]+) rejected", line)
+    assert found, line
+    return tuple(int((g or "0").replace(",", "")) for g in found.groups())
+
+
+def test_dedup_against_an_evaluation_set_counts_add_up_and_a_changed_input_is_made_again(leak_inputs, tmp_path,
+                                                                                         capsys):
+    root, glosses = leak_inputs
+    cmd = next(c for c in COMMANDS if c.name == "dedup")
+    beir = tmp_path / "beir"
+    import shutil
+
+    shutil.copytree(root / "beir", beir)
+    flags = [f"--dataset={root / 'train.jsonl'}", f"--against={beir}", f"--output_dir={tmp_path / 'o'}",
+             "--noprogress"]
+    code, _, err = invoke(cmd, {}, capsys, *flags)
+    assert code == 0, err
+    counts = json.loads((tmp_path / "o" / "stats.json").read_text())["counts"]
+    dropped = counts["dropped"]
+    assert counts["read"] == 32 == counts["kept"] + sum(dropped.values()) + sum(counts["rejected"].values()), counts
+    assert dropped["exact_duplicate"] == 2 and dropped["near_an_evaluation_text"] == counts["leaked"] >= 5, counts
+    kept, read, exact, near, leaked, rejected = _summary_numbers(err)
+    assert read == kept + exact + near + leaked + rejected == 32 and leaked == counts["leaked"], err
+    # flags that cannot change the result: the same run, complete
+    for same in (["--index=sharded"], ["--max_neighbors=5"]):
+        code, _, err = invoke(cmd, {}, capsys, *flags, *same)
+        assert code == 0 and "already complete (same flags)" in err, err
+    # a changed evaluation set: made again (said, naming it), not "already complete"
+    with open(beir / "corpus.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"_id": "dx", "title": "", "text": glosses[20]}) + "\n")
+    code, _, err = invoke(cmd, {}, capsys, *flags)
+    assert code == 0 and "already complete" not in err and "changed since the run" in err, err
+    again = json.loads((tmp_path / "o" / "stats.json").read_text())["counts"]
+    assert again["leaked"] == counts["leaked"] + 1 and again["kept"] == counts["kept"] - 1, again
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--mode=flag"], "--mode=flag lists the rows near an evaluation text: give the evaluation sets (--against)"),
+    (["--against={root}/train.jsonl"], "--against names the training data --dataset itself"),
+    (["--against={root}/mteb/wn"], "has only train"),
+])
+def test_dedup_refuses_what_would_remove_or_flag_nothing_or_everything(extra, needle, leak_inputs, tmp_path, capsys):
+    root, _ = leak_inputs
+    cmd = next(c for c in COMMANDS if c.name == "dedup")
+    code, _, err = invoke(cmd, {}, capsys, f"--dataset={root / 'train.jsonl'}", f"--output_dir={tmp_path / 'o'}",
+                          "--noprogress", *[e.format(root=root) for e in extra])
+    assert_one_line_refusal(code, err, needle)
+    assert not (tmp_path / "o" / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("verb,rows", [
+    ("dedup", ["one row"]), ("dedup", [f"row {i}" for i in range(5)]), ("dedup", ["the same row"] * 200),
+    ("pairs", ["one name"]), ("pairs", ["Nike", "NIKE Inc", "Adidas", "Puma", "Reebok"])])
+def test_an_ivf_index_over_fewer_texts_than_it_needs_is_an_exact_search_with_a_notice(verb, rows, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == verb)
+    key = "text" if verb == "dedup" else "name"
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({key: r}) + "\n" for r in rows), encoding="utf-8")
+    outputs = {}
+    for index in ("ivf", "gather"):
+        code, _, err = invoke(cmd, {}, capsys, f"--dataset={data}", f"--output_dir={tmp_path / index}",
+                              f"--index={index}", "--nlist=16", "--noprogress")
+        assert code == 0 and "Traceback" not in err, err
+        assert ("exact search instead" in err) == (index == "ivf"), err
+        result = json.loads((tmp_path / index / "stats.json").read_text())["outputs"]["result"]
+        outputs[index] = (tmp_path / index / result).read_bytes()
+    assert outputs["ivf"] == outputs["gather"]
+
+
+def test_combine_collection_names_a_dataset_by_its_whole_file_name_and_refuses_a_clash(row_inputs, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == "combine collection")
+    data = tmp_path / "data"
+    data.mkdir()
+    rows, _ = row_inputs["filter"]
+    pairs = [[r["query"], r["document"]] for r in rows]
+    (data / "nli.pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs[:10]), encoding="utf-8")
+    (data / "nli.triplets.jsonl").write_text("".join(json.dumps(p + [rows[(i + 1) % len(rows)]["document"]]) + "\n"
+                                                     for i, p in enumerate(pairs)), encoding="utf-8")
+    code, _, err = invoke(cmd, {"data_dir": str(data), "save_root_path": str(tmp_path / "out")}, capsys)
+    assert code == 0, err
+    stats = json.loads((tmp_path / "out" / "collection" / "stats.json").read_text())
+    assert {n: d["kept"] for n, d in stats["datasets"].items()} == {"nli.pairs": 10, "nli.triplets": len(rows)}
+    assert stats["train_rows"] + stats["test_rows"] == 10 + len(rows)
+    import gzip
+
+    with gzip.open(data / "nli.pairs.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps(pairs[0]) + "\n")
+    code, _, err = invoke(cmd, {"data_dir": str(data), "save_root_path": str(tmp_path / "out2")}, capsys)
+    assert_one_line_refusal(code, err, "nli.pairs.jsonl", "nli.pairs.jsonl.gz", "would both be the dataset 'nli.pairs'")
+
+
+@pytest.mark.parametrize("on_bad_rows", ["error", "skip"])
+def test_laionet_filter_takes_a_wnid_outside_imagenet_as_a_bad_row(on_bad_rows, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dist_data.captions import laion
+    from dist_data.captions.classes import imagenet_classes
+
+    classes = imagenet_classes()
+    rows = [{laion.INDEX: i, "TEXT": f"a photo of a {c.name}", laion.QUERY_WNID: c.wnid, laion.SIMILARITY: 0.2 * i,
+             "NSFW": "UNLIKELY"} for i, c in enumerate(classes[:5])]
+    rows[2][laion.QUERY_WNID] = "n99999999"
+    path = tmp_path / "scored.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    cmd = next(c for c in COMMANDS if c.name == "laionet filter")
+    code, _, err = invoke(cmd, {"df_path": str(path), "output_dir": str(tmp_path / "out"), "similarity_th": "0.1",
+                                "on_bad_rows": on_bad_rows}, capsys)
+    if on_bad_rows == "error":
+        assert_one_line_refusal(code, err, f"{path}:3", "'n99999999'", "not an ImageNet-1k wnid")
+        return
+    assert code == 0, err
+    counts = json.loads((tmp_path / "out" / "stats.json").read_text())["counts"]
+    assert counts["rejected"] == {"'name_def_wnid' is 'n99999999'": 1} or sum(counts["rejected"].values()) == 1
+    assert counts["read"] == 5 == counts["kept"] + sum(counts["dropped"].values()) + sum(counts["rejected"].values())
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["row"][laion.QUERY_WNID]) for r in rejects] == [(3, "n99999999")]
+
+
+@pytest.mark.parametrize("cmd", CLASS_NAME_COMMANDS[:1], ids=lambda c: c.name)
+@pytest.mark.parametrize("line,needle", [("tench\tabc", "is not a name, nor name<TAB>count"),
+                                         ("tench\t0\tzz", "is not a name, nor name<TAB>count")])
+def test_a_class_names_line_with_a_tab_that_is_not_a_count_is_one_line(cmd, line, needle, tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text(line + "\n" + "".join(f"class {i}\n" for i in range(999)), encoding="utf-8")
+    code, _, err = invoke(cmd, {**valid_flags(cmd, tmp_path), "class_names": str(names)}, capsys)
+    assert_one_line_refusal(code, err, "--class_names", f"{names}:1:", needle)
+
+
+def test_a_byte_order_mark_is_not_part_of_a_class_name(tmp_path):
+    from dist_data.captions.classes import class_names, class_names_problem
+
+    names = tmp_path / "names.txt"
+    lines = ["# my names, label order", "tench\t5"] + [f"class {i}" for i in range(1, 1000)]
+    names.write_bytes("\ufeff".encode() + "\n".join(lines).encode() + b"\n")
+    assert class_names_problem(str(names)) is None
+    got = class_names(str(names))
+    assert len(got) == 1000 and got[0] == "tench" and got[1] == "class 1"

@@ -29,6 +29,9 @@ from ..core.cli import flag
 from ..core.errors import InputError
 from ..core.write import atomic_open
 
+FREQUENCY_NAME = "class_frequency.txt"
+PLOT_NAME = "class_frequency.png"
+
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 CLASS_TABLE = os.path.join(DATA_DIR, "imagenet_classes.json")
 ORIGINAL_NAMES = os.path.join(DATA_DIR, "imagenet_class_names_original.txt")
@@ -203,6 +206,9 @@ class ClassNamesOptions:
     class_names: str = flag("original", "the class names written: original (clip-beyond-tail's, unique), clip "
                             "(open_clip's IMAGENET_CLASSNAMES) or a file of 1,000 names (name or name<TAB>count a "
                             "line, label order)", class_names_problem)
+
+    def side_outputs(self) -> list[str]:
+        return [FREQUENCY_NAME, PLOT_NAME]  # publish_table's, beside the table
 
 
 def write_class_frequency(path: str, names: Sequence[str], counts: Sequence[int]) -> None:

@@ -8,10 +8,7 @@ from typing import Any, Callable, Sequence
 from ..core.report import write_class_frequency_plot
 from ..core.run import Run
 from ..core.stats import Stats
-from .classes import write_class_frequency
-
-FREQUENCY_NAME = "class_frequency.txt"
-PLOT_NAME = "class_frequency.png"
+from .classes import FREQUENCY_NAME, PLOT_NAME, write_class_frequency
 
 
 def publish_table(run: Run, stats: Stats, name: str,

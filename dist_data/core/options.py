@@ -28,13 +28,19 @@ class RunFolderOptions(CommonOptions):
 
     def side_outputs(self) -> list[str]:
         """Every other file or folder the command may write in its run folder (sidecars, plots, lists);
-        the engine's own (args, stats, rejects, parts, cache, the card) are not repeated here."""
+        the engine's own (args, stats, rejects, parts, cache, scores.png, the card) are not repeated.
+        Each options class (a verb's, a mixin's) declares its own: :meth:`outputs` joins them all."""
         return []
 
     def outputs(self) -> list[str]:
-        """Every name the run may write in its folder: a file of the user's at any of them is refused
-        before anything is read (and again, for a name not declared, when it is written)."""
-        return [self.result_file(), *self.side_outputs()]
+        """Every name the run may write in its folder (the result, and the ``side_outputs`` every class
+        of the options declares): a file of the user's at any of them is refused before anything is
+        read (and again, for a name not declared, when it is written)."""
+        names = [self.result_file()]
+        for klass in type(self).__mro__:
+            if "side_outputs" in vars(klass):
+                names += vars(klass)["side_outputs"](self)
+        return list(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, kw_only=True)

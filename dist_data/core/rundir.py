@@ -346,10 +346,12 @@ class RunDir:
         """Rank 0, once the inputs were read and the model loaded: replace an earlier run if asked,
         record the flags and the manifest, create ``parts/`` and ``cache/``."""
         if self.replace:
-            kept = {"cache"} if self.keep_cache else set()
+            kept = [n for n in self.owned() if n == "cache" and self.keep_cache]
             removed = remove_paths(self.path, [n for n in self.owned() if n not in kept])
             logger.warning("removed the earlier run's files in %s: %s (nothing else touched)", self.path,
                            ", ".join(removed) or "none")
+            if kept:
+                write_manifest(self.path, {"paths": sorted({*kept, MANIFEST})})  # still ours
             self.replace = False
         self.record(["args.json", "parts", "cache"])
         os.makedirs(self.parts_dir, exist_ok=True)
