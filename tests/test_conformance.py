@@ -1122,6 +1122,12 @@ def test_dedup_against_an_evaluation_set_counts_add_up_and_a_changed_input_is_ma
     for same in (["--index=sharded"], ["--max_neighbors=5"]):
         code, _, err = invoke(cmd, {}, capsys, *flags, *same)
         assert code == 0 and "already complete (same flags)" in err, err
+    args = json.loads((tmp_path / "o" / "args.json").read_text())  # as a run before `exact` recorded it
+    assert args["index"] == "exact" and "nlist" not in args and "max_neighbors" not in args, args
+    (tmp_path / "o" / "args.json").write_text(json.dumps({**args, "index": "gather", "nlist": None, "nprobe": 128,
+                                                          "hnsw_m": 32, "ef_search": 128, "max_neighbors": 32}))
+    code, _, err = invoke(cmd, {}, capsys, *flags, "--index=sharded")
+    assert code == 0 and "already complete (same flags)" in err, err
     # a changed evaluation set: made again (said, naming it), not "already complete"
     with open(beir / "corpus.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"_id": "dx", "title": "", "text": glosses[20]}) + "\n")

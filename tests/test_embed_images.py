@@ -347,3 +347,16 @@ def test_overwrite_with_another_output_dtype_replaces_the_stacked_file(images, t
     assert proc.returncode == 2 and "--output_dtype='float16' (was 'float32')" in proc.stderr, proc.stderr
     embed(tmp_path / "out", *common, "--output_dtype=float16", "--overwrite")
     assert load(tmp_path / "out" / "train.npz")["data"].dtype == np.float16
+
+
+def test_overwrite_after_the_stack_command_leaves_no_stale_stacked_file(images, tmp_path):
+    """--nostack, then ``stack`` (a result of another command, recorded in the run folder), then the first
+    command with another --output_dtype and --overwrite: the stacked float32 file goes with the run."""
+    common = [f"--train_data={images['folder']}", f"--eval_data={images['shards']}", f"--model_name={TINY}",
+              f"--checkpoint={images['tiny']}", "--batch_size=8"]
+    embed(tmp_path / "out", *common, "--nostack")
+    run_cli("dist_data.embed_images", "stack", f"--dir={tmp_path / 'out'}", nproc=0)
+    assert load(tmp_path / "out" / "eval.npz")["data"].dtype == np.float32
+    embed(tmp_path / "out", *common, "--output_dtype=float16", "--overwrite")
+    for split in ("train", "eval"):
+        assert load(tmp_path / "out" / f"{split}.npz")["data"].dtype == np.float16, split

@@ -496,6 +496,22 @@ def test_rerun_policy_of_embed_mteb_and_finetune_data(embedded, tmp_path):
     assert json.load(open(tmp_path / "ft" / "finetune_sts_stats.json")) == first
     run_cli("dist_data.finetune_data", *ft, "--max_samples_per_dataset=20", "--overwrite", nproc=0)
     assert json.load(open(tmp_path / "ft" / "finetune_sts_stats.json"))["wn_sts_train"]["cap"] == 20
+    # --overwrite from data whose row 6 lacks its score: one line, and the finished results and their
+    # records stay exactly as they were (the first command is still complete, not refused)
+    bad = tmp_path / "data2"
+    shutil.copytree(small, bad)
+    lines = (bad / "wn_sts" / "test.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    row = json.loads(lines[5])
+    del row["score"]
+    lines[5] = json.dumps(row) + "\n"
+    (bad / "wn_sts" / "test.jsonl").write_text("".join(lines), encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ft").iterdir() if p.is_file()}
+    proc = run_cli("dist_data.finetune_data", "--task_type=sts", f"--data_path={bad}", f"--save_root={tmp_path / 'ft'}",
+                   "--max_samples_per_dataset=20", "--overwrite", "--noprogress", nproc=0, check=False)
+    assert proc.returncode == 2 and "test.jsonl:6" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ft").iterdir() if p.is_file()} == before
+    proc = run_cli("dist_data.finetune_data", *ft, "--max_samples_per_dataset=20", nproc=0)
+    assert "already complete" in proc.stderr
     proc = run_cli("dist_data.finetune_data", "--task_type=sts", f"--data_path={tmp_path / 'nope'}",
                    f"--save_root={tmp_path / 'ft2'}", nproc=0, check=False)
     assert proc.returncode == 2 and "--data_path: no such file or folder" in proc.stderr

@@ -89,7 +89,16 @@ class Options:
 
     def result_args(self) -> dict[str, Any]:
         """The flags that determine the result (what ``args.json`` holds and a rerun must repeat)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("result", True)}
+        return self.canonical_args({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                                    if f.metadata.get("result", True)})
+
+    @classmethod
+    def canonical_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """``args`` with values that give the same result written alike; applied to the flags of this run
+        and to those an earlier run recorded, so that a rerun compares like with like (a flag that no
+        longer changes the result, recorded by an earlier version, is left out)."""
+        neutral = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("result", True)}
+        return {k: v for k, v in args.items() if k not in neutral}
 
 
 @dataclass(frozen=True)

@@ -317,7 +317,7 @@ def _run_datasets(info: distributed.DistInfo, opts: Any,
 def _earlier_run_diff(sub: Any) -> list[str]:
     """The flags by which a dataset's earlier run differs, when they stop it (the run folder's own rule:
     none with --overwrite, nor for an unfinished run that cached nothing)."""
-    run = RunDir(sub.output_dir, sub.result_args(), sub.result_file())
+    run = RunDir(sub.output_dir, sub.result_args(), sub.result_file(), canonical=sub.canonical_args)
     diff = run.other_flags()
     return diff if run.blocks(diff, sub.overwrite) else []
 

@@ -91,11 +91,12 @@ class IndexOptions(Options):
                                  "re-embeds nothing); default: the run folder's cache/", non_empty, result=False,
                                  path=CACHE_DIR)
 
-    def result_args(self) -> dict:
-        """The flags that shape the result: the exact searches (gather, sharded) give the same bytes, so
-        a rerun may switch between them; an approximate index and its knobs count."""
-        args = super().result_args()
-        if args.get("index") in ("gather", "sharded"):
+    @classmethod
+    def canonical_args(cls, args: dict) -> dict:
+        """The exact searches (gather, sharded) give the same bytes: both are ``exact``, without the
+        approximate indexes' knobs, so a rerun may switch between them; an approximate index counts."""
+        args = dict(super().canonical_args(args))
+        if args.get("index") in ("gather", "sharded", "exact"):
             args["index"] = "exact"
             for knob in ("nlist", "nprobe", "hnsw_m", "ef_search"):
                 args.pop(knob, None)

@@ -215,7 +215,8 @@ class Run(RunDir):
     result written by rank 0)."""
 
     def __init__(self, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = ""):
-        super().__init__(opts.output_dir, opts.result_args(), result_name, opts.outputs())
+        super().__init__(opts.output_dir, opts.result_args(), result_name, opts.outputs(),
+                         canonical=opts.canonical_args)
         self.info = info
         self.opts = opts
         self.command = command or type(opts).__name__

@@ -34,7 +34,7 @@ import os
 import shutil
 import socket
 import sys
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .card import CARD, card_is_ours, write_results_card
 from .paths import path_signature
@@ -236,9 +236,11 @@ class RunDir:
     """The output folder of one run: args identity, part files, markers, caches, final outputs."""
 
     def __init__(self, path: str, args: dict[str, Any], result_name: str, outputs: Iterable[str] = (),
-                 inputs: dict[str, list[int]] | None = None):
+                 inputs: dict[str, list[int]] | None = None,
+                 canonical: Callable[[dict[str, Any]], dict[str, Any]] = dict):
         self.path = path
         self.args = dict(sorted(args.items()))
+        self.canonical = canonical  # the options' canonical_args: an earlier run's flags compared alike
         self.result_name = result_name
         # every name the run may write here (a file of the user's at one of them is refused) ...
         self.outputs = list(dict.fromkeys([result_name, result_name + ".gz", *ENGINE_FILES, *outputs]))
@@ -327,7 +329,7 @@ class RunDir:
         """The flags by which the run already here differs from this one (none: no run, or one stopped
         before it recorded its flags)."""
         old = read_json(self.file("args.json"))
-        return [] if old is None else flag_diff(old, self.args)
+        return [] if old is None else flag_diff(self.canonical(old), self.args)
 
     def blocks(self, diff: list[str], overwrite: bool) -> bool:
         """Whether an earlier run here with other flags (``diff``) stops this one: unless ``--overwrite``,
