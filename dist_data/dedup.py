@@ -51,7 +51,7 @@ from .core.embed import BATCHES_PER_BLOCK, cache_root, check_model, count_cache_
 from .core.keys import Owners, fetch_held, global_first
 from .core.log import logger, progress
 from .core.options import IndexOptions, ModelOptions, RunOptions
-from .core.paths import INPUT_SPEC
+from .core.paths import INPUT_SPEC, spec_paths
 from .core.read import read_stage
 from .core.report import record_search, report_scores
 from .core.run import Run, run_main
@@ -128,22 +128,16 @@ class DedupOptions(RunOptions, ModelOptions, IndexOptions):
 
 def _same_files(dataset: str, against: str | None) -> str | None:
     """A file that ``--dataset`` and ``--against`` (or a manifest it names) both name, or None."""
-    from .core.collection import manifest_paths
-
     def files(spec: str) -> set[str]:
         out = set()
-        for part in spec.split(","):
-            part = os.path.expanduser(part.strip())
-            if not part or not os.path.exists(part):
-                continue
-            for path in [part, *manifest_paths(part)]:
-                if os.path.isdir(path):
-                    out |= {os.path.realpath(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs}
-                elif os.path.exists(path):
-                    out.add(os.path.realpath(path))
+        for path in spec_paths(spec):
+            if os.path.isdir(path):
+                out |= {os.path.join(root, f) for root, _, names in os.walk(path) for f in names}
+            else:
+                out.add(path)
         return out
 
-    both = files(dataset) & files(against or "") if against else set()
+    both = files(dataset) & files(against) if against else set()
     return min(both) if both else None
 
 
@@ -233,13 +227,14 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
     merged = run.merge(stats, False, False, merge_result=write_all)
     if merged is not None:
         c = merged["counts"]
-        removed = "removed" if opts.mode == "remove" else "flagged (kept; leaks.jsonl)"
+        leaked = fmt_rows(c.get("leaked", 0))
+        leaks = "" if not evals else f", {leaked} near an evaluation text" if opts.mode == "remove" else \
+            f"; flagged {leaked} near an evaluation text (kept, listed in {LEAKS_NAME})"
         logger.info("kept %s / %s rows; removed %s exact duplicates, %s near duplicates (cosine >= %.3f, %s "
                     "components)%s; %s rejected; in %.0f s -> %s", fmt_rows(c.get("kept", 0)), fmt_rows(c.get("read", 0)),
                     fmt_rows(c.get("exact_duplicates", 0)), fmt_rows(c.get("near_duplicates", 0)), opts.threshold,
-                    fmt_rows(c.get("components", 0)),
-                    f", {fmt_rows(c.get('leaked', 0))} near an evaluation text {removed}" if evals else "",
-                    fmt_rows(sum(c.get("rejected", {}).values())), time.perf_counter() - start, run.file(RESULT_NAME))
+                    fmt_rows(c.get("components", 0)), leaks, fmt_rows(sum(c.get("rejected", {}).values())),
+                    time.perf_counter() - start, run.file(RESULT_NAME))
     return merged
 
 

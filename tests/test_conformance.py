@@ -1095,7 +1095,7 @@ def leak_inputs(tmp_path_factory):
 def _summary_numbers(err: str) -> tuple[int, ...]:
     line = next(line for line in err.splitlines() if " rows; removed " in line)
     found = re.search(r"kept ([\d,]+) / ([\d,]+) rows; removed ([\d,]+) exact duplicates, ([\d,]+) near duplicates "
-                      r".*?(?:, ([\d,]+) near an evaluation text [^;]*)?; ([\d,]+) rejected", line)
+                      r"\(.*?\)(?:, ([\d,]+) near an evaluation text)?; ([\d,]+) rejected", line)
     assert found, line
     return tuple(int((g or "0").replace(",", "")) for g in found.groups())
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 
 
 from .cli import at_least, CommonOptions, flag, non_empty, one_of, Options, required
 from .embed import DEFAULT_MODEL
-from .paths import CACHE_DIR, INPUT_ROLES, OUTPUT_DIR, inputs_signature
+from .card import CARD
+from .paths import CACHE_DIR, OUTPUT_DIR, inputs_signature, output_dirs
+from .rundir import MANIFEST
 
 # ---------------------------------------------------------------- options shared by the verbs
 
@@ -144,11 +145,6 @@ class ResultOptions(Options):
         """What the inputs looked like (:func:`dist_data.core.paths.inputs_signature`; a folder's files
         below the command's own output folders left out): a complete result is made again when they
         changed, even with the same flags."""
-        from .paths import output_dirs
-
-        from .card import CARD
-        from .rundir import MANIFEST
-
         shared = {os.path.dirname(p) for p in self.results()}  # the folders results are recorded in
         return inputs_signature(self, exclude=output_dirs(self) + self.results()
                                 + [os.path.join(f, n) for f in shared for n in (MANIFEST, CARD)])

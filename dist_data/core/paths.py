@@ -65,34 +65,37 @@ def _input_problem(name: str, value: str, spec: bool, folder: bool = False) -> s
     return None
 
 
-def _existing_inputs(values: list[tuple[str, str, Any]]) -> list[tuple[str, str]]:
-    """``(flag, real path)`` of every input that names existing files or folders, and of every path a
-    manifest among them names (a collection's or ``--against``'s datasets are inputs too)."""
+def spec_paths(value: str) -> list[str]:
+    """The existing paths (real) an input flag's value names: the value, or each item of a comma list;
+    a pattern's matches; and the paths a manifest among them names (a collection's or ``--against``'s
+    datasets are inputs too). A hub name names none."""
     from .collection import manifest_paths
 
     out = []
-    for name, role, value in values:
-        if role in INPUT_ROLES and isinstance(value, str):
-            for part in [value] if os.path.lexists(value) else value.split(","):
-                part = os.path.expanduser(part.strip())
-                if part and os.path.exists(part):
-                    out.append((name, os.path.realpath(part)))
-                    out += [(name, os.path.realpath(p)) for p in manifest_paths(part) if os.path.exists(p)]
-    return out
+    for part in [value] if os.path.lexists(value) else value.split(","):
+        part = os.path.expanduser(part.strip())
+        if not part:
+            continue
+        matches = [part] if os.path.exists(part) else \
+            sorted(glob.glob(part)) if any(c in part for c in _PATTERN_CHARS) else []
+        for path in matches:
+            out.append(os.path.realpath(path))
+            out += [os.path.realpath(p) for p in manifest_paths(path) if os.path.exists(p)]
+    return list(dict.fromkeys(out))
+
+
+def _existing_inputs(values: list[tuple[str, str, Any]]) -> list[tuple[str, str]]:
+    """``(flag, real path)`` of every existing path the input flags name (:func:`spec_paths`)."""
+    return [(name, path) for name, role, value in values if role in INPUT_ROLES and isinstance(value, str)
+            for path in spec_paths(value)]
 
 
 def input_files(opts: Any) -> list[str]:
-    """Every input path ``opts`` names (files, folders, glob matches, comma lists, the paths of a
-    manifest), existing ones only, in flag order: what :func:`inputs_signature` looks at."""
+    """Every existing input path ``opts`` names (:func:`spec_paths` of each input flag), in flag order:
+    what :func:`inputs_signature` looks at."""
     values = [(f.name, f.metadata["path"], getattr(opts, f.name)) for f in dataclasses.fields(opts)
               if f.metadata.get("path") in INPUT_ROLES and getattr(opts, f.name) not in (None, "")]
-    found = [path for _, path in _existing_inputs(values)]
-    for _, _, value in values:  # glob patterns (a hub name matches nothing)
-        for part in str(value).split(","):
-            part = os.path.expanduser(part.strip())
-            if any(c in part for c in _PATTERN_CHARS) and not os.path.lexists(part):
-                found += [os.path.realpath(p) for p in sorted(glob.glob(part))]
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(path for _, path in _existing_inputs(values)))
 
 
 def inputs_signature(opts: Any, exclude: list[str] = ()) -> dict[str, list[int]]:
