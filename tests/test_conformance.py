@@ -957,6 +957,17 @@ def test_a_mistake_in_a_collection_stops_it_before_any_work_naming_the_dataset(n
         assert (tmp_path / "c" / "first" / "_SUCCESS").exists()
 
 
+def test_a_users_collection_json_in_the_collections_folder_is_refused_and_kept(row_inputs, tmp_path, capsys):
+    cmd = next(c for c in COMMANDS if c.name == "filter")
+    manifest, _ = _collection(tmp_path, row_inputs["filter"][0])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "collection.json").write_text('{"my": "notes"}', encoding="utf-8")
+    code, _, err = invoke(cmd, {}, capsys, f"--collection={manifest}", f"--output_dir={tmp_path / 'c'}", "--noprogress")
+    assert_one_line_refusal(code, err, "holds collection.json, which no dist_data manifest lists")
+    assert (tmp_path / "c" / "collection.json").read_text() == '{"my": "notes"}'
+    assert sorted(os.listdir(tmp_path / "c")) == ["collection.json"]
+
+
 def test_per_dataset_takes_each_file_of_a_folder_given_relative_to_the_working_folder(row_inputs, tmp_path, capsys,
                                                                                       monkeypatch):
     cmd = next(c for c in COMMANDS if c.name == "filter")

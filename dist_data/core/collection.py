@@ -38,7 +38,7 @@ from .cli import UsageError, flag, one_of, with_values
 from .errors import BadRowError, InputError
 from .log import logger
 from .paths import INPUT
-from .rundir import RunConflictError, RunDir, locked_by_main
+from .rundir import MANIFEST, RunConflictError, RunDir, locked_by_main, read_manifest, write_manifest
 from .stats import fmt_rows
 from .write import write_json
 
@@ -269,6 +269,29 @@ def run_collection(info: distributed.DistInfo, opts: Any,
         _run_datasets(info, opts, body)
 
 
+def _claim_summary(folder: str) -> None:
+    """List ``collection.json`` in the folder's manifest before any work, or refuse a file of the user's
+    there (one no manifest lists; a summary an earlier version wrote, without a manifest, is ours)."""
+    path = os.path.join(folder, COLLECTION_FILE)
+    manifest = read_manifest(folder) or {}
+    if COLLECTION_FILE in (manifest.get("paths") or ()):
+        return
+    if os.path.lexists(path) and not _is_a_summary(path):
+        raise RunConflictError(f"{folder} holds {COLLECTION_FILE}, which no dist_data manifest lists: it is not a "
+                               f"collection of ours, so it is left alone; move it or give another --output_dir")
+    manifest["paths"] = sorted(set(manifest.get("paths") or ()) | {COLLECTION_FILE, MANIFEST})
+    write_manifest(folder, manifest)
+
+
+def _is_a_summary(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and set(data) == {"datasets", "done", "failed"}
+
+
 def _run_datasets(info: distributed.DistInfo, opts: Any,
                   body: Callable[[Any], tuple[dict[str, Any] | None, bool]]) -> None:
     skip = opts.on_dataset_error == "skip"
@@ -291,6 +314,13 @@ def _run_datasets(info: distributed.DistInfo, opts: Any,
         which = "; ".join(f"{', '.join(names)} ({diff})" for diff, names in conflicts.items())
         raise RunConflictError(f"{opts.output_dir}: dataset(s) hold runs with other flags: {which}; rerun with the "
                                f"same flags, or pass --overwrite (removes only what dist_data wrote there)")
+    error = None
+    if info.is_main:  # every check passed: the summary's name is claimed before any work
+        try:
+            _claim_summary(opts.output_dir)
+        except RunConflictError as e:
+            error = e
+    distributed.raise_if_any_failed(error)
     if info.is_main:
         logger.info("collection: %d dataset(s) to run%s -> %s", len(planned),
                     f", {len(outcomes)} failed their checks" if outcomes else "", opts.output_dir)
