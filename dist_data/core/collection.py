@@ -156,19 +156,28 @@ def is_manifest(path: str) -> bool:
         return False
 
 
+def manifest_datasets(path: str) -> list[Dataset]:
+    """The datasets a manifest file names (:func:`read_collection` of ``--collection=path``).
+
+    Raises:
+        InputError: as :func:`read_collection`.
+    """
+    return read_collection(_AsManifest(path))
+
+
 def manifest_paths(path: str) -> list[str]:
     """The paths a manifest names (none when ``path`` is not a readable manifest): inputs of the run
     as much as the manifest itself, held to the same path checks and signature."""
     if not os.path.isfile(path) or not is_manifest(path):
         return []
     try:
-        return [ds.path for ds in read_collection(_AsManifest(path))]
+        return [ds.path for ds in manifest_datasets(path)]
     except InputError:
         return []  # said where the manifest is read
 
 
 @dataclass(frozen=True)
-class _AsManifest:
+class _AsManifest:  # the flags read_collection reads, of a manifest given as a file
     collection: str
     per_dataset: bool = False
 

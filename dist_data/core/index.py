@@ -32,8 +32,8 @@ from __future__ import annotations
 import glob
 import os
 import time
-from contextlib import contextmanager
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -276,7 +276,8 @@ def _trained_ivf(doc_emb: np.ndarray, doc_ids: np.ndarray, spec: IndexSpec):
             kmeans.train(sample)
             quantizer = faiss.IndexFlatIP(dim)
             quantizer.add(kmeans.centroids)
-            if dim % 2 == 0 and len(sample) >= IVF_MIN_DOCUMENTS:  # 4-bit codes, one sub-quantizer a dimension, scanned with SIMD look-up tables
+            # 4-bit codes, one sub-quantizer a dimension, scanned with SIMD look-up tables
+            if dim % 2 == 0 and len(sample) >= IVF_MIN_DOCUMENTS:
                 index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, dim, 4, faiss.METRIC_INNER_PRODUCT)
                 index.pq.cp.seed = spec.seed
             else:  # fast scan needs an even number of sub-quantizers (and 16 vectors to train its codes)

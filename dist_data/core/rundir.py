@@ -485,7 +485,8 @@ class Results:
                 del manifest["pending"]
             ours = card_is_ours(folder, manifest.get("paths") or ()) if complete else False
             names = {os.path.basename(p) for p in self.paths if os.path.dirname(p) == folder}
-            manifest["paths"] = sorted(set(manifest.get("paths") or ()) | names | {MANIFEST} | ({CARD} if ours else set()))
+            listed = set(manifest.get("paths") or ()) | names | {MANIFEST} | ({CARD} if ours else set())
+            manifest["paths"] = sorted(listed)
             write_manifest(folder, manifest)  # the card is listed before it is written
             if ours:
                 write_results_card(folder, manifest)

@@ -10,8 +10,8 @@ One ``--against`` item may be:
 - a BeIR folder (``corpus``, ``queries``, ``qrels/``): two sets, ``NAME.queries`` and
   ``NAME.corpus`` (title and text joined, as models embed them);
 - an MTEB dataset folder (``{split}.jsonl`` in a layout :mod:`dist_data.text.tasks` reads): one set
-  per evaluation split, ``NAME.{split}`` (every split but ``train``; a folder with only ``train`` is refused), every text
-  column of a row (``text``, ``sentences``, ``sentence1``/``sentence2``, ``query``/``positive``/
+  per evaluation split, ``NAME.{split}`` (every split but ``train``; a folder with only ``train`` is
+  refused), every text column of a row (``text``, ``sentences``, ``sentence1``/``sentence2``, ``query``/``positive``/
   ``negative``);
 - a folder of those (the ``--data_path`` that ``embed_mteb`` reads): each sub-folder as above.
 
@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Callable, Sequence
 
-from ..core.collection import is_manifest, read_collection
+from ..core.collection import is_manifest, manifest_datasets
 from ..core.errors import BadRowError, InputError
 from ..core.read import get_texts, Row, row_value, checked_text
 from .layouts import beir_join, get_beir_document, get_beir_query
@@ -67,7 +66,7 @@ def _expand(item: str, name: str | None, key: str, fallback: str) -> list[EvalSe
     name = name or _stem(path) or fallback
     if os.path.isfile(path) and is_manifest(path):
         out = []
-        for ds in read_collection(SimpleNamespace(collection=path, per_dataset=False)):
+        for ds in manifest_datasets(path):
             entry_key = str(ds.overrides.get("against_key") or ds.overrides.get("text_key") or key)
             out += _expand(ds.path, ds.name, entry_key, ds.name)
         return out
@@ -110,9 +109,10 @@ def mteb_sets(folder: str, name: str) -> list[EvalSet]:
     splits = list(dict.fromkeys(splits))
     evaluation = [s for s in splits if s != "train"]
     if not evaluation:
+        given = split_file(folder, splits[0]) if splits else folder
         raise InputError(f"--against {folder}: an MTEB data folder is checked by its evaluation splits (every split "
                          f"but train) and this one has only {', '.join(splits) or 'no split'}; to check against "
-                         f"its rows anyway, give the file itself ({split_file(folder, splits[0]) if splits else folder})")
+                         f"its rows anyway, give the file itself ({given})")
     return [EvalSet(f"{name}.{s}", split_file(folder, s), mteb_texts) for s in evaluation]
 
 
