@@ -289,14 +289,12 @@ def combine_collection(data_dir: str, save_root_path: str, max_pairs_per_dataset
         raise InputError(f"{data_dir} holds no *.jsonl or *.jsonl.gz files")
     rows: list[tuple[str, str, str]] = []
     stats: dict[str, Any] = {"datasets": {}}
-    named: dict[str, str] = {}
-    for path in files:  # a dataset is named by its whole file name minus the format suffixes
-        name = dataset_name(path)
-        if name in named:
-            raise InputError(f"{path} and {named[name]} would both be the dataset {name!r}: rename one")
-        named[name] = path
-    for path in files:
-        name = dataset_name(path)
+    names = [dataset_name(path) for path in files]  # the whole file name minus the format suffixes
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise InputError(f"{files[i]} and {files[names.index(name)]} would both be the dataset {name!r}: "
+                             f"rename one")
+    for path, name in zip(files, names):
         schema, all_pairs = collection_pairs(path)
         pairs = list(dict.fromkeys(all_pairs))  # a mined triplet file repeats its (anchor, positive) per negative
         kept = pairs

@@ -232,8 +232,8 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
             f"; flagged {leaked} near an evaluation text (kept, listed in {LEAKS_NAME})"
         logger.info("kept %s / %s rows; removed %s exact duplicates, %s near duplicates (cosine >= %.3f, %s "
                     "components)%s; %s rejected; in %.0f s -> %s", fmt_rows(c.get("kept", 0)),
-                    fmt_rows(c.get("read", 0)), fmt_rows(c.get("exact_duplicates", 0)), fmt_rows(c.get("near_duplicates", 0)), opts.threshold,
-                    fmt_rows(c.get("components", 0)), leaks, fmt_rows(sum(c.get("rejected", {}).values())),
+                    fmt_rows(c.get("read", 0)), fmt_rows(c.get("exact_duplicates", 0)),
+                    fmt_rows(c.get("near_duplicates", 0)), opts.threshold, fmt_rows(c.get("components", 0)), leaks, fmt_rows(sum(c.get("rejected", {}).values())),
                     time.perf_counter() - start, run.file(RESULT_NAME))
     return merged
 

@@ -54,7 +54,7 @@ from .core.write import join_parquet, write_parquet
 from .core.log import logger, progress
 from .core.embed import embed_by_block, text_embedder
 from .core.options import ModelOptions, RunFolderOptions, RunOptions
-from .core.read import parse_or_reject, plan_blocks, REJECTED
+from .core.read import parse_or_reject, plan_blocks, REJECTED, Row
 from .core.run import Run, run_main, table_stats
 from .core.stats import fmt_rows, Stats
 
@@ -467,15 +467,16 @@ def _known_wnids(opts: FilterOptions, table, first_row: int, known: dict[str, in
     """
     wnids = table.column(steps.QUERY_WNID).to_pylist()
     good = np.asarray([w in known for w in wnids], dtype=bool)
-    for i in np.flatnonzero(~good):
-        error = BadRowError(opts.df_path, first_row + int(i) + 1,
-                            f"{steps.QUERY_WNID!r} is {wnids[i]!r:.40}, not an ImageNet-1k wnid")
-        if opts.on_bad_rows == "error":
-            raise error
-        rejects.append({"file": opts.df_path, "line": error.line, "reason": error.reason,
-                        "row": {k: v for k, v in table.slice(int(i), 1).to_pylist()[0].items()}})
+
+    def unknown(row: Row) -> None:
+        raise BadRowError(row.source, row.line, f"{steps.QUERY_WNID!r} is not an ImageNet-1k wnid: "
+                                                f"{row.value[steps.QUERY_WNID]!r:.40}")
+
+    for i in np.flatnonzero(~good).tolist():
+        line = first_row + i + 1
+        parse_or_reject(Row(line - 1, opts.df_path, line, table.slice(i, 1).to_pylist()[0], None), unknown,
+                        opts.on_bad_rows, rejects, stats)
         stats.add("read", 1)
-        stats.add("rejected", reason="unknown wnid")
     return good
 
 

@@ -351,10 +351,9 @@ def test_a_failed_overwrite_leaves_every_record_of_the_earlier_results_as_it_was
     assert {m: open(m, encoding="utf-8").read() for m in manifests} == before
     assert still_there(planted)
     monkeypatch.delenv("DIST_DATA_FAULT")  # the earlier command's flags: still its complete result
+    opts = cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()])
     results = Results(" ".join(filter(None, [cmd.module, cmd.subcommand])), list(planted),
-                      {**cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()]).result_args(),
-                       changed: "another value"},
-                      cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()]).inputs_signature())
+                      {**opts.result_args(), changed: "another value"}, opts.inputs_signature())
     assert results.check(overwrite=False)
 
 
@@ -437,7 +436,7 @@ def test_a_cache_folder_inside_an_input_is_refused_at_the_start(cmd, name, case,
 
 
 def test_the_commands_with_a_cache_folder():
-    assert {p.values[0].name for p in [pytest.param(c, n) for c in COMMANDS for n in roles(c, paths.CACHE_DIR)]} >= {
+    assert {c.name for c in COMMANDS if roles(c, paths.CACHE_DIR)} >= {
         "filter", "mine", "pairs", "triplets", "dedup", "laionet similarity", "laionet search_similar"}
 
 
@@ -1225,7 +1224,7 @@ def test_laionet_filter_takes_a_wnid_outside_imagenet_as_a_bad_row(on_bad_rows, 
         return
     assert code == 0, err
     counts = json.loads((tmp_path / "out" / "stats.json").read_text())["counts"]
-    assert counts["rejected"] == {"'name_def_wnid' is 'n99999999'": 1} or sum(counts["rejected"].values()) == 1
+    assert counts["rejected"] == {"'name_def_wnid' is not an ImageNet-1k wnid": 1}, counts
     assert counts["read"] == 5 == counts["kept"] + sum(counts["dropped"].values()) + sum(counts["rejected"].values())
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["row"][laion.QUERY_WNID]) for r in rejects] == [(3, "n99999999")]
