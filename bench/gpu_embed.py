@@ -49,7 +49,7 @@ def base_model(path: str, seed: int = 0) -> str:
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from dist_data.core.embed import resolve_model
+    from dist_data.core.models import resolve_model
 
     if os.path.exists(os.path.join(path, "modules.json")):
         return path
@@ -130,7 +130,7 @@ def main(texts_path: str, n: int = 100_000, batch_size: int = 256, batch_tokens:
          dtype: str = "float16", work: str = "/tmp/gpu-embed", device: str = "cuda") -> None:
     import torch
 
-    from dist_data.core.embed import resolve_model
+    from dist_data.core.models import resolve_model
 
     data = _read(texts_path, n)
     device = torch.device(device, 0) if device == "cuda" else torch.device(device)

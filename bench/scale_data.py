@@ -44,7 +44,7 @@ def model(path: str, seed: int = 0, hidden: int = 64, layers: int = 1) -> str:
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from dist_data.core.embed import resolve_model
+    from dist_data.core.models import resolve_model
 
     if os.path.exists(os.path.join(path, "modules.json")):
         return path

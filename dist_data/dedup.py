@@ -34,10 +34,8 @@ its items with a near-twin in the training data, the worst examples, the thresho
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
-import time
 import unicodedata
 from dataclasses import dataclass
 
@@ -47,18 +45,16 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import distributed, index
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.components import connected_components
-from .core.embed import BATCHES_PER_BLOCK, cache_root, check_model, count_cache_hits, embed_by_block, text_embedder
 from .core.keys import Owners, fetch_held, global_first
-from .core.log import logger, progress
+from .core.log import logger
 from .core.options import IndexOptions, ModelOptions, RunOptions
 from .core.paths import INPUT_SPEC, spec_paths
-from .core.read import read_stage
-from .core.report import record_search, report_scores
-from .core.run import Run, run_main
+from .core.report import record_search
+from .core.run import Output, Run, run_main
 from .core.select import PAD_ID, seeded_uniform
 from .core.stats import Stats, fmt_rows
 from .text.evalsets import EvalSet, eval_sets
-from .core.write import merge_files, read_lines, write_json, write_lines
+from .core.write import write_json
 
 RESULT_NAME = "deduplicated.jsonl"
 REPORT_NAME = "report.json"
@@ -75,6 +71,11 @@ SIZE_BUCKETS = ((2, 2), (3, 5), (6, 10), (11, 100), (101, None))
 @dataclass(frozen=True, kw_only=True)
 class DedupOptions(RunOptions, ModelOptions, IndexOptions):
     """Exact and semantic duplicates removed (one row kept per component), and evaluation sets' twins."""
+
+    counts = ("texts", "exact_duplicates", "near_duplicates", "leaked", "edges", "components", "rounds",
+              "searched_deeper")
+    count_buckets = ("component_sizes",)
+    summary = ("texts", "components", "leaked")
 
     dataset: str = required("rows: jsonl(.gz)/parquet/csv file, folder, glob, comma list or hub name", non_empty,
                             path=INPUT_SPEC)
@@ -152,15 +153,9 @@ class Texts:
 
 
 def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
-    stats = Stats.with_keys("input_rows", "read", "kept", "texts", "exact_duplicates", "near_duplicates", "leaked",
-                            "edges", "components", "rounds", "searched_deeper", "cached_blocks",
-                            buckets=("dropped", "rejected", "component_sizes"))
-    check_model(opts.model_name, opts.revision, "model_name")
-    block_rows = BATCHES_PER_BLOCK * opts.batch_size
-    shard = read_stage(info, stats, opts.dataset, opts.split, opts.keys(), opts.max_rows, opts.seed, block_rows,
-                       opts.on_bad_rows)
-    evals = [(e.name, _read_eval(info, stats, opts, e, block_rows, shard.rejects)) for e in opts.eval_sets()]
+    stats = run.stats
+    shard = run.read(opts.keys())
+    evals = [(e.name, _read_eval(run, e, shard.rejects)) for e in opts.eval_sets()]
     run.begin()
 
     texts = ["\n".join(v) for v in shard.values]
@@ -168,74 +163,44 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
     first = rep == shard.positions
     at = np.flatnonzero(first)
     distinct = [texts[i] for i in at]
-    embedder = text_embedder(info, run, opts)
-    with stats.stage("embed", rows=len(at)):
-        with progress(len(at), "embed", opts.progress and info.is_main) as bar:
-            emb = embed_by_block(embedder, shard.positions[at], distinct, block_rows, "text", bar.update)
-        count_cache_hits(info, stats, [embedder])
+    with run.embed(len(at)) as embed:
+        emb = embed(shard.positions[at], distinct, "text")
     nodes = Texts(shard.positions[at], distinct, shard.gids[at], emb)
     owners = Owners.gather([(shard.lo, shard.hi)])
     stats.add("texts", len(at))
     stats.add("exact_duplicates", int((~first).sum()))
 
     low = min(REPORT_THRESHOLDS) if opts.report_only else opts.threshold
-    a, b, s, nearest = _edges(info, stats, opts, run, nodes, low)
-    report_scores(info, run, stats, f"dist_data.dedup: threshold={opts.threshold}", {"nearest_other": nearest},
-                  [(f"each text's nearest other text (threshold {opts.threshold})", ["nearest_other"], "cosine")],
-                  lines={"threshold": opts.threshold})
+    a, b, s, nearest = _edges(run, nodes, low)
+    run.report_scores(f"dist_data.dedup: threshold={opts.threshold}", {"nearest_other": nearest},
+                      [(f"each text's nearest other text (threshold {opts.threshold})", ["nearest_other"], "cosine")],
+                      lines={"threshold": opts.threshold})
     if opts.report_only:
         return _report(info, stats, run, shard, nodes, owners, a, b, s)
 
-    leaked, leak_rows, leakage = _decontaminate(info, stats, opts, run, embedder, nodes, owners, evals, block_rows)
+    leaked, leak_rows, leakage = _decontaminate(run, embed.embedders, nodes, owners, evals)
     removed_leaks = leaked if opts.mode == "remove" else np.zeros(len(nodes.ids), dtype=bool)
     labels, rounds = connected_components(nodes.ids, a, b, owners)
     stats.add("rounds", rounds if info.is_main else 0)
     kept_node, records = _components(info, stats, opts, nodes, owners, labels, a, b, removed_leaks, shard, rep, first)
 
-    with stats.stage("write") as rec:
-        keep, dropped_leaks = np.zeros(len(first), dtype=bool), np.zeros(len(first), dtype=bool)
-        keep[at], dropped_leaks[at] = kept_node, removed_leaks  # the nodes are this rank's first rows, in order
-        stats.add("kept", int(keep.sum()))
-        # the distinct texts near an evaluation text (removed, or flagged with --mode=flag): their exact copies
-        # are exact duplicates, counted once there, so that the reasons add up to the rows read
-        stats.add("leaked", int(leaked.sum()))
-        stats.add("dropped", int((~first).sum()), reason="exact_duplicate")
-        stats.add("dropped", int(dropped_leaks.sum()), reason="near_an_evaluation_text")
-        near = int((first & ~keep & ~dropped_leaks).sum())
-        stats.add("near_duplicates", near)
-        stats.add("dropped", near, reason="near_duplicate")
-        rec["rows"] = int(keep.sum())
-        run.write_parts([shard.records[i] for i in np.flatnonzero(keep)], None, shard.rejects)
-        write_lines(run.part("duplicates", info.rank), (json.dumps(r, ensure_ascii=False) for r in records))
-        write_lines(run.part("leaks", info.rank), (json.dumps(r, ensure_ascii=False) for r in leak_rows))
-
-    def write_all() -> str:  # rank 0, every part written
-        extra = [DUPLICATES_NAME] + ([LEAKAGE_NAME] if evals else []) + ([LEAKS_NAME] if evals and opts.mode == "flag"
-                                                                          else [])
-        run.record(extra)
-        world = info.world_size
-        merge_files([run.part("part", r) for r in range(world)], run.file(RESULT_NAME))
-        write_lines(run.file(DUPLICATES_NAME), heapq.merge(*(read_lines([run.part("duplicates", r)])
-                                                             for r in range(world)), key=_component_key))
-        if evals:
-            write_json(run.file(LEAKAGE_NAME), leakage)
-        if evals and opts.mode == "flag":
-            write_lines(run.file(LEAKS_NAME), heapq.merge(*(read_lines([run.part("leaks", r)]) for r in range(world)),
-                                                          key=lambda line: json.loads(line)["row"]))
-        return RESULT_NAME
-
-    merged = run.merge(stats, False, False, merge_result=write_all)
-    if merged is not None:
-        c = merged["counts"]
-        leaked = fmt_rows(c.get("leaked", 0))
-        leaks = "" if not evals else f", {leaked} near an evaluation text" if opts.mode == "remove" else \
-            f"; flagged {leaked} near an evaluation text (kept, listed in {LEAKS_NAME})"
-        logger.info("kept %s / %s rows; removed %s exact duplicates, %s near duplicates (cosine >= %.3f, %s "
-                    "components)%s; %s rejected; in %.0f s -> %s", fmt_rows(c.get("kept", 0)),
-                    fmt_rows(c.get("read", 0)), fmt_rows(c.get("exact_duplicates", 0)),
-                    fmt_rows(c.get("near_duplicates", 0)), opts.threshold, fmt_rows(c.get("components", 0)), leaks, fmt_rows(sum(c.get("rejected", {}).values())),
-                    time.perf_counter() - start, run.file(RESULT_NAME))
-    return merged
+    keep, dropped_leaks = np.zeros(len(first), dtype=bool), np.zeros(len(first), dtype=bool)
+    keep[at], dropped_leaks[at] = kept_node, removed_leaks  # the nodes are this rank's first rows, in order
+    # the distinct texts near an evaluation text (removed, or flagged with --mode=flag): their exact copies
+    # are exact duplicates, counted once there, so that the reasons add up to the rows read
+    stats.add("leaked", int(leaked.sum()))
+    reasons = np.where(~first, "exact_duplicate", np.where(dropped_leaks, "near_an_evaluation_text", "near_duplicate"))
+    kept = run.select(keep, reasons, known=("exact_duplicate", "near_an_evaluation_text", "near_duplicate"))
+    stats.add("near_duplicates", int((first & ~keep & ~dropped_leaks).sum()))
+    run.write_parts([shard.records[i] for i in kept], shard.rejects,
+                    duplicates=(json.dumps(r, ensure_ascii=False) for r in records),
+                    leaks=(json.dumps(r, ensure_ascii=False) for r in leak_rows))
+    outputs = [Output(DUPLICATES_NAME, part="duplicates", key=_component_key)]
+    if evals:
+        outputs.append(Output(LEAKAGE_NAME, write=lambda path: write_json(path, leakage)))
+    if evals and opts.mode == "flag":
+        outputs.append(Output(LEAKS_NAME, part="leaks", key=lambda line: json.loads(line)["row"]))
+    return run.merge(outputs=outputs)
 
 
 def _component_key(line: str) -> int:
@@ -244,76 +209,37 @@ def _component_key(line: str) -> int:
 
 # ---------------------------------------------------------------- every pair above the threshold
 
-def _above(nodes: Texts, queries: np.ndarray, threshold: float, first_depth: int, search, on_round=None
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(a, b, score)``: the pairs of each of ``queries`` (positions in ``nodes``) with every other
-    text scoring >= ``threshold``: ``search(positions, depth) -> (scores, ids, timings)``, again 4x
-    deeper for the texts whose whole list was above the threshold (there may be more past it), until
-    every list ends below it. ``on_round(round, positions, scores, ids, other, timings)`` sees each
-    round. Collective."""
-    found_a, found_b, found_s = [], [], []
-    total = sum(distributed.all_gather_object(len(nodes.ids)))
-    todo, depth, round_ = queries, first_depth, 0
-    while True:
-        depth = min(depth, max(total, 1))
-        scores, ids, timings = search(todo, depth)
-        own = nodes.ids[todo]
-        other = (ids != PAD_ID) & (ids != own[:, None])
-        if on_round:
-            on_round(round_, todo, scores, ids, other, timings)
-        take = other & (scores >= threshold)
-        rows, cols = np.nonzero(take)
-        found_a.append(own[rows])
-        found_b.append(ids[rows, cols])
-        found_s.append(scores[rows, cols])
-        todo = todo[(take.sum(axis=1) == other.sum(axis=1)) & (other.sum(axis=1) >= depth - 1)]
-        if depth >= total or not any(distributed.all_gather_object(len(todo) > 0)):
-            break
-        round_ += 1
-        depth *= 4
-    a, b = np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64)
-    s = np.concatenate(found_s).astype(np.float64)
-    _, unique = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # deeper rounds repeat the first
-    unique = np.sort(unique)
-    return a[unique], b[unique], s[unique]
-
-
-def _edges(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, run: Run, nodes: Texts,
-           threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _edges(run: Run, nodes: Texts, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(a, b, score, nearest)``: this rank's texts' edges to every other text scoring >= ``threshold``
-    (:func:`_above`), and each text's nearest other text. Collective."""
+    (:meth:`Run.threshold_pairs`), and each text's nearest other text. Collective."""
+    opts, stats = run.opts, run.stats
     nearest = np.full(len(nodes.ids), -np.inf)
-
-    def search(todo: np.ndarray, depth: int):
-        with stats.stage("search", rows=len(todo)):
-            with progress(len(todo), "search", opts.progress and info.is_main, unit="texts") as bar:
-                return index.cached_search(cache_root(run, opts), nodes.emb[todo], nodes.emb, nodes.ids, depth,
-                                           opts.index_spec(), info.device, fp16=opts.dtype == "float16",
-                                           on_progress=bar.update)
 
     def on_round(round_: int, todo, scores, ids, other, timings) -> None:
         if round_ == 0:
-            record_search(info, stats, opts, timings, len(nodes.ids), ids.shape[1])
+            record_search(run.info, stats, opts.index_spec(), timings, len(nodes.ids), ids.shape[1])
             if len(todo):
                 nearest[todo] = np.where(other, scores, -np.inf).max(axis=1)
         else:
             stats.add("searched_deeper", len(todo))
 
-    a, b, s = _above(nodes, np.arange(len(nodes.ids)), threshold, opts.max_neighbors + 1, search, on_round)
+    a, b, s = run.threshold_pairs(nodes.emb, nodes.ids, np.arange(len(nodes.ids)), threshold, opts.max_neighbors + 1,
+                                  on_round=on_round)
     if opts.index_spec().approximate:
-        stats.index["edge_recall"] = _edge_recall(info, opts, nodes, threshold, a, b)
+        stats.index["edge_recall"] = _edge_recall(run, nodes, threshold, a, b)
     stats.add("edges", int((a < b).sum()))  # every edge is found from both ends (each searches past the threshold)
     return a, b, s, nearest[np.isfinite(nearest)]
 
 
-def _edge_recall(info: distributed.DistInfo, opts: DedupOptions, nodes: Texts, threshold: float, a: np.ndarray,
-                 b: np.ndarray) -> dict[str, float | int]:
+def _edge_recall(run: Run, nodes: Texts, threshold: float, a: np.ndarray, b: np.ndarray) -> dict[str, float | int]:
     """The fraction of the duplicate edges (pairs >= threshold) of a seeded sample of about
     ``--recall_queries`` texts that the approximate index found, against exact search. Collective."""
+    info, opts = run.info, run.opts
     total = sum(distributed.all_gather_object(len(nodes.ids)))
     pick = np.flatnonzero(seeded_uniform(nodes.ids, opts.seed + 2) < opts.recall_queries / max(total, 1))
-    ea, eb, _ = _above(nodes, pick, threshold, opts.max_neighbors + 1, lambda todo, depth: index.search(
-        nodes.emb[todo], nodes.emb, nodes.ids, depth, "sharded", info.device))
+    ea, eb, _ = run.threshold_pairs(nodes.emb, nodes.ids, pick, threshold, opts.max_neighbors + 1,
+                                    lambda todo, depth: index.search(nodes.emb[todo], nodes.emb, nodes.ids, depth,
+                                                                     "sharded", info.device))
     exact = set(zip(ea.tolist(), eb.tolist()))
     found = len(exact & set(zip(a.tolist(), b.tolist())))
     hits, wanted = (sum(x) for x in zip(*distributed.all_gather_object((found, len(exact)))))
@@ -415,15 +341,13 @@ def _kept(rule: str, here: np.ndarray, vectors: np.ndarray, live: np.ndarray) ->
 
 # ---------------------------------------------------------------- evaluation sets
 
-def _read_eval(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, e: EvalSet, block_rows: int,
-               rejects: list) -> "EvalItems":
+def _read_eval(run: Run, e: EvalSet, rejects: list) -> "EvalItems":
     """This rank's items of an evaluation set (a row may hold several); its bad rows are counted and
     set aside with the training data's (rejects.jsonl names their file and line)."""
     own = Stats.with_keys("input_rows", "read", buckets=("dropped", "rejected"))
-    shard = read_stage(info, own, e.dataset, e.split, e.texts, None, opts.seed, block_rows, opts.on_bad_rows,
-                       name=f"read {e.name}")
+    shard = run.read(e.texts, e.dataset, name=f"read {e.name}", stats=own, split=e.split)
     for reason, n in own.counts.get("rejected", {}).items():
-        stats.add("rejected", n, reason=f"{e.name}: {reason}")
+        run.stats.add("rejected", n, reason=f"{e.name}: {reason}")
     rejects.extend(shard.rejects)
     texts = [t for v in shard.values for t in v]
     rows = np.repeat(shard.gids, [len(v) for v in shard.values]).astype(np.int64)
@@ -440,11 +364,12 @@ class EvalItems:
     rows: np.ndarray  # each item's global line id in the set's files
 
 
-def _decontaminate(info: distributed.DistInfo, stats: Stats, opts: DedupOptions, run: Run, embedder, nodes: Texts,
-                   owners: Owners, evals: list, block_rows: int) -> tuple[np.ndarray, list[dict], dict]:
+def _decontaminate(run: Run, embedders: dict, nodes: Texts, owners: Owners,
+                   evals: list) -> tuple[np.ndarray, list[dict], dict]:
     """``(leaked (this rank's texts), leak rows (--mode=flag), leakage.json)``: a training text leaks
     when an evaluation text equals it after normalisation (by hash, before any embedding) or scores
     >= the threshold with it. Collective."""
+    info, opts = run.info, run.opts
     leaked = np.zeros(len(nodes.ids), dtype=bool)
     leak_rows: list[dict] = []
     report: dict = {"threshold": opts.threshold, "sets": {}}
@@ -460,15 +385,12 @@ def _decontaminate(info: distributed.DistInfo, stats: Stats, opts: DedupOptions,
         exact_eval = global_first(np.concatenate([nodes.ids, high + items.ids]), train_keys + eval_keys)[
             len(nodes.ids):] < high
         base = (n + 1) * (1 << 40)  # eval ids apart from the training ids (and from each other's)
-        with stats.stage(f"embed {name}", rows=len(texts)):
-            emb = embed_by_block(embedder, items.ids, texts, block_rows, f"eval{n}")
-            count_cache_hits(info, stats, [embedder])
+        with run.embedding(len(texts), embedders, f"embed {name}") as embed:
+            emb = embed(items.ids, texts, f"eval{n}")
         eval_ids = base + items.ids
-        with stats.stage(f"search {name}", rows=len(nodes.ids) + len(texts)):
-            t_scores, t_ids, _ = index.cached_search(cache_root(run, opts), nodes.emb, emb, eval_ids, 1,
-                                                     opts.index_spec(), info.device, fp16=opts.dtype == "float16")
-            e_scores, e_ids, _ = index.cached_search(cache_root(run, opts), emb, nodes.emb, nodes.ids, 1,
-                                                     opts.index_spec(), info.device, fp16=opts.dtype == "float16")
+        t_scores, t_ids, _ = run.search(nodes.emb, emb, eval_ids, 1, name=f"search {name}", record=False, bar=False)
+        e_scores, e_ids, _ = run.search(emb, nodes.emb, nodes.ids, 1, name=f"search {name} (theirs)", record=False,
+                                        bar=False)
         near = (t_ids[:, 0] != PAD_ID) & (t_scores[:, 0] >= opts.threshold) if len(t_ids) else exact[:0]
         hit = exact | near
         leaked |= hit
@@ -527,7 +449,7 @@ def _report(info: distributed.DistInfo, stats: Stats, run: Run, shard, nodes: Te
         for r in table:
             logger.info("threshold %.2f would remove %s rows (%.1f%%)", r["threshold"], fmt_rows(r["rows_removed"]),
                         100 * r["fraction_removed"])
-    return run.publish(stats, REPORT_NAME, lambda path: write_json(path, {"rows": rows, "exact_duplicates": exact,
+    return run.publish(REPORT_NAME, lambda path: write_json(path, {"rows": rows, "exact_duplicates": exact,
                                                                          "thresholds": table}) or len(table),
                        shard.rejects)
 

@@ -41,8 +41,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import distributed
 from .core.cli import CommonOptions, flag, non_empty, one_of, required
 from .core.paths import INPUT_DIR, OUTPUT_DIR
-from .core.embed import (BATCHES_PER_BLOCK, DEFAULT_MODEL, BlockEmbedder, check_model, count_cache_hits, embed_by_block,
-                         load_model, spec_for)
+from .core.embed import BATCHES_PER_BLOCK, BlockEmbedder, count_cache_hits, embed_by_block, load_model, spec_for
+from .core.models import DEFAULT_MODEL, check_model
 from .core.errors import InputError
 from .core.read import read_json
 from .core.write import save_npz, write_json
@@ -50,7 +50,8 @@ from .core.log import logger, progress
 from .core.options import ModelOptions
 from .core.run import run_main
 from .core.stats import fmt_rows, Stats
-from .core.rundir import FolderLock, RunConflictError, flag_diff, refuse_other_flags, remove_paths
+from .core.errors import RunConflictError
+from .core.rundir import FolderLock, flag_diff, refuse_other_flags, remove_paths
 from .text.mteb_hub import dataset_dirs
 from .text.tasks import (RERANKING_LAYOUTS, TASK_TYPES, TaskRef, beir_table, load_split, local_splits, npz_split_name,
                          reranking_arrays, resolve_tasks)

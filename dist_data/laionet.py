@@ -28,34 +28,29 @@ img2dataset (not a dependency: it pins old pandas and webdataset) runs in its ow
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from .captions import laion as steps
 from .captions import label as labelling
-from .captions import tables
+from .captions import scoring, tables
 from .captions.arrange import arrange_files, arrange_webdataset, expand_shards, read_metadata
 from .captions.classes import ClassNamesOptions, class_names, imagenet_classes, laionet_class_list, wnid_to_label
-from .captions.laion_io import (column_array, laion_table, load_columns, read_references, require_columns,
-                                write_wnid_lists)
+from .captions.laion_io import column_array, laion_table, load_columns, require_columns, write_wnid_lists
 from .captions.lemmas import LaionetMatcher, LemmaMatcher
 from .captions.runs import publish_table
 from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.paths import CACHE_DIR, INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE
-from .core.embed import check_model, count_cache_hits
-from .core.errors import BadRowError, InputError
+from .core.errors import BadRowError
 from .core.read import require_fields, resolve_sources
 from .core.write import join_parquet, write_parquet
-from .core.log import logger, progress
-from .core.embed import embed_by_block, text_embedder
+from .core.log import logger
 from .core.options import ModelOptions, RunFolderOptions, RunOptions
-from .core.read import parse_or_reject, plan_blocks, REJECTED, Row
-from .core.run import Run, run_main, table_stats
+from .core.read import parse_or_reject, Row
+from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 
 LISTS_NAME = "wnid_to_laion_indices.json"
@@ -66,6 +61,10 @@ RULES = ("normalized", "laionet")
 @dataclass(frozen=True, kw_only=True)
 class LabelOptions(RunOptions, ClassNamesOptions):
     """Label LAION rows with the ImageNet classes whose lemmas their captions contain (parquet out)."""
+
+    counts = ("captions_matched",)
+    count_buckets = ("per_class", "classes_per_caption")
+    summary = ("captions_matched",)
 
     laion: str = required("LAION metadata: parquet shards (a file, folder, glob or comma list; jsonl works too)",
                           non_empty, path=INPUT_SPEC)
@@ -92,6 +91,10 @@ class LabelOptions(RunOptions, ClassNamesOptions):
 class SimilarityOptions(RunOptions, ModelOptions, ClassNamesOptions):
     """Cosine of each labelled caption with its class's "{name} which is {definition}"."""
 
+    counts = ("texts_embedded",)
+    count_buckets = ("per_class",)
+    summary = ("texts_embedded",)
+
     df_path: str = required("label's laion_labeled.parquet (a column wnids)", non_empty, path=INPUT_SPEC)
     query_type: str = flag("name_def", "the class text: name_def = '{first lemma} which is {definition}'",
                            one_of("name_def"))
@@ -108,6 +111,8 @@ class SimilarityOptions(RunOptions, ModelOptions, ClassNamesOptions):
 @dataclass(frozen=True, kw_only=True)
 class FilterOptions(RunFolderOptions, ClassNamesOptions):
     """Rows whose similarity is above a threshold (and LAION's NSFW tag UNLIKELY), with their wnid."""
+
+    one_process = True
 
     df_path: str = required("similarity's laion_similarity.parquet", non_empty, path=INPUT_SPEC)
     similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
@@ -126,6 +131,9 @@ class FilterOptions(RunFolderOptions, ClassNamesOptions):
 @dataclass(frozen=True, kw_only=True)
 class SubsetsOptions(RunFolderOptions, ClassNamesOptions):
     """A LAIONet training table: rows at or above a threshold, a fraction or n of them, no class lost."""
+
+    one_process = True
+    counts = ("readded_first_of_class",)
 
     df_path: str = required("LAIONet rows (parquet with wnid, the similarity and TEXT)", non_empty, path=INPUT_SPEC)
     similarity_col: str = flag(steps.SIMILARITY, "the similarity column", non_empty)
@@ -147,6 +155,10 @@ class SubsetsOptions(RunFolderOptions, ClassNamesOptions):
 @dataclass(frozen=True, kw_only=True)
 class SearchOptions(RunOptions, ModelOptions, ClassNamesOptions):
     """For each reference caption, its top-k LAION captions; each claims the first unclaimed one."""
+
+    counts = ("references", "unclaimed_references")
+    count_buckets = ("per_class",)
+    summary = ("references", "unclaimed_references")
 
     references: str = required("reference captions with their class (ImageNet-Captions: json/jsonl/parquet)",
                                non_empty, path=INPUT_SPEC)
@@ -175,6 +187,9 @@ class SearchOptions(RunOptions, ModelOptions, ClassNamesOptions):
 class MatchFreqOptions(RunFolderOptions, ClassNamesOptions):
     """LAIONet rows sampled per class to a reference's class counts, topped up from search_similar."""
 
+    one_process = True
+    count_buckets = ("short_of_target",)
+
     df_path: str = required("LAIONet rows (parquet with wnid, laion_index, TEXT)", non_empty, path=INPUT_SPEC)
     t2t_df_path: str = required("search_similar's rows (parquet with wnid, laion_index, TEXT)", non_empty,
                                 path=INPUT_SPEC)
@@ -193,6 +208,8 @@ class MatchFreqOptions(RunFolderOptions, ClassNamesOptions):
 class UrlListOptions(RunFolderOptions):
     """img2dataset's input: a parquet of URL, TEXT and the columns to keep beside each image."""
 
+    one_process = True
+
     df_path: str = required("LAIONet rows (parquet with URL and TEXT)", non_empty, path=INPUT_SPEC)
     url_col: str = flag("URL", "the URL column", non_empty)
     caption_col: str = flag("TEXT", "the caption column", non_empty)
@@ -210,6 +227,9 @@ class UrlListOptions(RunFolderOptions):
 @dataclass(frozen=True, kw_only=True)
 class ArrangeOptions(RunFolderOptions):
     """img2dataset's webdataset output -> {target}/{wnid}/{laion_index}.jpg (or class-sorted tars)."""
+
+    counts = ("already_there",)
+    summary = ("already_there",)
 
     dataset_path: str = required("img2dataset's tars: a brace pattern ('shards/{00000..00458}.tar'), glob or "
                                  "folder", non_empty, path=INPUT_SPEC)
@@ -233,7 +253,6 @@ class ArrangeOptions(RunFolderOptions):
 # ---------------------------------------------------------------- label (distributed)
 
 def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
     name = "laion_labeled.parquet"
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
@@ -245,13 +264,12 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
     else:
         matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
         out_wnids = listed = wnids
-    stats = Stats.with_keys("input_rows", "read", "captions_matched", "kept", "cached_blocks",
-                            buckets=("dropped", "rejected", "per_class", "classes_per_caption"))
+    stats = run.stats
     resolve_sources(opts.laion, opts.split)  # a missing input stops here, before the folder is touched
     if opts.on_bad_rows == "error":  # so does a misspelt key
         require_fields(opts.laion, opts.split, {"text_key": opts.text_key})
     run.begin()
-    plan = plan_blocks(info, stats, opts.laion, opts.split, opts.max_rows, opts.seed, opts.block_rows, unit="rows")
+    plan = run.plan(opts.laion)
     cache = os.path.join(run.cache_dir, "label")
 
     def label_block(rows) -> labelling.BlockResult:
@@ -268,133 +286,25 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
 
     rejects, shown = labelling.label_blocks(info, stats, plan, cache, ".parquet", label_block,
                                             lambda path, table: write_parquet(path, table),
-                                            opts.progress and info.is_main)
+                                            run.show_progress)
     counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :]).sum(0)
     if info.is_main:
         stats.examples = {"unmatched_captions": shown}
     blocks = [labelling.block_paths(cache, b, ".parquet")[0] for b in range(-(-plan.n // opts.block_rows))]
-    merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
-                           class_names(opts.class_names), counts.tolist(), rejects,
-                           [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNIDS, listed))])
-    _summary(merged, start, run, "labelled")
-    return merged
-
-
-def _summary(merged: dict | None, start: float, run, verb: str) -> None:
-    if merged is None:
-        return
-    c = merged["counts"]
-    dropped = ", ".join(f"{fmt_rows(n)} {why}" for why, n in c.get("dropped", {}).items() if n) or "none"
-    logger.info("%s %s / %s rows (%.1f%%), dropped: %s, rejected %s, in %.1f s -> %s", verb,
-                fmt_rows(c.get("kept", 0)), fmt_rows(c.get("read", 0)),
-                100.0 * c.get("kept", 0) / max(c.get("read", 0), 1), dropped,
-                fmt_rows(sum(c.get("rejected", {}).values())), time.perf_counter() - start,
-                run.file(merged["outputs"]["result"]))
+    return publish_table(run, name, lambda path: join_parquet(blocks, path),
+                         class_names(opts.class_names), counts.tolist(), rejects,
+                         [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNIDS, listed))])
 
 
 # ---------------------------------------------------------------- similarity (distributed)
 
-def _parse_labelled(row, text_key: str, known: dict[str, int]) -> tuple[dict[str, Any], str | None, list[int]]:
-    record_, caption = steps.parse_laion_row(row, text_key)
-    found = record_.get(steps.WNIDS)
-    if not isinstance(found, (list, tuple)) or not all(isinstance(w, str) for w in found):
-        raise BadRowError(row.source, row.line, f"{steps.WNIDS!r} must be a list of wnids, got {found!r:.60}")
-    unknown = [w for w in found if w not in known]
-    if unknown:
-        raise BadRowError(row.source, row.line, f"{steps.WNIDS!r} holds {unknown[0]!r}, not an ImageNet-1k wnid")
-    return record_, caption, [known[w] for w in found]
-
-
 def run_similarity(info: distributed.DistInfo, opts: SimilarityOptions, run: Run) -> dict | None:
-    from .core.keys import global_first
-
-    start = time.perf_counter()
-    name = "laion_similarity.parquet"
-    classes = imagenet_classes()
-    known = wnid_to_label()
-    check_model(opts.model_name, opts.revision, "model_name")
-    resolve_sources(opts.df_path, opts.split)
-    stats = Stats.with_keys("input_rows", "read", "kept", "texts_embedded", "cached_blocks",
-                            buckets=("dropped", "rejected", "per_class"))
-    plan = plan_blocks(info, stats, opts.df_path, opts.split, opts.max_rows, opts.seed, opts.block_rows)
-    if plan.n == 0:  # before the 1,000 class texts are embedded, and before the folder is touched
-        raise InputError(f"--df_path {opts.df_path}: no rows to score")
-    run.begin()
-    rejects: list[dict[str, Any]] = []
-    keys, texts, labels = [], [], []
-    error = None
-    with stats.stage("read") as rec:
-        try:
-            for _, rows in plan.blocks():
-                stats.add("read", len(rows))
-                rec["rows"] += len(rows)
-                for row in rows:
-                    parsed = parse_or_reject(row, lambda r: _parse_labelled(r, opts.text_key, known), opts.on_bad_rows,
-                                             rejects, stats)
-                    if parsed is REJECTED:
-                        continue
-                    _, caption, found = parsed
-                    if len(found) != 1:
-                        stats.add("dropped", reason="several_classes" if found else "no_class")
-                    elif caption is None or not caption.strip():
-                        stats.add("dropped", reason="empty_caption")
-                    else:
-                        keys.append(row.gid)
-                        texts.append(caption)
-                        labels.append(found[0])
-        except (BadRowError, InputError) as e:
-            error = e
-        distributed.raise_if_any_failed(error)
-    keys_arr, labels_arr = np.asarray(keys, dtype=np.int64), np.asarray(labels, dtype=np.int64)
-    with stats.stage("embed") as rec:
-        # a caption is scored against one class: (class, caption) is what is embedded once
-        first = global_first(keys_arr, [f"{classes[c].wnid} {t}" for c, t in zip(labels, texts)])
-        is_first = first == keys_arr
-        embedder = text_embedder(info, run, opts, opts.checkpoint)
-        query_emb = embedder.embed([steps.query_text(c) for c in classes], "name_def")
-        first_rows = np.flatnonzero(is_first)
-        rec["rows"] = len(first_rows)
-        with progress(len(first_rows), "embed", opts.progress and info.is_main) as bar:
-            cap_emb = embed_by_block(embedder, keys_arr[is_first], [texts[i] for i in first_rows], opts.block_rows,
-                                     "caption", bar.update)
-        sims = np.einsum("nd,nd->n", cap_emb.astype(np.float64),
-                         query_emb[labels_arr[is_first]].astype(np.float64)).astype(np.float32)
-        stats.add("texts_embedded", embedder.texts_embedded)
-        count_cache_hits(info, stats, [embedder])
-    all_keys = distributed.all_gather_array(keys_arr[is_first])
-    all_sims = distributed.all_gather_array(sims)
-    row_sims = all_sims[np.searchsorted(all_keys, first)] if len(first) else np.zeros(0, np.float32)
-    for c in labels:
-        stats.add("per_class", reason=classes[c].wnid)
-    stats.add("kept", len(keys))
-    out_dir = os.path.join(run.cache_dir, "similarity")
-    os.makedirs(out_dir, exist_ok=True)
-    lookup = dict(zip(keys, range(len(keys))))
-    parts = []
-    with stats.stage("rows", rows=len(keys)):
-        for b, rows in plan.blocks():
-            records = []
-            for row in rows:
-                j = lookup.get(row.gid)
-                if j is None:
-                    continue
-                record_, _ = steps.parse_laion_row(row, opts.text_key)
-                records.append({**record_, steps.QUERY_WNID: classes[labels[j]].wnid,
-                                steps.SIMILARITY: float(row_sims[j])})
-            path = os.path.join(out_dir, f"block-{b:07d}.parquet")
-            write_parquet(path, laion_table(records, float_columns=(steps.SIMILARITY,)))
-            parts.append(path)
-    blocks = [os.path.join(out_dir, f"block-{b:07d}.parquet") for b in range(-(-plan.n // opts.block_rows))]
-    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"],
-                                                                    [c.wnid for c in classes])[None, :]).sum(0)
-    merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
-                           class_names(opts.class_names), counts.tolist(), rejects)
+    merged = scoring.similarity(run, class_names(opts.class_names))
     if merged is not None:
-        all_sims_rows = column_array(run.file(name), steps.SIMILARITY)
-        if len(all_sims_rows):
-            q = np.quantile(all_sims_rows, [0.1, 0.5, 0.9])
-            logger.info("similarity: p10 %.3f, median %.3f, p90 %.3f over %s rows", *q, fmt_rows(len(all_sims_rows)))
-    _summary(merged, start, run, "scored")
+        sims = column_array(run.file(merged["outputs"]["result"]), steps.SIMILARITY)
+        if len(sims):
+            q = np.quantile(sims, [0.1, 0.5, 0.9])
+            logger.info("similarity: p10 %.3f, median %.3f, p90 %.3f over %s rows", *q, fmt_rows(len(sims)))
     return merged
 
 
@@ -404,8 +314,7 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions, run: Run) -> dic
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    start = time.perf_counter()
-    stats = table_stats(info, "filter")
+    stats = run.stats
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
     name = f"laionet_thresh{opts.similarity_th}.parquet"
@@ -450,11 +359,9 @@ def run_filter(info: distributed.DistInfo, opts: FilterOptions, run: Run) -> dic
         os.replace(tmp, path)
         return len(labels)
 
-    merged = publish_table(run, stats, name, write, class_names(opts.class_names),
-                           tables.class_counts(labels, len(classes)).tolist(), rejects,
-                           [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID, wnids))])
-    _summary(merged, start, run, "kept")
-    return merged
+    return publish_table(run, name, write, class_names(opts.class_names),
+                         tables.class_counts(labels, len(classes)).tolist(), rejects,
+                         [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID, wnids))])
 
 
 def _known_wnids(opts: FilterOptions, table, first_row: int, known: dict[str, int], rejects: list[dict],
@@ -481,8 +388,7 @@ def _known_wnids(opts: FilterOptions, table, first_row: int, known: dict[str, in
 
 
 def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
-    stats = table_stats(info, "subsets")
+    stats = run.stats
     classes = imagenet_classes()
     cols = load_columns(opts.df_path, [steps.WNID, opts.similarity_col, steps.TEXT], optional=[steps.INDEX])
     labels = cols.labels(steps.WNID)
@@ -504,21 +410,18 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions, run: Run) -> d
     stats.add("kept", len(rows))
     suffix = f"_frac{opts.frac}" if opts.n is None and opts.frac < 1 else ""
     name = f"laionet_thresh{opts.thresh}{suffix}_{len(rows)}.tsv"
-    merged = publish_table(run, stats, name, lambda path: tables.write_tsv(path, tables.TABLE_COLUMNS, rows),
-                           class_names(opts.class_names),
-                           tables.class_counts(labels[subset.positions], len(classes)).tolist(), [],
-                           marked=np.unique(labels[np.asarray(subset.readded, dtype=np.int64)]).tolist(),
-                           marked_label="kept by their first row (the draw lost them)")
-    _summary(merged, start, run, "kept")
-    return merged
+    return publish_table(run, name, lambda path: tables.write_tsv(path, tables.TABLE_COLUMNS, rows),
+                         class_names(opts.class_names),
+                         tables.class_counts(labels[subset.positions], len(classes)).tolist(), [],
+                         marked=np.unique(labels[np.asarray(subset.readded, dtype=np.int64)]).tolist(),
+                         marked_label="kept by their first row (the draw lost them)")
 
 
 def run_url_list(info: distributed.DistInfo, opts: UrlListOptions, run: Run) -> dict | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    start = time.perf_counter()
-    stats = table_stats(info, "url_list")
+    stats = run.stats
     names = pq.read_schema(opts.df_path).names
     require_columns(opts.df_path, names, [opts.url_col, opts.caption_col])
     extra = [c.strip() for c in opts.save_additional_columns.split(",") if c.strip() in names]
@@ -546,8 +449,7 @@ def run_url_list(info: distributed.DistInfo, opts: UrlListOptions, run: Run) -> 
             f.write(img2dataset_command(run.file(name), opts.url_col, opts.caption_col, extra))
         os.replace(path + ".tmp", path)
 
-    merged = publish_table(run, stats, name, write, None, None, [], [(IMG2DATASET_SCRIPT, script)])
-    _summary(merged, start, run, "listed")
+    merged = publish_table(run, name, write, None, None, [], [(IMG2DATASET_SCRIPT, script)])
     if merged is not None:
         logger.info("download with img2dataset (its own environment: pip install img2dataset):\n%s",
                     img2dataset_command(run.file(name), opts.url_col, opts.caption_col, extra))
@@ -566,98 +468,13 @@ def img2dataset_command(url_list: str, url_col: str, caption_col: str, extra: li
 # ---------------------------------------------------------------- search_similar (distributed), match_freq
 
 def run_search_similar(info: distributed.DistInfo, opts: SearchOptions, run: Run) -> dict | None:
-    from .core.index import IndexSpec, cached_search
-
-    start = time.perf_counter()
-    name = "laion_similar.parquet"
-    classes = imagenet_classes()
-    known = wnid_to_label()
-    check_model(opts.model_name, opts.revision, "model_name")
-    resolve_sources(opts.references, opts.split)
-    resolve_sources(opts.laion, opts.split)  # a missing input stops here, before the folder is touched
-    if opts.on_bad_rows == "error":  # so does a misspelt key
-        require_fields(opts.laion, opts.split, {"text_key": opts.text_key})
-    stats = Stats.with_keys("input_rows", "read", "references", "kept", "unclaimed_references", "cached_blocks",
-                            buckets=("dropped", "rejected", "per_class"))
-    run.begin()
-    rejects: list[dict[str, Any]] = []
-    refs = read_references(info, stats, opts.references, opts.split, opts.reference_key, opts.reference_wnid_key,
-                           known, opts.on_bad_rows, rejects, opts.block_rows)
-    plan = plan_blocks(info, stats, opts.laion, opts.split, opts.max_rows, opts.seed, opts.block_rows)
-    doc_keys, doc_gids, doc_texts = [], [], []
-    error = None
-    with stats.stage("read") as rec:
-        try:
-            for _, rows in plan.blocks():
-                stats.add("read", len(rows))
-                rec["rows"] += len(rows)
-                for row, record_, caption in labelling.captions_of(
-                        rows, lambda r: steps.parse_laion_row(r, opts.text_key), opts.on_bad_rows, stats, rejects):
-                    doc_keys.append(record_[steps.INDEX])
-                    doc_gids.append(row.gid)
-                    doc_texts.append(caption)
-        except (BadRowError, InputError) as e:
-            error = e
-        distributed.raise_if_any_failed(error)
-    doc_ids = np.asarray(doc_keys, dtype=np.int64)
-    with stats.stage("embed", rows=len(refs.texts) + len(doc_texts)):
-        embedder = text_embedder(info, run, opts, opts.checkpoint)
-        with progress(len(refs.texts) + len(doc_texts), "embed", opts.progress and info.is_main) as bar:
-            ref_emb = embed_by_block(embedder, refs.keys, refs.texts, opts.block_rows, "reference", bar.update)
-            doc_emb = embed_by_block(embedder, np.asarray(doc_gids, dtype=np.int64), doc_texts, opts.block_rows,
-                                     "laion", bar.update)
-        count_cache_hits(info, stats, [embedder])
-    with stats.stage("search", rows=len(refs.texts)):
-        scores, ids, _ = cached_search(opts.cache_dir or run.cache_dir, ref_emb, doc_emb, doc_ids, opts.topk,
-                                       IndexSpec(opts.index), info.device)
-    all_ids = distributed.all_gather_array(ids)
-    all_scores = distributed.all_gather_array(scores)
-    all_labels = distributed.all_gather_array(refs.labels)
-    all_ref_keys = distributed.all_gather_array(refs.keys)
-    claims = steps.claim(all_ids, all_scores)  # the same on every rank: reference order
-    stats.add("unclaimed_references", len(claims.unclaimed) if info.is_main else 0)
-    order = np.argsort(claims.laion_ids)
-    claimed, claimed_ref = claims.laion_ids[order], claims.reference[order]
-    out_dir = os.path.join(run.cache_dir, "similar")
-    os.makedirs(out_dir, exist_ok=True)
-    with stats.stage("rows") as rec:
-        for b, rows in plan.blocks():
-            records = []
-            for row in rows:
-                record_, _ = steps.parse_laion_row(row, opts.text_key) if row.error is None else (None, None)
-                if record_ is None:
-                    continue
-                j = np.searchsorted(claimed, record_[steps.INDEX])
-                if j < len(claimed) and claimed[j] == record_[steps.INDEX]:
-                    r = int(claimed_ref[j])
-                    records.append({**record_, steps.WNID: classes[int(all_labels[r])].wnid,
-                                    "reference_index": int(all_ref_keys[r]),
-                                    "text_to_text_similarity": float(claims.score[order[j]])})
-                    stats.add("per_class", reason=classes[int(all_labels[r])].wnid)
-            stats.add("kept", len(records))
-            write_parquet(os.path.join(out_dir, f"block-{b:07d}.parquet"),
-                          laion_table(records, float_columns=("text_to_text_similarity",)))
-    blocks = [os.path.join(out_dir, f"block-{b:07d}.parquet") for b in range(-(-plan.n // opts.block_rows))]
-    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"],
-                                                                    [c.wnid for c in classes])[None, :]).sum(0)
-
-    def topk(path: str) -> None:
-        from .core.write import save_npz
-
-        save_npz(path, reference_index=all_ref_keys, wnid_label=all_labels, laion_index=all_ids, score=all_scores)
-
-    merged = publish_table(run, stats, name, lambda path: join_parquet(blocks, path),
-                           class_names(opts.class_names), counts.tolist(), rejects,
-                           [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNID,
-                                                                       list(known))),
-                            ("topk.npz", topk)])
-    _summary(merged, start, run, "claimed")
-    return merged
+    known = list(wnid_to_label())
+    return scoring.search_similar(run, class_names(opts.class_names), [(LISTS_NAME, lambda path: write_wnid_lists(
+        path, run.file(scoring.SIMILAR_TABLE), steps.WNID, known))])
 
 
 def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
-    stats = table_stats(info, "match_freq", "short_of_target")
+    stats = run.stats
     classes = imagenet_classes()
     known = wnid_to_label()
     main_cols = load_columns(opts.df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
@@ -697,29 +514,26 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions, run: Run)
         logger.warning("%d class(es) stay below their target: %s rows missing (stats.json short_of_target)",
                        len(matched.short), fmt_rows(short))
     name = f"laionet_match_{len(rows)}.tsv"
-    merged = publish_table(run, stats, name,
-                           lambda path: tables.write_tsv(path, (*tables.TABLE_COLUMNS, "source"), rows),
-                           class_names(opts.class_names), counts.tolist(), [], target=target.tolist())
-    _summary(merged, start, run, "kept")
-    return merged
+    return publish_table(run, name,
+                         lambda path: tables.write_tsv(path, (*tables.TABLE_COLUMNS, "source"), rows),
+                         class_names(opts.class_names), counts.tolist(), [], target=target.tolist())
 
 
 # ---------------------------------------------------------------- arrange (distributed over tars)
 
 def run_arrange(info: distributed.DistInfo, opts: ArrangeOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
     meta_name = os.path.basename(opts.metadata_path).rsplit(".", 1)[0]
     shards = expand_shards(opts.dataset_path)
     meta = read_metadata(opts.metadata_path, opts.wnid_key)
-    stats = Stats.with_keys("input_rows", "read", "kept", "already_there", buckets=("dropped", "rejected"))
+    stats = run.stats
     run.begin()
     mine = shards[info.rank :: info.world_size]
     if opts.output_format == "files":
         placed = arrange_files(mine, meta, opts.target_data_path, opts.number_sample_per_shard, stats,
-                               opts.progress and info.is_main)
+                               run.show_progress)
     else:
         placed = arrange_webdataset(mine, meta, opts.target_data_path, opts.number_sample_per_shard, stats,
-                                    opts.samples_per_tar, info, opts.progress and info.is_main, run.record)
+                                    opts.samples_per_tar, info, run.show_progress, run.record)
     rows = np.unique(distributed.all_gather_array(np.asarray(placed.rows, dtype=np.int64)))
     seen = np.unique(distributed.all_gather_array(np.asarray(placed.seen, dtype=np.int64)))
     stats.add("input_rows", len(meta) if info.is_main else 0)
@@ -735,9 +549,7 @@ def run_arrange(info: distributed.DistInfo, opts: ArrangeOptions, run: Run) -> d
             write_parquet(f"{base}_success{len(rows)}{ext or '.parquet'}", table)
         return len(rows)
 
-    merged = publish_table(run, stats, name, write, None, None, [])
-    _summary(merged, start, run, "placed")
-    return merged
+    return publish_table(run, name, write, None, None, [])
 
 
 COMMANDS = {

@@ -28,24 +28,18 @@ Output ``mined.jsonl[.gz]`` in ``--output_format`` (see :mod:`dist_data.text.for
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .core import distributed, index
+from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of
 from .core.paths import INPUT, INPUT_SPEC
-from .core.embed import BATCHES_PER_BLOCK, check_model
-from .core.log import logger, progress
 from .core.write import read_lines, write_folder_atomically
-from .core.embed import cache_root
 from .core.options import PairOptions
-from .core.report import record_search, report_scores
 from .core.collection import CollectionOptions
-from .core.run import Run, run_main
-from .core.stats import fmt_rows, Stats
+from .core.run import Output, Run, run_main
 from .text.formats import FORMATS, QUERY_FORMATS, dumps, pair_rows, query_row, write_nomic_folder
 from .text.mining import (PositiveSets, embed_stage, fetch_records, join_input_negatives, pair_scores, read_beir,
                           read_pairs, rerank_stage)
@@ -60,6 +54,13 @@ FIXED_WIDTH = ("n-tuple", "nomic")  # formats whose rows hold exactly --num_nega
 @dataclass(frozen=True, kw_only=True)
 class MineOptions(PairOptions, CollectionOptions):
     """Mine hard negatives for (query, positive) pairs."""
+
+    counts = ("pairs", "rows_written", "with_all_negatives", "too_few_negatives", "merged_into_query_row",
+              "input_negatives", "unique_queries", "unique_documents")
+    count_buckets = ("candidates_removed",)
+    summary = ("pairs", "with_all_negatives", "too_few_negatives", "merged_into_query_row", "candidates_removed",
+               "rows_written")
+    kept_unit = "items"
 
     dataset: str | None = flag(None, "(query, positive) rows in any sentence-transformers training-data layout "
                                "(default: the shipped WordNet sample)", non_empty, path=INPUT_SPEC)
@@ -98,6 +99,9 @@ class MineOptions(PairOptions, CollectionOptions):
     def side_outputs(self) -> list[str]:
         return [NOMIC_FOLDER]
 
+    def models(self) -> list[tuple[str, str | None, str | None]]:
+        return super().models() + ([("cross_encoder", self.cross_encoder, None)] if self.cross_encoder else [])
+
     def problems(self) -> list[str]:
         problems = []
         if self.range_max is not None and self.range_max <= self.range_min:
@@ -128,29 +132,22 @@ class MineOptions(PairOptions, CollectionOptions):
 
 def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | None:
     """The mining pipeline on this rank; returns the merged stats on rank 0."""
-    start = time.perf_counter()
-    stats = Stats.with_keys("input_rows", "read", "pairs", "kept", "rows_written", "with_all_negatives",
-                            "too_few_negatives", "merged_into_query_row", "input_negatives", "unique_queries",
-                            "unique_documents", "cached_blocks", buckets=("dropped", "rejected", "candidates_removed"))
-    block_rows = BATCHES_PER_BLOCK * opts.batch_size
-    check_model(opts.model_name, opts.revision, "model_name")
-    if opts.cross_encoder:
-        check_model(opts.cross_encoder, None, "cross_encoder")
+    stats = run.stats
     if opts.qrels:
         items, docs, rejects = read_beir(info, stats, queries=opts.queries, corpus=opts.corpus, qrels=opts.qrels,
                                          split=opts.split, corpus_key=opts.corpus_key, max_rows=opts.max_rows,
-                                         seed=opts.seed, block_rows=block_rows, on_bad_rows=opts.on_bad_rows)
+                                         seed=opts.seed, block_rows=run.block_rows, on_bad_rows=opts.on_bad_rows)
     else:
         items, docs, rejects = read_pairs(info, stats, dataset=opts.dataset or SAMPLE_PAIRS, split=opts.split,
                                           query_key=opts.query_key, document_key=opts.document_key,
                                           corpus=opts.corpus, corpus_key=opts.corpus_key, max_rows=opts.max_rows,
-                                          seed=opts.seed, block_rows=block_rows, on_bad_rows=opts.on_bad_rows,
+                                          seed=opts.seed, block_rows=run.block_rows, on_bad_rows=opts.on_bad_rows,
                                           input_negatives=opts.use_input_negatives)
     run.begin()
-    emb = embed_stage(info, stats, run, items, docs, opts, block_rows)
+    emb = embed_stage(run, items, docs)
 
     n = len(items.queries)
-    with stats.stage("search", rows=len(emb.query_keys)):
+    with stats.stage("candidates", rows=len(emb.query_keys)):
         pos_rep = emb.doc_reps.lookup(items.positive_keys, docs.owners)[:, 0]
         query_rep = emb.query_reps
         positives = PositiveSets.gather(query_rep[emb.item_query], pos_rep)
@@ -162,13 +159,9 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | 
             window_end = opts.range_min + opts.num_negatives * (10 if filters else 1) + positives.max_count
         # room for the positives and the query's own text on top of the window, as sentence-transformers 6.3
         pool = window_end + positives.max_count + 1
-        with progress(len(emb.query_keys), "search", opts.progress and info.is_main, unit="queries") as bar:
-            cand_scores, cand_ids, timings = index.cached_search(
-                cache_root(run, opts), emb.query_vectors, emb.doc_vectors.vectors, emb.doc_vectors.keys, pool,
-                opts.index_spec(), info.device, fp16=opts.dtype == "float16", on_progress=bar.update)
+        cand_scores, cand_ids, _ = run.search(emb.query_vectors, emb.doc_vectors.vectors, emb.doc_vectors.keys, pool)
         if items.negative_keys is not None:
             cand_scores, cand_ids = join_input_negatives(emb, docs, items, cand_scores, cand_ids)
-    record_search(info, stats, opts, timings, len(emb.doc_vectors.keys), pool)
 
     with stats.stage("positives", rows=n):
         pos_lists = [positives.of(int(query_rep[q])) for q in emb.item_query]
@@ -185,7 +178,7 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | 
     if opts.cross_encoder:
         cand_scores, flat_scores, own_score = rerank_stage(
             info, stats, opts.cross_encoder, items, docs, emb, cand_ids, flat_item, flat_doc, pos_rep,
-            batch_size=opts.batch_size, block_rows=block_rows, show_progress=opts.progress)
+            batch_size=opts.batch_size, block_rows=run.block_rows, show_progress=opts.progress)
         cand_scores, cand_ids = canonical_topk(cand_scores, cand_ids, cand_ids.shape[1])
     # The margins use the hardest (lowest-scoring) positive of the query, as sentence-transformers.
     hardest = np.full(n, np.inf)
@@ -206,13 +199,13 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | 
 
     found = (neg_ids != PAD_ID).sum(axis=1)
     selected = neg_ids != PAD_ID
-    report_scores(info, run, stats, f"dist_data.mine: {n_label(opts)}",
-                  {"positive": own_score, "negative": neg_scores[selected],
-                   "difference": np.repeat(own_score, found) - neg_scores[selected]},
-                  [("positive vs selected negative scores", ["positive", "negative"], "score"),
-                   ("positive - negative", ["difference"], "score difference")])
+    run.report_scores(f"dist_data.mine: {n_label(opts)}",
+                      {"positive": own_score, "negative": neg_scores[selected],
+                       "difference": np.repeat(own_score, found) - neg_scores[selected]},
+                      [("positive vs selected negative scores", ["positive", "negative"], "score"),
+                       ("positive - negative", ["difference"], "score difference")])
 
-    with stats.stage("write") as rec:
+    with stats.stage("rows") as rec:
         grouped = opts.output_format in QUERY_FORMATS
         units = np.arange(n)
         if grouped:  # one row per query: its first (query, positive) item leads, the others merge into it
@@ -247,29 +240,16 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | 
             lines += [dumps(r, opts.output_format) for r in out]
         stats.add("rows_written", len(lines))  # output lines (a triplet row per negative, ...)
         rec["rows"] = len(lines)
-        run.write_parts(lines, None, rejects)
+    run.write_parts(lines, rejects)
+    if opts.output_format != "nomic":
+        return run.merge(opts.compress)
 
-    def nomic_folder() -> str:
+    def nomic_folder(path: str) -> None:
         parts = [run.part("part", r) for r in range(info.world_size)]
-        write_folder_atomically(run.file(NOMIC_FOLDER), lambda tmp: write_nomic_folder(
-            read_lines(parts), tmp, opts.shard_rows, opts.shard_url or os.path.abspath(run.file(NOMIC_FOLDER))))
-        return NOMIC_FOLDER
+        write_folder_atomically(path, lambda tmp: write_nomic_folder(
+            read_lines(parts), tmp, opts.shard_rows, opts.shard_url or os.path.abspath(path)))
 
-    merged = run.merge(stats, opts.compress, False,
-                       nomic_folder if opts.output_format == "nomic" else None)
-    if merged is not None:
-        c = merged["counts"]
-        removed_total = c.get("candidates_removed", {})
-        logger.info("mined %s (query, positive) pairs: %s with all %d negatives, %s with fewer (%s dropped)%s; "
-                    "candidates removed: %s; %s rows written, rejected %s, in %.0f s -> %s",
-                    fmt_rows(c.get("pairs", 0)), fmt_rows(c.get("with_all_negatives", 0)), opts.num_negatives,
-                    fmt_rows(c.get("too_few_negatives", 0)), fmt_rows(c.get("dropped", {}).get("too_few_negatives", 0)),
-                    f", {fmt_rows(c['merged_into_query_row'])} merged into their query's row"
-                    if c.get("merged_into_query_row") else "",
-                    ", ".join(f"{k} {fmt_rows(v)}" for k, v in sorted(removed_total.items())) or "none",
-                    fmt_rows(c.get("rows_written", 0)), fmt_rows(sum(c.get("rejected", {}).values())),
-                    time.perf_counter() - start, run.file(merged["outputs"]["result"]))
-    return merged
+    return run.merge(result=Output(NOMIC_FOLDER, write=nomic_folder))
 
 
 def n_label(opts: MineOptions) -> str:

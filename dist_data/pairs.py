@@ -5,7 +5,8 @@ names normalise alike are one name, reported as a group. Each name is embedded o
 frequent spelling, in blocks made by its normal form's hash (so the pairs and scores do not depend
 on the order of the rows or the number of ranks), and searched against all the others with the exact index (``--index=sharded``: no rank holds more than
 its share of the vectors, and nothing holds an N x N matrix). A pair is reported once, with its
-score, when one of its names has the other among its ``--max_neighbors`` nearest names.
+score, when the two score at or above ``--min_score``: a name whose ``--max_neighbors`` nearest names
+all do is searched again, deeper, so no pair is missed (:meth:`dist_data.core.run.Run.threshold_pairs`).
 
     torchrun --nproc-per-node=8 -m dist_data.pairs --dataset=brands.csv --text_key=brandname \\
         --model_name=sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2 --min_score=0.85 \\
@@ -25,9 +26,7 @@ from __future__ import annotations
 
 import collections
 import csv
-import heapq
 import json
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,22 +34,18 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from .catalog import pairs as steps
 from .catalog.names import most_frequent_spelling, normalize_name, transliterations
-from .core import distributed, index
+from .core import distributed
 from .core.cli import at_least, cosine, flag, in_range, non_empty, one_of
-from .core.paths import INPUT_SPEC
-from .core.embed import BATCHES_PER_BLOCK, check_model, count_cache_hits
-from .core.write import atomic_open, read_lines, write_lines
+from .core.collection import CollectionOptions
 from .core.dedup import text_hashes
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
-from .core.log import logger, progress
-from .core.embed import cache_root, embed_by_block, text_embedder
 from .core.options import INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions
-from .core.read import read_stage
-from .core.report import record_search, report_scores
-from .core.collection import CollectionOptions
-from .core.run import Run, run_main
-from .core.stats import fmt_rows, Stats
+from .core.paths import INPUT_SPEC
+from .core.report import record_search
+from .core.run import Output, Run, run_main
 from .core.select import exact_scores
+from .core.stats import Stats
+from .core.write import atomic_open, read_lines, write_lines
 
 RESULT_NAME = "pairs.jsonl"
 CSV_NAME = "pairs.csv"
@@ -63,14 +58,19 @@ class PairsOptions(RunOptions, ModelOptions, IndexOptions, CollectionOptions):
     """Brand-synonym candidates: pairs of distinct names scoring at or above --min_score."""
 
     dataset_required = True  # checked with the collection flags: --dataset, or --collection
+    counts = ("names", "duplicate_rows", "duplicate_groups", "pairs_model", "pairs_transliteration",
+              "transliteration_variants", "searched_deeper", "names_of_several_spellings", "spellings_merged")
+    summary = ("names", "duplicate_rows", "duplicate_groups", "pairs_transliteration")
+    kept_unit = "pairs"
 
     index: str = flag("sharded", INDEX_HELP, one_of(*INDEX_MODES))
     dataset: str | None = flag(None, "names: csv/tsv/parquet/jsonl file, folder, glob or comma list (required unless "
                                "--collection)", non_empty, path=INPUT_SPEC)
     text_key: str = flag("name", "the name field", non_empty)
     min_score: float = flag(0.85, "report pairs whose cosine is >= this", cosine)
-    max_neighbors: int = flag(50, "nearest other names searched per name (a pair is found from either side)",
-                              at_least(1))
+    max_neighbors: int = flag(50, "nearest other names searched per name at first; a name with all of them at or "
+                              "above --min_score is searched again deeper, so every pair above it is found (the same "
+                              "result for any value)", at_least(1), result=False)
     sort: str = flag("score", "review order: score (highest first) or ambiguous_first (nearest --min_score first)",
                      one_of(*steps.SORTS))
     transliterate: bool = flag(False, "also pair names that are Latin <-> Cyrillic readings of each other")
@@ -86,15 +86,8 @@ class PairsOptions(RunOptions, ModelOptions, IndexOptions, CollectionOptions):
 
 def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict | None:
     """The pairs pipeline on this rank; returns the merged stats on rank 0."""
-    start = time.perf_counter()
-    stats = Stats.with_keys("input_rows", "read", "names", "duplicate_rows", "duplicate_groups", "kept",
-                            "pairs_model", "pairs_transliteration", "transliteration_variants",
-                            "names_at_max_neighbors", "names_of_several_spellings", "spellings_merged",
-                            "cached_blocks", buckets=("dropped", "rejected"))
-    check_model(opts.model_name, opts.revision, "model_name")
-    block_rows = BATCHES_PER_BLOCK * opts.batch_size
-    shard = read_stage(info, stats, opts.dataset, opts.split, [opts.text_key], opts.max_rows, opts.seed,
-                       block_rows, opts.on_bad_rows)
+    stats = run.stats
+    shard = run.read([opts.text_key])
     run.begin()
 
     # identity: the normal form. Exact duplicates (rows that normalise alike) are reported by row.
@@ -115,23 +108,26 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict 
     # one text per name, whatever the input's order: its most frequent spelling, embedded in blocks
     # made by the normal form's hash, so the same names give the same vectors and scores
     n_names = int(distributed.all_gather_array(np.array([first.sum()], dtype=np.int64)).sum())
-    held = _name_groups(stats, norms, names, gids, n_names, block_rows)
+    held = _name_groups(stats, norms, names, gids, n_names, run.block_rows)
     ids, first_names, first_gids = held.ids, held.spellings, held.first_rows
-    with stats.stage("embed", rows=len(ids)):
-        embedder = text_embedder(info, run, opts)
-        with progress(len(ids), "embed", opts.progress and info.is_main) as bar:
-            emb = embed_by_block(embedder, ids, first_names, block_rows, "name", bar.update, blocks=held.blocks)
-        count_cache_hits(info, stats, [embedder])
+    with run.embed(len(ids)) as embed:
+        emb = embed(ids, first_names, "name", blocks=held.blocks)
 
-    depth = opts.max_neighbors + 1  # the name itself comes back too
-    with stats.stage("search", rows=len(ids)):
-        with progress(len(ids), "search", opts.progress and info.is_main, unit="names") as bar:
-            nbr_scores, nbr_ids, timings = index.cached_search(
-                cache_root(run, opts), emb, emb, ids, depth, opts.index_spec(), info.device,
-                fp16=opts.dtype == "float16", on_progress=bar.update)
-    record_search(info, stats, opts, timings, len(ids), depth)
-    found, full = steps.neighbor_pairs(ids, nbr_ids, nbr_scores, opts.min_score, opts.max_neighbors)
-    stats.add("names_at_max_neighbors", int(full.sum()))
+    # every pair at or above --min_score, exact whatever --max_neighbors (a name whose list is all above
+    # it is searched again deeper); each name's nearest other name from the first round
+    nearest = np.full(len(ids), -np.inf)
+
+    def first_round(round_: int, todo, scores, got, other, timings) -> None:
+        if round_ == 0:
+            record_search(info, stats, opts.index_spec(), timings, len(ids), got.shape[1])
+            if len(todo):
+                nearest[todo] = np.where(other, scores, -np.inf).max(axis=1)
+        else:
+            stats.add("searched_deeper", len(todo))
+
+    a, b, s = run.threshold_pairs(emb, ids, np.arange(len(ids)), opts.min_score, opts.max_neighbors + 1,
+                                  on_round=first_round)
+    found = steps.make_pairs(a, b, s, steps.MODEL)
 
     owners = Owners.gather([held.id_range])
     vectors = KeyedVectors(ids, emb)
@@ -158,34 +154,16 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict 
                                     "row_b": row_b, "source": steps.SOURCES[source],
                                     "distance_to_threshold": abs(score - opts.min_score)}, ensure_ascii=False)))
     records.sort(key=lambda r: r[0])
-    write_lines(run.part("pairs", info.rank), (line for _, line in records))
 
-    nearest = np.where(nbr_ids == ids[:, None], -np.inf, nbr_scores).max(axis=1) if len(ids) else np.zeros(0)
-    report_scores(info, run, stats, f"dist_data.pairs: min_score={opts.min_score}",
-                  {"pair_score": mine["score"], "nearest_other_name": nearest[np.isfinite(nearest)]},
-                  [("scores of the reported pairs", ["pair_score"], "cosine"),
-                   ("each name's nearest other name", ["nearest_other_name"], "cosine")])
-    if info.is_main and stats.counts["names_at_max_neighbors"]:
-        logger.warning("%s name(s) here have all %d neighbour slots at or above %.3f: pairs past them are found "
-                       "only from the other name; raise --max_neighbors to see them all",
-                       fmt_rows(stats.counts["names_at_max_neighbors"]), opts.max_neighbors, opts.min_score)
-
-    parts = [run.part("pairs", r) for r in range(info.world_size)]
-
-    def write_pairs(path: str) -> int:  # the ranks' sorted parts, merged in review order
-        return write_lines(path, heapq.merge(*(read_lines([p]) for p in parts), key=lambda line: _key(line, opts)))
-
-    merged = run.publish(stats, RESULT_NAME, write_pairs, shard.rejects,
-                         [(CSV_NAME, lambda path: _write_csv(run.file(RESULT_NAME), path)),
-                          (DUPLICATES_NAME, lambda path: write_lines(path, (json.dumps(g, ensure_ascii=False)
-                                                                           for g in groups)))])
-    if merged is not None:
-        c = merged["counts"]
-        logger.info("%s pairs at >= %.3f among %s names (%s duplicate rows in %s groups; %s by transliteration), "
-                    "in %.1f s -> %s", fmt_rows(c.get("kept", 0)), opts.min_score, fmt_rows(c.get("names", 0)),
-                    fmt_rows(c.get("duplicate_rows", 0)), fmt_rows(c.get("duplicate_groups", 0)),
-                    fmt_rows(c.get("pairs_transliteration", 0)), time.perf_counter() - start, run.file(RESULT_NAME))
-    return merged
+    run.report_scores(f"dist_data.pairs: min_score={opts.min_score}",
+                      {"pair_score": mine["score"], "nearest_other_name": nearest[np.isfinite(nearest)]},
+                      [("scores of the reported pairs", ["pair_score"], "cosine"),
+                       ("each name's nearest other name", ["nearest_other_name"], "cosine")])
+    run.write_parts((line for _, line in records), shard.rejects)  # each rank's pairs in review order
+    return run.merge(result=Output(RESULT_NAME, part="part", key=lambda line: _key(line, opts)),
+                     outputs=[Output(CSV_NAME, write=lambda path: _write_csv(run.file(RESULT_NAME), path)),
+                              Output(DUPLICATES_NAME, write=lambda path: write_lines(
+                                  path, (json.dumps(g, ensure_ascii=False) for g in groups)))])
 
 
 def _key(line: str, opts: PairsOptions) -> tuple:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -35,7 +34,7 @@ from .core import distributed
 from .core.cli import at_least, flag, non_empty, one_of
 from .core.paths import INPUT_SPEC
 from .core.dedup import content_hash
-from .core.embed import DEFAULT_MODEL, check_model, resolve_model
+from .core.models import DEFAULT_MODEL, resolve_model
 from .core.errors import BadRowError, InputError
 from .core.read import get_texts, resolve_sources
 from .core.write import atomic_open, save_dataset, save_npz
@@ -43,8 +42,8 @@ from .core.log import logger, progress
 from .text.pack import SPECIALS, Layout, PackStats, pack_slice
 from .core.options import RunOptions
 from .core.read import parse_or_reject, plan_blocks, REJECTED
-from .core.run import Run, run_main
-from .core.stats import fmt_rows, Stats
+from .core.run import Output, Run, run_main
+from .core.stats import Stats
 from .text.wordnet import SAMPLE_TEXT
 
 RESULT_NAME = "dataset"
@@ -206,6 +205,11 @@ def join_parts(run, world_size: int, output_format: str, rows_per_shard: int) ->
 class PretokenizeOptions(RunOptions):
     """Pack documents into fixed-length token sequences."""
 
+    counts = ("documents", "tokens_in", "document_specials", "sequence_specials", "tokens_out", "padding",
+              "sequences", "dropped_tokens")
+    summary = ("documents", "tokens_in", "padding", "dropped_tokens")
+    kept_unit = "sequences"
+
     dataset: str = flag(SAMPLE_TEXT, "jsonl(.gz), parquet, csv, .txt (a document per line), folders, globs, "
                         "save_to_disk folders or hub names (default: the shipped WordNet text)", non_empty,
                         path=INPUT_SPEC)
@@ -228,13 +232,12 @@ class PretokenizeOptions(RunOptions):
     def result_file(self) -> str:
         return RESULT_NAME if self.output_format == "hf" else "data"
 
+    def models(self) -> list[tuple[str, str | None, str | None]]:
+        return [("tokenizer_name", self.tokenizer_name, self.revision)]
+
 
 def run_pretokenize(info: distributed.DistInfo, opts: PretokenizeOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
-    stats = Stats.with_keys("input_rows", "read", "documents", "tokens_in", "document_specials",
-                            "sequence_specials", "tokens_out", "padding", "sequences", "dropped_tokens",
-                            "cached_blocks", buckets=("dropped", "rejected"))
-    check_model(opts.tokenizer_name, opts.revision, "tokenizer_name")
+    stats = run.stats
     resolve_sources(opts.dataset, opts.split)  # a missing input stops here, before the folder is touched
     tok = load_tokenizer(opts.tokenizer_name, opts.revision)
     layout = special_layout(tok, opts.seq_len, opts.specials)
@@ -243,22 +246,15 @@ def run_pretokenize(info: distributed.DistInfo, opts: PretokenizeOptions, run: R
                                     tok=tok, layout=layout, block_docs=opts.block_docs, max_rows=opts.max_rows,
                                     seed=opts.seed, on_bad_rows=opts.on_bad_rows, show_progress=opts.progress)
     pack_stage(info, stats, run, files, layout, opts.drop_last, opts.special_tokens_mask)
-    run.write_parts([], None, rejects)
-    merged = run.merge(stats, False, False,
-                       merge_result=lambda: join_parts(run, info.world_size, opts.output_format,
-                                                       opts.rows_per_shard))
+    stats.add("kept", stats.counts["sequences"])
+    run.write_parts([], rejects)
+    merged = run.merge(result=Output(run.result_name, write=lambda path: join_parts(
+        run, info.world_size, opts.output_format, opts.rows_per_shard)))
     if merged is not None:
         c = merged["counts"]
         expected = c.get("tokens_in", 0) + c.get("document_specials", 0) + c.get("sequence_specials", 0)
         if c.get("tokens_out", 0) + c.get("dropped_tokens", 0) != expected:  # never: the packer's invariant
             raise RuntimeError(f"token accounting failed: {c}")
-        logger.info("packed %s documents (%s tokens + %s specials) into %s sequences of %d (%s padding, %s tokens "
-                    "dropped with the last partial sequence), rejected %s, in %.0f s -> %s",
-                    fmt_rows(c.get("documents", 0)), fmt_rows(c.get("tokens_in", 0)),
-                    fmt_rows(c.get("document_specials", 0) + c.get("sequence_specials", 0)),
-                    fmt_rows(c.get("sequences", 0)), opts.seq_len, fmt_rows(c.get("padding", 0)),
-                    fmt_rows(c.get("dropped_tokens", 0)), fmt_rows(sum(c.get("rejected", {}).values())),
-                    time.perf_counter() - start, run.file(merged["outputs"]["result"]))
         if opts.hf_save_name:
             push_to_hub(run, opts.output_format, opts.hf_save_name)
     return merged

@@ -126,7 +126,7 @@ def check(argv: list[str]) -> None:
     included) of a command in the launching process, before torchrun starts any rank: a typo is then one
     line and exit 2, not a failure of every rank under torchrun's summary. A module that is not a
     dist_data verb, or ``--help``, passes (torchrun runs it and says what it says)."""
-    from .core.run import dispatch
+    from .core.cli import dispatch
 
     module, rest = (argv[0], argv[1:]) if argv else ("", [])
     verb = next((v for v, m in VERBS.items() if m.removesuffix(".__main__") == module), None)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import heapq
 import json
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,20 +29,15 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from .catalog import triplets as steps
 from .catalog.names import char_ratio
-from .core import distributed, index
+from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of
 from .core.paths import INPUT_SPEC
-from .core.embed import BATCHES_PER_BLOCK, check_model, count_cache_hits
-from .core.write import atomic_open, read_lines, write_lines
+from .core.write import atomic_open, read_lines
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
-from .core.log import logger, progress
-from .core.embed import cache_root, embed_by_block, text_embedder
+from .core.log import logger
 from .core.options import INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions
-from .core.read import read_stage
-from .core.report import record_search, report_scores
 from .core.collection import CollectionOptions
-from .core.run import Run, run_main
-from .core.stats import fmt_rows, Stats
+from .core.run import Output, Run, run_main
 from .core.select import PAD_ID, exact_scores, seeded_uniform
 
 RESULT_NAME = "triplets.jsonl"
@@ -58,6 +52,10 @@ class TripletsOptions(RunOptions, ModelOptions, IndexOptions, CollectionOptions)
     """(anchor, positive, negative) triplets by product category."""
 
     dataset_required = True  # checked with the collection flags: --dataset, or --collection
+    counts = ("items", "categories", "needs_review")
+    count_buckets = ("negative_candidates_removed", "review_reason")
+    summary = ("items", "categories", "needs_review")
+    kept_unit = "triplets"
 
     index: str = flag("sharded", INDEX_HELP, one_of(*INDEX_MODES))
     dataset: str | None = flag(None, "items: csv/tsv/parquet/jsonl file, folder, glob or comma list (required unless "
@@ -96,14 +94,8 @@ class TripletsOptions(RunOptions, ModelOptions, IndexOptions, CollectionOptions)
 
 def run_triplets(info: distributed.DistInfo, opts: TripletsOptions, run: Run) -> dict | None:
     """The triplets pipeline on this rank; returns the merged stats on rank 0."""
-    start = time.perf_counter()
-    stats = Stats.with_keys("input_rows", "read", "items", "categories", "kept", "needs_review", "cached_blocks",
-                            buckets=("dropped", "rejected", "negative_candidates_removed", "review_reason"))
-    check_model(opts.model_name, opts.revision, "model_name")
-    block_rows = BATCHES_PER_BLOCK * opts.batch_size
-    shard = read_stage(info, stats, opts.dataset, opts.split,
-                       lambda row: steps.parse_item(row, opts.keys, opts.category_key, opts.join),
-                       opts.max_rows, opts.seed, block_rows, opts.on_bad_rows)
+    stats = run.stats
+    shard = run.read(lambda row: steps.parse_item(row, opts.keys, opts.category_key, opts.join))
     run.begin()
 
     texts, categories = shard.column(0), shard.column(1)
@@ -125,22 +117,14 @@ def run_triplets(info: distributed.DistInfo, opts: TripletsOptions, run: Run) ->
     if info.is_main and len(names) < 2:
         logger.warning("one category only (%s): there are no negatives", names[0] if names else "none")
 
-    with stats.stage("embed", rows=len(ids)):
-        embedder = text_embedder(info, run, opts)
-        with progress(len(ids), "embed", opts.progress and info.is_main) as bar:
-            emb = embed_by_block(embedder, ids, texts, block_rows, "item", bar.update)
-        count_cache_hits(info, stats, [embedder])
+    with run.embed(len(ids)) as embed:
+        emb = embed(ids, texts, "item")
     owners = Owners.gather([(shard.lo, shard.hi)])
     vectors = KeyedVectors(ids, emb)
 
     searched = opts.positives == "nearest_same_category" or opts.negatives == "hardest_other_category"
     if searched:
-        with stats.stage("search", rows=len(ids)):
-            with progress(len(ids), "search", opts.progress and info.is_main, unit="items") as bar:
-                nbr_scores, nbr_ids, timings = index.cached_search(
-                    cache_root(run, opts), emb, emb, ids, opts.depth, opts.index_spec(), info.device,
-                    fp16=opts.dtype == "float16", on_progress=bar.update)
-        record_search(info, stats, opts, timings, len(ids), opts.depth)
+        nbr_scores, nbr_ids, _ = run.search(emb, emb, ids, opts.depth, unit="items")
         nbr_cats = np.where(nbr_ids == PAD_ID, -1, cats.category(np.maximum(nbr_ids, 0)))
 
     def score(other: np.ndarray) -> np.ndarray:
@@ -183,13 +167,11 @@ def run_triplets(info: distributed.DistInfo, opts: TripletsOptions, run: Run) ->
     reasons = steps.review(pos_score[keep], neg_score[keep], p_ratio, n_ratio, opts.review_margin,
                            opts.review_char_ratio)
     offset = distributed.count_before(n)
-    stats.add("kept", n)
+    stats.add("kept", n)  # the rows dropped are counted above, by why
     stats.add("needs_review", sum(bool(r) for r in reasons))
     for r in reasons:
         for why in filter(None, r.split(",")):
             stats.add("review_reason", reason=why)
-    write_lines(run.part("triplets", info.rank), (json.dumps({"anchor": a, "positive": p, "negative": q}, ensure_ascii=False)
-                                              for a, p, q in zip(a_texts, p_texts, n_texts)))
     neg_cats = cats.category(negative[keep]) if n else np.zeros(0, np.int64)
     review_rows = [{"triplet": offset + j, "anchor_row": int(gids[i]), "positive_row": int(pick_gids[j]),
                     "negative_row": int(pick_gids[n + j]), "category": names[my_cats[i]],
@@ -199,29 +181,16 @@ def run_triplets(info: distributed.DistInfo, opts: TripletsOptions, run: Run) ->
                     "needs_review": bool(reasons[j]), "review_reason": reasons[j]}
                    for j, i in enumerate(kept)]
     review_rows.sort(key=_review_key)
-    write_lines(run.part("review", info.rank), (json.dumps(r, ensure_ascii=False) for r in review_rows))
-    report_scores(info, run, stats, f"dist_data.triplets: {opts.positives}, {opts.negatives}",
-                  {"positive_score": pos_score[keep], "negative_score": neg_score[keep],
-                   "margin": pos_score[keep] - neg_score[keep]},
-                  [("anchor-positive vs anchor-negative", ["positive_score", "negative_score"], "cosine"),
-                   ("margin (positive - negative)", ["margin"], "cosine")])
-
-    parts = [run.part("triplets", r) for r in range(info.world_size)]
+    run.report_scores(f"dist_data.triplets: {opts.positives}, {opts.negatives}",
+                      {"positive_score": pos_score[keep], "negative_score": neg_score[keep],
+                       "margin": pos_score[keep] - neg_score[keep]},
+                      [("anchor-positive vs anchor-negative", ["positive_score", "negative_score"], "cosine"),
+                       ("margin (positive - negative)", ["margin"], "cosine")])
+    run.write_parts((json.dumps({"anchor": a, "positive": p, "negative": q}, ensure_ascii=False)
+                     for a, p, q in zip(a_texts, p_texts, n_texts)), shard.rejects,
+                    review=(json.dumps(r, ensure_ascii=False) for r in review_rows))
     reviews = [run.part("review", r) for r in range(info.world_size)]
-
-    def write_triplets(path: str) -> int:
-        return write_lines(path, read_lines(parts))
-
-    merged = run.publish(stats, RESULT_NAME, write_triplets, shard.rejects,
-                         [(REVIEW_NAME, lambda path: _write_review(reviews, path))])
-    if merged is not None:
-        c = merged["counts"]
-        logger.info("%s triplets from %s items in %s categories (%s flagged for review), dropped %s, in %.1f s -> %s",
-                    fmt_rows(c.get("kept", 0)), fmt_rows(c.get("items", 0)), fmt_rows(c.get("categories", 0)),
-                    fmt_rows(c.get("needs_review", 0)),
-                    ", ".join(f"{fmt_rows(v)} {k}" for k, v in c.get("dropped", {}).items() if v) or "none",
-                    time.perf_counter() - start, run.file(RESULT_NAME))
-    return merged
+    return run.merge(outputs=[Output(REVIEW_NAME, write=lambda path: _write_review(reviews, path))])
 
 
 def _review_key(row: dict) -> tuple:

@@ -136,7 +136,7 @@ def run_here(module: str, flags: Sequence[str]) -> subprocess.CompletedProcess:
 def model():
     from sentence_transformers import SentenceTransformer
 
-    from dist_data.core.embed import resolve_model
+    from dist_data.core.models import resolve_model
 
     # a model of the tests' own (not the one runs in this process share), float32 whatever the stored weights are
     return SentenceTransformer(resolve_model(None), device="cpu").float().eval()

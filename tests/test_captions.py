@@ -473,7 +473,7 @@ def test_label_end_to_end_ranks_and_resume(tmp_path, unique):
     counts = stats["counts"]
     matched = sum(bool(brute_force(t, unique)) for t in captions)
     assert stats["examples"]["unmatched_captions"] == [t[:200] for t in captions if not brute_force(t, unique)][:10]
-    assert counts["captions_matched"] == matched and counts["rows_out"] == len(want)
+    assert counts["captions_matched"] == matched and counts["kept"] == len(want)
     assert counts["dropped"] == {"no_class_lemma": len(captions) - matched, "empty_caption": 1, "not_sampled": 0}
     assert sum(counts["per_class"].values()) == len(want)
     if unique:

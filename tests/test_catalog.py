@@ -55,9 +55,12 @@ def brands(tmp_path_factory):
     folder = tmp_path_factory.mktemp("brands")
     names, truth = synonym_names()
     path = write_csv(folder / "brands.csv", ["brand_id", "brandname"], [[i, n] for i, n in enumerate(names)])
-    flags = [f"--dataset={path}", "--text_key=brandname", f"--min_score={MIN_SCORE}", "--max_neighbors=200"]
-    for tag, nproc, index in (("one", 0, "gather"), ("two", 2, "sharded")):  # gather at 2 ranks: test_distributed
-        run_cli("dist_data.pairs", *flags, f"--index={index}", f"--output_dir={folder / tag}", nproc=nproc)
+    flags = [f"--dataset={path}", "--text_key=brandname", f"--min_score={MIN_SCORE}"]
+    # two ranks search one neighbour deep at first: the names whose one slot is above --min_score are searched
+    # again deeper, so their pairs are the same as with 200 (test_pairs_are_exact_whatever_max_neighbors)
+    for tag, nproc, index, depth in (("one", 0, "gather", 200), ("two", 2, "sharded", 1)):
+        run_cli("dist_data.pairs", *flags, f"--index={index}", f"--max_neighbors={depth}",
+                f"--output_dir={folder / tag}", nproc=nproc)
     return folder, names, truth
 
 
@@ -67,7 +70,7 @@ def test_pairs_equal_brute_force_numpy(brands, model):
     folder, names, truth = brands
     got = read_csv(folder / "one" / "pairs.csv")
     stats = json.loads((folder / "one" / "stats.json").read_text())["counts"]
-    assert stats["names_at_max_neighbors"] == 0  # so every pair above the threshold is in reach
+    assert stats["searched_deeper"] == 0  # 200 neighbours hold every pair above the threshold
 
     # the reference: each normal form's most frequent spelling (ties: the smallest), its first row, and a
     # full cosine matrix in numpy
@@ -107,13 +110,15 @@ def test_pairs_equal_brute_force_numpy(brands, model):
     assert scores == sorted(scores, reverse=True)
 
 
-def test_pairs_same_for_one_and_two_ranks_gather_or_sharded(brands):
+def test_pairs_same_for_one_and_two_ranks_gather_or_sharded_and_any_max_neighbors(brands):
+    """The two-rank run searched one neighbour deep at first (the one-rank run 200): the same bytes."""
     folder, names, _ = brands
     for name in ("pairs.jsonl", "pairs.csv", "duplicates.jsonl"):
         one = (folder / "one" / name).read_bytes()
         assert one == (folder / "two" / name).read_bytes(), name
     stats = json.loads((folder / "two" / "stats.json").read_text())
     assert stats["index"]["mode"] == "sharded" and stats["world_size"] == 2
+    assert stats["counts"]["searched_deeper"] > 0  # names whose one slot was above --min_score went deeper
     # the exact duplicates after normalisation: their own groups, rows in input order
     groups = [json.loads(line) for line in (folder / "one" / "duplicates.jsonl").read_text().splitlines()]
     by_norm: dict[str, list[int]] = {}
@@ -367,7 +372,7 @@ def test_triplets_train_sentence_transformers_as_written(triplet_runs, tmp_path)
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                        SentenceTransformerTrainingArguments, losses)
 
-    from dist_data.core.embed import resolve_model
+    from dist_data.core.models import resolve_model
 
     folder, _ = triplet_runs
     ds = datasets.load_dataset("json", data_files=str(folder / "hard1" / "triplets.jsonl"), split="train")

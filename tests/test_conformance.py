@@ -21,7 +21,8 @@ from conftest import assert_plot
 from dist_data.core import cli, paths
 from dist_data.core.collection import CollectionOptions
 from dist_data.core.options import ResultOptions, RunFolderOptions
-from dist_data.core.rundir import LOCK_NAME, SCORES_PLOT, FolderLock, Results, RunConflictError, RunDir
+from dist_data.core.errors import RunConflictError
+from dist_data.core.rundir import LOCK_NAME, SCORES_PLOT, FolderLock, Results, RunDir
 from dist_data.registry import VERBS, Command, commands
 
 COMMANDS = commands()
@@ -645,6 +646,9 @@ def _row_inputs(tmp, synsets) -> dict[str, tuple[list[dict], list[str]]]:
     from dist_data.captions.classes import imagenet_classes
 
     classes = imagenet_classes()[:len(synsets)]
+    refs = tmp / "references.jsonl"
+    refs.write_text("".join(json.dumps({"TEXT": f"a photo of a {c.name}", "wnid": c.wnid}) + "\n" for c in classes),
+                    encoding="utf-8")
     return {
         "filter": ([{"query": s.lemmas[0], "document": s.definition} for s in synsets], []),
         "mine": ([{"query": s.lemmas[0], "document": s.definition} for s in synsets], ["--output_format=labeled-list"]),
@@ -657,6 +661,9 @@ def _row_inputs(tmp, synsets) -> dict[str, tuple[list[dict], list[str]]]:
                             for i, c in enumerate(classes)], []),
         "laionet label": ([{"TEXT": f"a {c.name} seen from above"} for c in classes], []),
         "dedup": ([{"text": s.definition} for s in synsets] + [{"text": synsets[0].definition.upper()}], []),
+        "laionet similarity": ([{"TEXT": f"a {c.name} seen from above", "wnids": [c.wnid]} for c in classes], []),
+        "laionet search_similar": ([{"TEXT": f"a {c.name} seen from above"} for c in classes],
+                                   [f"--references={refs}", "--reference_key=TEXT", "--topk=3"]),
     }
 
 
@@ -732,6 +739,52 @@ ACCOUNTED = {"filter": ["kept", "dropped"], "mine": ["pairs"], "pretokenize": ["
              "triplets": ["items", "dropped.duplicate_item", "dropped.empty_text"], "catalog clean": ["kept", "dropped"],
              "captions label": ["captions_matched", "dropped"], "laionet label": ["captions_matched", "dropped"],
              "dedup": ["kept", "dropped"]}
+
+
+INPUT_FLAG = {"captions label": "captions", "laionet label": "laion", "laionet similarity": "df_path",
+              "laionet search_similar": "laion"}
+PARSED_ROW_COMMANDS = ROW_COMMANDS + ["laionet similarity", "laionet search_similar"]
+
+
+@pytest.mark.parametrize("name", PARSED_ROW_COMMANDS)
+def test_a_row_the_reader_accepts_but_the_verb_rejects_is_set_aside_with_skip(name, row_inputs, tmp_path, capsys):
+    """Valid JSON whose text field is an object: the reader reads it, the verb's parser refuses it. With
+    ``--on_bad_rows=skip`` the run finishes (no pass over the rows parses it again), the row in
+    rejects.jsonl and counted (2 ranks: the next test)."""
+    cmd = next(c for c in COMMANDS if c.name == name)
+    rows, extra = row_inputs[name]
+    key = next(iter(rows[0]))
+    path = tmp_path / "rows.jsonl"
+    # catalog clean keeps any object as it is: for it, a row that is a list
+    bad = [list(rows[1].values())] if name == "catalog clean" else [{**rows[1], key: {"not": "a text"}}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + bad + rows[2:]), encoding="utf-8")
+    code, _, err = invoke(cmd, {INPUT_FLAG.get(name, "dataset"): str(path), "output_dir": str(tmp_path / "out")},
+                          capsys, "--noprogress", "--on_bad_rows=skip", *extra)
+    assert code == 0 and "Traceback" not in err, err
+    rejects = [json.loads(line) for line in open(tmp_path / "out" / "rejects.jsonl", encoding="utf-8")]
+    assert [(r["line"], r["file"]) for r in rejects] == [(3, str(path))], rejects
+    counts = json.loads((tmp_path / "out" / "stats.json").read_text())["counts"]
+    assert sum(counts["rejected"].values()) == 1 and counts["read"] == len(rows) + 1, counts
+
+
+def test_two_ranks_set_aside_a_row_only_the_verb_rejects_and_write_what_one_rank_writes(row_inputs, tmp_path):
+    """search_similar reads its rows twice (scoring, then writing the claimed ones); the second pass
+    on the rank holding the bad row skips it, and both ranks finish with the one-process bytes."""
+    from conftest import run_cli
+
+    rows, extra = row_inputs["laionet search_similar"]
+    path = tmp_path / "rows.jsonl"
+    lines = [json.dumps(r) for r in rows]
+    lines.insert(len(lines) - 2, json.dumps({"TEXT": ["not", "a", "caption"]}))  # in the last block: rank 1's
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = {}
+    for nproc in (0, 2):
+        out[nproc] = tmp_path / f"ranks{nproc}"
+        run_cli("dist_data.laionet", "search_similar", f"--laion={path}", f"--output_dir={out[nproc]}", "--noprogress",
+                "--on_bad_rows=skip", "--block_rows=4", "--index=sharded", *extra, nproc=nproc)
+    for name in ("laion_similar.parquet", "rejects.jsonl", "wnid_to_laion_indices.json"):
+        assert (out[0] / name).read_bytes() == (out[2] / name).read_bytes(), name
+    assert json.loads((out[2] / "stats.json").read_text())["counts"]["read"] == len(rows) + 1
 
 
 def test_a_flag_a_command_cannot_honour_is_refused_not_ignored(tmp_path, capsys, table_inputs):
@@ -1103,11 +1156,15 @@ def leak_inputs(tmp_path_factory):
 
 
 def _summary_numbers(err: str) -> tuple[int, ...]:
-    line = next(line for line in err.splitlines() if " rows; removed " in line)
-    found = re.search(r"kept ([\d,]+) / ([\d,]+) rows; removed ([\d,]+) exact duplicates, ([\d,]+) near duplicates "
-                      r"\(.*?\)(?:, ([\d,]+) near an evaluation text)?; ([\d,]+) rejected", line)
+    """(kept, read, exact, near, leaked, rejected) from the run's last line (the engine's summary)."""
+    line = next(line for line in err.splitlines() if "dist_data.dedup: kept " in line)
+    found = re.search(r"kept ([\d,]+) rows of ([\d,]+) rows read .*?; dropped [\d,]+ \((.*?)\); rejected ([\d,]+)",
+                      line)
     assert found, line
-    return tuple(int((g or "0").replace(",", "")) for g in found.groups())
+    reasons = dict((k, int(v.replace(",", ""))) for k, v in re.findall(r"(\w+) ([\d,]+)", found.group(3)))
+    number = lambda g: int(g.replace(",", ""))  # noqa: E731
+    return (number(found.group(1)), number(found.group(2)), reasons.get("exact_duplicate", 0),
+            reasons.get("near_duplicate", 0), reasons.get("near_an_evaluation_text", 0), number(found.group(4)))
 
 
 def test_dedup_against_an_evaluation_set_counts_add_up_and_a_changed_input_is_made_again(leak_inputs, tmp_path,

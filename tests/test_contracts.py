@@ -124,7 +124,7 @@ def test_labeled_list_scores_replace_labels_and_list_losses_train(tmp_path):
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import ListNetLoss
 
-    from dist_data.core.embed import resolve_model
+    from dist_data.core.models import resolve_model
 
     path = write_jsonl(tmp_path / "pairs.jsonl", wordnet_pairs(60, seed=3, synonyms=False))
     run_cli("dist_data.mine", f"--dataset={path}", *FLAGS, "--output_format=labeled-list", "--output_scores",
@@ -249,7 +249,7 @@ def test_input_negatives_join_the_candidates_against_brute_force(model, tmp_path
 def test_prompt_names_and_lengths_per_role(tmp_path):
     import shutil
 
-    from dist_data.core.embed import resolve_model
+    from dist_data.core.models import resolve_model
 
     prompted = tmp_path / "model"
     shutil.copytree(resolve_model(None), prompted)

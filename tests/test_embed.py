@@ -69,7 +69,8 @@ def test_the_zero_cost_encoder_is_registered_and_runs_the_pipelined_blocks(tmp_p
     series, and a second pass reads every block back from the cache."""
     import torch
 
-    from dist_data.core.embed import ZERO_COST_MODEL, check_model, embed_by_block, load_model
+    from dist_data.core.embed import embed_by_block, load_model
+    from dist_data.core.models import ZERO_COST_MODEL, check_model
 
     assert check_model(ZERO_COST_MODEL) == ZERO_COST_MODEL
     model = load_model(ZERO_COST_MODEL, torch.device("cpu"))

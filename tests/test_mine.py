@@ -333,7 +333,7 @@ def test_cross_encoder_rescoring_matches_mine_hard_negatives(model, tmp_path):
     import torch
     from sentence_transformers import CrossEncoder
 
-    from dist_data.core.embed import resolve_model
+    from dist_data.core.models import resolve_model
 
     torch.manual_seed(0)  # a cross-encoder head over the shipped MiniLM: scores that differ from the bi-encoder
     ce = CrossEncoder(resolve_model(None), num_labels=1, device="cpu")

@@ -22,7 +22,6 @@ entry point of the package :mod:`dist_data.captions` (a module and a package can
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +34,8 @@ from ..core.paths import INPUT, INPUT_SPEC, OUTPUT_NAME
 from ..core.read import read_rows, require_fields, resolve_sources
 from ..core.log import logger
 from ..core.options import RunFolderOptions, RunOptions
-from ..core.read import parse_or_reject, plan_blocks, REJECTED
-from ..core.run import Run, run_main, table_stats
+from ..core.read import parse_or_reject, REJECTED
+from ..core.run import Run, run_main
 from ..core.stats import fmt_rows, Stats
 from . import label as labelling
 from . import tables
@@ -49,6 +48,8 @@ from .variants import MODES, Fields, make_variants, parse_record
 @dataclass(frozen=True, kw_only=True)
 class VariantsOptions(RunFolderOptions, ClassNamesOptions):
     """ImageNet-Captions caption variants: fields, class-name templates, WordNet lemmas -> one TSV."""
+
+    one_process = True
 
     captions: str = required("imagenet_captions.json (a list of {filename, wnid, title, tags, description}; "
                              "jsonl/parquet work too)", non_empty, path=INPUT)
@@ -80,6 +81,8 @@ class VariantsOptions(RunFolderOptions, ClassNamesOptions):
 class SubsetsOptions(RunFolderOptions, ClassNamesOptions):
     """A subset of a caption table: k random classes, the ImageNet-100 classes, and/or n rows."""
 
+    one_process = True
+
     df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty, path=INPUT)
     freq_path: str | None = flag(None, "its class-frequency file (class names in label order); default: the "
                                  "1,000 ImageNet class names", non_empty, path=INPUT)
@@ -104,6 +107,9 @@ class SubsetsOptions(RunFolderOptions, ClassNamesOptions):
 class TrimTailOptions(RunFolderOptions, ClassNamesOptions):
     """The lastk classes with the fewest rows keep at most ceil rows each."""
 
+    one_process = True
+    count_buckets = ("tail_rows_before", "tail_rows_after")
+
     df_path: str = required("the caption table (.tsv with filepath and label columns)", non_empty, path=INPUT)
     freq_path: str | None = flag(None, "its class-frequency file (class names in label order); default: the "
                                  "1,000 ImageNet class names", non_empty, path=INPUT)
@@ -118,6 +124,11 @@ class TrimTailOptions(RunFolderOptions, ClassNamesOptions):
 @dataclass(frozen=True, kw_only=True)
 class LabelOptions(RunOptions, ClassNamesOptions):
     """Label captions with the ImageNet classes whose WordNet lemmas they contain (one row per class)."""
+
+    counts = ("captions_matched",)
+    count_buckets = ("per_class", "classes_per_caption")
+    summary = ("captions_matched", "classes_per_caption")
+    kept_unit = "class rows"
 
     captions: str = required("captions: jsonl(.gz), parquet, csv/tsv, json; a file, folder, glob or comma list",
                              non_empty, path=INPUT_SPEC)
@@ -145,8 +156,7 @@ class LabelOptions(RunOptions, ClassNamesOptions):
 # ---------------------------------------------------------------- variants
 
 def run_variants(info: distributed.DistInfo, opts: VariantsOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
-    stats = table_stats(info, "variants")
+    stats = run.stats
     fields = opts.fields()
     rejects: list[dict[str, Any]] = []
     with stats.stage("read") as rec:
@@ -162,19 +172,9 @@ def run_variants(info: distributed.DistInfo, opts: VariantsOptions, run: Run) ->
     stats.add("dropped", result.unknown_wnid, reason="not_an_imagenet_1k_class")
     stats.add("dropped", result.empty, reason="empty_caption")
     labels = [label for _, label, _ in result.rows]
-    merged = publish_table(run, stats, fields.file_name(len(result.rows)),
-                           lambda path: tables.write_tsv(path, ("filepath", "label", "caption"), result.rows), names,
-                           tables.class_counts(np.asarray(labels, dtype=np.int64), len(names)).tolist(), rejects)
-    _summary(merged, start, run.file(merged["outputs"]["result"]))
-    return merged
-
-
-def _summary(merged: dict, start: float, path: str) -> None:
-    c = merged["counts"]
-    dropped = ", ".join(f"{fmt_rows(n)} {why}" for why, n in c.get("dropped", {}).items() if n) or "none"
-    logger.info("kept %s / %s rows (%.1f%%), dropped: %s, rejected %s, in %.1f s -> %s", fmt_rows(c.get("kept", 0)),
-                fmt_rows(c.get("read", 0)), 100.0 * c.get("kept", 0) / max(c.get("read", 0), 1), dropped,
-                fmt_rows(sum(c.get("rejected", {}).values())), time.perf_counter() - start, path)
+    return publish_table(run, fields.file_name(len(result.rows)),
+                         lambda path: tables.write_tsv(path, ("filepath", "label", "caption"), result.rows), names,
+                         tables.class_counts(np.asarray(labels, dtype=np.int64), len(names)).tolist(), rejects)
 
 
 # ---------------------------------------------------------------- subsets and trim_tail
@@ -192,8 +192,7 @@ def _read_table(stats: Stats, opts) -> tuple[list[str], tables.Table]:
 
 
 def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
-    stats = table_stats(info, "subsets")
+    stats = run.stats
     names, table = _read_table(stats, opts)
     columns, rows, labels = list(table.columns), table.rows, table.labels
     n_classes, classes = len(names), None
@@ -231,15 +230,12 @@ def run_subsets(info: distributed.DistInfo, opts: SubsetsOptions, run: Run) -> d
             rows, labels = [rows[i] for i in picked.tolist()], labels[picked]
     stats.add("kept", len(rows))
     name = tables.renamed(opts.df_path, classes=len(classes) if classes is not None else None, n=len(rows))
-    merged = publish_table(run, stats, name, lambda path: tables.write_tsv(path, columns, rows), names,
-                           tables.class_counts(labels, n_classes).tolist(), [])
-    _summary(merged, start, run.file(merged["outputs"]["result"]))
-    return merged
+    return publish_table(run, name, lambda path: tables.write_tsv(path, columns, rows), names,
+                         tables.class_counts(labels, n_classes).tolist(), [])
 
 
 def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
-    stats = table_stats(info, "trim_tail", "tail_rows_before", "tail_rows_after")
+    stats = run.stats
     names, table = _read_table(stats, opts)
     if opts.lastk > len(names):
         raise ValueError(f"--lastk={opts.lastk} is more than the {len(names)} classes")
@@ -255,17 +251,15 @@ def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions, run: Run) -
     logger.info("tail: %d classes with %s..%s rows each; at most %d kept per class", len(tail),
                 fmt_rows(before[tail].min()), fmt_rows(before[tail].max()), opts.ceil)
     name = tables.renamed(opts.df_path, suffix=f"_tail{opts.lastk}ceil{opts.ceil}")
-    merged = publish_table(run, stats, name, lambda path: tables.write_tsv(path, table.columns, table.take(keep)),
-                           names, after.tolist(), [], marked=tail.tolist(),
-                           marked_label=f"trimmed tail (at most {opts.ceil} rows each)")
-    _summary(merged, start, run.file(merged["outputs"]["result"]))
-    return merged
+    return publish_table(run, name, lambda path: tables.write_tsv(path, table.columns, table.take(keep)),
+                         names, after.tolist(), [], marked=tail.tolist(),
+                         marked_label=f"trimmed tail (at most {opts.ceil} rows each)")
 
 
 # ---------------------------------------------------------------- label
 
 def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
+    stats = run.stats
     name = opts.table_name()
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
@@ -274,20 +268,17 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
         logger.info("lemmas: %d distinct (normalised) from %d classes, %d shared by several classes%s",
                     len(matcher.lemmas) + (len(matcher.shared) if opts.unique_lemmas else 0), len(classes),
                     len(matcher.shared), " and left out (--unique_lemmas)" if opts.unique_lemmas else "")
-    stats = Stats.with_keys("input_rows", "read", "captions_matched", "rows_out", "cached_blocks",
-                            buckets=("dropped", "rejected", "per_class", "classes_per_caption"))
     resolve_sources(opts.captions, opts.split)  # a missing input stops here, before the folder is touched
     if opts.on_bad_rows == "error":  # so does a misspelt key
         require_fields(opts.captions, opts.split, {"caption_key": opts.caption_key})
     run.begin()
-    plan = plan_blocks(info, stats, opts.captions, opts.split, opts.max_rows, opts.seed, opts.block_rows,
-                       unit="captions")
+    plan = run.plan(opts.captions, unit="captions")
     cache = os.path.join(run.cache_dir, "label")
     rejects, shown = labelling.label_blocks(
         info, stats, plan, cache, ".tsv",
         lambda rows: labelling.label_block(rows, matcher, wnids, opts.caption_key, opts.filepath_key,
                                            opts.on_bad_rows),
-        labelling.write_text, opts.progress and info.is_main)
+        labelling.write_text, run.show_progress)
     per_class = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :])
     counts = per_class.sum(axis=0)
     if info.is_main:
@@ -298,21 +289,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
         tables.join_tsv(path, labelling.COLUMNS, blocks)
         return int(counts.sum())
 
-    merged = publish_table(run, stats, name, join_blocks, class_names(opts.class_names),
-                           counts.tolist(), rejects)
-    if merged is not None:
-        c = merged["counts"]
-        read = c.get("read", 0)
-        dropped = c.get("dropped", {})
-        logger.info("matched %s / %s captions (%.1f%%) -> %s rows in %d classes (%s captions with several classes); "
-                    "dropped %s without a class lemma, %s empty; rejected %s; in %.1f s -> %s",
-                    fmt_rows(c.get("captions_matched", 0)), fmt_rows(read),
-                    100.0 * c.get("captions_matched", 0) / max(read, 1), fmt_rows(c.get("rows_out", 0)),
-                    int((counts > 0).sum()), fmt_rows(sum(n for k, n in c.get("classes_per_caption", {}).items()
-                                                          if k != "1")),
-                    fmt_rows(dropped.get("no_class_lemma", 0)), fmt_rows(dropped.get("empty_caption", 0)),
-                    fmt_rows(sum(c.get("rejected", {}).values())), time.perf_counter() - start, run.file(name))
-    return merged
+    return publish_table(run, name, join_blocks, class_names(opts.class_names), counts.tolist(), rejects)
 
 
 COMMANDS = {

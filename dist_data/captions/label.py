@@ -97,7 +97,7 @@ def matched_captions(rows: Sequence[Row], matcher: LemmaMatcher, parse: Callable
 
 def label_block(rows: Sequence[Row], matcher: LemmaMatcher, wnids: Sequence[str], caption_key: str,
                 filepath_key: str, on_bad_rows: str) -> BlockResult:
-    stats = Stats.with_keys("read", "captions_matched", "rows_out", buckets=("dropped", "rejected", "per_class",
+    stats = Stats.with_keys("read", "captions_matched", "kept", buckets=("dropped", "rejected", "per_class",
                                                                            "classes_per_caption"))
     rejects: list[dict[str, Any]] = []
     out, unmatched = [], []
@@ -108,7 +108,7 @@ def label_block(rows: Sequence[Row], matcher: LemmaMatcher, wnids: Sequence[str]
         for c in classes:
             out.append((filepath, line, c))
             stats.add("per_class", reason=wnids[c])
-    stats.add("rows_out", len(out))
+    stats.add("kept", len(out))
     return BlockResult(tsv_text(out), stats.counts, rejects, unmatched)
 
 

@@ -7,11 +7,10 @@ from typing import Any, Callable, Sequence
 
 from ..core.report import write_class_frequency_plot
 from ..core.run import Run
-from ..core.stats import Stats
 from .classes import FREQUENCY_NAME, PLOT_NAME, write_class_frequency
 
 
-def publish_table(run: Run, stats: Stats, name: str,
+def publish_table(run: Run, name: str,
                   write_table: Callable[[str], int], class_names: Sequence[str] | None, counts: Sequence[int] | None,
                   rejects: list[dict[str, Any]],
                   extra: Sequence[tuple[str, Callable[[str], None]]] = (), target: Sequence[int] | None = None,
@@ -24,4 +23,4 @@ def publish_table(run: Run, stats: Stats, name: str,
     frequency = [] if class_names is None else [
         (FREQUENCY_NAME, lambda path: write_class_frequency(path, class_names, counts)),
         (PLOT_NAME, lambda path: write_class_frequency_plot(path, title, counts, target, marked, marked_label))]
-    return run.publish(stats, name, write_table, rejects, [*frequency, *extra])
+    return run.publish(name, write_table, rejects, [*frequency, *extra])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from dataclasses import dataclass
 
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -23,11 +22,9 @@ from ..core.cli import flag, non_empty, one_of, required
 from ..core.paths import INPUT_SPEC
 from ..core.read import build_catalog, resolve_sources
 from ..core.write import atomic_open, write_parquet
-from ..core.log import logger
 from ..core.options import RunOptions
 from ..core.read import parse_or_reject, REJECTED
-from ..core.run import Run, run_main, table_stats
-from ..core.stats import fmt_rows
+from ..core.run import Run, run_main
 from .clean import clean_rows, prepare
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
@@ -36,6 +33,8 @@ FORMATS = ("csv", "tsv", "jsonl", "parquet")
 @dataclass(frozen=True, kw_only=True)
 class CleanOptions(RunOptions):
     """Drop flagged rows and exact duplicates, lowercase, sample: the catalogue's cleaning step, counted."""
+
+    one_process = True
 
     dataset: str = required("the table: csv/tsv/parquet/jsonl file, folder, glob or comma list", non_empty,
                             path=INPUT_SPEC)
@@ -70,8 +69,7 @@ class CleanOptions(RunOptions):
 
 
 def run_clean(info: distributed.DistInfo, opts: CleanOptions, run: Run) -> dict | None:
-    start = time.perf_counter()
-    stats = table_stats(info, "clean")
+    stats = run.stats
     name = run.result_name
     fmt = name.split(".", 1)[1]
     catalog = build_catalog(resolve_sources(opts.dataset, opts.split))
@@ -90,13 +88,7 @@ def run_clean(info: distributed.DistInfo, opts: CleanOptions, run: Run) -> dict 
     for why, n in cleaned.dropped.items():
         stats.add("dropped", n, reason=why)
     stats.add("kept", len(cleaned.rows))
-    merged = run.publish(stats, name, lambda path: _write(cleaned.rows, path, fmt), rejects)
-    if merged is not None:
-        c = merged["counts"]
-        logger.info("kept %s / %s rows, dropped %s, rejected %s, in %.1f s -> %s", fmt_rows(c["kept"]),
-                    fmt_rows(c["read"]), ", ".join(f"{fmt_rows(v)} {k}" for k, v in c["dropped"].items() if v) or "none",
-                    fmt_rows(sum(c["rejected"].values())), time.perf_counter() - start, run.file(name))
-    return merged
+    return run.publish(name, lambda path: _write(cleaned.rows, path, fmt), rejects)
 
 
 def _write(rows: list[dict], path: str, fmt: str) -> int:

@@ -349,3 +349,21 @@ def main_with_commands(commands: dict[str, tuple[type[Options], Callable[[Option
         sys.exit(2)
     cls, body = commands[name]
     main(cls, body, cls.__doc__, f"{prog} {name}", argv[1:])
+
+
+def dispatch(commands: dict[str | None, tuple[type[Options], Callable[..., Any]]], doc: str | None, prog: str,
+             argv: Sequence[str] | None, act: Callable[[Options, Callable[..., Any], str], Any]) -> None:
+    """Pick the command ``argv`` names, parse its flags (one line and exit 2 on a problem) and call
+    ``act(options, body, command name)``: :func:`dist_data.core.run.execute`, or nothing (the launch
+    scripts' pre-flight check, ``python -m dist_data.registry check``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def runner(body: Callable[..., Any], command: str) -> Callable[[Options], Any]:
+        return lambda opts: act(opts, body, command)
+
+    named = {name: (cls, runner(body, f"{prog} {name}")) for name, (cls, body) in commands.items() if name}
+    if argv and argv[0] in named or None not in commands:
+        main_with_commands(named, doc, prog, argv)
+        return
+    cls, body = commands[None]
+    main(cls, runner(body, prog), doc, prog, argv)

@@ -38,7 +38,8 @@ from .cli import UsageError, flag, one_of, with_values
 from .errors import BadRowError, InputError
 from .log import logger
 from .paths import INPUT
-from .rundir import MANIFEST, RunConflictError, RunDir, locked_by_main, read_manifest, write_manifest
+from .errors import RunConflictError
+from .rundir import MANIFEST, RunDir, locked_by_main, read_manifest, write_manifest
 from .stats import fmt_rows
 from .write import write_json
 

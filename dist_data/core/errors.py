@@ -1,5 +1,6 @@
-"""The two errors a user sees as one line: a bad input (:class:`InputError`) and a bad row, named by
-file and line (:class:`BadRowError`)."""
+"""The errors a user sees as one line: a bad input (:class:`InputError`), a bad row named by file and
+line (:class:`BadRowError`), and an output folder that is not this run's to write
+(:class:`RunConflictError`)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,7 @@ class BadRowError(ValueError):
 
     def __reduce__(self):  # picklable, so it can travel between ranks
         return (BadRowError, (self.source, self.line, self.reason))
+
+
+class RunConflictError(RuntimeError):
+    """The output folder holds another run's results, or another job is writing it."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 from .cli import at_least, CommonOptions, flag, non_empty, one_of, Options, required
-from .embed import DEFAULT_MODEL
+from .models import DEFAULT_MODEL
 from .card import CARD
 from .paths import CACHE_DIR, OUTPUT_DIR, inputs_signature, output_dirs
 from .rundir import MANIFEST
@@ -16,7 +17,19 @@ from .rundir import MANIFEST
 
 @dataclass(frozen=True, kw_only=True)
 class RunFolderOptions(CommonOptions):
-    """Flags of every command that writes one run folder."""
+    """Flags of every command that writes one run folder.
+
+    A verb's options also declare, as class attributes, what the engine's :class:`~dist_data.core.run.Run`
+    counts and says for it: ``counts`` and ``count_buckets`` (its own keys in stats.json, zero on
+    every rank from the start; the engine's ``input_rows``, ``read``, ``kept``, ``dropped`` and
+    ``rejected`` are always there), ``summary`` (the counts its last line names), ``kept_unit``
+    (what ``kept`` counts) and ``one_process`` (a table command: refused under torchrun)."""
+
+    counts: ClassVar[tuple[str, ...]] = ()
+    count_buckets: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[tuple[str, ...]] = ()
+    kept_unit: ClassVar[str] = "rows"
+    one_process: ClassVar[bool] = False
 
     output_dir: str = required("the run folder (refused if another run with other flags is there)", non_empty,
                                result=False, path=OUTPUT_DIR)
@@ -26,6 +39,11 @@ class RunFolderOptions(CommonOptions):
     def result_file(self) -> str:
         """The result's name in the run folder (a table named by its rows is renamed when published)."""
         raise NotImplementedError
+
+    def models(self) -> list[tuple[str, str | None, str | None]]:
+        """``(flag, model name, revision)`` of every flag that names a model: each is checked when the
+        run opens, before anything is read or written (:func:`dist_data.core.models.check_model`)."""
+        return [("model_name", self.model_name, self.revision)] if isinstance(self, ModelOptions) else []
 
     def side_outputs(self) -> list[str]:
         """Every other file or folder the command may write in its run folder (sidecars, plots, lists);

@@ -17,7 +17,7 @@ from .rundir import SCORES_PLOT, RunDir
 from .stats import Stats
 
 if TYPE_CHECKING:
-    from .options import PairOptions
+    from .index import IndexSpec
 
 QUANTILES = (("min", 0.0), ("25%", 0.25), ("50%", 0.5), ("75%", 0.75), ("max", 1.0))
 
@@ -121,12 +121,11 @@ def write_class_frequency_plot(path: str, title: str, counts: Sequence[int], tar
 
 # ---------------------------------------------------------------- the search
 
-def record_search(info: distributed.DistInfo, stats: Stats, opts: "PairOptions", timings: dict[str, Any],
+def record_search(info: distributed.DistInfo, stats: Stats, spec: "IndexSpec", timings: dict[str, Any],
                   own_documents: int, depth: int) -> None:
     """The index stage (this rank's documents) and, in ``stats.index``, the index used and, for an
     approximate one, its recall@k against exact search; logged on rank 0."""
     stats.record("index", own_documents, timings["index_seconds"])
-    spec = opts.index_spec()
     stats.index = {"mode": spec.mode, "depth": depth, "backend": timings["backend"],
                    **({"nlist": spec.nlist or "auto", "nprobe": spec.nprobe} if spec.mode == "ivf" else {}),
                    **({"hnsw_m": spec.hnsw_m, "ef_search": spec.ef_search} if spec.mode == "hnsw" else {}),

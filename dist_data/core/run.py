@@ -14,25 +14,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
 import json
 import os
 import sys
-from typing import Any, Callable, Iterator, Sequence
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import distributed
 from .card import CARD, card_is_ours, write_card
-from .cli import CommonOptions, Options, tell_launcher
+from .cli import CommonOptions, Options, dispatch, tell_launcher
 from .collection import CollectionOptions, run_collection
-from .errors import BadRowError, InputError
+from .errors import BadRowError, InputError, RunConflictError
 from .log import logger
 from .options import ResultOptions, RunFolderOptions
+from .models import check_model
 from .paths import inputs_signature, output_dirs
-from .rundir import Results, RunConflictError, RunDir, fault, io_failure, locked_by_main, release_held_locks
-from .stats import Stats
+from .report import report_scores
+from .stages import Stages
+from .fault import fault
+from .rundir import Results, RunDir, io_failure, locked_by_main, release_held_locks
+from .stats import Stats, summary_line
 from .write import merge_files, read_lines, write_json, write_json_list, write_lines
-
-# contrastors' filter_rows.py reads every ``ids_to_keep_*.json`` of a folder (one per writer)
-IDS_NAME = "ids_to_keep_0.json"
 
 Body = Callable[[distributed.DistInfo, Any, "Run | None"], Any]  # (info, options, the run folder or None)
 
@@ -167,26 +170,6 @@ def run_main(commands: dict[str | None, tuple[type[Options], Body]], doc: str | 
     dispatch(commands, doc, prog, argv, execute)
 
 
-def dispatch(commands: dict[str | None, tuple[type[Options], Body]], doc: str | None, prog: str,
-             argv: Sequence[str] | None, act: Callable[[Options, Body, str], Any]) -> None:
-    """Pick the command ``argv`` names, parse its flags (one line and exit 2 on a problem) and call
-    ``act(options, body, command name)``: :func:`execute` (:func:`run_main`), or nothing (the launch
-    scripts' pre-flight check, ``python -m dist_data.registry check``)."""
-    from .cli import main, main_with_commands
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-
-    def runner(body: Body, command: str) -> Callable[[Options], Any]:
-        return lambda opts: act(opts, body, command)
-
-    named = {name: (cls, runner(body, f"{prog} {name}")) for name, (cls, body) in commands.items() if name}
-    if argv and argv[0] in named or None not in commands:
-        main_with_commands(named, doc, prog, argv)
-        return
-    cls, body = commands[None]
-    main(cls, runner(body, prog), doc, prog, argv)
-
-
 def with_flags(fn: Callable[..., Any]) -> Body:
     """A one-process command's body from a function of its flags (``fn(**flags)``; the engine's own
     flags, such as ``--overwrite``, are not passed)."""
@@ -197,22 +180,45 @@ def with_flags(fn: Callable[..., Any]) -> Body:
 
 # ---------------------------------------------------------------- the run folder
 
-def table_stats(info: distributed.DistInfo, command: str, *buckets: str) -> Stats:
-    """The stats of a one-process table command: ``input_rows``, ``read``, ``kept``, ``dropped``,
-    ``rejected`` and ``buckets``."""
-    if info.world_size > 1:
-        raise ValueError(f"{command} works on one table in one process: run it with python -m (torchrun is for "
-                         f"the commands that embed or label)")
-    return Stats.with_keys("input_rows", "read", "kept", buckets=("dropped", "rejected", *buckets))
+ENGINE_COUNTS = ("input_rows", "read", "kept", "cached_blocks")  # every run's, whatever its verb declares
+ENGINE_BUCKETS = ("dropped", "rejected")
 
 
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """A file of the run folder besides the result, written on rank 0 at merge time: from every
+    rank's ``part`` (:meth:`Run.write_parts`), concatenated in rank order, k-way merged by ``key``,
+    or as one JSON list (``json_list``); or by ``write(path)``."""
 
-class Run(RunDir):
+    name: str
+    part: str | None = None
+    key: Callable[[str], Any] | None = None
+    json_list: bool = False
+    write: Callable[[str], Any] | None = None
+
+    def make(self, run: "Run") -> int | None:
+        path = run.file(self.name)
+        if self.write is not None:
+            rows = self.write(path)
+            return rows if isinstance(rows, int) else None
+        parts = [run.part(self.part, r) for r in range(run.info.world_size)]
+        if self.json_list:
+            write_json_list(path, read_lines(parts))
+            return None
+        if self.key is not None:
+            return write_lines(path, heapq.merge(*(read_lines([p]) for p in parts), key=self.key))
+        merge_files(parts, path, self.name.endswith(".gz"))
+        return None
+
+
+class Run(Stages, RunDir):
     """A run-folder command's run, from the lock to ``_SUCCESS``: opened on every rank by :meth:`open`
     (rank 0 takes the folder's lock and applies the rerun policy; ``done`` holds the stats of a
-    complete run with the same flags, and then there is nothing to do), :meth:`begin` once the
-    inputs are read and checked, then :meth:`merge` (rank-local parts) or :meth:`publish` (one
-    result written by rank 0)."""
+    complete run with the same flags, and then there is nothing to do; the models the flags name are
+    checked), the stages (:class:`~dist_data.core.stages.Stages`: read, embed, search, select) into
+    :attr:`stats`, :meth:`begin` once the inputs are read and checked, then :meth:`merge`
+    (rank-local parts) or :meth:`publish` (one result written by rank 0), which writes the stats and
+    ``_SUCCESS`` last and logs the run's summary line."""
 
     def __init__(self, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = ""):
         super().__init__(opts.output_dir, opts.result_args(), result_name, opts.outputs(),
@@ -221,11 +227,17 @@ class Run(RunDir):
         self.opts = opts
         self.command = command or type(opts).__name__
         self.done: dict[str, Any] | None = None
+        self.started = time.perf_counter()
+        self.stats = Stats.with_keys(*dict.fromkeys(ENGINE_COUNTS + tuple(opts.counts)),
+                                     buckets=tuple(dict.fromkeys(ENGINE_BUCKETS + tuple(opts.count_buckets))))
 
     @classmethod
     def open(cls, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = "") -> "Run":
         """The run folder, locked and checked (rank 0). Every rank raises the same error when the
-        folder is refused."""
+        folder is refused, or when a model a flag names cannot be found (before anything is read)."""
+        if opts.one_process and info.world_size > 1:
+            raise ValueError(f"{command or type(opts).__name__} works on one table in one process: run it with "
+                             f"python -m (torchrun is for the commands that embed or label)")
         run = cls(info, opts, result_name, command)
         error = None
         if info.is_main:
@@ -241,13 +253,22 @@ class Run(RunDir):
                 run.lock.release()
             with open(run.file("stats.json"), encoding="utf-8") as f:
                 run.done = json.load(f)
+            return run
+        error = None
+        if info.is_main:
+            try:
+                for flag, name, revision in opts.models():
+                    check_model(name, revision, flag)
+            except InputError as e:
+                error = e
+        distributed.raise_if_any_failed(error)
         return run
 
     def begin(self) -> None:
-        """After the inputs were read (and the model found): rank 0 records the run and removes an
-        earlier one it replaces; nothing of an earlier run is lost before this point. A command that
-        writes nothing before its result need not call it: :meth:`publish` begins the run, so an
-        earlier run is replaced only once the new result is ready."""
+        """After the inputs were read: rank 0 records the run and removes an earlier one it replaces;
+        nothing of an earlier run is lost before this point. Parts are written only after it
+        (:meth:`write_parts` refuses earlier); :meth:`publish` begins the run itself, so an earlier
+        run is replaced only once the new result is ready."""
         if self.begun:
             return
         error = None
@@ -259,58 +280,75 @@ class Run(RunDir):
         distributed.raise_if_any_failed(error)
         self.begun = True
 
-    def write_parts(self, result_lines: Sequence[str], ids: Sequence[int] | None,
-                    rejects: Sequence[dict[str, Any]]) -> None:
-        """This rank's result, rejects and (when given) kept ids, each atomically."""
+    def _require_begun(self, what: str) -> None:
+        if not self.begun:
+            raise RuntimeError(f"Run.{what} before Run.begin(): the run is not recorded, so an earlier run's "
+                               f"files could be mixed with this one's")
+
+    def write_parts(self, result_lines: Sequence[str], rejects: Sequence[dict[str, Any]],
+                    **sidecars: Iterable[str]) -> None:
+        """This rank's result, rejects and each sidecar part (``name=lines``), each atomically (the
+        ``write`` stage)."""
+        self._require_begun("write_parts")
+        with self.stats.stage("write") as rec:
+            rec["rows"] = self._write_parts(result_lines, rejects, sidecars)
+
+    def _write_parts(self, result_lines: Sequence[str], rejects: Sequence[dict[str, Any]],
+                     sidecars: dict[str, Iterable[str]]) -> int:
         rank = self.info.rank
-        write_lines(self.part("part", rank), result_lines)
+        rows = write_lines(self.part("part", rank), result_lines)
         write_lines(self.part("rejects", rank), (json.dumps(r, ensure_ascii=False, default=str) for r in rejects))
-        if ids is not None:
-            write_lines(self.part("ids", rank), (str(i) for i in ids))
+        for name, lines in sidecars.items():
+            write_lines(self.part(name, rank), lines)
+        return rows
 
-    def merge(self, stats: Stats, gzip_output: bool, write_ids: bool,
-              merge_result: Callable[[], str] | None = None) -> dict[str, Any] | None:
-        """After every rank wrote its parts, rank 0 merges them in rank (= input) order, then writes
-        the rejects, ``stats.json`` and ``_SUCCESS`` (last) and releases the lock.
-
-        ``merge_result`` replaces the concatenation of the jsonl parts for results that are not jsonl
-        (it returns the result's name in the run folder).
+    def merge(self, compress: bool = False, outputs: Sequence[Output] = (),
+              result: Output | None = None) -> dict[str, Any] | None:
+        """After every rank wrote its parts, rank 0 writes the result (the ranks' ``part`` files in
+        rank (= input) order, gzipped with ``compress``; or ``result``) and each of ``outputs``, then
+        the rejects, ``stats.json`` and ``_SUCCESS`` (last), releases the lock and logs the summary.
 
         Returns the run's merged stats on rank 0 (also written to stats.json), None elsewhere.
         """
+        self._require_begun("merge")
+        stats = self.stats
         rank, world_size = self.info.rank, self.info.world_size
         write_json(os.path.join(self.parts_dir, f"stats-{rank:05d}.json"), stats.to_dict())
-        self.mark_part_done(rank, world_size)
         distributed.barrier()
         merged = None
         if rank == 0:
             fault("merge")
+            result = result or Output(self.result_name + (".gz" if compress else ""), part="part")
             with stats.stage("merge") as rec:
-                result_name = self.result_name + (".gz" if gzip_output and merge_result is None else "")
-                self.record([result_name, "rejects.jsonl", "stats.json", "_SUCCESS"]
-                            + ([IDS_NAME] if write_ids else []))
-                if merge_result is not None:
-                    result = merge_result()
-                else:
-                    result = result_name
-                    merge_files([self.part("part", r) for r in range(world_size)], self.file(result), gzip_output)
+                self.record([result.name, "rejects.jsonl", "stats.json", "_SUCCESS", *(o.name for o in outputs)])
+                if result.write is None:
+                    rows = result.make(self)
+                    for output in outputs:
+                        output.make(self)
+                else:  # one result written here (publish): its own stage
+                    with stats.stage("write") as written:
+                        rows = result.make(self)
+                        written["rows"] = rows or 0
+                        for output in outputs:
+                            output.make(self)
                 merge_files([self.part("rejects", r) for r in range(world_size)], self.file("rejects.jsonl"))
-                if write_ids:
-                    write_json_list(self.file(IDS_NAME), read_lines([self.part("ids", r) for r in range(world_size)]))
                 per_rank = []
                 for r in range(world_size):
                     with open(os.path.join(self.parts_dir, f"stats-{r:05d}.json"), encoding="utf-8") as f:
                         per_rank.append(json.load(f))
-                rec["rows"] = sum(p["counts"].get("kept", 0) for p in per_rank)
+                rec["rows"] = rows if rows is not None else sum(p["counts"].get("kept", 0) for p in per_rank)
             per_rank[0] = stats.to_dict()
             merged = Stats.merge(per_rank)
             merged["world_size"] = world_size
-            merged["outputs"] = {"result": result, "rejects": "rejects.jsonl"}
+            merged["outputs"] = {"result": result.name, "rejects": "rejects.jsonl",
+                                 **{o.name.split(".")[0]: o.name for o in outputs}}
             self._write_card(merged)
             write_json(self.file("stats.json"), merged)
             with open(self.file("_SUCCESS"), "w", encoding="utf-8"):
                 pass
             self.lock.release()
+            logger.info("%s", summary_line(self.command, merged, self.opts, time.perf_counter() - self.started,
+                                           self.file(result.name)))
         distributed.barrier()
         return merged
 
@@ -323,26 +361,20 @@ class Run(RunDir):
         write_card(self.path, self.command, self.opts, self.args, merged)
         merged["outputs"]["card"] = CARD
 
-    def publish(self, stats: Stats, name: str, write_result: Callable[[str], int], rejects: Sequence[dict[str, Any]],
+    def publish(self, name: str, write_result: Callable[[str], int], rejects: Sequence[dict[str, Any]],
                 extra: Sequence[tuple[str, Callable[[str], Any]]] = ()) -> dict[str, Any] | None:
         """After every rank is done: rank 0 writes the result (``write_result(path)`` returns its rows)
         as ``name`` and each ``extra`` file (``(name, write(path))``) in the run folder, then the
         rejects, stats and ``_SUCCESS``. Returns the merged stats on rank 0 (``outputs`` names every
         file), None elsewhere."""
         self.result_name = name
-
-        def write() -> str:
-            self.record([n for n, _ in extra])
-            with stats.stage("write") as rec:
-                rec["rows"] = write_result(self.file(name))
-                for extra_name, write_extra in extra:
-                    write_extra(self.file(extra_name))
-            return name
-
         self.begin()
-        self.write_parts([], None, rejects)
-        merged = self.merge(stats, False, False, merge_result=write)
-        if merged is not None:
-            for extra_name, _ in extra:
-                merged["outputs"][extra_name.split(".")[0]] = extra_name
-        return merged
+        self._write_parts([], rejects, {})
+        return self.merge(result=Output(name, write=write_result),
+                          outputs=[Output(n, write=write) for n, write in extra])
+
+    def report_scores(self, title: str, columns: dict[str, Any], panels: Sequence[tuple[str, Sequence[str], str]],
+                      extra: dict[str, Any] | None = None, lines: dict[str, float] | None = None) -> None:
+        """Quantile tables of ``columns`` into the stats and ``scores.png``
+        (:func:`dist_data.core.report.report_scores`). Collective."""
+        report_scores(self.info, self, self.stats, title, columns, panels, extra, lines)

@@ -36,6 +36,7 @@ import socket
 import sys
 from typing import Any, Callable, Iterable, Iterator
 
+from .errors import RunConflictError
 from .card import CARD, card_is_ours, write_results_card
 from .paths import path_signature
 from .read import read_json
@@ -47,10 +48,6 @@ MANIFEST = "manifest.json"
 SCORES_PLOT = "scores.png"  # the histograms of a verb's scores (dist_data.core.report.report_scores)
 # what the engine itself may write in every run folder (besides the result, and the card: see card_is_ours)
 ENGINE_FILES = ("args.json", "stats.json", "_SUCCESS", "rejects.jsonl", "parts", "cache", SCORES_PLOT)
-
-
-class RunConflictError(RuntimeError):
-    """The output folder holds another run's results, or another job is writing it."""
 
 
 def flag_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -379,10 +376,6 @@ class RunDir:
     def is_complete(self) -> bool:
         return os.path.exists(self.file("_SUCCESS"))
 
-    def mark_part_done(self, rank: int, world_size: int) -> None:
-        write_json(os.path.join(self.parts_dir, f"part-{rank:05d}-of-{world_size:05d}.done"),
-                   {"rank": rank, "world_size": world_size})
-
 
 # ---------------------------------------------------------------- the manifest, and results in shared folders
 
@@ -511,17 +504,3 @@ def io_failure(path: str, error: OSError) -> RunConflictError | None:
                                 f"permissions, then rerun the same command to resume")
     return None
 
-
-def fault(point: str) -> None:
-    """Fault injection for the conformance suite: ``DIST_DATA_FAULT=kill:POINT`` kills this process
-    with SIGKILL at ``POINT`` (no clean-up runs: the state a killed job leaves); ``error:POINT``
-    raises a user error there (a bad row found late, as the command's own errors are). The points:
-    ``embedded`` (the first set of texts embedded and its blocks cached), ``merge`` (every part
-    written, nothing published), ``body`` (a command of named results, its results recorded as
-    about to be written)."""
-    if os.environ.get("DIST_DATA_FAULT") == f"kill:{point}":
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ.get("DIST_DATA_FAULT") == f"error:{point}":
-        raise RunConflictError(f"DIST_DATA_FAULT: an injected error at {point}")

@@ -15,6 +15,36 @@ def fmt_rows(n: float) -> str:
     return f"{int(n):,}"
 
 
+def summary_line(command: str, merged: dict[str, Any], opts: Any, seconds: float, result: str) -> str:
+    """The last line of every run, in one format: kept of read, dropped and rejected by reason, the
+    verb's own counts (``opts.summary``), the index used, the time and the result."""
+    c = merged["counts"]
+    read, kept = c.get("read", 0), c.get("kept", 0)
+    unit = getattr(opts, "kept_unit", "rows")
+    share = f" ({100.0 * kept / max(read, 1):.1f}%)" if unit == "rows" else ""
+    parts = [f"kept {fmt_rows(kept)} {unit} of {fmt_rows(read)} rows read{share}",
+             f"dropped {_bucket(c.get('dropped', {}), skip=('not_sampled',))}",
+             f"rejected {_bucket(c.get('rejected', {}))}"]
+    own = []
+    for key in getattr(opts, "summary", ()):
+        value = c.get(key, 0)
+        own.append(f"{key} {_bucket(value) if isinstance(value, dict) else fmt_rows(value)}")
+    if own:
+        parts.append(", ".join(own))
+    if c.get("cached_blocks"):
+        parts.append(f"{fmt_rows(c['cached_blocks'])} block(s) from the cache")
+    if merged.get("index"):
+        parts.append(f"index: {merged['index'].get('backend', merged['index'].get('mode'))}")
+    return f"{command}: " + "; ".join(parts) + f"; in {seconds:.1f} s -> {result}"
+
+
+def _bucket(counts: dict[str, int], skip: Sequence[str] = ()) -> str:
+    """``12 (a 10, b 2)``; ``0``."""
+    shown = {k: v for k, v in counts.items() if v and k not in skip}
+    total = sum(shown.values())
+    return fmt_rows(total) + (" (" + ", ".join(f"{k} {fmt_rows(v)}" for k, v in shown.items()) + ")" if shown else "")
+
+
 # ---------------------------------------------------------------- stats
 
 def peak_rss_mib() -> float:
@@ -63,15 +93,21 @@ class Stats:
                 self.add(key, value)
 
     @contextmanager
-    def stage(self, name: str, rows: int | None = None, log: bool = True) -> Iterator[dict[str, float]]:
-        """Time a stage; set ``rec["rows"]`` inside when the count is known only at the end."""
+    def stage(self, name: str, rows: int | None = None, log: bool = True,
+              done: str = "done") -> Iterator[dict[str, float]]:
+        """Time a stage; set ``rec["rows"]`` inside when the count is known only at the end. A stage
+        that counts no rows (the model's load) is logged as ``{name} {done} in 1.2 s``."""
         rec: dict[str, float] = {"rows": rows or 0}
         start = time.perf_counter()
         yield rec
         rec["seconds"] = round(time.perf_counter() - start, 4)
         rec["rows_per_s"] = round(rec["rows"] / rec["seconds"], 1) if rec["seconds"] > 0 else 0.0
         self.stages[name] = rec
-        if log:
+        if not log:
+            return
+        if rows is None and not rec["rows"]:
+            logger.info("%s %s in %.1f s", name, done, rec["seconds"])
+        else:
             logger.info("%-7s %s rows in %.1f s (%s rows/s)", name, fmt_rows(rec["rows"]), rec["seconds"],
                         fmt_rows(rec["rows_per_s"]))
 

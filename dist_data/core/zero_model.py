@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .models import resolve_model
+
 class ZeroCostEncoder(torch.nn.Module):
     """A sentence-transformers module: ``features["sentence_embedding"]`` from two table rows."""
 
@@ -49,8 +51,6 @@ def load(device: torch.device):
     from transformers import AutoTokenizer
     import glob
     import os
-
-    from .embed import resolve_model
 
     path = resolve_model(None)
     weights = next(iter(glob.glob(os.path.join(path, "**", "model.safetensors"), recursive=True)))

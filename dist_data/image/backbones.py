@@ -141,7 +141,7 @@ def _timm(name: str, checkpoint: str | None) -> Backbone:
     else:
         from timm.models import get_pretrained_cfg
 
-        from ..core.embed import check_model
+        from ..core.models import check_model
 
         hub_id = getattr(get_pretrained_cfg(name), "hf_hub_id", None)
         if hub_id:  # cached, or on a hub that answers: in seconds, not timm's minutes of retries
@@ -176,7 +176,7 @@ def _open_clip(spec: str, checkpoint: str | None) -> Backbone:
                              f"(tags: {', '.join(tags) or 'none'})")
         hub = (open_clip.get_pretrained_cfg(arch, tag) or {}).get("hf_hub", "").strip("/")
         if hub:
-            from ..core.embed import check_model
+            from ..core.models import check_model
 
             check_model(hub, None, "model_name")
     try:

@@ -27,10 +27,8 @@ from ..core.errors import BadRowError
 from .layouts import beir_join, get_beir_document, get_beir_query, get_query_positives_negatives, read_qrels
 from ..core.keys import KeyedVectors, Owners, global_first
 from ..core.log import logger, progress
-from ..core.embed import count_cache_hits, embed_by_block, query_document_embedders
-from ..core.options import PairOptions
 from ..core.read import read_stage, reject_reason
-from ..core.rundir import RunDir
+from ..core.run import Run
 from ..core.stats import Stats
 from ..core.select import PAD_ID, canonical_topk, exact_scores
 
@@ -226,39 +224,33 @@ class Embedded:
     query_as_doc: np.ndarray  # (u,) the representative of the document whose text is the query's, or PAD_ID
 
 
-def embed_stage(info: distributed.DistInfo, stats: Stats, run: RunDir, items: Items, docs: Documents,
-                opts: PairOptions, block_rows: int) -> Embedded:
+def embed_stage(run: Run, items: Items, docs: Documents) -> Embedded:
     """Deduplicate queries and documents over all ranks and embed each distinct text once."""
-    with stats.stage("embed") as rec:
-        doc_texts = docs.model_texts
-        query_keys, first_item, item_query = np.unique(items.query_keys, return_index=True, return_inverse=True)
-        query_texts = [items.queries[i] for i in first_item]
-        # One pass over documents and queries (queries keyed above every document): a document's
-        # representative, and the document (if any) whose text is a query's, never its negative.
-        offset = distributed.all_reduce_max(int(docs.keys.max()) + 1 if len(docs.keys) else 0)
-        reps = global_first(np.concatenate([docs.keys, query_keys + offset]), doc_texts + query_texts)
-        doc_rep = reps[: len(docs.keys)]
-        query_as_doc = np.where(reps[len(docs.keys):] < offset, reps[len(docs.keys):], PAD_ID)
-        own_doc = np.flatnonzero(doc_rep == docs.keys)
-        query_rep = global_first(query_keys, query_texts)
-        own_query = np.flatnonzero(query_rep == query_keys)
-        q_embedder, d_embedder = query_document_embedders(info, run, opts)
-        rec["rows"] = len(own_doc) + len(own_query)
-        with progress(rec["rows"], "embed", opts.progress and info.is_main) as bar:
-            q_vec = embed_by_block(q_embedder, query_keys[own_query], [query_texts[i] for i in own_query],
-                                   block_rows, "query", bar.update)
-            parts = []
-            for role in ("corpus", "document"):
-                rows = [i for i in own_doc.tolist() if docs.roles[i] == role]
-                if rows:
-                    parts.append(embed_by_block(d_embedder, docs.block_pos[rows], [doc_texts[i] for i in rows],
-                                                block_rows, role, bar.update))
-            d_vec = np.concatenate(parts) if parts else d_embedder.embed([], "document-empty")
-        count_cache_hits(info, stats, (q_embedder, d_embedder))
-        stats.add("unique_queries", len(own_query))
-        stats.add("unique_documents", len(own_doc))
-        own_queries = KeyedVectors(query_keys[own_query], q_vec)
-        query_vectors = own_queries.lookup(query_rep, items.query_owners)
+    stats = run.stats
+    doc_texts = docs.model_texts
+    query_keys, first_item, item_query = np.unique(items.query_keys, return_index=True, return_inverse=True)
+    query_texts = [items.queries[i] for i in first_item]
+    # One pass over documents and queries (queries keyed above every document): a document's
+    # representative, and the document (if any) whose text is a query's, never its negative.
+    offset = distributed.all_reduce_max(int(docs.keys.max()) + 1 if len(docs.keys) else 0)
+    reps = global_first(np.concatenate([docs.keys, query_keys + offset]), doc_texts + query_texts)
+    doc_rep = reps[: len(docs.keys)]
+    query_as_doc = np.where(reps[len(docs.keys):] < offset, reps[len(docs.keys):], PAD_ID)
+    own_doc = np.flatnonzero(doc_rep == docs.keys)
+    query_rep = global_first(query_keys, query_texts)
+    own_query = np.flatnonzero(query_rep == query_keys)
+    with run.embed(len(own_doc) + len(own_query), roles="pairs") as embed:
+        q_vec = embed(query_keys[own_query], [query_texts[i] for i in own_query], "query")
+        parts = []
+        for role in ("corpus", "document"):
+            rows = [i for i in own_doc.tolist() if docs.roles[i] == role]
+            if rows:
+                parts.append(embed(docs.block_pos[rows], [doc_texts[i] for i in rows], role, as_role="document"))
+        d_vec = np.concatenate(parts) if parts else embed(np.zeros(0, dtype=np.int64), [], "document")
+    stats.add("unique_queries", len(own_query))
+    stats.add("unique_documents", len(own_doc))
+    own_queries = KeyedVectors(query_keys[own_query], q_vec)
+    query_vectors = own_queries.lookup(query_rep, items.query_owners)
     # The corpus rows come first in key order, so the documents' vectors are in key order too.
     return Embedded(KeyedVectors(docs.keys, doc_rep[:, None]), KeyedVectors(docs.keys[own_doc], d_vec),
                     query_keys, query_rep, query_vectors, item_query, query_as_doc)
