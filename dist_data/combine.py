@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from .core.collection import dataset_name
+from .core.manifests import dataset_name
 from .core.errors import InputError
-from .core.read import load_npz, read_json, require_dir
+from .core.files import load_npz, read_json, require_dir
 from .core.write import save_npz, save_to_disk, write_folder_atomically, write_json
 from .core.cli import at_least, flag, non_empty, one_of, required
 from .core.options import ResultOptions
@@ -232,7 +232,7 @@ def collection_pairs(path: str) -> tuple[str, list[tuple[str, str]]]:
         BadRowError: a row that does not follow the file's schema (file and line named).
     """
     from .core.errors import BadRowError
-    from .core.read import read_rows
+    from .core.sources import read_rows
 
     rows = read_rows(path)
     if not rows:

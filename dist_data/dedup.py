@@ -49,7 +49,6 @@ from .core.keys import Owners, fetch_held, global_first
 from .core.log import logger
 from .core.options import IndexOptions, ModelOptions, RunOptions
 from .core.paths import INPUT_SPEC, spec_paths
-from .core.report import record_search
 from .core.run import Output, Run, run_main
 from .core.select import PAD_ID, seeded_uniform
 from .core.stats import Stats, fmt_rows
@@ -213,18 +212,8 @@ def _edges(run: Run, nodes: Texts, threshold: float) -> tuple[np.ndarray, np.nda
     """``(a, b, score, nearest)``: this rank's texts' edges to every other text scoring >= ``threshold``
     (:meth:`Run.threshold_pairs`), and each text's nearest other text. Collective."""
     opts, stats = run.opts, run.stats
-    nearest = np.full(len(nodes.ids), -np.inf)
-
-    def on_round(round_: int, todo, scores, ids, other, timings) -> None:
-        if round_ == 0:
-            record_search(run.info, stats, opts.index_spec(), timings, len(nodes.ids), ids.shape[1])
-            if len(todo):
-                nearest[todo] = np.where(other, scores, -np.inf).max(axis=1)
-        else:
-            stats.add("searched_deeper", len(todo))
-
-    a, b, s = run.threshold_pairs(nodes.emb, nodes.ids, np.arange(len(nodes.ids)), threshold, opts.max_neighbors + 1,
-                                  on_round=on_round)
+    a, b, s, nearest = run.threshold_pairs(nodes.emb, nodes.ids, np.arange(len(nodes.ids)), threshold,
+                                           opts.max_neighbors + 1)
     if opts.index_spec().approximate:
         stats.index["edge_recall"] = _edge_recall(run, nodes, threshold, a, b)
     stats.add("edges", int((a < b).sum()))  # every edge is found from both ends (each searches past the threshold)
@@ -237,7 +226,7 @@ def _edge_recall(run: Run, nodes: Texts, threshold: float, a: np.ndarray, b: np.
     info, opts = run.info, run.opts
     total = sum(distributed.all_gather_object(len(nodes.ids)))
     pick = np.flatnonzero(seeded_uniform(nodes.ids, opts.seed + 2) < opts.recall_queries / max(total, 1))
-    ea, eb, _ = run.threshold_pairs(nodes.emb, nodes.ids, pick, threshold, opts.max_neighbors + 1,
+    ea, eb, _, _ = run.threshold_pairs(nodes.emb, nodes.ids, pick, threshold, opts.max_neighbors + 1,
                                     lambda todo, depth: index.search(nodes.emb[todo], nodes.emb, nodes.ids, depth,
                                                                      "sharded", info.device))
     exact = set(zip(ea.tolist(), eb.tolist()))
@@ -344,7 +333,7 @@ def _kept(rule: str, here: np.ndarray, vectors: np.ndarray, live: np.ndarray) ->
 def _read_eval(run: Run, e: EvalSet, rejects: list) -> "EvalItems":
     """This rank's items of an evaluation set (a row may hold several); its bad rows are counted and
     set aside with the training data's (rejects.jsonl names their file and line)."""
-    own = Stats.with_keys("input_rows", "read", buckets=("dropped", "rejected"))
+    own = Stats()  # the set's own counts: only its rejects join the run's
     shard = run.read(e.texts, e.dataset, name=f"read {e.name}", stats=own, split=e.split)
     for reason, n in own.counts.get("rejected", {}).items():
         run.stats.add("rejected", n, reason=f"{e.name}: {reason}")

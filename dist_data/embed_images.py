@@ -41,7 +41,7 @@ from .core.options import ResultOptions, RunFolderOptions
 from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR
 from .core.embed import BATCHES_PER_BLOCK
 from .core.errors import InputError
-from .core.read import read_json
+from .core.files import read_json
 from .core.write import write_json, write_lines
 from .core.log import logger
 from .core.run import Run, run_main
@@ -112,17 +112,14 @@ class EmbedImagesOptions(RunFolderOptions):
 
 def _open_sources(info: distributed.DistInfo, opts: EmbedImagesOptions) -> dict[str, ImageSource]:
     """Every split's images, listed once on rank 0 and sent to all ranks (one walk of the tree)."""
-    sources, error = None, None
-    if info.is_main:
-        try:
+    sources = None
+    with distributed.same_error_on_every_rank(InputError, OSError):
+        if info.is_main:
             sources = {split: open_source(path, opts.label_key) for split, path in opts.inputs().items()}
             missing = [m for s in sources.values() for m in s.missing]
             if missing and opts.on_bad_rows == "error":
                 raise InputError(f"{missing[0]['file']}:{missing[0]['key']}: {missing[0]['reason']} "
                                  f"({len(missing)} such sample(s)); --on_bad_rows=skip sets them aside")
-        except (InputError, OSError) as e:
-            error = e
-    distributed.raise_if_any_failed(error)
     return distributed.broadcast_object(sources)
 
 
@@ -185,12 +182,9 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions, run: 
                                  opts.autocast, split == "train" and opts.train_transform == "augment", opts.seed,
                                  opts.on_bad_rows, opts.progress)
         split_start = time.perf_counter()
-        counts, error = None, None
-        try:
+        counts = None
+        with distributed.same_error_on_every_rank(InputError):
             counts = embed_split(info, backbone, source, split, run.parts_dir, settings)
-        except InputError as e:
-            error = e
-        distributed.raise_if_any_failed(error)
         per_rank = distributed.all_gather_object(counts)
         wall = time.perf_counter() - split_start
         if info.is_main:

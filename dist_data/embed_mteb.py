@@ -44,7 +44,7 @@ from .core.paths import INPUT_DIR, OUTPUT_DIR
 from .core.embed import BATCHES_PER_BLOCK, BlockEmbedder, count_cache_hits, embed_by_block, load_model, spec_for
 from .core.models import DEFAULT_MODEL, check_model
 from .core.errors import InputError
-from .core.read import read_json
+from .core.files import read_json
 from .core.write import save_npz, write_json
 from .core.log import logger, progress
 from .core.options import ModelOptions
@@ -236,16 +236,13 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions, run: None
             "prompt": opts.prompt, "max_seq_length": opts.max_seq_length,
             "dtype": opts.dtype, "hf_subset": opts.hf_subset,
             **({"reranking_layout": opts.reranking_layout} if task_type == "reranking" else {})}
-    error, lock = None, FolderLock(model_dir)
-    if info.is_main:  # every refusal before anything is loaded or written
-        try:
+    lock = FolderLock(model_dir)
+    with distributed.same_error_on_every_rank(RunConflictError, OSError):
+        if info.is_main:  # every refusal before anything is loaded or written
             os.makedirs(model_dir, exist_ok=True)
             lock.acquire()
             for ref in refs:
                 check_rerun(os.path.join(model_dir, ref.name), args, opts.overwrite)
-        except (RunConflictError, OSError) as e:
-            error = e
-    distributed.raise_if_any_failed(error)
     check_model(model_name, opts.revision, "model_name")
     folders = dataset_dirs(info, refs, opts.data_path, opts.cache_dir, opts.hf_subset)
     model = load_model(model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)

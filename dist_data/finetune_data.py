@@ -32,7 +32,7 @@ from .core.cli import at_least, flag, non_empty, one_of, required
 from .core.options import ResultOptions
 from .core.paths import INPUT_DIR, OUTPUT_DIR
 from .core.errors import InputError
-from .core.read import require_dir
+from .core.files import require_dir
 from .core.write import save_dataset, write_json
 from .core.log import logger
 from .core.run import run_main

@@ -45,11 +45,11 @@ from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.paths import CACHE_DIR, INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE
 from .core.errors import BadRowError
-from .core.read import require_fields, resolve_sources
+from .core.sources import require_fields, resolve_sources
 from .core.write import join_parquet, write_parquet
 from .core.log import logger
 from .core.options import ModelOptions, RunFolderOptions, RunOptions
-from .core.read import parse_or_reject, Row
+from .core.rows import parse_or_reject, Row
 from .core.run import Run, run_main
 from .core.stats import fmt_rows, Stats
 
@@ -273,8 +273,7 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
     cache = os.path.join(run.cache_dir, "label")
 
     def label_block(rows) -> labelling.BlockResult:
-        block = Stats.with_keys("read", "captions_matched", "kept", buckets=("dropped", "rejected", "per_class",
-                                                                           "classes_per_caption"))
+        block = labelling.block_stats()
         rejects, unmatched, records = [], [], []
         for record_, _, found in labelling.matched_captions(rows, matcher, lambda r: steps.parse_laion_row(
                 r, opts.text_key), opts.on_bad_rows, block, rejects, unmatched):
@@ -480,7 +479,7 @@ def run_match_freq(info: distributed.DistInfo, opts: MatchFreqOptions, run: Run)
     main_cols = load_columns(opts.df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
     extra_cols = load_columns(opts.t2t_df_path, [steps.WNID, steps.TEXT], optional=[steps.INDEX])
     ref_labels = []
-    from .core.read import read_rows
+    from .core.sources import read_rows
 
     for row in read_rows(opts.references):
         value = row.value if isinstance(row.value, dict) else {}

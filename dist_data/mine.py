@@ -36,7 +36,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of
 from .core.paths import INPUT, INPUT_SPEC
-from .core.write import read_lines, write_folder_atomically
+from .core.write import write_folder_atomically
+from .core.files import read_lines
 from .core.options import PairOptions
 from .core.collection import CollectionOptions
 from .core.run import Output, Run, run_main

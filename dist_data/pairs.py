@@ -41,11 +41,11 @@ from .core.dedup import text_hashes
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
 from .core.options import INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions
 from .core.paths import INPUT_SPEC
-from .core.report import record_search
 from .core.run import Output, Run, run_main
 from .core.select import exact_scores
 from .core.stats import Stats
-from .core.write import atomic_open, read_lines, write_lines
+from .core.write import atomic_open, write_lines
+from .core.files import read_lines
 
 RESULT_NAME = "pairs.jsonl"
 CSV_NAME = "pairs.csv"
@@ -114,19 +114,8 @@ def run_pairs(info: distributed.DistInfo, opts: PairsOptions, run: Run) -> dict 
         emb = embed(ids, first_names, "name", blocks=held.blocks)
 
     # every pair at or above --min_score, exact whatever --max_neighbors (a name whose list is all above
-    # it is searched again deeper); each name's nearest other name from the first round
-    nearest = np.full(len(ids), -np.inf)
-
-    def first_round(round_: int, todo, scores, got, other, timings) -> None:
-        if round_ == 0:
-            record_search(info, stats, opts.index_spec(), timings, len(ids), got.shape[1])
-            if len(todo):
-                nearest[todo] = np.where(other, scores, -np.inf).max(axis=1)
-        else:
-            stats.add("searched_deeper", len(todo))
-
-    a, b, s = run.threshold_pairs(emb, ids, np.arange(len(ids)), opts.min_score, opts.max_neighbors + 1,
-                                  on_round=first_round)
+    # it is searched again deeper), and each name's nearest other name
+    a, b, s, nearest = run.threshold_pairs(emb, ids, np.arange(len(ids)), opts.min_score, opts.max_neighbors + 1)
     found = steps.make_pairs(a, b, s, steps.MODEL)
 
     owners = Owners.gather([held.id_range])

@@ -35,13 +35,14 @@ from .core.cli import at_least, flag, non_empty, one_of
 from .core.paths import INPUT_SPEC
 from .core.dedup import content_hash
 from .core.models import DEFAULT_MODEL, resolve_model
-from .core.errors import BadRowError, InputError
-from .core.read import get_texts, resolve_sources
+from .core.rows import get_texts
+from .core.sources import resolve_sources
 from .core.write import atomic_open, save_dataset, save_npz
 from .core.log import logger, progress
 from .text.pack import SPECIALS, Layout, PackStats, pack_slice
 from .core.options import RunOptions
-from .core.read import parse_or_reject, plan_blocks, REJECTED
+from .core.blocks import plan_blocks
+from .core.rows import parse_or_reject, REJECTED
 from .core.run import Output, Run, run_main
 from .core.stats import Stats
 from .text.wordnet import SAMPLE_TEXT
@@ -78,22 +79,18 @@ def tokenize_stage(info: distributed.DistInfo, stats: Stats, run, *, dataset: st
     key = content_hash([tok.backend_tokenizer.to_str(), layout.specials, json.dumps([layout.prefix, layout.suffix])])
     cache = os.path.join(run.cache_dir, f"tok-{key}")
     os.makedirs(cache, exist_ok=True)
-    files, rejects, error = [], [], None
-    with stats.stage("tokenize") as rec:
-        try:
-            plan = plan_blocks(info, stats, dataset, split, max_rows, seed, block_docs, unit="documents")
-            with progress(plan.hi - plan.lo, "tokenize", show_progress and info.is_main, unit="docs") as bar:
-                for b, rows in plan.blocks():
-                    texts = [t for t in (parse_or_reject(row, lambda r: get_texts(r, [text_key])[0], on_bad_rows,
-                                                         rejects, stats) for row in rows) if t is not REJECTED]
-                    files.append(_tokenize_block(tok, layout, texts, cache, b, stats))
-                    stats.add("read", len(rows))
-                    stats.add("documents", len(texts))
-                    rec["rows"] += len(rows)
-                    bar.update(len(rows))
-        except (BadRowError, InputError) as e:
-            error = e
-        distributed.raise_if_any_failed(error)
+    files, rejects = [], []
+    with stats.stage("tokenize") as rec, distributed.same_error_on_every_rank():
+        plan = plan_blocks(info, stats, dataset, split, max_rows, seed, block_docs, unit="documents")
+        with progress(plan.hi - plan.lo, "tokenize", show_progress and info.is_main, unit="docs") as bar:
+            for b, rows in plan.blocks():
+                texts = [t for t in (parse_or_reject(row, lambda r: get_texts(r, [text_key])[0], on_bad_rows,
+                                                     rejects, stats) for row in rows) if t is not REJECTED]
+                files.append(_tokenize_block(tok, layout, texts, cache, b, stats))
+                stats.add("read", len(rows))
+                stats.add("documents", len(texts))
+                rec["rows"] += len(rows)
+                bar.update(len(rows))
     return files, rejects
 
 

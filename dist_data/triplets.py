@@ -32,7 +32,8 @@ from .catalog.names import char_ratio
 from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of
 from .core.paths import INPUT_SPEC
-from .core.write import atomic_open, read_lines
+from .core.write import atomic_open
+from .core.files import read_lines
 from .core.keys import KeyedVectors, Owners, fetch_held, global_first
 from .core.log import logger
 from .core.options import INDEX_HELP, INDEX_MODES, IndexOptions, ModelOptions, RunOptions

@@ -11,7 +11,9 @@ import pytest
 
 from conftest import wordnet_pairs, write_jsonl
 from dist_data.core.errors import BadRowError, InputError
-from dist_data.core.read import build_catalog, get_texts, resolve_sources
+from dist_data.core.blocks import build_catalog
+from dist_data.core.rows import get_texts
+from dist_data.core.sources import resolve_sources
 from dist_data.core.write import atomic_open, merge_files
 
 KEYS = ["query", "document"]

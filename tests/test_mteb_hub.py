@@ -16,7 +16,7 @@ from test_embed_mteb import build
 
 from dist_data.core import distributed
 from dist_data.text import mteb_hub
-from dist_data.core.read import read_rows
+from dist_data.core.sources import read_rows
 from dist_data.text.tasks import beir_table, load_split, local_splits
 
 datasets = pytest.importorskip("datasets")

@@ -31,10 +31,10 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from ..core import distributed
 from ..core.cli import at_least, flag, non_empty, one_of, required
 from ..core.paths import INPUT, INPUT_SPEC, OUTPUT_NAME
-from ..core.read import read_rows, require_fields, resolve_sources
+from ..core.sources import read_rows, require_fields, resolve_sources
 from ..core.log import logger
 from ..core.options import RunFolderOptions, RunOptions
-from ..core.read import parse_or_reject, REJECTED
+from ..core.rows import parse_or_reject, REJECTED
 from ..core.run import Run, run_main
 from ..core.stats import fmt_rows, Stats
 from . import label as labelling

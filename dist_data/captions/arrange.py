@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import distributed
 from ..core.errors import InputError
-from ..core.read import require_complete_tar
+from ..core.files import require_complete_tar
 from ..core.write import atomic_open
 from ..core.log import logger, progress
 from ..core.stats import Stats

@@ -19,11 +19,13 @@ import numpy as np
 
 from ..core.dedup import content_hash
 from ..core import distributed
-from ..core.errors import BadRowError, InputError
-from ..core.read import read_json, Row
+from ..core.errors import BadRowError
+from ..core.files import read_json
+from ..core.rows import Row
 from ..core.write import atomic_open, write_json
 from ..core.log import progress
-from ..core.read import BlockSlice, parse_or_reject, REJECTED
+from ..core.blocks import BlockSlice
+from ..core.rows import parse_or_reject, REJECTED
 from ..core.stats import Stats
 from .lemmas import LemmaMatcher
 from .tables import one_line, tsv_text
@@ -95,10 +97,15 @@ def matched_captions(rows: Sequence[Row], matcher: LemmaMatcher, parse: Callable
         yield payload, caption, classes
 
 
+def block_stats() -> Stats:
+    """A labelled block's own counts (cached with the block, added to the run's when it is used)."""
+    return Stats.with_keys("read", "captions_matched", "kept",
+                           buckets=("dropped", "rejected", "per_class", "classes_per_caption"))
+
+
 def label_block(rows: Sequence[Row], matcher: LemmaMatcher, wnids: Sequence[str], caption_key: str,
                 filepath_key: str, on_bad_rows: str) -> BlockResult:
-    stats = Stats.with_keys("read", "captions_matched", "kept", buckets=("dropped", "rejected", "per_class",
-                                                                           "classes_per_caption"))
+    stats = block_stats()
     rejects: list[dict[str, Any]] = []
     out, unmatched = [], []
     for filepath, caption, classes in matched_captions(rows, matcher,
@@ -155,28 +162,23 @@ def label_blocks(info: distributed.DistInfo, stats: Stats, plan: BlockSlice, cac
     os.makedirs(cache, exist_ok=True)
     rejects: list[dict[str, Any]] = []
     unmatched: list[str] = []
-    error = None
-    with stats.stage("label") as rec:
-        try:
-            with progress(plan.hi - plan.lo, "label", show_progress, unit="captions") as bar:
-                for b, rows in plan.blocks():
-                    key = block_key(rows)
-                    meta = cached_meta(cache, b, key, suffix)
-                    if meta is None:
-                        result = label(rows)
-                        meta = {"counts": result.counts, "rejects": result.rejects,
-                                "unmatched_examples": result.unmatched_examples}
-                        save_meta(cache, b, key, meta, lambda path: write_data(path, result.data), suffix)
-                    else:
-                        stats.add("cached_blocks")
-                    stats.add_counts(meta["counts"])
-                    rejects.extend(meta["rejects"])
-                    unmatched.extend(meta["unmatched_examples"][: max(0, MAX_SHOWN - len(unmatched))])
-                    rec["rows"] += len(rows)
-                    bar.update(len(rows))
-        except (BadRowError, InputError) as e:
-            error = e
-        distributed.raise_if_any_failed(error)
+    with stats.stage("label") as rec, distributed.same_error_on_every_rank():
+        with progress(plan.hi - plan.lo, "label", show_progress, unit="captions") as bar:
+            for b, rows in plan.blocks():
+                key = block_key(rows)
+                meta = cached_meta(cache, b, key, suffix)
+                if meta is None:
+                    result = label(rows)
+                    meta = {"counts": result.counts, "rejects": result.rejects,
+                            "unmatched_examples": result.unmatched_examples}
+                    save_meta(cache, b, key, meta, lambda path: write_data(path, result.data), suffix)
+                else:
+                    stats.add("cached_blocks")
+                stats.add_counts(meta["counts"])
+                rejects.extend(meta["rejects"])
+                unmatched.extend(meta["unmatched_examples"][: max(0, MAX_SHOWN - len(unmatched))])
+                rec["rows"] += len(rows)
+                bar.update(len(rows))
     shown = [t for part in distributed.all_gather_object(unmatched) for t in part][:MAX_SHOWN]
     return rejects, shown
 

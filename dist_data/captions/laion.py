@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import BadRowError
-from ..core.read import Row
+from ..core.rows import Row
 from .classes import ImageNetClass
 
 INDEX = "laion_index"

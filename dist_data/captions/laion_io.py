@@ -11,7 +11,8 @@ import numpy as np
 from ..core import distributed
 from ..core.errors import BadRowError, InputError
 from ..core.write import atomic_open
-from ..core.read import parse_or_reject, plan_blocks, REJECTED
+from ..core.blocks import plan_blocks
+from ..core.rows import parse_or_reject, REJECTED
 from ..core.stats import Stats
 from .classes import wnid_to_label
 from .laion import INDEX, TEXT
@@ -138,7 +139,7 @@ def read_references(info: distributed.DistInfo, stats: Stats, path: str, split: 
                     block_rows: int) -> References:
     """This rank's block-aligned share of the references (text from ``key``, a comma list joined)."""
     keys_ = [k.strip() for k in key.split(",") if k.strip()]
-    scratch = Stats.with_keys("input_rows", buckets=("dropped",))
+    scratch = Stats()  # the references' input rows are not the run's
     plan = plan_blocks(info, scratch, path, split, None, 0, block_rows, unit="references")
 
     def parse(row):
@@ -155,8 +156,7 @@ def read_references(info: distributed.DistInfo, stats: Stats, path: str, split: 
         return reference_text(value, keys_), known[value[wnid_key]]
 
     ids, texts, labels = [], [], []
-    error = None
-    try:
+    with distributed.same_error_on_every_rank():
         for _, rows in plan.blocks():
             for row in rows:
                 parsed = parse_or_reject(row, parse, on_bad_rows, rejects, stats)
@@ -169,8 +169,5 @@ def read_references(info: distributed.DistInfo, stats: Stats, path: str, split: 
                 ids.append(row.gid)
                 texts.append(text)
                 labels.append(label)
-    except (BadRowError, InputError) as e:
-        error = e
-    distributed.raise_if_any_failed(error)
     stats.add("references", len(texts))
     return References(np.asarray(ids, dtype=np.int64), texts, np.asarray(labels, dtype=np.int64))

@@ -20,7 +20,8 @@ import numpy as np
 from ..core import distributed
 from ..core.errors import BadRowError, InputError
 from ..core.keys import global_first
-from ..core.read import BlockSlice, REJECTED, Row, parse_or_reject
+from ..core.blocks import BlockSlice
+from ..core.rows import parse_or_reject, REJECTED, Row
 from ..core.run import Run
 from ..core.write import join_parquet, save_npz, write_parquet
 from . import laion as steps

@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..core.errors import BadRowError, InputError
-from ..core.read import bad_unicode
+from ..core.rows import bad_unicode
 from ..core.write import atomic_open
 
 _BREAKS = str.maketrans({"\n": " ", "\r": " ", "\t": " "})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..core.errors import BadRowError
-from ..core.read import Row
+from ..core.rows import Row
 from .classes import imagenet_classes
 from .tables import one_line
 

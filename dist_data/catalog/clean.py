@@ -10,8 +10,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..core.errors import BadRowError
-from ..core.read import Row
-from ..core.read import sample_positions
+from ..core.rows import Row
+from ..core.blocks import sample_positions
 
 TRUE = frozenset({"1", "true", "t", "yes", "y"})
 FALSE = frozenset({"0", "false", "f", "no", "n", ""})

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import BadRowError
-from ..core.read import Row
+from ..core.rows import Row
 from ..core.select import PAD_ID, select_negatives
 
 POSITIVES = ("random_same_category", "nearest_same_category")

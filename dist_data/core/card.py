@@ -52,7 +52,7 @@ def table_format(name: str) -> tuple[str, dict[str, str]] | None:
 
 def input_files(opts: Any) -> list[tuple[str, list[str]]]:
     """``(flag, files)`` for every input flag that names files on this machine (a hub name: none)."""
-    from .read import resolve_sources
+    from .sources import resolve_sources
 
     out = []
     for f in dataclasses.fields(opts):

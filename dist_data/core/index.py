@@ -504,7 +504,7 @@ def cached_search(cache_dir: str | None, query_emb: np.ndarray, doc_emb: np.ndar
     back instead of searching; the canonical top-k is a prefix of a longer canonical list.
     ``timings["cached"]`` says whether every rank read its results back.
     """
-    from .read import read_json
+    from .files import read_json
     from .write import save_npz, write_json
 
     spec = spec if isinstance(spec, IndexSpec) else IndexSpec(spec)

@@ -17,6 +17,8 @@ import glob
 import os
 from typing import Any
 
+from .manifests import manifest_paths
+
 INPUT = "input"  # a file or folder that must exist
 INPUT_DIR = "input_dir"  # a folder that must exist (a file there is refused)
 INPUT_SPEC = "input_spec"  # a file, folder, glob, brace pattern or comma list; or a name resolved elsewhere (hub)
@@ -69,7 +71,6 @@ def spec_paths(value: str) -> list[str]:
     """The existing paths (real) an input flag's value names: the value, or each item of a comma list;
     a pattern's matches; and the paths a manifest among them names (a collection's or ``--against``'s
     datasets are inputs too). A hub name names none."""
-    from .collection import manifest_paths
 
     out = []
     for part in [value] if os.path.lexists(value) else value.split(","):

@@ -35,7 +35,8 @@ from .stages import Stages
 from .fault import fault
 from .rundir import Results, RunDir, io_failure, locked_by_main, release_held_locks
 from .stats import Stats, summary_line
-from .write import merge_files, read_lines, write_json, write_json_list, write_lines
+from .write import merge_files, write_json, write_json_list, write_lines
+from .files import read_lines
 
 Body = Callable[[distributed.DistInfo, Any, "Run | None"], Any]  # (info, options, the run folder or None)
 

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .errors import RunConflictError
 from .card import CARD, card_is_ours, write_results_card
 from .paths import path_signature
-from .read import read_json
+from .files import read_json
 from .write import write_json
 from .log import logger
 

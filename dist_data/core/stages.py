@@ -18,7 +18,8 @@ from .embed import (BATCHES_PER_BLOCK, BlockEmbedder, count_cache_hits, embed_by
                     text_embedder)
 from .keys import global_first
 from .log import logger, progress
-from .read import Parse, Shard, plan_blocks, read_stage
+from .blocks import plan_blocks, read_stage, Shard
+from .rows import Parse
 from .report import record_search
 from .select import PAD_ID
 from .stats import Stats
@@ -159,7 +160,7 @@ class Stages:
         run's index (``--index``), cached by content; ``record``: the index stage and the index used
         go into the stats. Collective."""
         opts = self.opts
-        spec = opts.index_spec() if hasattr(opts, "index_spec") else index.IndexSpec(opts.index)
+        spec = self._index_spec()
         shown = self.progress(len(queries), name, unit=unit) if bar else contextlib.nullcontext()
         with self.stats.stage(name, rows=len(queries)), shown as progress_bar:
             found = index.cached_search(self.cache_root, queries, documents, document_ids, depth, spec,
@@ -169,17 +170,24 @@ class Stages:
             record_search(self.info, self.stats, spec, found[2], len(document_ids), depth)
         return found
 
+    def _index_spec(self) -> index.IndexSpec:
+        opts = self.opts
+        return opts.index_spec() if hasattr(opts, "index_spec") else index.IndexSpec(opts.index)
+
     def threshold_pairs(self, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, threshold: float,
-                        first_depth: int, search: Callable | None = None,
-                        on_round: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(a, b, score)``: every pair of one of ``queries`` (positions in ``ids``) with another
-        vector of any rank scoring >= ``threshold``, exact whatever ``first_depth``: a query whose
-        whole list is at or above the threshold is searched again 4x deeper, until every list ends
-        below it. ``search(positions, depth)`` (default: the run's search) returns ``(scores, ids,
-        timings)``; ``on_round(round, positions, scores, ids, other, timings)`` sees each round.
+                        first_depth: int, search: Callable | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, score, nearest)``: every pair of one of ``queries`` (positions in ``ids``) with
+        another vector of any rank scoring >= ``threshold``, exact whatever ``first_depth``: a query
+        whose whole list is at or above the threshold is searched again 4x deeper
+        (``searched_deeper``), until every list ends below it; ``nearest``: each query's best score
+        with another vector (-inf: none). ``search(positions, depth)`` returns ``(scores, ids,
+        timings)``; by default the run's index, recorded (an independent check passes its own).
         Collective."""
+        record = search is None
         search = search or (lambda todo, depth: self.search(vectors[todo], vectors, ids, depth, unit="texts",
                                                             record=False))
+        nearest = np.full(len(queries), -np.inf)
         found_a, found_b, found_s = [], [], []
         total = sum(distributed.all_gather_object(len(ids)))
         if first_depth > total and self.info.is_main:
@@ -190,8 +198,13 @@ class Stages:
             scores, got, timings = search(todo, depth)
             own = ids[todo]
             other = (got != PAD_ID) & (got != own[:, None])
-            if on_round:
-                on_round(round_, todo, scores, got, other, timings)
+            if round_ == 0:
+                if record:
+                    record_search(self.info, self.stats, self._index_spec(), timings, len(ids), got.shape[1])
+                if len(todo):
+                    nearest[:] = np.where(other, scores, -np.inf).max(axis=1)
+            elif record:
+                self.stats.add("searched_deeper", len(todo))
             take = other & (scores >= threshold)
             rows, cols = np.nonzero(take)
             found_a.append(own[rows])
@@ -206,7 +219,7 @@ class Stages:
         s = np.concatenate(found_s).astype(np.float64)
         _, unique = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)  # deeper rounds repeat the first
         unique = np.sort(unique)
-        return a[unique], b[unique], s[unique]
+        return a[unique], b[unique], s[unique], nearest
 
     # ---------------------------------------------------------------- selections
 

@@ -9,7 +9,7 @@ import os
 import shutil
 import zipfile
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -95,13 +95,6 @@ def write_folder_atomically(path: str, fill: Callable[[str], Any]) -> Any:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
-
-def read_lines(paths: Sequence[str]) -> Iterator[str]:
-    """The lines of ``paths`` in order, without their line ends."""
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                yield line.rstrip("\n")
 
 
 def write_lines(path: str, lines: Iterable[str]) -> int:

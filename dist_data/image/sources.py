@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..core.errors import InputError
-from ..core.read import require_complete_tar
+from ..core.files import require_complete_tar
 from ..core.log import logger
 from ..core.compat import import_torchvision
 

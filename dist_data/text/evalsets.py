@@ -24,9 +24,9 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..core.collection import is_manifest, manifest_datasets
+from ..core.manifests import is_manifest, manifest_datasets
 from ..core.errors import BadRowError, InputError
-from ..core.read import get_texts, Row, row_value, checked_text
+from ..core.rows import checked_text, get_texts, Row, row_value
 from .layouts import beir_join, get_beir_document, get_beir_query
 from .tasks import has_layout, local_splits, split_file, TASK_TYPES
 

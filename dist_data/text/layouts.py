@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 
 from ..core.errors import BadRowError, InputError
-from ..core.read import Row, checked_text, row_value
+from ..core.rows import checked_text, Row, row_value
 
 def get_query_positives(row: Row, query_key: str, document_key: str) -> tuple[str, list[str]]:
     """A query and its positives from any of the pair layouts of sentence-transformers' training data.

@@ -27,7 +27,8 @@ from ..core.errors import BadRowError
 from .layouts import beir_join, get_beir_document, get_beir_query, get_query_positives_negatives, read_qrels
 from ..core.keys import KeyedVectors, Owners, global_first
 from ..core.log import logger, progress
-from ..core.read import read_stage, reject_reason
+from ..core.blocks import read_stage
+from ..core.rows import reject_reason
 from ..core.run import Run
 from ..core.stats import Stats
 from ..core.select import PAD_ID, canonical_topk, exact_scores

@@ -108,13 +108,10 @@ def dataset_dirs(info: distributed.DistInfo, refs: list[TaskRef], data_path: str
                  hf_subset: str | None) -> list[str]:
     """Every dataset's folder, on every rank: one process per machine fetches the missing hub tasks
     (``dataset_dir``) while the others wait; a failure is raised on every rank."""
-    folders, error = None, None
-    if info.local_rank == 0:
-        try:
+    folders = None
+    with distributed.same_error_on_every_rank(InputError, ValueError):
+        if info.local_rank == 0:
             folders = [dataset_dir(ref, data_path, cache_dir, hf_subset) for ref in refs]
-        except (InputError, ValueError) as e:
-            error = e
-    distributed.raise_if_any_failed(error)
     return folders or [dataset_dir(ref, data_path, cache_dir, hf_subset, fetch=False) for ref in refs]
 
 

@@ -24,7 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import BadRowError, InputError
-from ..core.read import open_npz, read_rows, Row
+from ..core.files import open_npz
+from ..core.rows import Row
+from ..core.sources import read_rows
 from .layouts import beir_join, get_beir_document, get_beir_query, read_qrels
 
 TASK_TYPES = {
