@@ -10,7 +10,7 @@ Matchers, timed in this process on one core, on the same captions:
   case=False)`` per synset, 1,000 passes over the captions (run on ``--slow_captions`` of them);
 - one alternation: all lemmas in one compiled case-insensitive ``re`` pattern, ``finditer`` per caption
   (finds non-overlapping matches only: "siberian husky" hides "husky");
-- dist_data: :class:`dist_data.captions.lemmas.LemmaMatcher` (one Aho-Corasick pass, every match).
+- dist_data: :class:`dist_data.caption.lemmas.LemmaMatcher` (one Aho-Corasick pass, every match).
 
 Then the whole command (read jsonl, match, write the table, stats) as a plain process and under
 torchrun with 2 ranks, wall time including start-up. Prints tables, writes bench/results/captions.json.
@@ -62,8 +62,8 @@ def main() -> None:
 
     import pandas as pd
 
-    from dist_data.captions.classes import imagenet_classes
-    from dist_data.captions.lemmas import LemmaMatcher, normalize
+    from dist_data.caption.classes import imagenet_classes
+    from dist_data.caption.lemmas import LemmaMatcher, normalize
 
     captions = real_captions()
     classes = imagenet_classes()

@@ -34,7 +34,7 @@ FULL = "full N x N matrix (one process)"
 
 
 def names(n: int) -> list[str]:
-    from dist_data.catalog.names import normalize_name
+    from dist_data.product.names import normalize_name
     from dist_data.core.wordnet import iter_synsets
 
     seen, out = set(), []

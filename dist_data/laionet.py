@@ -33,14 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .captions import laion as steps
-from .captions import label as labelling
-from .captions import scoring, tables
-from .captions.arrange import arrange_files, arrange_webdataset, expand_shards, read_metadata
-from .captions.classes import ClassNamesOptions, class_names, imagenet_classes, laionet_class_list, wnid_to_label
-from .captions.laion_io import column_array, laion_table, load_columns, require_columns, write_wnid_lists
-from .captions.lemmas import LaionetMatcher, LemmaMatcher
-from .captions.runs import publish_table
+from .caption import laion as steps
+from .caption import label as labelling
+from .caption import scoring, tables
+from .caption.arrange import arrange_files, arrange_webdataset, expand_shards, read_metadata
+from .caption.classes import ClassNamesOptions, class_names, imagenet_classes, laionet_class_list, wnid_to_label
+from .caption.laion_io import column_array, laion_table, load_columns, require_columns, write_wnid_lists
+from .caption.lemmas import LaionetMatcher, LemmaMatcher
+from .caption.runs import publish_table
 from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of, required
 from .core.paths import CACHE_DIR, INPUT, INPUT_SPEC, OUTPUT_DIR, OUTPUT_FILE

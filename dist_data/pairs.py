@@ -1,6 +1,6 @@
 """Brand-synonym candidates: every pair of distinct names whose embeddings score at or above a threshold.
 
-Names are compared by their normal form (:func:`dist_data.catalog.names.normalize_name`); rows whose
+Names are compared by their normal form (:func:`dist_data.product.names.normalize_name`); rows whose
 names normalise alike are one name, reported as a group. Each name is embedded once, as its most
 frequent spelling, in blocks made by its normal form's hash (so the pairs and scores do not depend
 on the order of the rows or the number of ranks), and searched against all the others with the exact index (``--index=sharded``: no rank holds more than
@@ -17,7 +17,7 @@ Outputs in ``--output_dir``: ``pairs.jsonl`` and ``pairs.csv`` (``name_a, name_b
 row_b, source, distance_to_threshold``; rows are each name's first 0-based line id) in review order
 (``--sort``), ``duplicates.jsonl`` (one group of rows per normalised name), ``scores.png``,
 ``stats.json``, ``rejects.jsonl``, ``args.json``. With ``--transliterate`` a name whose Latin <->
-Cyrillic reading (:func:`dist_data.catalog.names.transliterations`) is another name's normal form
+Cyrillic reading (:func:`dist_data.product.names.transliterations`) is another name's normal form
 makes a pair with it whatever its score, marked ``transliteration`` (``model+transliteration`` when
 the model found it too).
 """
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .catalog import pairs as steps
-from .catalog.names import most_frequent_spelling, normalize_name, transliterations
+from .product import pairs as steps
+from .product.names import most_frequent_spelling, normalize_name, transliterations
 from .core import distributed
 from .core.cli import at_least, cosine, flag, in_range, non_empty, one_of
 from .core.collection import CollectionOptions

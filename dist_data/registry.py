@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-# verb -> the module ``python -m`` runs (captions and catalog: their package's __main__)
+# verb -> the module ``python -m`` runs: every verb is a module at the top of dist_data/
 VERBS = {
     "filter": "dist_data.filter",
     "mine": "dist_data.mine",
@@ -22,11 +22,11 @@ VERBS = {
     "finetune_data": "dist_data.finetune_data",
     "embed_images": "dist_data.embed_images",
     "imagenet": "dist_data.imagenet",
-    "captions": "dist_data.captions.__main__",
+    "captions": "dist_data.captions",
     "laionet": "dist_data.laionet",
     "pairs": "dist_data.pairs",
     "triplets": "dist_data.triplets",
-    "catalog": "dist_data.catalog.__main__",
+    "catalog": "dist_data.catalog",
     "dedup": "dist_data.dedup",
 }
 
@@ -46,7 +46,7 @@ class Command:
     @property
     def module(self) -> str:
         """What ``python -m`` / ``torchrun -m`` runs."""
-        return VERBS[self.verb].removesuffix(".__main__")
+        return VERBS[self.verb]
 
     def argv(self, *flags: str) -> list[str]:
         """The command line after ``python -m MODULE``."""
@@ -129,7 +129,7 @@ def check(argv: list[str]) -> None:
     from .core.cli import dispatch
 
     module, rest = (argv[0], argv[1:]) if argv else ("", [])
-    verb = next((v for v, m in VERBS.items() if m.removesuffix(".__main__") == module), None)
+    verb = next((v for v, m in VERBS.items() if m == module), None)
     if verb is None or any(a in ("-h", "--help") for a in rest):
         return
     dispatch(importlib.import_module(VERBS[verb]).COMMANDS, None, module, rest, lambda opts, body, command: None)

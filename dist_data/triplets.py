@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from .catalog import triplets as steps
-from .catalog.names import char_ratio
+from .product import triplets as steps
+from .product.names import char_ratio
 from .core import distributed
 from .core.cli import at_least, cosine, flag, non_empty, one_of
 from .core.paths import INPUT_SPEC

@@ -20,8 +20,8 @@ from collections import Counter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from dist_data.captions.classes import LAIONET_ABSENT, imagenet_classes, laionet_class_list  # noqa: E402
-from dist_data.captions.lemmas import ASCII_PUNCTUATION, LaionetMatcher, LemmaMatcher, normalize  # noqa: E402
+from dist_data.caption.classes import LAIONET_ABSENT, imagenet_classes, laionet_class_list  # noqa: E402
+from dist_data.caption.lemmas import ASCII_PUNCTUATION, LaionetMatcher, LemmaMatcher, normalize  # noqa: E402
 
 SAMPLE = os.path.join(os.path.dirname(HERE), "dist_data", "data", "wordnet_text.jsonl.gz")
 # the causes, in the order a label is attributed to them (the first that explains it)

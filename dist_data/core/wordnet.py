@@ -1,7 +1,7 @@
 """The WordNet 3.0 database (Debian's ``wordnet-base``: /usr/share/wordnet), read directly.
 
 Real English text for the shipped samples, tests and benchmarks (:mod:`dist_data.text.wordnet`),
-and the lemmas and definitions of the ImageNet synsets (:mod:`dist_data.captions.classes`).
+and the lemmas and definitions of the ImageNet synsets (:mod:`dist_data.caption.classes`).
 """
 
 from __future__ import annotations

@@ -17,16 +17,16 @@ from dataclasses import dataclass
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from ..core import distributed
-from ..core.cli import flag, non_empty, one_of, required
-from ..core.paths import INPUT_SPEC
-from ..core.blocks import build_catalog
-from ..core.sources import resolve_sources
-from ..core.write import atomic_open, write_parquet
-from ..core.options import RunOptions
-from ..core.rows import parse_or_reject, REJECTED
-from ..core.run import Run, run_main
-from .clean import clean_rows, prepare
+from .core import distributed
+from .core.cli import flag, non_empty, one_of, required
+from .core.paths import INPUT_SPEC
+from .core.blocks import build_catalog
+from .core.sources import resolve_sources
+from .core.write import atomic_open, write_parquet
+from .core.options import RunOptions
+from .core.rows import parse_or_reject, REJECTED
+from .core.run import Run, run_main
+from .product.clean import clean_rows, prepare
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 

@@ -28,21 +28,21 @@ from typing import Any
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from ..core import distributed
-from ..core.cli import at_least, flag, non_empty, one_of, required
-from ..core.paths import INPUT, INPUT_SPEC, OUTPUT_NAME
-from ..core.sources import read_rows, require_fields, resolve_sources
-from ..core.log import logger
-from ..core.options import RunFolderOptions, RunOptions
-from ..core.rows import parse_or_reject, REJECTED
-from ..core.run import Run, run_main
-from ..core.stats import fmt_rows, Stats
-from . import label as labelling
-from . import tables
-from .classes import ClassNamesOptions, class_names, imagenet100_labels, imagenet_classes, read_class_names
-from .lemmas import LemmaMatcher
-from .runs import publish_table
-from .variants import MODES, Fields, make_variants, parse_record
+from .core import distributed
+from .core.cli import at_least, flag, non_empty, one_of, required
+from .core.paths import INPUT, INPUT_SPEC, OUTPUT_NAME
+from .core.sources import read_rows, require_fields, resolve_sources
+from .core.log import logger
+from .core.options import RunFolderOptions, RunOptions
+from .core.rows import parse_or_reject, REJECTED
+from .core.run import Run, run_main
+from .core.stats import fmt_rows, Stats
+from .caption import label as labelling
+from .caption import tables
+from .caption.classes import ClassNamesOptions, class_names, imagenet100_labels, imagenet_classes, read_class_names
+from .caption.lemmas import LemmaMatcher
+from .caption.runs import publish_table
+from .caption.variants import MODES, Fields, make_variants, parse_record
 
 
 @dataclass(frozen=True, kw_only=True)

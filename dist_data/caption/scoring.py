@@ -165,7 +165,7 @@ class _Claimed:
 def search_similar(run: Run, class_names: list[str],
                    extra: list[tuple[str, Callable[[str], Any]]]) -> dict | None:
     """Each reference caption's top-k LAION captions; each claims the first unclaimed one
-    (:func:`dist_data.captions.laion.claim`); ``extra`` files are written beside the table. Returns the
+    (:func:`dist_data.caption.laion.claim`); ``extra`` files are written beside the table. Returns the
     merged stats on rank 0. Collective."""
     opts, stats = run.opts, run.stats
     classes, known = imagenet_classes(), wnid_to_label()

@@ -1,1 +1,0 @@
-"""Product-catalogue mining: brand-synonym pairs, category triplets, the cleaning step."""
