@@ -43,7 +43,7 @@ def load_model():
 
 
 def queries() -> dict[str, str]:
-    from dist_data.captions import laion
+    from dist_data.caption import laion
     from dist_data.caption.classes import imagenet_classes
 
     return {c.wnid: laion.query_text(c) for c in imagenet_classes()}

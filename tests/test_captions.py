@@ -20,7 +20,7 @@ import pytest
 
 from caption_data import incaps_rows, real_captions, write_json
 from conftest import assert_plot, run_cli
-from dist_data.captions import tables
+from dist_data.caption import tables
 from dist_data.caption.classes import CLASS_TABLE, build_class_table, imagenet100_labels, imagenet_classes
 from dist_data.caption.lemmas import LemmaMatcher
 from dist_data.caption.variants import MODES, Fields, Record, make_variants, templates

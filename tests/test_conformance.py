@@ -1265,7 +1265,7 @@ def test_laionet_filter_takes_a_wnid_outside_imagenet_as_a_bad_row(on_bad_rows, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dist_data.captions import laion
+    from dist_data.caption import laion
     from dist_data.caption.classes import imagenet_classes
 
     classes = imagenet_classes()

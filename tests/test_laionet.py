@@ -21,7 +21,7 @@ import pytest
 
 from caption_data import incaps_rows, laion_rows, real_captions, write_json, write_parquet_shards
 from conftest import assert_plot, run_cli
-from dist_data.captions import laion
+from dist_data.caption import laion
 from dist_data.caption.classes import imagenet_classes
 from dist_data.caption.lemmas import LaionetMatcher, LemmaMatcher
 from dist_data.core.wordnet import iter_synsets
