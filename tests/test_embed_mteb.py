@@ -305,7 +305,7 @@ def test_combine_one_label_space_test_only_split_and_unseen_labels(embedded, com
 
 
 def test_combine_class_rules_for_pairs_retrieval_and_reranking(embedded, combined):
-    from dist_data.combine import dataset_rows
+    from dist_data.text.combine import dataset_rows
     from dist_data.text.tasks import load_reranking
 
     _, out, _ = embedded
