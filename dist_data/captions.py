@@ -275,10 +275,10 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
     plan = run.plan(opts.captions, unit="captions")
     cache = os.path.join(run.cache_dir, "label")
     rejects, shown = labelling.label_blocks(
-        info, stats, plan, cache, ".tsv",
+        run, plan, cache, ".tsv",
         lambda rows: labelling.label_block(rows, matcher, wnids, opts.caption_key, opts.filepath_key,
                                            opts.on_bad_rows),
-        labelling.write_text, run.show_progress)
+        labelling.write_text)
     per_class = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :])
     counts = per_class.sum(axis=0)
     if info.is_main:

@@ -49,7 +49,7 @@ from .core.log import logger
 from .core.options import IndexOptions, ModelOptions, RunOptions
 from .core.paths import INPUT_SPEC, spec_paths
 from .core.run import Output, Run, run_main
-from .core.stats import Stats, fmt_rows
+from .core.stats import fmt_rows
 from .core.write import write_json
 from .text.dedup import Texts, components, decontaminate, edges, identity, read_eval
 from .text.evalsets import EvalSet, eval_sets
@@ -162,7 +162,7 @@ def run_dedup(info: distributed.DistInfo, opts: DedupOptions, run: Run) -> dict 
                       [(f"each text's nearest other text (threshold {opts.threshold})", ["nearest_other"], "cosine")],
                       lines={"threshold": opts.threshold})
     if opts.report_only:
-        return _report(info, stats, run, shard, nodes, owners, a, b, s)
+        return _report(run, shard, nodes, owners, a, b, s)
 
     leaked, leak_rows, leakage = decontaminate(run, embed.embedders, nodes, owners, evals)
     removed_leaks = leaked if opts.mode == "remove" else np.zeros(len(nodes.ids), dtype=bool)
@@ -204,10 +204,10 @@ def _component_key(line: str) -> int:
 
 # ---------------------------------------------------------------- --report_only
 
-def _report(info: distributed.DistInfo, stats: Stats, run: Run, shard, nodes: Texts, owners: Owners, a: np.ndarray,
-            b: np.ndarray, s: np.ndarray) -> dict | None:
+def _report(run: Run, shard, nodes: Texts, owners: Owners, a: np.ndarray, b: np.ndarray, s: np.ndarray) -> dict | None:
     """For each candidate threshold: the rows it would remove (exact duplicates, plus every text of a
     component but one). Collective; rank 0 writes report.json."""
+    stats = run.stats
     exact = sum(distributed.all_gather_object(int(stats.counts["exact_duplicates"])))
     rows = sum(distributed.all_gather_object(len(shard.positions)))
     texts = sum(distributed.all_gather_object(len(nodes.ids)))
@@ -219,7 +219,7 @@ def _report(info: distributed.DistInfo, stats: Stats, run: Run, shard, nodes: Te
         table.append({"threshold": t, "rows_removed": exact + texts - roots, "near_duplicates": texts - roots,
                       "fraction_removed": round((exact + texts - roots) / max(rows, 1), 6)})
     stats.add("kept", len(shard.positions))
-    if info.is_main:
+    if run.info.is_main:
         for r in table:
             logger.info("threshold %.2f would remove %s rows (%.1f%%)", r["threshold"], fmt_rows(r["rows_removed"]),
                         100 * r["fraction_removed"])

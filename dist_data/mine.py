@@ -135,15 +135,9 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | 
     """The mining pipeline on this rank; returns the merged stats on rank 0."""
     stats = run.stats
     if opts.qrels:
-        items, docs, rejects = read_beir(info, stats, queries=opts.queries, corpus=opts.corpus, qrels=opts.qrels,
-                                         split=opts.split, corpus_key=opts.corpus_key, max_rows=opts.max_rows,
-                                         seed=opts.seed, block_rows=run.block_rows, on_bad_rows=opts.on_bad_rows)
+        items, docs, rejects = read_beir(run)
     else:
-        items, docs, rejects = read_pairs(info, stats, dataset=opts.dataset or SAMPLE_PAIRS, split=opts.split,
-                                          query_key=opts.query_key, document_key=opts.document_key,
-                                          corpus=opts.corpus, corpus_key=opts.corpus_key, max_rows=opts.max_rows,
-                                          seed=opts.seed, block_rows=run.block_rows, on_bad_rows=opts.on_bad_rows,
-                                          input_negatives=opts.use_input_negatives)
+        items, docs, rejects = read_pairs(run, opts.dataset or SAMPLE_PAIRS, opts.use_input_negatives)
     run.begin()
     emb = embed_stage(run, items, docs)
 
@@ -177,9 +171,7 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | 
                                 vectors)
 
     if opts.cross_encoder:
-        cand_scores, flat_scores, own_score = rerank_stage(
-            info, stats, opts.cross_encoder, items, docs, emb, cand_ids, flat_item, flat_doc, pos_rep,
-            batch_size=opts.batch_size, block_rows=run.block_rows, show_progress=opts.progress)
+        cand_scores, flat_scores, own_score = rerank_stage(run, items, docs, emb, cand_ids, flat_item, flat_doc, pos_rep)
         cand_scores, cand_ids = canonical_topk(cand_scores, cand_ids, cand_ids.shape[1])
     # The margins use the hardest (lowest-scoring) positive of the query, as sentence-transformers.
     hardest = np.full(n, np.inf)

@@ -38,7 +38,7 @@ from .core.models import DEFAULT_MODEL, resolve_model
 from .core.rows import get_texts
 from .core.sources import resolve_sources
 from .core.write import atomic_open, save_dataset, save_npz
-from .core.log import logger, progress
+from .core.log import logger
 from .text.pack import SPECIALS, Layout, PackStats, pack_slice
 from .core.options import RunOptions
 from .core.blocks import plan_blocks
@@ -72,20 +72,22 @@ def special_layout(tok, seq_len: int, specials: str) -> Layout:
     return Layout(seq_len, specials, tuple(wrapped[:at]), tuple(wrapped[at + len(content) :]), int(pad))
 
 
-def tokenize_stage(info: distributed.DistInfo, stats: Stats, run, *, dataset: str, split: str, text_key: str,
-                   tok, layout: Layout, block_docs: int, max_rows: int | None, seed: int, on_bad_rows: str,
-                   show_progress: bool) -> tuple[list[str], list[dict]]:
-    """Pass 1: tokenize this rank's documents block by block; each block's stream cached as .npy."""
+def tokenize_stage(run: Run, tok, layout: Layout) -> tuple[list[str], list[dict]]:
+    """Pass 1: tokenize this rank's documents (``--text_key``) in blocks of ``--block_docs``; each
+    block's stream cached as .npz."""
+    opts, stats = run.opts, run.stats
     key = content_hash([tok.backend_tokenizer.to_str(), layout.specials, json.dumps([layout.prefix, layout.suffix])])
     cache = os.path.join(run.cache_dir, f"tok-{key}")
     os.makedirs(cache, exist_ok=True)
     files, rejects = [], []
     with stats.stage("tokenize") as rec, distributed.same_error_on_every_rank():
-        plan = plan_blocks(info, stats, dataset, split, max_rows, seed, block_docs, unit="documents")
-        with progress(plan.hi - plan.lo, "tokenize", show_progress and info.is_main, unit="docs") as bar:
+        plan = plan_blocks(run.info, stats, opts.dataset, opts.split, opts.max_rows, opts.seed, opts.block_docs,
+                           unit="documents")
+        with run.progress(plan.hi - plan.lo, "tokenize", unit="docs") as bar:
             for b, rows in plan.blocks():
-                texts = [t for t in (parse_or_reject(row, lambda r: get_texts(r, [text_key])[0], on_bad_rows,
-                                                     rejects, stats) for row in rows) if t is not REJECTED]
+                texts = [t for t in (parse_or_reject(row, lambda r: get_texts(r, [opts.text_key])[0],
+                                                     opts.on_bad_rows, rejects, stats) for row in rows)
+                         if t is not REJECTED]
                 files.append(_tokenize_block(tok, layout, texts, cache, b, stats))
                 stats.add("read", len(rows))
                 stats.add("documents", len(texts))
@@ -128,11 +130,14 @@ def _head(files: list[str], n: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int32)
 
 
-def pack_stage(info: distributed.DistInfo, stats: Stats, run, files: list[str], layout: Layout, drop_last: bool,
-               with_special_mask: bool) -> None:
-    """Pass 2: find this slice's place in the global stream and write the sequences starting in it."""
+def pack_stage(run: Run, files: list[str], layout: Layout) -> None:
+    """Pass 2: find this slice's place in the global stream and write the sequences starting in it
+    (``--drop_last``, ``--special_tokens_mask``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    info, stats = run.info, run.stats
+    drop_last, with_special_mask = run.opts.drop_last, run.opts.special_tokens_mask
 
     with stats.stage("pack") as rec:
         # this slice's stream length: every block's tokens and document specials, counted while tokenizing
@@ -239,10 +244,8 @@ def run_pretokenize(info: distributed.DistInfo, opts: PretokenizeOptions, run: R
     tok = load_tokenizer(opts.tokenizer_name, opts.revision)
     layout = special_layout(tok, opts.seq_len, opts.specials)
     run.begin()  # before tokenizing: a run killed while tokenizing is then resumable
-    files, rejects = tokenize_stage(info, stats, run, dataset=opts.dataset, split=opts.split, text_key=opts.text_key,
-                                    tok=tok, layout=layout, block_docs=opts.block_docs, max_rows=opts.max_rows,
-                                    seed=opts.seed, on_bad_rows=opts.on_bad_rows, show_progress=opts.progress)
-    pack_stage(info, stats, run, files, layout, opts.drop_last, opts.special_tokens_mask)
+    files, rejects = tokenize_stage(run, tok, layout)
+    pack_stage(run, files, layout)
     stats.add("kept", stats.counts["sequences"])
     run.write_parts([], rejects)
     merged = run.merge(result=Output(run.result_name, write=lambda path: join_parts(

@@ -17,16 +17,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..core.dedup import content_hash
 from ..core import distributed
+from ..core.blocks import BlockSlice
+from ..core.dedup import content_hash
 from ..core.errors import BadRowError
 from ..core.files import read_json
-from ..core.rows import Row
-from ..core.write import atomic_open, write_json
-from ..core.log import progress
-from ..core.blocks import BlockSlice
-from ..core.rows import parse_or_reject, REJECTED
+from ..core.rows import REJECTED, Row, parse_or_reject
+from ..core.run import Run
 from ..core.stats import Stats
+from ..core.write import atomic_open, write_json
 from .lemmas import LemmaMatcher
 from .tables import one_line, tsv_text
 
@@ -152,18 +151,18 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def label_blocks(info: distributed.DistInfo, stats: Stats, plan: BlockSlice, cache: str, suffix: str,
-                 label: Callable[[list[Row]], BlockResult], write_data: Callable[[str, Any], None],
-                 show_progress: bool) -> tuple[list[dict[str, Any]], list[str]]:
+def label_blocks(run: Run, plan: BlockSlice, cache: str, suffix: str, label: Callable[[list[Row]], BlockResult],
+                 write_data: Callable[[str, Any], None]) -> tuple[list[dict[str, Any]], list[str]]:
     """Label this rank's blocks: a finished block (same content) is read back from ``cache``, any
     other is labelled (``label(rows)``) and saved (``write_data(path, result.data)``). Adds every block's
-    counts to ``stats``; returns the rejects and the first unmatched captions of all ranks. A bad
+    counts to the run's stats; returns the rejects and the first unmatched captions of all ranks. A bad
     row on any rank stops every rank with its message. Collective."""
     os.makedirs(cache, exist_ok=True)
     rejects: list[dict[str, Any]] = []
     unmatched: list[str] = []
+    stats = run.stats
     with stats.stage("label") as rec, distributed.same_error_on_every_rank():
-        with progress(plan.hi - plan.lo, "label", show_progress, unit="captions") as bar:
+        with run.progress(plan.hi - plan.lo, "label", unit="captions") as bar:
             for b, rows in plan.blocks():
                 key = block_key(rows)
                 meta = cached_meta(cache, b, key, suffix)

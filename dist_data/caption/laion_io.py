@@ -134,13 +134,14 @@ def reference_text(value: dict[str, Any], keys: Sequence[str]) -> str:
     return " ".join(parts)
 
 
-def read_references(info: distributed.DistInfo, stats: Stats, path: str, split: str, key: str, wnid_key: str,
-                    known: dict[str, int], on_bad_rows: str, rejects: list[dict[str, Any]],
-                    block_rows: int) -> References:
-    """This rank's block-aligned share of the references (text from ``key``, a comma list joined)."""
-    keys_ = [k.strip() for k in key.split(",") if k.strip()]
+def read_references(run: Any, known: dict[str, int], rejects: list[dict[str, Any]]) -> References:
+    """This rank's block-aligned share of ``--references`` (the text from ``--reference_key``, a comma
+    list joined; the class from ``--reference_wnid_key``)."""
+    opts, stats = run.opts, run.stats
+    keys_ = [k.strip() for k in opts.reference_key.split(",") if k.strip()]
+    wnid_key, on_bad_rows = opts.reference_wnid_key, opts.on_bad_rows
     scratch = Stats()  # the references' input rows are not the run's
-    plan = plan_blocks(info, scratch, path, split, None, 0, block_rows, unit="references")
+    plan = plan_blocks(run.info, scratch, opts.references, opts.split, None, 0, opts.block_rows, unit="references")
 
     def parse(row):
         if row.error is not None:

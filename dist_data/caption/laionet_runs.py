@@ -61,9 +61,8 @@ def run_label(info: distributed.DistInfo, opts: Any, run: Run) -> dict | None:
         block.add("kept", len(records))
         return labelling.BlockResult(laion_table(records), block.counts, rejects, unmatched)
 
-    rejects, shown = labelling.label_blocks(info, stats, plan, cache, ".parquet", label_block,
-                                            lambda path, table: write_parquet(path, table),
-                                            run.show_progress)
+    rejects, shown = labelling.label_blocks(run, plan, cache, ".parquet", label_block,
+                                            lambda path, table: write_parquet(path, table))
     counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :]).sum(0)
     if info.is_main:
         stats.examples = {"unmatched_captions": shown}

@@ -171,8 +171,7 @@ def search_similar(run: Run, class_names: list[str],
     classes, known = imagenet_classes(), wnid_to_label()
     run.begin()
     rejects: list[dict[str, Any]] = []
-    refs = read_references(run.info, stats, opts.references, opts.split, opts.reference_key, opts.reference_wnid_key,
-                           known, opts.on_bad_rows, rejects, opts.block_rows)
+    refs = read_references(run, known, rejects)
     plan = run.plan(opts.laion)
     doc_keys, doc_texts = [], []
 

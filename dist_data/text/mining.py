@@ -26,8 +26,7 @@ from ..core.dedup import text_hashes
 from ..core.errors import BadRowError
 from .layouts import beir_join, get_beir_document, get_beir_query, get_query_positives_negatives, read_qrels
 from ..core.keys import KeyedVectors, Owners, global_first
-from ..core.log import logger, progress
-from ..core.blocks import read_stage
+from ..core.log import logger
 from ..core.rows import reject_reason
 from ..core.run import Run
 from ..core.stats import Stats
@@ -78,24 +77,22 @@ def _documents(rows: list[tuple[int, int, str, str, str, str]], owners: Owners) 
                      [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows], owners)
 
 
-def read_pairs(info: distributed.DistInfo, stats: Stats, *, dataset: str, split: str, query_key: str,
-               document_key: str, corpus: str | None, corpus_key: str, max_rows: int | None, seed: int,
-               block_rows: int, on_bad_rows: str, input_negatives: bool = False) -> tuple[Items, Documents, list[dict]]:
-    """Pair rows (any sentence-transformers layout) and, optionally, a separate corpus of negatives.
+def read_pairs(run: Run, dataset: str, input_negatives: bool = False) -> tuple[Items, Documents, list[dict]]:
+    """Pair rows (any sentence-transformers layout: ``--query_key``, ``--document_key``) and,
+    optionally, a separate corpus of negatives (``--corpus``).
 
     With ``input_negatives`` the rows' own negatives are documents too (candidates of every
     query), and each item remembers those of its row.
     """
-    shard = read_stage(info, stats, dataset, split,
-                       lambda row: get_query_positives_negatives(row, query_key, document_key, input_negatives),
-                       max_rows, seed, block_rows, on_bad_rows)
+    opts, stats = run.opts, run.stats
+    shard = run.read(lambda row: get_query_positives_negatives(row, opts.query_key, opts.document_key,
+                                                               input_negatives), dataset)
     rejects = list(shard.rejects)
     docs: list[tuple] = []
     ranges = []
     n_corpus = 0
-    if corpus:
-        cshard = read_stage(info, stats, corpus, split, lambda row: get_beir_document(row, corpus_key), None, seed,
-                            block_rows, on_bad_rows, name="corpus")
+    if opts.corpus:
+        cshard = run.read(lambda row: get_beir_document(row, opts.corpus_key), opts.corpus, name="corpus")
         rejects += cshard.rejects
         n_corpus = cshard.n_processed
         docs += [(int(p), int(p), "corpus", rid, title, text)
@@ -125,13 +122,14 @@ def read_pairs(info: distributed.DistInfo, stats: Stats, *, dataset: str, split:
     return items, _documents(docs, Owners.gather(ranges)), rejects
 
 
-def read_beir(info: distributed.DistInfo, stats: Stats, *, queries: str, corpus: str, qrels: str, split: str,
-              corpus_key: str, max_rows: int | None, seed: int, block_rows: int,
-              on_bad_rows: str) -> tuple[Items, Documents, list[dict]]:
-    """A BeIR folder's queries, corpus and qrels: one item per judged-positive (query, document).
+def read_beir(run: Run) -> tuple[Items, Documents, list[dict]]:
+    """A BeIR folder's queries, corpus and qrels (``--queries``, ``--corpus``, ``--qrels``): one item
+    per judged-positive (query, document).
 
     Every rank reads the (small) qrels file whole; queries and corpus rows are sharded.
     """
+    info, opts, stats = run.info, run.opts, run.stats
+    queries, corpus, qrels, on_bad_rows = opts.queries, opts.corpus, opts.qrels, opts.on_bad_rows
     judged, bad = read_qrels(qrels)  # a missing file is an InputError on every rank alike
     rejects = _bad_rows(bad if info.is_main else [], on_bad_rows, stats)
     positives: dict[str, list] = defaultdict(list)
@@ -141,9 +139,8 @@ def read_beir(info: distributed.DistInfo, stats: Stats, *, queries: str, corpus:
     if info.is_main:
         stats.add("qrels", len(judged))
         stats.add("qrels_not_positive", sum(q.score <= 0 for q in judged))
-    qshard = read_stage(info, stats, queries, split, get_beir_query, max_rows, seed, block_rows, on_bad_rows)
-    cshard = read_stage(info, stats, corpus, split, lambda row: get_beir_document(row, corpus_key), None, seed,
-                        block_rows, on_bad_rows, name="corpus")
+    qshard = run.read(get_beir_query, queries)
+    cshard = run.read(lambda row: get_beir_document(row, opts.corpus_key), corpus, name="corpus")
     rejects += qshard.rejects + cshard.rejects
     docs = [(int(p), int(p), "corpus", rid, title, text)
             for p, (rid, title, text) in zip(cshard.positions.tolist(), cshard.values)]
@@ -165,7 +162,7 @@ def read_beir(info: distributed.DistInfo, stats: Stats, *, queries: str, corpus:
     problems = [BadRowError(qrels, q.line, f"corpus-id {q.doc_id!r} is not in {corpus}")
                 for q, k in zip(wanted, keys) if k < 0]
     all_used = set(distributed.all_gather_array(np.array(used_lines, dtype=np.int64)).tolist())
-    if not max_rows:
+    if not opts.max_rows:
         problems += [BadRowError(qrels, q.line, f"query-id {q.query_id!r} is not in {queries}")
                      for qs in positives.values() for q in qs if q.line not in all_used and info.is_main]
     rejects += _bad_rows(problems, on_bad_rows, stats)
@@ -351,19 +348,19 @@ def cross_encoder_scores(cross_encoder, pairs: Sequence[tuple[str, str]], groups
     return out
 
 
-def rerank_stage(info: distributed.DistInfo, stats: Stats, name: str, items: Items, docs: Documents,
-                 emb: Embedded, cand_ids: np.ndarray, flat_item: np.ndarray, flat_doc: np.ndarray,
-                 pos_rep: np.ndarray, *, batch_size: int, block_rows: int,
-                 show_progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rescore every candidate and every positive with a cross-encoder (replacing the bi-encoder's).
+def rerank_stage(run: Run, items: Items, docs: Documents, emb: Embedded, cand_ids: np.ndarray, flat_item: np.ndarray,
+                 flat_doc: np.ndarray, pos_rep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rescore every candidate and every positive with ``--cross_encoder`` (replacing the
+    bi-encoder's scores), ``--batch_size`` pairs a call.
 
     Returns the candidates' scores (``-inf`` at padding), those of the (item, positive) pairs
     ``(flat_item, flat_doc)``, and those of each item's own positive.
     """
     from sentence_transformers import CrossEncoder
 
-    with stats.stage("rerank") as rec:
-        model = CrossEncoder(name, device=str(info.device))
+    batch_size, block_rows = run.opts.batch_size, run.block_rows
+    with run.stats.stage("rerank") as rec:
+        model = CrossEncoder(run.opts.cross_encoder, device=str(run.info.device))
         texts = fetch_records(docs, np.concatenate([cand_ids[cand_ids != PAD_ID], flat_doc, pos_rep]))
         doc = {k: beir_join(title, text) for k, (_, title, text) in texts.items()}
         query_text: dict[int, str] = {}
@@ -373,7 +370,7 @@ def rerank_stage(info: distributed.DistInfo, stats: Stats, name: str, items: Ite
         rows, cols = np.nonzero(cand_ids != PAD_ID)
         pairs = [(query_text[r], doc[int(cand_ids[r, c])]) for r, c in zip(rows.tolist(), cols.tolist())]
         rec["rows"] = len(pairs) + len(flat_doc) + len(pos_rep)
-        with progress(rec["rows"], "rerank", show_progress and info.is_main, unit="pairs") as bar:
+        with run.progress(rec["rows"], "rerank", unit="pairs") as bar:
             scores = np.full(cand_ids.shape, -np.inf)
             scores[rows, cols] = cross_encoder_scores(model, pairs, groups[rows], batch_size)
             bar.update(len(pairs))
