@@ -20,7 +20,7 @@ import pytest
 from conftest import assert_plot
 from dist_data.core import cli, paths
 from dist_data.core.collection import CollectionOptions
-from dist_data.core.options import ResultOptions, RunFolderOptions
+from dist_data.core.options import ModelOptions, ResultOptions, RunFolderOptions
 from dist_data.core.errors import RunConflictError
 from dist_data.core.rundir import LOCK_NAME, SCORES_PLOT, FolderLock, Results, RunDir
 from dist_data.registry import VERBS, Command, commands
@@ -723,6 +723,12 @@ def test_bad_rows_are_set_aside_and_counted_with_skip(name, row_inputs, tmp_path
     # stats add up: every row read is accounted for, by the command's own units
     accounted = sum(value(counts, key) for key in ACCOUNTED[name])
     assert counts["read"] == accounted + 3 == len(rows) + 3, (ACCOUNTED[name], counts)
+    # the run's last line is the engine's, one format for every verb, with the numbers of stats.json
+    last = [line for line in err.splitlines() if f"dist_data.{name}: kept " in line]
+    assert len(last) == 1, err
+    assert re.search(rf"kept {counts['kept']:,} \S.* of {counts['read']:,} rows read.*; rejected 3 \(", last[0]), last
+    if name in EMBEDDING_COMMANDS:  # a stage without rows says what it did, not "0 rows"
+        assert re.search(r"model loaded in \d", err) and "model   0 rows" not in err, err
 
 
 def value(counts: dict, key: str) -> int:
@@ -786,6 +792,28 @@ def test_two_ranks_set_aside_a_row_only_the_verb_rejects_and_write_what_one_rank
     for name in ("laion_similar.parquet", "rejects.jsonl", "wnid_to_laion_indices.json"):
         assert (out[0] / name).read_bytes() == (out[2] / name).read_bytes(), name
     assert json.loads((out[2] / "stats.json").read_text())["counts"]["read"] == len(rows) + 1
+
+
+MODEL_COMMANDS = [c for c in RUN_FOLDER_COMMANDS if issubclass(c.options, ModelOptions)
+                  or c.options.models is not RunFolderOptions.models]
+
+
+@pytest.mark.parametrize("cmd", MODEL_COMMANDS, ids=lambda c: c.name)
+def test_a_model_that_cannot_be_found_stops_the_run_when_it_opens(cmd, row_inputs, tmp_path, capsys):
+    """Every flag that names a model (``options.models()``) is checked by the engine when the run
+    opens: one line naming the flag, before a row is read or anything is recorded."""
+    flags = valid_flags(cmd, tmp_path)
+    opts = cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()])
+    flag = opts.models()[0][0]
+    code, _, err = invoke(cmd, {**flags, flag: str(tmp_path / "no-such-model")}, capsys, "--noprogress")
+    assert_one_line_refusal(code, err, f"--{flag}: no such folder")
+    out = tmp_path / "out"
+    assert not (out / "manifest.json").exists() and not (out / LOCK_NAME).exists(), os.listdir(out)
+
+
+def test_the_commands_that_name_models():
+    assert {c.name for c in MODEL_COMMANDS} >= {"filter", "mine", "pretokenize", "pairs", "triplets", "dedup",
+                                                 "laionet similarity", "laionet search_similar"}
 
 
 def test_a_flag_a_command_cannot_honour_is_refused_not_ignored(tmp_path, capsys, table_inputs):

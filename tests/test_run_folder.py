@@ -219,3 +219,23 @@ def test_bad_rows_of_every_kind_are_skipped_with_file_and_line(tmp_path):
     proc = run_cli("dist_data.mine", f"--output_dir={tmp_path / 'm'}", "--document_key=doc", "--noprogress",
                    nproc=0, check=False)
     assert proc.returncode == 2 and "'pos' is a string ('n')" in proc.stderr and "wordnet_pairs.jsonl.gz:1" in proc.stderr
+
+
+def test_parts_and_merge_are_refused_before_the_run_begins(tmp_path):
+    """A verb that forgot ``begin()`` cannot write around the run's record (an earlier run's files
+    would be mixed with its own): the engine refuses, and nothing is written."""
+    from dist_data.core import cli, distributed
+    from dist_data.core.run import Run
+    from dist_data.filter import FilterOptions
+
+    opts = cli.parse(FilterOptions, [f"--output_dir={tmp_path / 'out'}"])
+    info = distributed.DistInfo(0, 1, 0, distributed.torch.device("cpu"))
+    run = Run.open(info, opts, opts.result_file(), "dist_data.filter")
+    try:
+        with pytest.raises(RuntimeError, match="before Run.begin"):
+            run.write_parts(["{}"], [])
+        with pytest.raises(RuntimeError, match="before Run.begin"):
+            run.merge()
+        assert not os.path.exists(run.part("part", 0)) and not (tmp_path / "out" / "manifest.json").exists()
+    finally:
+        run.lock.release()
