@@ -210,15 +210,13 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | 
         full = found[units] == opts.num_negatives
         # n-tuple columns and contrastors' batches (1 + num_negatives documents a query) are fixed-width
         keep = full | ((opts.too_few == "keep") & (opts.output_format not in FIXED_WIDTH) & (found[units] > 0))
-        kept_units = units[keep]
+        kept_units = units[run.select(keep, "too_few_negatives")]  # pairs = kept + dropped + merged_into_query_row
         bounds = np.searchsorted(flat_item, np.arange(n + 1))  # item i's positives: flat[bounds[i]:bounds[i + 1]]
         lead_pos = [flat_doc[bounds[i]:bounds[i + 1]] for i in kept_units.tolist()] if grouped else []
         records = fetch_records(docs, np.concatenate([neg_ids[kept_units][selected[kept_units]],
                                                       items.positive_keys[kept_units], *lead_pos]))
         stats.add("with_all_negatives", int(full.sum()))
         stats.add("too_few_negatives", int((~full).sum()))
-        stats.add("kept", int(keep.sum()))  # pairs = kept + dropped + merged_into_query_row
-        stats.add("dropped", int((~keep).sum()), reason="too_few_negatives")
         lines = []
         for j, i in enumerate(kept_units.tolist()):
             negatives = [records[int(d)] for d in neg_ids[i, : found[i]]]

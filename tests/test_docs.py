@@ -63,7 +63,7 @@ def test_readme_first_example_runs_as_written(tmp_path):
     assert stats["counts"]["read"] == 5000 and stats["world_size"] == 2
     n_lines = sum(1 for _ in open(out / "filtered.jsonl"))
     assert n_lines == stats["counts"]["kept"] and 0 < n_lines < 5000
-    assert "kept " in proc.stderr and "(index: faiss-cpu)" in proc.stderr
+    assert "dist_data.filter: kept " in proc.stderr and "; index: faiss-cpu;" in proc.stderr
     assert {"filtered.jsonl", "stats.json", "rejects.jsonl", "scores.png", "args.json", "README.md"} <= set(
         os.listdir(out))
     # its plain-process twin is named; that it gives these bytes is test_filter_e2e's (any world size)

@@ -6,6 +6,7 @@ img2dataset's real output (``tests/data/img2dataset``, made by ``scripts/make_im
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import string
@@ -73,9 +74,11 @@ def test_keep_mask_equals_the_original_filter():
     df = pd.DataFrame({"sim": sims, "NSFW": nsfw})
     df.loc[df["NSFW"] != "UNLIKELY", "sim"] = np.nan  # sample_laion_from_most_similars: --remove_nsfw
     want = np.flatnonzero((df["sim"] > 0.5).to_numpy())
-    keep, dropped = laion.keep_mask(sims, nsfw, 0.5)
+    keep, reason = laion.keep_mask(sims, nsfw, 0.5)
     np.testing.assert_array_equal(np.flatnonzero(keep), want)
+    dropped = collections.Counter(reason[~keep].tolist())
     assert sum(dropped.values()) + keep.sum() == 300 and dropped["nsfw"] == sum(v != "UNLIKELY" for v in nsfw)
+    assert set(dropped) == set(laion.FILTER_REASONS) and not reason[keep].any()
 
 
 def test_claim_first_unclaimed_in_reference_order():

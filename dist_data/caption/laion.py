@@ -72,16 +72,20 @@ def wnid_lists(indices: np.ndarray, labels: np.ndarray, wnids: Sequence[str]) ->
     return out
 
 
-def keep_mask(similarity: np.ndarray, nsfw: Sequence[Any] | None, threshold: float) -> tuple[np.ndarray, dict[str, int]]:
-    """Rows whose similarity is above ``threshold`` (strictly) and, with ``nsfw`` given, whose
-    NSFW tag is ``UNLIKELY``; with the count of rows dropped for each reason (NSFW first)."""
+FILTER_REASONS = ("nsfw", "no_similarity", "below_threshold")
+
+
+def keep_mask(similarity: np.ndarray, nsfw: Sequence[Any] | None, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(keep, reason)``: the rows whose similarity is above ``threshold`` (strictly) and, with
+    ``nsfw`` given, whose NSFW tag is ``UNLIKELY``; each other row's reason (:data:`FILTER_REASONS`,
+    NSFW first)."""
     similarity = np.asarray(similarity, dtype=np.float64)
     unsafe = np.zeros(len(similarity), dtype=bool) if nsfw is None else \
         np.asarray([v != SAFE_TAG for v in nsfw], dtype=bool)
-    missing = ~unsafe & np.isnan(similarity)
-    low = ~unsafe & ~missing & ~(similarity > threshold)
-    keep = ~(unsafe | missing | low)
-    return keep, {"nsfw": int(unsafe.sum()), "no_similarity": int(missing.sum()), "below_threshold": int(low.sum())}
+    missing = np.isnan(similarity)
+    low = ~(similarity > threshold)
+    reason = np.select([unsafe, missing, low], list(FILTER_REASONS), default="").astype(object)
+    return reason == "", reason
 
 
 def _sample(rng_seed: int, n_total: int, n: int) -> np.ndarray:

@@ -99,9 +99,8 @@ def run_filter(info: distributed.DistInfo, opts: Any, run: Run) -> dict | None:
             table = table.filter(pa.array(good))
             sims = table.column(opts.similarity_col).to_numpy(zero_copy_only=False).astype(np.float64)
             nsfw = table.column(steps.NSFW).to_pylist() if opts.remove_nsfw else None
-            keep, dropped = steps.keep_mask(sims, nsfw, opts.similarity_th)
-            for why, n in dropped.items():
-                stats.add("dropped", n, reason=why)
+            keep, reason = steps.keep_mask(sims, nsfw, opts.similarity_th)
+            run.select(keep, reason, known=steps.FILTER_REASONS)
             stats.add("read", len(table))
             rec["rows"] += len(table)
             kept = table.filter(pa.array(keep))
@@ -111,7 +110,6 @@ def run_filter(info: distributed.DistInfo, opts: Any, run: Run) -> dict | None:
             kept_labels.append(np.asarray([known[w] for w in wnid.to_pylist()], dtype=np.int64))
             writer = writer or pq.ParquetWriter(tmp, kept.schema)
             writer.write_table(kept)
-            stats.add("kept", len(kept))
         if writer is not None:
             writer.close()
     stats.add("input_rows", stats.counts["read"])

@@ -288,9 +288,16 @@ def _is_main_process() -> bool:
 
 
 def _say(text: str) -> None:
+    """A usage error, said once (rank 0) and given to torchrun as each rank's cause. The other ranks
+    wait a moment before they exit: torchrun stops every rank as soon as one exits, and under load
+    it stopped rank 0 before rank 0 had said it."""
+    tell_launcher(text)
     if _is_main_process():
         print(text, file=sys.stderr)
-    tell_launcher(text)
+    else:
+        import time
+
+        time.sleep(2.0)
 
 
 def tell_launcher(text: str) -> None:
