@@ -109,7 +109,7 @@ class Stages:
 
     def plan(self, dataset: str, unit: str = "rows"):
         """This rank's block slice of ``dataset``, read later in one streamed pass
-        (:class:`~dist_data.core.read.BlockSlice`)."""
+        (:class:`~dist_data.core.blocks.BlockSlice`)."""
         opts = self.opts
         return plan_blocks(self.info, self.stats, dataset, opts.split, opts.max_rows, opts.seed, self.block_rows,
                            unit=unit)
