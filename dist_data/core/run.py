@@ -234,35 +234,24 @@ class Run(Stages, RunDir):
 
     @classmethod
     def open(cls, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = "") -> "Run":
-        """The run folder, locked and checked (rank 0). Every rank raises the same error when the
-        folder is refused, or when a model a flag names cannot be found (before anything is read)."""
+        """The run folder, locked and checked (rank 0). Every rank raises the same error when a model a
+        flag names cannot be found (before the folder is created) or the folder is refused."""
         if opts.one_process and info.world_size > 1:
             raise ValueError(f"{command or type(opts).__name__} works on one table in one process: run it with "
                              f"python -m (torchrun is for the commands that embed or label)")
         run = cls(info, opts, result_name, command)
-        error = None
-        if info.is_main:
-            try:
+        with distributed.same_error_on_every_rank(InputError, RunConflictError, OSError):
+            if info.is_main:  # the models first: a model that cannot be found creates nothing
+                for flag, name, revision in opts.models():
+                    check_model(name, revision, flag)
                 run.inputs = inputs_signature(opts, exclude=[opts.output_dir])
                 run.prepare(opts.overwrite)
-            except (RunConflictError, OSError) as e:
-                error = e
-        distributed.raise_if_any_failed(error)
         if run.is_complete() and not run.replace:
             if info.is_main:
                 logger.info("%s is already complete (same flags); nothing to do", opts.output_dir)
                 run.lock.release()
             with open(run.file("stats.json"), encoding="utf-8") as f:
                 run.done = json.load(f)
-            return run
-        error = None
-        if info.is_main:
-            try:
-                for flag, name, revision in opts.models():
-                    check_model(name, revision, flag)
-            except InputError as e:
-                error = e
-        distributed.raise_if_any_failed(error)
         return run
 
     def begin(self) -> None:
@@ -272,13 +261,9 @@ class Run(Stages, RunDir):
         run is replaced only once the new result is ready."""
         if self.begun:
             return
-        error = None
-        if self.info.is_main:
-            try:
+        with distributed.same_error_on_every_rank(OSError):
+            if self.info.is_main:
                 self.start()
-            except OSError as e:
-                error = e
-        distributed.raise_if_any_failed(error)
         self.begun = True
 
     def _require_begun(self, what: str) -> None:
