@@ -774,24 +774,40 @@ def test_a_row_the_reader_accepts_but_the_verb_rejects_is_set_aside_with_skip(na
     assert sum(counts["rejected"].values()) == 1 and counts["read"] == len(rows) + 1, counts
 
 
-def test_two_ranks_set_aside_a_row_only_the_verb_rejects_and_write_what_one_rank_writes(row_inputs, tmp_path):
-    """search_similar reads its rows twice (scoring, then writing the claimed ones); the second pass
-    on the rank holding the bad row skips it, and both ranks finish with the one-process bytes."""
+# blocks small enough that rank 1 holds the bad row (the rows' last block)
+SMALL_BLOCKS = {"captions label": ["--block_rows=4"], "laionet label": ["--block_rows=4"],
+                "laionet similarity": ["--block_rows=4"], "laionet search_similar": ["--block_rows=4"],
+                "pretokenize": ["--block_docs=4", "--output_format=parquet"]}  # a datasets folder records its parts
+RANKED_ROW_COMMANDS = [n for n in PARSED_ROW_COMMANDS
+                       if not next(c for c in COMMANDS if c.name == n).options.one_process]
+
+
+@pytest.mark.parametrize("name", RANKED_ROW_COMMANDS)
+def test_two_ranks_set_aside_a_row_only_the_verb_rejects_and_write_what_one_rank_writes(name, row_inputs, tmp_path,
+                                                                                        capsys):
+    """The same at two ranks, the bad row in rank 1's block: every rank finishes (none stops alone at
+    a collective, none parses it again in a later pass: search_similar and similarity read their rows
+    twice) and the outputs are the one-process run's bytes."""
     from conftest import run_cli
 
-    rows, extra = row_inputs["laionet search_similar"]
+    cmd = next(c for c in COMMANDS if c.name == name)
+    rows, extra = row_inputs[name]
+    key = next(iter(rows[0]))
     path = tmp_path / "rows.jsonl"
     lines = [json.dumps(r) for r in rows]
-    lines.insert(len(lines) - 2, json.dumps({"TEXT": ["not", "a", "caption"]}))  # in the last block: rank 1's
+    lines.insert(len(lines) - 2, json.dumps({**rows[1], key: {"not": "a text"}}))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = {}
-    for nproc in (0, 2):
-        out[nproc] = tmp_path / f"ranks{nproc}"
-        run_cli("dist_data.laionet", "search_similar", f"--laion={path}", f"--output_dir={out[nproc]}", "--noprogress",
-                "--on_bad_rows=skip", "--block_rows=4", "--index=sharded", *extra, nproc=nproc)
-    for name in ("laion_similar.parquet", "rejects.jsonl", "wnid_to_laion_indices.json"):
-        assert (out[0] / name).read_bytes() == (out[2] / name).read_bytes(), name
-    assert json.loads((out[2] / "stats.json").read_text())["counts"]["read"] == len(rows) + 1
+    flags = [f"--{INPUT_FLAG.get(name, 'dataset')}={path}", "--noprogress", "--on_bad_rows=skip",
+             *SMALL_BLOCKS.get(name, ["--batch_size=1"]), *extra]
+    code, _, err = invoke(cmd, {}, capsys, *flags, f"--output_dir={tmp_path / 'one'}")
+    assert code == 0, err
+    run_cli(cmd.module, *cmd.argv(*flags, f"--output_dir={tmp_path / 'two'}"), nproc=2)
+    outputs = json.loads((tmp_path / "one" / "stats.json").read_text())["outputs"]
+    for kind, output in outputs.items():  # the card says how many ranks ran
+        assert kind == "card" or tree_bytes(tmp_path / "one" / output) == tree_bytes(tmp_path / "two" / output), output
+    two = json.loads((tmp_path / "two" / "stats.json").read_text())
+    assert two["world_size"] == 2 and sum(two["counts"]["rejected"].values()) == 1, two["counts"]
+    assert two["ranks"][1]["counts"]["rejected"], two["ranks"]  # rank 1 held it
 
 
 MODEL_COMMANDS = [c for c in RUN_FOLDER_COMMANDS if issubclass(c.options, ModelOptions)
