@@ -259,7 +259,6 @@ def run_trim_tail(info: distributed.DistInfo, opts: TrimTailOptions, run: Run) -
 # ---------------------------------------------------------------- label
 
 def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict | None:
-    stats = run.stats
     name = opts.table_name()
     classes = imagenet_classes()
     wnids = [c.wnid for c in classes]
@@ -274,16 +273,12 @@ def run_label(info: distributed.DistInfo, opts: LabelOptions, run: Run) -> dict 
     run.begin()
     plan = run.plan(opts.captions, unit="captions")
     cache = os.path.join(run.cache_dir, "label")
-    rejects, shown = labelling.label_blocks(
+    rejects, blocks = labelling.label_blocks(
         run, plan, cache, ".tsv",
         lambda rows: labelling.label_block(rows, matcher, wnids, opts.caption_key, opts.filepath_key,
                                            opts.on_bad_rows),
         labelling.write_text)
-    per_class = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :])
-    counts = per_class.sum(axis=0)
-    if info.is_main:
-        stats.examples = {"unmatched_captions": shown}
-    blocks = [labelling.block_paths(cache, b)[0] for b in range(-(-plan.n // opts.block_rows))]
+    counts = labelling.class_counts(run, wnids)
 
     def join_blocks(path: str) -> int:  # rank 0, once every rank's blocks are written
         tables.join_tsv(path, labelling.COLUMNS, blocks)

@@ -155,8 +155,9 @@ def label_blocks(run: Run, plan: BlockSlice, cache: str, suffix: str, label: Cal
                  write_data: Callable[[str, Any], None]) -> tuple[list[dict[str, Any]], list[str]]:
     """Label this rank's blocks: a finished block (same content) is read back from ``cache``, any
     other is labelled (``label(rows)``) and saved (``write_data(path, result.data)``). Adds every block's
-    counts to the run's stats; returns the rejects and the first unmatched captions of all ranks. A bad
-    row on any rank stops every rank with its message. Collective."""
+    counts to the run's stats and the first unmatched captions of all ranks to its examples; returns
+    the rejects and the paths of every block of the run (all ranks'), in order, for rank 0 to join.
+    A bad row on any rank stops every rank with its message. Collective."""
     os.makedirs(cache, exist_ok=True)
     rejects: list[dict[str, Any]] = []
     unmatched: list[str] = []
@@ -179,8 +180,13 @@ def label_blocks(run: Run, plan: BlockSlice, cache: str, suffix: str, label: Cal
                 rec["rows"] += len(rows)
                 bar.update(len(rows))
     shown = [t for part in distributed.all_gather_object(unmatched) for t in part][:MAX_SHOWN]
-    return rejects, shown
+    if run.info.is_main:
+        stats.examples = {"unmatched_captions": shown}
+    return rejects, [block_paths(cache, b, suffix)[0] for b in range(-(-plan.n // plan.block_rows))]
 
 
-def per_class_array(per_class: dict[str, int], wnids: Sequence[str]) -> np.ndarray:
-    return np.asarray([per_class.get(w, 0) for w in wnids], dtype=np.int64)
+def class_counts(run: Run, wnids: Sequence[str]) -> np.ndarray:
+    """The rows per class of every rank (the run's ``per_class`` bucket), in the order of ``wnids``.
+    Collective."""
+    mine = np.asarray([run.stats.counts["per_class"].get(w, 0) for w in wnids], dtype=np.int64)
+    return distributed.all_gather_array(mine[None, :]).sum(axis=0)

@@ -42,7 +42,6 @@ def run_label(info: distributed.DistInfo, opts: Any, run: Run) -> dict | None:
     else:
         matcher = LemmaMatcher([c.lemmas for c in classes], unique_only=opts.unique_lemmas)
         out_wnids = listed = wnids
-    stats = run.stats
     resolve_sources(opts.laion, opts.split)  # a missing input stops here, before the folder is touched
     if opts.on_bad_rows == "error":  # so does a misspelt key
         require_fields(opts.laion, opts.split, {"text_key": opts.text_key})
@@ -61,12 +60,9 @@ def run_label(info: distributed.DistInfo, opts: Any, run: Run) -> dict | None:
         block.add("kept", len(records))
         return labelling.BlockResult(laion_table(records), block.counts, rejects, unmatched)
 
-    rejects, shown = labelling.label_blocks(run, plan, cache, ".parquet", label_block,
-                                            lambda path, table: write_parquet(path, table))
-    counts = distributed.all_gather_array(labelling.per_class_array(stats.counts["per_class"], wnids)[None, :]).sum(0)
-    if info.is_main:
-        stats.examples = {"unmatched_captions": shown}
-    blocks = [labelling.block_paths(cache, b, ".parquet")[0] for b in range(-(-plan.n // opts.block_rows))]
+    rejects, blocks = labelling.label_blocks(run, plan, cache, ".parquet", label_block,
+                                             lambda path, table: write_parquet(path, table))
+    counts = labelling.class_counts(run, wnids)
     return publish_table(run, name, lambda path: join_parquet(blocks, path),
                          class_names(opts.class_names), counts.tolist(), rejects,
                          [(LISTS_NAME, lambda path: write_wnid_lists(path, run.file(name), steps.WNIDS, listed))])

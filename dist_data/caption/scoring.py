@@ -77,12 +77,6 @@ def write_blocks(run: Run, plan: BlockSlice, folder: str, accepted: dict[int, in
     return [os.path.join(out_dir, f"block-{b:07d}.parquet") for b in range(-(-plan.n // plan.block_rows))]
 
 
-def _class_counts(run: Run, wnids: list[str]) -> list[int]:
-    """The rows per class over all ranks (``per_class``), in class order. Collective."""
-    mine = labelling.per_class_array(run.stats.counts["per_class"], wnids)[None, :]
-    return distributed.all_gather_array(mine).sum(0).tolist()
-
-
 # ---------------------------------------------------------------- similarity
 
 def _parse_labelled(row: Row, text_key: str, known: dict[str, int]) -> tuple[str | None, list[int]]:
@@ -143,7 +137,7 @@ def similarity(run: Run, class_names: list[str]) -> dict | None:
     blocks = write_blocks(run, plan, "similarity", accepted, lambda record, j: {
         **record, steps.QUERY_WNID: classes[labels[j]].wnid, steps.SIMILARITY: float(row_sims[j])},
         (steps.SIMILARITY,))
-    counts = _class_counts(run, [c.wnid for c in classes])
+    counts = labelling.class_counts(run, [c.wnid for c in classes]).tolist()
     return publish_table(run, SIMILARITY_TABLE, lambda path: join_parquet(blocks, path), class_names, counts, rejects)
 
 
@@ -209,7 +203,7 @@ def search_similar(run: Run, class_names: list[str],
                 "text_to_text_similarity": float(claimed.score[j])}
 
     blocks = write_blocks(run, plan, "similar", accepted, claimed_row, ("text_to_text_similarity",))
-    counts = _class_counts(run, [c.wnid for c in classes])
+    counts = labelling.class_counts(run, [c.wnid for c in classes]).tolist()
 
     def topk(path: str) -> None:
         save_npz(path, reference_index=all_ref_keys, wnid_label=all_labels, laion_index=all_ids, score=all_scores)

@@ -29,7 +29,6 @@ from . import distributed
 from . import zero_model
 from .fault import fault
 from .models import DEFAULT_MODEL, ZERO_COST_MODEL, resolve_model
-from .rundir import RunDir
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -391,9 +390,10 @@ def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequen
     return np.concatenate(out)
 
 
-def query_document_embedders(info: distributed.DistInfo, run: RunDir,
+def query_document_embedders(info: distributed.DistInfo, cache_dir: str,
                              opts: "PairOptions") -> tuple[BlockEmbedder, BlockEmbedder]:
-    """One model, two block embedders (queries, documents: each its prompt and length), caching blocks."""
+    """One model, two block embedders (queries, documents: each its prompt and length), caching blocks
+    under ``cache_dir``."""
     model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)
     roles = (("query", opts.query_prompt, opts.query_prompt_name, opts.query_max_seq_length, "query_prompt_name"),
              ("document", opts.document_prompt, opts.corpus_prompt_name, opts.document_max_seq_length,
@@ -402,19 +402,20 @@ def query_document_embedders(info: distributed.DistInfo, run: RunDir,
                                                resolve_prompt(model, prompt, name, role, flag), opts.dtype,
                                                opts.batch_size, max_len or opts.max_seq_length, role,
                                                opts.batch_tokens),
-                               opts.cache_dir or run.cache_dir)
+                               cache_dir)
                  for role, prompt, name, max_len, flag in roles)
 
 
-def text_embedder(info: distributed.DistInfo, run: RunDir, opts: "ModelOptions",
+def text_embedder(info: distributed.DistInfo, cache_dir: str, opts: "ModelOptions",
                   checkpoint: str | None = None) -> BlockEmbedder:
     """One block embedder of ``--model_name`` with no prompt (texts compared with texts of their own
-    kind), caching blocks; an open_clip tower's ``checkpoint`` file is part of its cache key."""
+    kind), caching blocks under ``cache_dir``; an open_clip tower's ``checkpoint`` file is part of its
+    cache key."""
     model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, checkpoint)
     name_tag = opts.model_name + (f" {checkpoint} {os.path.getsize(checkpoint)}" if checkpoint else "")
     return BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
                                          opts.max_seq_length, "", opts.batch_tokens),
-                         getattr(opts, "cache_dir", None) or run.cache_dir)
+                         cache_dir)
 
 
 def count_cache_hits(info: distributed.DistInfo, stats: Stats, embedders: Sequence[BlockEmbedder]) -> None:

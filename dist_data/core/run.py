@@ -26,17 +26,17 @@ from .card import CARD, card_is_ours, write_card
 from .cli import CommonOptions, Options, dispatch, tell_launcher
 from .collection import CollectionOptions, run_collection
 from .errors import BadRowError, InputError, RunConflictError
+from .fault import fault
+from .files import read_lines
 from .log import logger
-from .options import ResultOptions, RunFolderOptions
 from .models import check_model
+from .options import ResultOptions, RunFolderOptions
 from .paths import inputs_signature, output_dirs
 from .report import report_scores
-from .stages import Stages
-from .fault import fault
 from .rundir import Results, RunDir, io_failure, locked_by_main, release_held_locks
+from .stages import Stages
 from .stats import Stats, summary_line
 from .write import merge_files, write_json, write_json_list, write_lines
-from .files import read_lines
 
 Body = Callable[[distributed.DistInfo, Any, "Run | None"], Any]  # (info, options, the run folder or None)
 
@@ -307,16 +307,12 @@ class Run(Stages, RunDir):
             result = result or Output(self.result_name + (".gz" if compress else ""), part="part")
             with stats.stage("merge") as rec:
                 self.record([result.name, "rejects.jsonl", "stats.json", "_SUCCESS", *(o.name for o in outputs)])
-                if result.write is None:
+                # a result written here (publish) is its own stage; parts merged are the merge's
+                with stats.stage("write") if result.write is not None else contextlib.nullcontext({}) as written:
                     rows = result.make(self)
+                    written["rows"] = rows or 0
                     for output in outputs:
                         output.make(self)
-                else:  # one result written here (publish): its own stage
-                    with stats.stage("write") as written:
-                        rows = result.make(self)
-                        written["rows"] = rows or 0
-                        for output in outputs:
-                            output.make(self)
                 merge_files([self.part("rejects", r) for r in range(world_size)], self.file("rejects.jsonl"))
                 per_rank = []
                 for r in range(world_size):

@@ -125,10 +125,10 @@ class Stages:
         ``pairs`` (a query and a document embedder, each with its prompt and length). Collective."""
         with self.stats.stage("model", done="loaded"):
             if roles == "pairs":
-                query, document = query_document_embedders(self.info, self, self.opts)
+                query, document = query_document_embedders(self.info, self.cache_root, self.opts)
                 embedders = {"query": query, "document": document}
             else:
-                embedders = {"text": text_embedder(self.info, self, self.opts, checkpoint)}
+                embedders = {"text": text_embedder(self.info, self.cache_root, self.opts, checkpoint)}
         with self.embedding(rows, embedders, name) as embed:
             yield embed
 
