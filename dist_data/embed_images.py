@@ -27,11 +27,10 @@ resumes block by block with the same command.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -42,10 +41,10 @@ from .core.paths import INPUT, INPUT_SPEC, OUTPUT_DIR
 from .core.embed import BATCHES_PER_BLOCK
 from .core.errors import InputError
 from .core.files import read_json
-from .core.write import write_json, write_lines
+from .core.write import write_json
 from .core.log import logger
-from .core.run import Run, run_main
-from .core.stats import peak_rss_mib
+from .core.run import Output, Run, run_main
+from .core.stats import Stats, peak_rss_mib
 from .core.rundir import remove_paths
 from .image.embed import (EmbedSettings, SplitCounts, embed_split, list_parts, log_split, part_path, stack_parts,
                           write_split_meta)
@@ -58,6 +57,8 @@ SPLITS = ("train", "eval")
 @dataclass(frozen=True, kw_only=True)
 class EmbedImagesOptions(RunFolderOptions):
     """Embed images (FFCV, ImageFolder, webdataset) with a visual backbone to {split}.npz."""
+
+    kept_unit: ClassVar[str] = "images"
 
     output_dir: str = required("the run folder: {split}.npz, stats.json, rejects.jsonl", non_empty, result=False,
                                path=OUTPUT_DIR)
@@ -156,35 +157,38 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions, run: 
 
     start = time.perf_counter()
     sources = _open_sources(info, opts)
-    backbone = load_backbone(opts.model_name, opts.checkpoint, info.device)
+    with run.stats.stage("model", done="loaded"):
+        backbone = load_backbone(opts.model_name, opts.checkpoint, info.device)
     run.begin()
-    block_rows = opts.batch_size * BATCHES_PER_BLOCK
+    block_rows = run.block_rows
     if info.is_main:
         logger.info("backbone: %s; eval transform %s", backbone.describe, backbone.config.as_dict())
         for split, source in sources.items():
             logger.info("%s: %s", split, source.describe())
             write_split_meta(run.parts_dir, split, source, block_rows)
-        run.record(["classes.json", "rejects.jsonl", "stats.json", "_SUCCESS"])
+        run.record(["classes.json"])
         write_json(run.file("classes.json"), {s: src.classes for s, src in sources.items() if src.classes is not None})
-    stats: dict[str, Any] = {"model": backbone.describe, "transform": backbone.config.as_dict(), "splits": {},
-                             "world_size": info.world_size}
+    splits: dict[str, Any] = {}
     rejects: list[dict[str, Any]] = []
     for split, source in sources.items():
+        if info.is_main:
+            run.stats.add("input_rows", source.n + len(source.missing))
         rejects.extend({"split": split, **m} for m in source.missing)
         if os.path.exists(run.file(f"{split}.npz")):
             if info.is_main:
                 logger.info("%s: %s.npz is already there (an earlier run of this command)", split, split)
                 _remove_blocks(run.parts_dir, split)
                 previous = (read_json(run.file("stats.json")) or {}).get("splits", {}).get(split)
-                stats["splits"][split] = previous or {"note": "stacked by an earlier run"}
+                splits[split] = previous or {"note": "stacked by an earlier run"}
             continue
         settings = EmbedSettings(opts.batch_size, BATCHES_PER_BLOCK, opts.num_workers, opts.output_dtype,
                                  opts.autocast, split == "train" and opts.train_transform == "augment", opts.seed,
-                                 opts.on_bad_rows, opts.progress)
+                                 opts.on_bad_rows, run.show_progress)
         split_start = time.perf_counter()
         counts = None
         with distributed.same_error_on_every_rank(InputError):
             counts = embed_split(info, backbone, source, split, run.parts_dir, settings)
+        _count(run.stats, counts, source.missing if info.is_main else [])
         per_rank = distributed.all_gather_object(counts)
         wall = time.perf_counter() - split_start
         if info.is_main:
@@ -204,28 +208,31 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions, run: 
                 rejects.extend(result["rejects"])
                 logger.info("%s: wrote %s (%s x %d, %s)", split, run.file(f"{split}.npz"), f"{result['rows']:,}",
                             result["dim"], opts.output_dtype)
-            stats["splits"][split] = merged
+            splits[split] = merged
         else:
             distributed.all_gather_object(peak_rss_mib())
         distributed.barrier()
-    if info.is_main:
-        write_lines(run.file("rejects.jsonl"), (json.dumps(r, ensure_ascii=False) for r in rejects))
-        stats["rejected"] = len(rejects)
-        stats["seconds"] = round(time.perf_counter() - start, 3)
-        stats["outputs"] = {s: f"{s}.npz" for s in sources} if opts.stack else {"parts": "parts/"}
-        write_json(run.file("stats.json"), stats)
-        if opts.stack:
-            with open(run.file("_SUCCESS"), "w", encoding="utf-8"):
-                pass
-        else:
-            logger.info("--nostack: the blocks are in %s; `python -m dist_data.embed_images stack --dir=%s` joins them",
-                        run.parts_dir, opts.output_dir)
-        logger.info("embedded %s in %.0f s -> %s", ", ".join(f"{s} {v.get('rows', v.get('embedded', 0)):,}"
-                                                              for s, v in stats["splits"].items()),
-                    time.perf_counter() - start, opts.output_dir)
-        run.lock.release()
-    distributed.barrier()
-    return stats
+    if not opts.stack and info.is_main:
+        logger.info("--nostack: the blocks are in %s; `python -m dist_data.embed_images stack --dir=%s` joins them",
+                    run.parts_dir, opts.output_dir)
+    run.write_parts([], rejects if info.is_main else [])
+    names = [f"{s}.npz" for s in sources] if opts.stack else []
+    return run.merge(result=Output(names[0] if names else "parts", written=True),
+                     outputs=[Output(n, written=True) for n in names[1:] + ["classes.json"]],
+                     sections={"model": backbone.describe, "transform": backbone.config.as_dict(), "splits": splits,
+                               "rejected": len(rejects), "seconds": round(time.perf_counter() - start, 3)},
+                     complete=opts.stack)
+
+
+def _count(stats: Stats, counts: SplitCounts, missing: list[dict[str, Any]]) -> None:
+    """One split's images into the run's counts (``missing``: the samples without an image, rank 0's)."""
+    stats.add("read", counts.images + len(missing))
+    stats.add("kept", counts.embedded)
+    stats.add("cached_blocks", counts.cached_blocks)
+    for reason, n in counts.rejected.items():
+        stats.add("rejected", n, reason=reason)
+    for m in missing:
+        stats.add("rejected", 1, reason=m["reason"].split(" (")[0])
 
 
 # ---------------------------------------------------------------- stack

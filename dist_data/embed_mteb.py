@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -41,15 +40,16 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from .core import distributed
 from .core.cli import CommonOptions, flag, non_empty, one_of, required
 from .core.paths import INPUT_DIR, OUTPUT_DIR
-from .core.embed import BATCHES_PER_BLOCK, BlockEmbedder, count_cache_hits, embed_by_block, load_model, spec_for
-from .core.models import DEFAULT_MODEL, check_model
+from .core.embed import BlockEmbedder, load_model, spec_for
+from .core.models import DEFAULT_MODEL, check_models
 from .core.errors import InputError
 from .core.files import read_json
 from .core.write import save_npz, write_json
-from .core.log import logger, progress
+from .core.log import logger
 from .core.options import ModelOptions
 from .core.run import run_main
-from .core.stats import fmt_rows, Stats
+from .core.stages import CommandStages
+from .core.stats import Stats
 from .core.errors import RunConflictError
 from .core.rundir import FolderLock, flag_diff, refuse_other_flags, remove_paths
 from .text.mteb_hub import dataset_dirs
@@ -63,6 +63,10 @@ TEXT_COLUMNS = {"sentence1", "sentence2", "query", "positive", "negative"}  # em
 @dataclass(frozen=True, kw_only=True)
 class EmbedMtebOptions(CommonOptions, ModelOptions):
     """Embed MTEB datasets to npz layouts."""
+
+    counts: ClassVar[tuple[str, ...]] = ("embedded", "texts_encoded", "splits_skipped")
+    count_buckets: ClassVar[tuple[str, ...]] = ("rows",)
+    summary: ClassVar[tuple[str, ...]] = ("rows", "embedded", "texts_encoded", "splits_skipped")
 
     task_type: str = required("classification, clustering, retrieval, sts, reranking or pair_classification",
                               one_of(*TASK_TYPES))
@@ -85,9 +89,9 @@ def model_folder(model_name: str) -> str:
     return (model_name or DEFAULT_MODEL).replace("/", "_")
 
 
-def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequence[str], role: str,
-                block_rows: int, stats: Stats, show_progress: bool) -> np.ndarray | None:
-    """All ``texts`` embedded (each rank its blocks), gathered in order on rank 0 (None elsewhere).
+def embed_texts(stages: CommandStages, embedder: BlockEmbedder, texts: Sequence[str], role: str) -> np.ndarray | None:
+    """All ``texts`` embedded (each rank its blocks) as the stage ``role``, gathered in order on rank 0
+    (None elsewhere).
 
     The texts are put in one global order, longest first (ties by position), before they are cut
     into blocks: batches hold texts of similar length, as in a single ``encode`` of everything
@@ -95,6 +99,7 @@ def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequ
     text's batch depends only on the split, so the vectors are the same for any number of ranks.
     Blocks are dealt to the ranks in turn, so each rank gets its share of long and short texts.
     """
+    info, block_rows = stages.info, stages.block_rows
     order = np.argsort(-np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
     starts = range(0, len(texts), block_rows)
 
@@ -105,9 +110,9 @@ def embed_texts(info: distributed.DistInfo, embedder: BlockEmbedder, texts: Sequ
     here = rows_of(info.rank)
     blocks = np.concatenate([np.full(len(order[s:s + block_rows]), s // block_rows, dtype=np.int64)
                              for s in starts[info.rank::info.world_size]] or [np.zeros(0, dtype=np.int64)])
-    with progress(len(here), role, show_progress and info.is_main) as bar:  # the engine's overlapped blocks
-        mine = embed_by_block(embedder, here, [texts[i] for i in here], block_rows, role, bar.update, blocks)
-    stats.add("embedded", len(mine))
+    with stages.embedding(len(here), {"text": embedder}, name=role) as embed:
+        mine = embed(here, [texts[i] for i in here], role, blocks=blocks)
+    stages.stats.add("embedded", len(mine))
     gathered = distributed.gather_array(mine)  # on rank 0 (which writes): its blocks, then rank 1's, ...
     if gathered is None:
         return None
@@ -128,14 +133,21 @@ def label_mapping(labels: Sequence[Any]) -> dict[Any, int]:
     return {v: i for i, v in enumerate(order)}
 
 
-def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir: str, embedder_for, block_rows: int,
-                  stats: Stats, show_progress: bool, args: dict[str, Any] | None = None,
-                  reranking_layout: str = "csrv2") -> None:
+def embed_dataset(stages: CommandStages, ref: TaskRef, folder: str, out_dir: str, embedder: BlockEmbedder,
+                  args: dict[str, Any] | None = None, reranking_layout: str = "csrv2") -> None:
     """Every split of one dataset (skipping those already written).
 
-    ``stats`` gets this rank's counts: ``rows`` per split and ``splits_skipped`` (rank 0), texts
-    ``embedded`` in this rank's blocks, ``texts_encoded`` (not from the cache), ``cached_blocks``.
+    ``stages.stats`` gets this rank's counts: ``rows`` per split, ``read`` and ``kept`` (the rows
+    written) and ``splits_skipped`` (rank 0), texts ``embedded`` in this rank's blocks,
+    ``texts_encoded`` (not from the cache), ``cached_blocks``.
     """
+    info, stats = stages.info, stages.stats
+
+    def wrote(split: str, rows: int) -> None:
+        stats.add("rows", rows, reason=split)
+        stats.add("read", rows)
+        stats.add("kept", rows)
+
     os.makedirs(out_dir, exist_ok=True)
     splits = local_splits(folder, ref.task_type)
     if not splits:
@@ -145,7 +157,6 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
         write_json(os.path.join(out_dir, "meta.json"), {"task_type": ref.task_type, "dataset": ref.name,
                                                         "mteb_name": ref.mteb_name, "splits": [names[s] for s in splits],
                                                         "split_sources": names, "source": folder, "args": args or {}})
-    embedder = embedder_for(ref.name)
     todo = [s for s in splits if not os.path.exists(os.path.join(out_dir, f"{names[s]}.npz"))]
     if info.is_main:  # counted once: the stats of all ranks are summed
         stats.add("splits_skipped", len(splits) - len(todo))
@@ -155,44 +166,41 @@ def embed_dataset(info: distributed.DistInfo, ref: TaskRef, folder: str, out_dir
         if info.is_main:
             write_json(os.path.join(out_dir, "label_mapping.json"), {str(k): v for k, v in mapping.items()})
         for s in todo:
-            vectors = embed_texts(info, embedder, data[s]["text"], f"{ref.name}-{s}", block_rows, stats, show_progress)
+            vectors = embed_texts(stages, embedder, data[s]["text"], f"{ref.name}-{s}")
             if info.is_main:
                 save_npz(os.path.join(out_dir, f"{names[s]}.npz"), data=vectors,
                          label=np.array([mapping[v] for v in data[s]["label"]], dtype=np.int64))
-                stats.add("rows", len(vectors), reason=s)
+                wrote(s, len(vectors))
     elif ref.task_type == "retrieval":
         for name in ("corpus", "queries"):
             path = os.path.join(out_dir, f"{name}.npz")
             if os.path.exists(path):
                 continue
             ids, texts = beir_table(folder, name)
-            vectors = embed_texts(info, embedder, texts, f"{ref.name}-{name}", block_rows, stats, show_progress)
+            vectors = embed_texts(stages, embedder, texts, f"{ref.name}-{name}")
             if info.is_main:
                 save_npz(path, data=vectors, id=np.array(ids))
-                stats.add("rows", len(vectors), reason=name)
+                wrote(name, len(vectors))
         for s in todo:
             if info.is_main:
                 qrels = load_split(folder, "retrieval", s)
                 save_npz(os.path.join(out_dir, f"{names[s]}.npz"), **qrels)
-                stats.add("rows", len(qrels["query_id"]), reason=s)
+                wrote(s, len(qrels["query_id"]))
     else:
         for s in todo:
             d = load_split(folder, ref.task_type, s)
             arrays = {}
             for key, value in d.items():
                 if key in TEXT_COLUMNS:
-                    arrays[key] = embed_texts(info, embedder, value, f"{ref.name}-{s}-{key}", block_rows, stats,
-                                              show_progress)
+                    arrays[key] = embed_texts(stages, embedder, value, f"{ref.name}-{s}-{key}")
                 else:
                     arrays[key] = np.asarray(value, dtype=np.float32 if key == "score" else np.int64)
             if info.is_main:
                 if ref.task_type == "reranking":
                     arrays = reranking_arrays(**arrays, layout=reranking_layout)
                 save_npz(os.path.join(out_dir, f"{names[s]}.npz"), **arrays)
-                stats.add("rows", len(arrays["query"] if "query" in arrays else next(iter(arrays.values()))), reason=s)
+                wrote(s, len(arrays["query"] if "query" in arrays else next(iter(arrays.values()))))
     stats.add("texts_encoded", embedder.texts_embedded)
-    count_cache_hits(info, stats, [embedder])
-    distributed.barrier()
 
 
 def prompts_for(prompt: str | None) -> dict[str, str] | str:
@@ -227,7 +235,6 @@ def check_rerun(out_dir: str, args: dict[str, Any], overwrite: bool) -> None:
 
 
 def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions, run: None = None) -> Stats:
-    start = time.perf_counter()
     task_type, model_name = opts.task_type, opts.model_name
     refs = resolve_tasks(task_type, opts.dataset_name, opts.data_path)
     model_dir = os.path.join(opts.save_root_path, model_folder(model_name))
@@ -237,50 +244,33 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions, run: None
             "dtype": opts.dtype, "hf_subset": opts.hf_subset,
             **({"reranking_layout": opts.reranking_layout} if task_type == "reranking" else {})}
     lock = FolderLock(model_dir)
-    with distributed.same_error_on_every_rank(RunConflictError, OSError):
-        if info.is_main:  # every refusal before anything is loaded or written
+    with distributed.same_error_on_every_rank(InputError, RunConflictError, OSError):
+        if info.is_main:  # every refusal before anything is loaded or written; the model first
+            check_models(opts)
             os.makedirs(model_dir, exist_ok=True)
             lock.acquire()
             for ref in refs:
                 check_rerun(os.path.join(model_dir, ref.name), args, opts.overwrite)
-    check_model(model_name, opts.revision, "model_name")
     folders = dataset_dirs(info, refs, opts.data_path, opts.cache_dir, opts.hf_subset)
-    model = load_model(model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)
+    all_datasets = CommandStages(info, opts, os.path.join(model_dir, ".cache"))
+    with all_datasets.stats.stage("model", done="loaded"):
+        model = load_model(model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)
     prompts = prompts_for(opts.prompt)
-    cache = os.path.join(model_dir, ".cache")
-
-    def embedder_for(name: str) -> BlockEmbedder:
-        p = prompts.get(name, "") if isinstance(prompts, dict) else prompts
-        return BlockEmbedder(model, spec_for(model, model_name, opts.revision, p, opts.dtype, opts.batch_size,
-                                            batch_tokens=opts.batch_tokens), cache)
-
-    show_progress = opts.progress
-    totals = Stats()
     for ref, folder in zip(refs, folders):
         out_dir = os.path.join(model_dir, ref.name)
-        stats = Stats()
-        with stats.stage("embed", log=False) as rec:
-            embed_dataset(info, ref, folder, out_dir, embedder_for, BATCHES_PER_BLOCK * opts.batch_size, stats,
-                          show_progress, {**args, "world_size": info.world_size}, opts.reranking_layout)
-            rec["rows"] = stats.counts.get("embedded", 0)
-        merged = Stats.merge(distributed.all_gather_object(stats.to_dict()))
-        for key, value in merged["counts"].items():
-            totals.add(key, sum(value.values()) if isinstance(value, dict) else value)
-        if info.is_main:
+        stages = CommandStages(info, opts, all_datasets.cache_dir)
+        prompt = prompts.get(ref.name, "") if isinstance(prompts, dict) else prompts
+        embedder = BlockEmbedder(model, spec_for(model, model_name, opts.revision, prompt, opts.dtype, opts.batch_size,
+                                                 batch_tokens=opts.batch_tokens), stages.cache_root)
+        embed_dataset(stages, ref, folder, out_dir, embedder, {**args, "world_size": info.world_size},
+                      opts.reranking_layout)
+        merged = stages.finish(f"dist_data.embed_mteb {ref.name}", out_dir)
+        if info.is_main:  # summed over the ranks already: rank 0 holds the totals
+            all_datasets.stats.add_counts(merged["counts"])
             write_json(os.path.join(out_dir, "stats.json"), {"dataset": ref.name, "task_type": task_type, **merged})
-            counts, embed = merged["counts"], merged["stages"]["embed"]
-            logger.info("%s: %s; %s texts embedded (%s encoded, %s block(s) from the cache) in %.1f s (%s texts/s); "
-                        "%d split(s) already there", ref.name,
-                        ", ".join(f"{k} {fmt_rows(n)}" for k, n in counts.get("rows", {}).items()) or "nothing new",
-                        fmt_rows(counts.get("embedded", 0)), fmt_rows(counts.get("texts_encoded", 0)),
-                        counts.get("cached_blocks", 0), embed["seconds"], fmt_rows(embed["rows_per_s"]),
-                        counts.get("splits_skipped", 0))
-    if info.is_main:
-        logger.info("embedded %d %s dataset(s): %s rows, %s split(s) already there, in %.0f s -> %s", len(refs),
-                    task_type, fmt_rows(totals.counts.get("rows", 0)), totals.counts.get("splits_skipped", 0),
-                    time.perf_counter() - start, model_dir)
+    total = all_datasets.finish(f"dist_data.embed_mteb ({len(refs)} {task_type} dataset(s))", model_dir)
     lock.release()
-    return totals
+    return Stats(counts=total["counts"])
 
 
 COMMANDS = {None: (EmbedMtebOptions, run_embed_mteb)}  # what dist_data.registry lists

@@ -217,7 +217,7 @@ def test_existing_split_is_skipped_and_bad_names_are_clear(embedded, tmp_path):
     before = os.path.getmtime(out / "wn_pos" / "test.npz")
     proc = run_cli("dist_data.embed_mteb", "--task_type=classification", "--dataset_name=wn_pos", f"--data_path={data}",
                    f"--save_root_path={out.parent}", "--batch_size=16", "--progress=False", nproc=2)
-    assert os.path.getmtime(out / "wn_pos" / "test.npz") == before and "2 split(s) already there" in proc.stderr
+    assert os.path.getmtime(out / "wn_pos" / "test.npz") == before and "splits_skipped 2" in proc.stderr
     assert json.load(open(out / "wn_pos" / "stats.json"))["counts"]["splits_skipped"] == 2  # once, not per rank
     proc = run_cli("dist_data.embed_mteb", "--task_type=classify", f"--save_root_path={tmp_path}", nproc=0, check=False)
     assert proc.returncode == 2 and "--task_type must be one of classification" in proc.stderr

@@ -87,6 +87,11 @@ class Options:
     def problems(self) -> list[str]:
         return []
 
+    def models(self) -> list[tuple[str, str | None, str | None]]:
+        """``(flag, model name, revision)`` of every flag that names a model: each is checked before
+        anything is read or written (:func:`dist_data.core.models.check_models`)."""
+        return []
+
     def result_args(self) -> dict[str, Any]:
         """The flags that determine the result (what ``args.json`` holds and a rerun must repeat)."""
         return self.canonical_args({f.name: getattr(self, f.name) for f in dataclasses.fields(self)

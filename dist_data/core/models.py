@@ -59,3 +59,13 @@ def check_model(model_name: str | None, revision: str | None = None, what: str =
         raise InputError(f"--{what} {path!r} is neither a local folder nor in the Hugging Face cache, and the hub "
                          f"cannot be reached ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     return path
+
+
+def check_models(opts) -> None:
+    """Every model the flags name (``opts.models()``), checked before anything is read or written.
+
+    Raises:
+        InputError: the first that cannot be loaded, naming its flag.
+    """
+    for flag, name, revision in opts.models():
+        check_model(name, revision, flag)

@@ -40,11 +40,6 @@ class RunFolderOptions(CommonOptions):
         """The result's name in the run folder (a table named by its rows is renamed when published)."""
         raise NotImplementedError
 
-    def models(self) -> list[tuple[str, str | None, str | None]]:
-        """``(flag, model name, revision)`` of every flag that names a model: each is checked when the
-        run opens, before anything is read or written (:func:`dist_data.core.models.check_model`)."""
-        return [("model_name", self.model_name, self.revision)] if isinstance(self, ModelOptions) else []
-
     def side_outputs(self) -> list[str]:
         """Every other file or folder the command may write in its run folder (sidecars, plots, lists);
         the engine's own (args, stats, rejects, parts, cache, scores.png, the card) are not repeated.
@@ -87,6 +82,9 @@ class ModelOptions(Options):
     max_seq_length: int | None = flag(None, "truncate texts to this many tokens (default: the model's)",
                                       at_least(1))
     dtype: str = flag("float32", "float32; float16 or bfloat16 on GPU", one_of("float32", "float16", "bfloat16"))
+
+    def models(self) -> list[tuple[str, str | None, str | None]]:
+        return [("model_name", self.model_name, self.revision)] + super().models()
 
 
 INDEX_MODES = ("gather", "sharded", "ivf", "hnsw")

@@ -29,7 +29,7 @@ from .errors import BadRowError, InputError, RunConflictError
 from .fault import fault
 from .files import read_lines
 from .log import logger
-from .models import check_model
+from .models import check_models
 from .options import ResultOptions, RunFolderOptions
 from .paths import inputs_signature, output_dirs
 from .report import report_scores
@@ -181,24 +181,24 @@ def with_flags(fn: Callable[..., Any]) -> Body:
 
 # ---------------------------------------------------------------- the run folder
 
-ENGINE_COUNTS = ("input_rows", "read", "kept", "cached_blocks")  # every run's, whatever its verb declares
-ENGINE_BUCKETS = ("dropped", "rejected")
-
-
 @dataclasses.dataclass(frozen=True)
 class Output:
     """A file of the run folder besides the result, written on rank 0 at merge time: from every
     rank's ``part`` (:meth:`Run.write_parts`), concatenated in rank order, k-way merged by ``key``,
-    or as one JSON list (``json_list``); or by ``write(path)``."""
+    or as one JSON list (``json_list``); or by ``write(path)``; or ``written`` already by a stage
+    (recorded before the stage wrote it; named here so that stats.json lists it)."""
 
     name: str
     part: str | None = None
     key: Callable[[str], Any] | None = None
     json_list: bool = False
     write: Callable[[str], Any] | None = None
+    written: bool = False
 
     def make(self, run: "Run") -> int | None:
         path = run.file(self.name)
+        if self.written:
+            return None
         if self.write is not None:
             rows = self.write(path)
             return rows if isinstance(rows, int) else None
@@ -229,8 +229,7 @@ class Run(Stages, RunDir):
         self.command = command or type(opts).__name__
         self.done: dict[str, Any] | None = None
         self.started = time.perf_counter()
-        self.stats = Stats.with_keys(*dict.fromkeys(ENGINE_COUNTS + tuple(opts.counts)),
-                                     buckets=tuple(dict.fromkeys(ENGINE_BUCKETS + tuple(opts.count_buckets))))
+        self.stats = Stats.for_command(opts.counts, opts.count_buckets)
 
     @classmethod
     def open(cls, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = "") -> "Run":
@@ -242,8 +241,7 @@ class Run(Stages, RunDir):
         run = cls(info, opts, result_name, command)
         with distributed.same_error_on_every_rank(InputError, RunConflictError, OSError):
             if info.is_main:  # the models first: a model that cannot be found creates nothing
-                for flag, name, revision in opts.models():
-                    check_model(name, revision, flag)
+                check_models(opts)
                 run.inputs = inputs_signature(opts, exclude=[opts.output_dir])
                 run.prepare(opts.overwrite)
         if run.is_complete() and not run.replace:
@@ -288,11 +286,13 @@ class Run(Stages, RunDir):
             write_lines(self.part(name, rank), lines)
         return rows
 
-    def merge(self, compress: bool = False, outputs: Sequence[Output] = (),
-              result: Output | None = None) -> dict[str, Any] | None:
+    def merge(self, compress: bool = False, outputs: Sequence[Output] = (), result: Output | None = None,
+              sections: dict[str, Any] | None = None, complete: bool = True) -> dict[str, Any] | None:
         """After every rank wrote its parts, rank 0 writes the result (the ranks' ``part`` files in
         rank (= input) order, gzipped with ``compress``; or ``result``) and each of ``outputs``, then
-        the rejects, ``stats.json`` and ``_SUCCESS`` (last), releases the lock and logs the summary.
+        the rejects, ``stats.json`` (with the verb's own ``sections``, e.g. embed_images' per-split
+        account) and ``_SUCCESS`` (last; not when the run is not ``complete``: embed_images --nostack
+        leaves its blocks to ``stack``), releases the lock and logs the summary.
 
         Returns the run's merged stats on rank 0 (also written to stats.json), None elsewhere.
         """
@@ -324,13 +324,15 @@ class Run(Stages, RunDir):
             merged["world_size"] = world_size
             merged["outputs"] = {"result": result.name, "rejects": "rejects.jsonl",
                                  **{o.name.split(".")[0]: o.name for o in outputs}}
+            merged.update(sections or {})
             self._write_card(merged)
             write_json(self.file("stats.json"), merged)
-            with open(self.file("_SUCCESS"), "w", encoding="utf-8"):
-                pass
+            if complete:
+                with open(self.file("_SUCCESS"), "w", encoding="utf-8"):
+                    pass
             self.lock.release()
             logger.info("%s", summary_line(self.command, merged, self.opts, time.perf_counter() - self.started,
-                                           self.file(result.name)))
+                                           self.file(result.name) if complete else self.parts_dir))
         distributed.barrier()
         return merged
 

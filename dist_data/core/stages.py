@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ from .blocks import plan_blocks, read_stage, Shard
 from .rows import Parse
 from .report import record_search
 from .select import PAD_ID
-from .stats import Stats
+from .stats import Stats, summary_line
 
 
 class Embedding:
@@ -239,3 +240,23 @@ class Stages:
             for why in sorted(set(reasons.tolist())):
                 self.stats.add("dropped", int((reasons == why).sum()), reason=str(why))
         return np.flatnonzero(keep)
+
+
+class CommandStages(Stages):
+    """The stages of a distributed command whose outputs are its domain's own layout rather than one
+    run folder (embed_mteb's per-dataset folders): the same stages and counts into :attr:`stats`
+    (the engine's keys and the options' ``counts``/``count_buckets``), the same summary line."""
+
+    def __init__(self, info: distributed.DistInfo, opts: Any, cache_dir: str):
+        self.info, self.opts, self.cache_dir = info, opts, cache_dir
+        self.stats = Stats.for_command(getattr(opts, "counts", ()), getattr(opts, "count_buckets", ()))
+        self.started = time.perf_counter()
+
+    def finish(self, what: str, result: str) -> dict[str, Any]:
+        """Every rank's stats merged (returned on every rank); rank 0 logs the summary line of ``what``
+        (written to ``result``). Collective."""
+        merged = Stats.merge(distributed.all_gather_object(self.stats.to_dict()))
+        merged["world_size"] = self.info.world_size
+        if self.info.is_main:
+            logger.info("%s", summary_line(what, merged, self.opts, time.perf_counter() - self.started, result))
+        return merged

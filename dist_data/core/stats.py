@@ -57,6 +57,8 @@ def peak_rss_mib() -> float:
 
 
 RUN_SECTIONS = ("scores", "index", "examples")  # one value for the whole run (not per rank)
+ENGINE_COUNTS = ("input_rows", "read", "kept", "cached_blocks")  # every run's, whatever its verb declares
+ENGINE_BUCKETS = ("dropped", "rejected")
 
 
 @dataclass
@@ -74,6 +76,13 @@ class Stats:
         """Stats whose counts start at zero for ``keys`` (and ``{}`` for ``buckets``), so that every
         rank and every run has the same keys, whatever happened."""
         return cls(counts={**{k: 0 for k in keys}, **{b: {} for b in buckets}})
+
+    @classmethod
+    def for_command(cls, counts: Sequence[str] = (), buckets: Sequence[str] = ()) -> "Stats":
+        """A command's stats: the engine's keys (:data:`ENGINE_COUNTS`, :data:`ENGINE_BUCKETS`) and the
+        verb's own ``counts`` and ``buckets``, all at zero."""
+        return cls.with_keys(*dict.fromkeys(ENGINE_COUNTS + tuple(counts)),
+                             buckets=tuple(dict.fromkeys(ENGINE_BUCKETS + tuple(buckets))))
 
     def add(self, key: str, n: int = 1, reason: str | None = None) -> None:
         if reason is None:
