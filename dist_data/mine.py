@@ -78,8 +78,10 @@ class MineOptions(PairOptions, CollectionOptions):
     absolute_margin: float | None = flag(None, "drop candidates with score + margin > the hardest positive's")
     relative_margin: float | None = flag(None, "drop candidates with score > positive - |positive| * margin")
     sampling_strategy: str = flag("top", "top, or random (seeded by --seed and the row)", one_of("top", "random"))
-    cross_encoder: str | None = flag(None, "a CrossEncoder (name or path) that rescores candidates and positives",
-                                     non_empty)
+    cross_encoder: str | None = flag(None, "a CrossEncoder (name or path) that rescores candidates and positives "
+                                     "(--trust_remote_code applies to it too)", non_empty)
+    cross_encoder_max_length: int | None = flag(None, "--cross_encoder: truncate each (query, document) pair to this "
+                                                "many tokens (default: the cross-encoder's own)", at_least(1))
     include_positives: bool = flag(False, "keep the query's positives among the candidates, in rank order "
                                    "(reranking evaluation sets; with --output_format=n-tuple)")
     use_input_negatives: bool = flag(False, "the rows' own negatives (neg, negative, negative_N, list items after "

@@ -20,6 +20,7 @@ What fire did not do, and this does:
 from __future__ import annotations
 
 import dataclasses
+import json
 import difflib
 import os
 import sys
@@ -72,6 +73,17 @@ def one_of(*choices: str) -> Check:
 def cosine(v: Any) -> str | None:
     """A threshold on the cosine of unit vectors: outside [-1, 1] it would keep everything or nothing."""
     return None if v is None or -1.0 <= v <= 1.0 else f"is a cosine similarity: must be in [-1, 1], got {v!r}"
+
+
+def json_object(v: Any) -> str | None:
+    """A JSON object given as text (``--model_kwargs='{"attn_implementation": "sdpa"}'``)."""
+    if v is None:
+        return None
+    try:
+        value = json.loads(v)
+    except ValueError as e:
+        return f"must be a JSON object, e.g. '{{\"key\": \"value\"}}' ({e})"
+    return None if isinstance(value, dict) else f"must be a JSON object {{...}}, got {v!r}"
 
 
 def non_empty(v: Any) -> str | None:

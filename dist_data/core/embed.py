@@ -15,7 +15,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,40 +38,108 @@ BATCHES_PER_BLOCK = 8
 
 
 def load_model(model_name: str | None, device: torch.device, dtype: str = "float32",
-               max_seq_length: int | None = None, revision: str | None = None, checkpoint: str | None = None):
-    """A SentenceTransformer on ``device`` (fp16/bf16 on GPU when asked); ``open_clip:...`` names a
-    CLIP text tower instead (:mod:`.clip_text`, weights from ``checkpoint``)."""
+               max_seq_length: int | None = None, revision: str | None = None, checkpoint: str | None = None,
+               load: dict[str, Any] | None = None):
+    """A SentenceTransformer on ``device`` (fp16/bf16 on GPU when asked), built with ``load`` (the
+    flags' keyword arguments: :meth:`~dist_data.core.options.ModelOptions.load_kwargs`); ``open_clip:...``
+    names a CLIP text tower instead (:mod:`.clip_text`, weights from ``checkpoint``).
+
+    Raises:
+        InputError: the model needs ``--trust_remote_code``, or a ``--*_kwargs`` key it does not take (one line).
+    """
     if model_name and model_name.startswith("open_clip:"):
         from .clip_text import load_open_clip_text
 
         if dtype != "float32":
             logger.warning("dtype=%s: the CLIP text tower runs in float32", dtype)
         return load_open_clip_text(model_name, checkpoint, device)
-    from sentence_transformers import SentenceTransformer
-
     path = resolve_model(model_name)
     if dtype != "float32" and device.type != "cuda":
         logger.warning("dtype=%s requested on CPU; computing in float32", dtype)
         dtype = "float32"
-    key = (path, _folder_signature(path), str(device), dtype, revision)
+    load = dict(load or {})
+    key = (path, _folder_signature(path), str(device), dtype, revision, json.dumps(load, sort_keys=True))
     if _LAST_MODEL and _LAST_MODEL[0] == key:  # several runs in one process (a collection, the tests): one load
-        model, loaded_length = _LAST_MODEL[1], _LAST_MODEL[2]
+        model = _LAST_MODEL[1]
     else:
         if path == ZERO_COST_MODEL:
             model = zero_model.load(device)
         else:
-            model = SentenceTransformer(path, device=str(device), revision=revision)
-        # the dtype asked for, whatever the checkpoint was saved in (a float16 checkpoint loads as float16)
-        model = model.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
+            model = _sentence_transformer(model_name, path, device, revision, load)
+        if load.get("backend", "torch") == "torch":
+            # the dtype asked for, whatever the checkpoint was saved in (a bfloat16 checkpoint runs in float32 by
+            # default: --dtype, or a torch_dtype in --model_kwargs, says otherwise)
+            if not {"torch_dtype", "dtype"} & set(load.get("model_kwargs", {})) or dtype != "float32":
+                model = model.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
         model.eval()
-        loaded_length = model.max_seq_length
-        _LAST_MODEL[:] = [key, model, loaded_length]
+        model.dist_data_own_lengths = _own_lengths(model)
+        _LAST_MODEL[:] = [key, model]
     # an earlier run (or an embedder's role) may have set another length: each load starts from the model's own
-    model.max_seq_length = int(max_seq_length) if max_seq_length else loaded_length
+    apply_length(model, max_seq_length)
     return model
 
 
-_LAST_MODEL: list = []  # [key, model, its own max_seq_length]: the last model loaded in this process
+def _sentence_transformer(model_name: str | None, path: str, device: torch.device, revision: str | None,
+                          load: dict[str, Any]):
+    from sentence_transformers import SentenceTransformer
+
+    name = repr(model_name or path)
+    try:
+        model = SentenceTransformer(path, device=str(device), revision=revision, **load)
+    except Exception as e:  # noqa: BLE001 - the user's causes in one line; anything else as raised
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        if "trust_remote_code" in text and not load.get("trust_remote_code"):
+            raise InputError(f"--model_name {name} runs modeling code from its repository: rerun with "
+                             f"--trust_remote_code if you trust it") from None
+        if isinstance(e, TypeError) and "unexpected keyword argument" in text:
+            given = ", ".join(f"--{k}" for k in ("model_kwargs", "tokenizer_kwargs", "config_kwargs") if k in load)
+            raise InputError(f"--model_name {name}: {first} (from {given or 'the flags'})") from None
+        if "backend" in load and ("Optimum" in text or "optimum" in text or "openvino" in text.lower()):
+            raise InputError(f"--backend={load['backend']}: {first}") from None
+        raise
+    unknown = _unknown_config_keys(model, load.get("config_kwargs", {}))
+    if unknown:
+        raise InputError(f"--config_kwargs: {', '.join(unknown)} is not a setting of the config of {name} "
+                         f"({type(model[0].auto_model.config).__name__})")
+    if "backend" in load:
+        logger.info("model: %s backend (%s)", load["backend"], type(model[0].auto_model).__name__)
+    return model
+
+
+def _unknown_config_keys(model, keys: dict[str, Any]) -> list[str]:
+    """The ``--config_kwargs`` keys the model's config class does not define (transformers keeps any key
+    without a word, so a typo would change nothing silently)."""
+    config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    if not keys or config is None:
+        return []
+    try:
+        known = set(type(config)().to_dict()) | set(getattr(config, "attribute_map", {}))
+    except Exception:  # noqa: BLE001 - a config class that needs arguments: nothing to compare with
+        return []
+    return sorted(k for k in keys if k not in known)
+
+
+def _own_lengths(model) -> list[tuple[Any, int | None]]:
+    """Each input module's own ``max_seq_length`` (a Router's routes may each have theirs)."""
+    found = [(m, m.max_seq_length) for m in model.modules()
+             if type(m).__name__ == "Transformer" and hasattr(m, "max_seq_length")]
+    return found or [(model, model.max_seq_length)]
+
+
+def apply_length(model, max_seq_length: int | None) -> None:
+    """``max_seq_length`` on every input module when given, else each module's own length back (a
+    Router's query route keeps its shorter length, as sentence-transformers loads it)."""
+    if max_seq_length:
+        if model.max_seq_length != int(max_seq_length) or len(_own_lengths(model)) > 1:
+            model.max_seq_length = int(max_seq_length)
+        return
+    for module, length in getattr(model, "dist_data_own_lengths", []):
+        if module.max_seq_length != length:
+            module.max_seq_length = length
+
+
+_LAST_MODEL: list = []  # [key, model]: the last model loaded in this process
 
 
 def _folder_signature(path: str) -> tuple:
@@ -95,26 +163,36 @@ class EmbedSpec:
     model_name: str
     revision: str | None
     prompt: str
-    max_seq_length: int
+    max_seq_length: int  # 0: each input module's own (a Router whose routes have their own lengths)
     pooling: str
     dtype: str
     batch_size: int
     normalize: bool = True
     role: str = ""  # "query" or "document": encode_query / encode_document (a Router model's route)
     batch_tokens: int = 0  # > 0: batches of at most this many padded tokens (:func:`token_batches`)
+    load: str = ""  # the load flags (JSON: --trust_remote_code, --truncate_dim, --model_kwargs, --backend, ...)
 
     def key(self) -> str:
         fields = asdict(self)
-        if not self.batch_tokens:  # keys written before token batching existed stay valid
-            del fields["batch_tokens"]
+        for name in ("batch_tokens", "load"):  # keys written before these existed stay valid
+            if not fields[name]:
+                del fields[name]
         return content_hash([json.dumps(fields, sort_keys=True)])
 
 
-def spec_for(model, model_name: str | None, revision: str | None, prompt: str, dtype: str,
-             batch_size: int, max_seq_length: int | None = None, role: str = "", batch_tokens: int = 0) -> EmbedSpec:
+def spec_for(model, model_name: str | None, revision: str | None, prompt: str | None, dtype: str,
+             batch_size: int, max_seq_length: int | None = None, role: str = "", batch_tokens: int = 0,
+             load: dict[str, Any] | None = None) -> EmbedSpec:
+    """The spec of ``model``'s vectors for ``role``; ``prompt`` None: the model's own for the role
+    (:func:`resolve_prompt`, as ``encode``/``encode_query``/``encode_document`` pick it)."""
     pooling = " ".join(type(m).__name__ for m in model) + f" dim={embedding_dim(model)}"
-    return EmbedSpec(model_name or DEFAULT_MODEL, revision, prompt or "", int(max_seq_length or model.max_seq_length or 0),
-                     pooling, dtype, int(batch_size), role=role, batch_tokens=int(batch_tokens or 0))
+    if prompt is None:
+        prompt = resolve_prompt(model, None, None, role, "prompt")
+    lengths = {n for _, n in getattr(model, "dist_data_own_lengths", [])}
+    length = int(max_seq_length or (model.max_seq_length if len(lengths) <= 1 else 0) or 0)
+    return EmbedSpec(model_name or DEFAULT_MODEL, revision, prompt or "", length, pooling, dtype, int(batch_size),
+                     role=role, batch_tokens=int(batch_tokens or 0),
+                     load=json.dumps(load, sort_keys=True) if load else "")
 
 
 def _token_ids(model, texts: Sequence[str], prompt: str = "", max_length: int | None = None) -> list[list[int]]:
@@ -139,18 +217,19 @@ _BACKENDS: dict = {}
 
 
 def _backend(tokenizer, max_length: int | None):
-    """A private copy of a fast tokenizer's backend, truncating at ``max_length`` and not padding
-    (None for a slow tokenizer)."""
+    """A private copy of a fast tokenizer's backend, truncating at ``max_length`` on the tokenizer's
+    own ``truncation_side`` and not padding (None for a slow tokenizer)."""
     if not getattr(tokenizer, "is_fast", False):
         return None
-    key = (id(tokenizer), max_length)  # set once, then only read: threads may share it
+    side = getattr(tokenizer, "truncation_side", "right")
+    key = (id(tokenizer), max_length, side)  # set once, then only read: threads may share it
     if key not in _BACKENDS:
         from tokenizers import Tokenizer
 
         backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         backend.no_padding()
         if max_length:
-            backend.enable_truncation(max_length)
+            backend.enable_truncation(max_length, direction=side)
         else:
             backend.no_truncation()
         _BACKENDS[key] = (tokenizer, backend)  # the tokenizer held, so its id is never reused
@@ -162,14 +241,47 @@ def token_lengths(model, texts: Sequence[str], prompt: str = "") -> np.ndarray:
     return np.fromiter((len(x) for x in _token_ids(model, texts, prompt)), dtype=np.int64, count=len(texts))
 
 
-def _plain_stack(model) -> bool:
-    """A Transformer, mean/CLS Pooling that keeps prompt tokens, optional Normalize: the stack that
-    :meth:`BlockEmbedder._forward_token_batches` runs itself (any other goes through ``encode``)."""
+FAST_FEATURES = {"input_ids", "attention_mask", "token_type_ids", "modality", "prompt_length"}
+
+
+def fast_path_problem(model, spec: EmbedSpec) -> str | None:
+    """Why the token-budget fast path (:meth:`BlockEmbedder._forward_token_batches`: our tokens
+    through the model's forward) would not give the vectors of the model's own ``encode`` for
+    ``spec``; None when it gives them exactly.
+
+    The stack must be a Transformer, a Pooling that keeps the prompt's tokens and optional Normalize;
+    and the model's own preprocessing (``model.preprocess``: chat template, truncation side, per-task
+    lengths, prompt) must give the fast path's tokens on probe texts, a long one included."""
     if getattr(model[0], "plain_stack", False):  # the zero-cost encoder
-        return True
+        return None
     names = [type(m).__name__ for m in model]
-    return (names[:2] == ["Transformer", "Pooling"] and all(n == "Normalize" for n in names[2:])
-            and getattr(model[1], "include_prompt", True) and hasattr(model, "tokenizer"))
+    if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
+        return f"its modules ({' + '.join(names)}) are not the fast path's Transformer + Pooling (+ Normalize)"
+    if not getattr(model[1], "include_prompt", True):
+        return "its pooling leaves the prompt's tokens out (include_prompt=False)"
+    if not hasattr(model, "tokenizer") or not hasattr(model, "preprocess"):
+        return "it has no tokenizer the fast path can run"
+    apply_length(model, spec.max_seq_length)
+    length = spec.max_seq_length or model.max_seq_length or 512
+    probes = ["a", "The quick brown fox jumps over the lazy dog.", "naïve café, 3.14 résumé; ÅÄÖ 東京 🙂",
+              " ".join(f"w{i} and more" for i in range(length + 16))]
+    try:
+        features = model.preprocess(probes, prompt=spec.prompt or None, **({"task": spec.role} if spec.role else {}))
+    except Exception as e:  # noqa: BLE001 - whatever the model's preprocessing refuses, encode is the reference
+        return f"its preprocessing cannot be checked ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    extra = sorted(set(features) - FAST_FEATURES)
+    if extra:
+        return f"its preprocessing gives features the fast path does not pass ({', '.join(extra)})"
+    theirs = [ids[mask.bool()].tolist() for ids, mask in zip(features["input_ids"], features["attention_mask"])]
+    ours = _token_ids(model, probes, spec.prompt, spec.max_seq_length or model.max_seq_length)
+    differ = sum(a != b for a, b in zip(ours, theirs))
+    if not differ:
+        return None
+    why = ("its tokenizer's chat template (texts and prompt go through the message format)"
+           if "message" in (getattr(model[0], "modality_config", None) or {})
+           else f"its own {spec.role}_length" if spec.role and getattr(model[0], f"{spec.role}_length", None)
+           else "its own preprocessing")
+    return f"{why} gives other tokens than the fast path's on {differ} of {len(probes)} probe texts"
 
 
 def token_batches(lengths: np.ndarray, budget: int) -> list[np.ndarray]:
@@ -193,8 +305,9 @@ DEFAULT_PROMPT_NAMES = {"query": ("query",), "document": ("document", "passage",
 
 def resolve_prompt(model, prompt: str | None, prompt_name: str | None, role: str, flag: str) -> str:
     """The text put before every ``role`` text: ``prompt`` when given, else the model's prompt
-    ``prompt_name``, else the model's own default for the role (as ``encode_query`` and
-    ``encode_document`` pick it: ``query``; ``document``, ``passage`` or ``corpus``), else none.
+    ``prompt_name``, else the model's own for the role as sentence-transformers picks it
+    (``encode_query``: ``query``; ``encode_document``: ``document``, ``passage`` or ``corpus``;
+    then, for any role, the model's ``default_prompt_name``), else none.
 
     Raises:
         InputError: ``prompt_name`` is not one of the model's prompts (they are listed).
@@ -211,7 +324,8 @@ def resolve_prompt(model, prompt: str | None, prompt_name: str | None, role: str
     for name in DEFAULT_PROMPT_NAMES.get(role, ()):
         if name in prompts:
             return prompts[name]
-    return ""
+    default = getattr(model, "default_prompt_name", None)
+    return prompts.get(default, "") if default else ""
 
 
 @dataclass
@@ -241,6 +355,13 @@ class BlockEmbedder:
             os.makedirs(self.cache_dir, exist_ok=True)
         self.cache_hits = 0  # blocks served from the cache since count_cache_hits last counted them
         self.texts_embedded = 0
+        self.fast = False  # token-budget batches through our own tokens and the model's forward
+        if spec.batch_tokens:
+            problem = fast_path_problem(model, spec)
+            self.fast = problem is None
+            if problem:
+                logger.info("--batch_tokens: %s%s; its texts go through its own encode (batched by tokens)",
+                            f"{spec.role}s of " if spec.role else "", f"{spec.model_name}: {problem}")
 
     def embed(self, texts: Sequence[str], block_id: str) -> np.ndarray:
         """``(len(texts), d) float32`` L2-normalised embeddings; duplicates embedded once."""
@@ -261,7 +382,7 @@ class BlockEmbedder:
                 if vectors.shape[0] == len(unique_texts):
                     block.vectors = vectors
                     return block
-        if unique_texts and self.spec.batch_tokens and _plain_stack(self.model):
+        if unique_texts and self.fast:
             block.batches = padded_batches(self.model, _token_ids(self.model, unique_texts, self.spec.prompt,
                                                                   self.spec.max_seq_length or self.model.max_seq_length),
                                            self.spec.batch_tokens)
@@ -286,20 +407,19 @@ class BlockEmbedder:
         if not texts:
             dim = embedding_dim(self.model)
             return np.zeros((0, dim), dtype=np.float32)
-        if self.spec.max_seq_length:  # one model serves queries and documents, each with its own length
-            self.model.max_seq_length = self.spec.max_seq_length
+        apply_length(self.model, self.spec.max_seq_length)  # one model serves queries and documents, each its length
         encode = getattr(self.model, f"encode_{self.spec.role}", None) if self.spec.role else None
         encode = encode or self.model.encode
 
         def run(part: list[str], batch_size: int) -> np.ndarray:
-            with torch.inference_mode():
-                emb = encode(part, batch_size=batch_size, prompt=self.spec.prompt or None,
+            with torch.inference_mode():  # the prompt resolved as encode would (spec_for): "" is no prompt
+                emb = encode(part, batch_size=batch_size, prompt=self.spec.prompt,
                              normalize_embeddings=self.spec.normalize, convert_to_numpy=True, show_progress_bar=False)
             return np.ascontiguousarray(emb, dtype=np.float32)
 
         if not self.spec.batch_tokens:
             return run(texts, self.spec.batch_size)
-        if _plain_stack(self.model):
+        if self.fast:
             return self._forward_token_batches(texts, batches)
         out = None
         for rows in token_batches(token_lengths(self.model, texts, self.spec.prompt), self.spec.batch_tokens):
@@ -319,6 +439,8 @@ class BlockEmbedder:
                 rows = batch.pop("rows")
                 emb = model.forward({k: v.to(model.device, non_blocking=True) for k, v in batch.items()})
                 emb = emb["sentence_embedding"].float()
+                if getattr(model, "truncate_dim", None):  # Matryoshka: the first dimensions, then normalised
+                    emb = emb[:, :model.truncate_dim]
                 if self.spec.normalize:
                     emb = torch.nn.functional.normalize(emb, dim=-1)
                 out[rows.to(model.device, non_blocking=True)] = emb
@@ -392,29 +514,31 @@ def embed_by_block(embedder: BlockEmbedder, positions: np.ndarray, texts: Sequen
 
 def query_document_embedders(info: distributed.DistInfo, cache_dir: str,
                              opts: "PairOptions") -> tuple[BlockEmbedder, BlockEmbedder]:
-    """One model, two block embedders (queries, documents: each its prompt and length), caching blocks
-    under ``cache_dir``."""
-    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision)
+    """One model, two block embedders (queries, documents: each its prompt and length, as
+    ``encode_query`` / ``encode_document``), caching blocks under ``cache_dir``."""
+    load = opts.load_kwargs()
+    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, load=load)
     roles = (("query", opts.query_prompt, opts.query_prompt_name, opts.query_max_seq_length, "query_prompt_name"),
              ("document", opts.document_prompt, opts.corpus_prompt_name, opts.document_max_seq_length,
               "corpus_prompt_name"))
     return tuple(BlockEmbedder(model, spec_for(model, opts.model_name, opts.revision,
                                                resolve_prompt(model, prompt, name, role, flag), opts.dtype,
                                                opts.batch_size, max_len or opts.max_seq_length, role,
-                                               opts.batch_tokens),
+                                               opts.batch_tokens, load),
                                cache_dir)
                  for role, prompt, name, max_len, flag in roles)
 
 
 def text_embedder(info: distributed.DistInfo, cache_dir: str, opts: "ModelOptions",
                   checkpoint: str | None = None) -> BlockEmbedder:
-    """One block embedder of ``--model_name`` with no prompt (texts compared with texts of their own
-    kind), caching blocks under ``cache_dir``; an open_clip tower's ``checkpoint`` file is part of its
-    cache key."""
-    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, checkpoint)
+    """One block embedder of ``--model_name`` with the model's own default prompt only (texts compared
+    with texts of their own kind: ``encode`` with no prompt), caching blocks under ``cache_dir``; an
+    open_clip tower's ``checkpoint`` file is part of its cache key."""
+    load = opts.load_kwargs()
+    model = load_model(opts.model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, checkpoint, load)
     name_tag = opts.model_name + (f" {checkpoint} {os.path.getsize(checkpoint)}" if checkpoint else "")
-    return BlockEmbedder(model, spec_for(model, name_tag, opts.revision, "", opts.dtype, opts.batch_size,
-                                         opts.max_seq_length, "", opts.batch_tokens),
+    return BlockEmbedder(model, spec_for(model, name_tag, opts.revision, None, opts.dtype, opts.batch_size,
+                                         opts.max_seq_length, "", opts.batch_tokens, load),
                          cache_dir)
 
 

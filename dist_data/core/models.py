@@ -4,13 +4,35 @@ local folder, a Hugging Face cache snapshot or a hub name (:func:`check_model`).
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 from .errors import InputError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ZERO_COST_MODEL = "builtin:zero-cost"  # the registered encoder that measures the host (core/zero_model.py)
 _SHIPPED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "default"}
+BACKENDS = ("torch", "onnx", "openvino")  # sentence-transformers' inference backends
+
+
+def model_load_kwargs(trust_remote_code: bool = False, truncate_dim: int | None = None, model_kwargs: str | None = None,
+                      tokenizer_kwargs: str | None = None, config_kwargs: str | None = None,
+                      backend: str = "torch") -> dict[str, Any]:
+    """The keyword arguments of ``SentenceTransformer(...)`` (or ``CrossEncoder``) that the flags give,
+    leaving out those at their default (the JSON flags parsed)."""
+    out: dict[str, Any] = {}
+    if trust_remote_code:
+        out["trust_remote_code"] = True
+    if truncate_dim:
+        out["truncate_dim"] = int(truncate_dim)
+    for name, text in (("model_kwargs", model_kwargs), ("tokenizer_kwargs", tokenizer_kwargs),
+                       ("config_kwargs", config_kwargs)):
+        if text:
+            out[name] = json.loads(text)
+    if backend and backend != "torch":
+        out["backend"] = backend
+    return out
 
 
 def resolve_model(model_name: str | None) -> str:

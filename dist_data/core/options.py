@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
-from .cli import at_least, CommonOptions, flag, non_empty, one_of, Options, required
-from .models import DEFAULT_MODEL
+from .cli import at_least, CommonOptions, flag, json_object, non_empty, one_of, Options, required
+from .models import BACKENDS, DEFAULT_MODEL, model_load_kwargs
 from .card import CARD
 from .paths import CACHE_DIR, OUTPUT_DIR, inputs_signature, output_dirs
 from .rundir import MANIFEST
@@ -82,9 +82,26 @@ class ModelOptions(Options):
     max_seq_length: int | None = flag(None, "truncate texts to this many tokens (default: the model's)",
                                       at_least(1))
     dtype: str = flag("float32", "float32; float16 or bfloat16 on GPU", one_of("float32", "float16", "bfloat16"))
+    trust_remote_code: bool = flag(False, "run the modeling code a model ships in its repository (nomic-embed, jina, "
+                                   "gte v1.5...); only with this flag, and the card names the code's revision")
+    truncate_dim: int | None = flag(None, "keep the first N dimensions of each vector (a Matryoshka model), "
+                                    "normalised after the cut, as sentence-transformers' truncate_dim", at_least(1))
+    model_kwargs: str | None = flag(None, "JSON passed to the model's from_pretrained, e.g. "
+                                    "'{\"attn_implementation\": \"sdpa\"}' or, with --backend, '{\"file_name\": ...}'",
+                                    json_object)
+    tokenizer_kwargs: str | None = flag(None, "JSON passed to the tokenizer's from_pretrained", json_object)
+    config_kwargs: str | None = flag(None, "JSON passed to the model config's from_pretrained", json_object)
+    backend: str = flag("torch", "sentence-transformers' inference backend: torch, onnx or openvino (an export the "
+                        "model lacks is made once into the Hugging Face cache)", one_of(*BACKENDS))
 
     def models(self) -> list[tuple[str, str | None, str | None]]:
         return [("model_name", self.model_name, self.revision)] + super().models()
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """What shapes the model besides its name (:func:`dist_data.core.embed.load_model`): the flags
+        given, none at their default, so an embedding cache of the defaults keeps its key."""
+        return model_load_kwargs(self.trust_remote_code, self.truncate_dim, self.model_kwargs, self.tokenizer_kwargs,
+                                 self.config_kwargs, self.backend)
 
 
 INDEX_MODES = ("gather", "sharded", "ivf", "hnsw")

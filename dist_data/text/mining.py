@@ -360,7 +360,9 @@ def rerank_stage(run: Run, items: Items, docs: Documents, emb: Embedded, cand_id
 
     batch_size, block_rows = run.opts.batch_size, run.block_rows
     with run.stats.stage("rerank") as rec:
-        model = CrossEncoder(run.opts.cross_encoder, device=str(run.info.device))
+        opts = run.opts
+        model = CrossEncoder(opts.cross_encoder, device=str(run.info.device), trust_remote_code=opts.trust_remote_code,
+                             **({"max_length": opts.cross_encoder_max_length} if opts.cross_encoder_max_length else {}))
         texts = fetch_records(docs, np.concatenate([cand_ids[cand_ids != PAD_ID], flat_doc, pos_rep]))
         doc = {k: beir_join(title, text) for k, (_, title, text) in texts.items()}
         query_text: dict[int, str] = {}
