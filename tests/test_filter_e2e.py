@@ -34,14 +34,16 @@ def runs(data):
     return out
 
 
-def reference_keep(model, rows, k):
-    """Single process: encode everything, brute-force canonical top-k over unique documents."""
+def reference_keep(model, rows, k, roles: bool = False):
+    """Single process: encode everything (``roles``: ``encode_query`` / ``encode_document``), brute-force
+    canonical top-k over unique documents."""
     queries = [r["query"] for r in rows]
     docs = [r["document"] for r in rows]
     rep = first_occurrence(text_hashes(docs), np.arange(len(docs)))
     uniq = np.unique(rep)
-    q = model.encode(queries, batch_size=32, normalize_embeddings=True).astype(np.float64)
-    d = model.encode([docs[i] for i in uniq], batch_size=32, normalize_embeddings=True).astype(np.float64)
+    encode_q, encode_d = (model.encode_query, model.encode_document) if roles else (model.encode, model.encode)
+    q = encode_q(queries, batch_size=32, normalize_embeddings=True).astype(np.float64)
+    d = encode_d([docs[i] for i in uniq], batch_size=32, normalize_embeddings=True).astype(np.float64)
     scores = q @ d.T
     pos_col = np.searchsorted(uniq, rep)
     order = np.lexsort((np.tile(uniq, (len(rows), 1)), -scores), axis=1)

@@ -329,18 +329,24 @@ def test_bad_pair_rows_error_names_file_and_line_or_are_rejected(tmp_path):
     assert sum(1 for _ in open(tmp_path / "b" / "mined.jsonl")) == 3 * 58
 
 
-def test_cross_encoder_rescoring_matches_mine_hard_negatives(model, tmp_path):
+def scoring_cross_encoder(folder: str, **kwargs):
+    """A cross-encoder head over the shipped MiniLM (seeded), saved in ``folder`` and loaded back with
+    ``kwargs``: scores that differ from the bi-encoder's."""
     import torch
     from sentence_transformers import CrossEncoder
 
     from dist_data.core.models import resolve_model
 
-    torch.manual_seed(0)  # a cross-encoder head over the shipped MiniLM: scores that differ from the bi-encoder
+    torch.manual_seed(0)
     ce = CrossEncoder(resolve_model(None), num_labels=1, device="cpu")
     with torch.no_grad():
         ce.model.classifier.weight.mul_(30)
-    ce.save(str(tmp_path / "ce"))
-    ce = CrossEncoder(str(tmp_path / "ce"), device="cpu")
+    ce.save(folder)
+    return CrossEncoder(folder, device="cpu", **kwargs)
+
+
+def test_cross_encoder_rescoring_matches_mine_hard_negatives(model, tmp_path):
+    ce = scoring_cross_encoder(str(tmp_path / "ce"))
     rows = wordnet_pairs(120, seed=8, synonyms=False)
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
     run_cli("dist_data.mine", f"--dataset={path}", f"--output_dir={tmp_path / 'out'}", f"--cross_encoder={tmp_path / 'ce'}",

@@ -15,7 +15,8 @@ from conftest import run_cli, wordnet_pairs, write_jsonl
 from dist_data.core.embed import BlockEmbedder, fast_path_problem, load_model, resolve_prompt, spec_for
 from dist_data.text.wordnet import iter_synsets
 from model_kinds import KINDS, build
-from test_mine import MINE_FLAGS, assert_same_negatives, read_triplets, reference_mining
+from test_filter_e2e import reference_keep
+from test_mine import MINE_FLAGS, assert_same_negatives, read_triplets, reference_mining, scoring_cross_encoder
 
 CPU = torch.device("cpu")
 
@@ -124,3 +125,37 @@ def test_mine_with_a_router_model_matches_mine_hard_negatives(batch_tokens, kind
                            absolute_margin=None)
     assert len(ref) > 100
     assert_same_negatives(read_triplets(tmp_path / "ours" / "mined.jsonl"), ref, "mine_hard_negatives", 0.98)
+
+
+def test_cross_encoder_max_length_matches_mine_hard_negatives(model, tmp_path):
+    ce = scoring_cross_encoder(str(tmp_path / "ce"), max_length=12)  # definitions are longer: the cut matters
+    rows = wordnet_pairs(40, seed=3, synonyms=False)
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    flags = [f"--dataset={path}", f"--cross_encoder={tmp_path / 'ce'}", "--num_negatives=2", "--range_max=8",
+             "--output_scores=True", "--batch_size=32", "--noprogress"]
+    run_cli("dist_data.mine", *flags, "--cross_encoder_max_length=12", f"--output_dir={tmp_path / 'cut'}", nproc=0)
+    run_cli("dist_data.mine", *flags, f"--output_dir={tmp_path / 'whole'}", nproc=0)
+    ours = read_triplets(tmp_path / "cut" / "mined.jsonl")
+    ref = reference_mining(model, [(r["query"], r["document"]) for r in rows], use_faiss=False, cross_encoder=ce,
+                           range_min=0, range_max=8, absolute_margin=None, num_negatives=2)
+    assert_same_negatives(ours, ref, "mine_hard_negatives with a 12-token cross-encoder", min_agreement=0.95)
+    assert ours != read_triplets(tmp_path / "whole" / "mined.jsonl")  # the length changed the scores
+    assert json.load(open(tmp_path / "cut" / "args.json"))["cross_encoder_max_length"] == 12
+
+
+@pytest.mark.parametrize("kind, nproc", [("router", 2), ("remote_code", 0)])
+def test_filter_keeps_the_brute_force_set_of_the_models_own_vectors(kind, nproc, kinds_root, tmp_path):
+    folder = build(kind, kinds_root)
+    rows = wordnet_pairs(200, seed=9)
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    trust = ["--trust_remote_code"] if kind == "remote_code" else []
+    run_cli("dist_data.filter", f"--dataset={path}", f"--output_dir={tmp_path / 'out'}", f"--model_name={folder}",
+            "--k=2", "--batch_size=16", "--batch_tokens=400", "--write_ids", "--noprogress", *trust, nproc=nproc)
+    keep, margin = reference_keep(reference(folder, {"trust_remote_code": True} if trust else {}), rows, 2, roles=True)
+    got = np.zeros(len(rows), dtype=bool)
+    got[json.load(open(tmp_path / "out" / "ids_to_keep_0.json"))] = True
+    decided = margin > 1e-5
+    assert decided.mean() > 0.98 and (got[decided] == keep[decided]).all(), np.flatnonzero(got != keep)
+    card = (tmp_path / "out" / "README.md").read_text()
+    if trust:  # the card names the code that ran
+        assert "--trust_remote_code" in card and "1 Python file(s) in the model folder, content hash" in card

@@ -87,6 +87,25 @@ def content_hash(files: Sequence[str]) -> tuple[str | None, int]:
     return h.hexdigest(), total
 
 
+def model_code(model_name: str, revision: str | None) -> str | None:
+    """Which revision of a model's own code ran: the content hash of a local folder's ``.py`` files, or
+    the commit of the Hugging Face cache snapshot it was loaded from; None when neither is known."""
+    from .models import resolve_model
+
+    path = resolve_model(model_name)
+    if not os.path.isdir(path):
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(path, revision=revision, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not in the cache: nothing to name
+            return None
+        return f"commit `{os.path.basename(path.rstrip(os.sep))}` of `{model_name}`"
+    files = sorted(os.path.join(d, n) for d, _, names in os.walk(path) for n in names if n.endswith(".py"))
+    digest, _ = content_hash(files)
+    return f"{len(files)} Python file(s) in the model folder, content hash (blake2b-128) `{digest}`" if files else None
+
+
 def _yaml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML string
 
@@ -107,8 +126,9 @@ def data_files(folder: str, result: str | None) -> list[str]:
 
 def render(command: str, args: dict[str, Any], stats: dict[str, Any], files: Sequence[str],
            inputs: Sequence[tuple[str, list[str]]], hashes: dict[str, tuple[str | None, int]],
-           data: Sequence[str] = ()) -> str:
-    """The card's text (pure, for the tests)."""
+           data: Sequence[str] = (), code: str | None = None) -> str:
+    """The card's text (pure, for the tests); ``code``: the revision of the model's own code that ran
+    (:func:`model_code`, with ``--trust_remote_code``)."""
     lines = ["---"]
     if data:
         _, extra = table_format(data[0])
@@ -128,6 +148,8 @@ def render(command: str, args: dict[str, Any], stats: dict[str, Any], files: Seq
     if args.get("model_name"):
         lines += [f"Model: `{args['model_name']}`" + (f" at revision `{args['revision']}`" if args.get("revision")
                                                      else " (no revision pinned)"), ""]
+    if args.get("trust_remote_code"):
+        lines += [f"The model's own code ran (`--trust_remote_code`): {code or 'its revision is unknown'}.", ""]
     if inputs:
         lines += ["| input | files | bytes | content hash (blake2b-128) |", "|---|---:|---:|---|"]
         for name, paths in inputs:
@@ -193,10 +215,11 @@ def write_card(folder: str, command: str, opts: Any, args: dict[str, Any], stats
     inputs = input_files(opts)
     hashes = {name: content_hash(paths) for name, paths in inputs}
     data = data_files(folder, stats.get("outputs", {}).get("result"))
+    code = model_code(args["model_name"], args.get("revision")) if args.get("trust_remote_code") else None
     files = sorted({n for n in os.listdir(folder) if n not in (CARD, "_SUCCESS", "parts", "cache", "manifest.json")
                     and not n.startswith(".")} | {"stats.json"})
     with atomic_open(os.path.join(folder, CARD)) as f:
-        f.write(render(command, args, stats, files, inputs, hashes, data))
+        f.write(render(command, args, stats, files, inputs, hashes, data, code))
 
 
 def card_is_ours(folder: str, owned: Iterable[str]) -> bool:

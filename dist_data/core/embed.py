@@ -120,23 +120,43 @@ def _unknown_config_keys(model, keys: dict[str, Any]) -> list[str]:
     return sorted(k for k in keys if k not in known)
 
 
-def _own_lengths(model) -> list[tuple[Any, int | None]]:
-    """Each input module's own ``max_seq_length`` (a Router's routes may each have theirs)."""
-    found = [(m, m.max_seq_length) for m in model.modules()
-             if type(m).__name__ == "Transformer" and hasattr(m, "max_seq_length")]
-    return found or [(model, model.max_seq_length)]
+LENGTHS = ("max_seq_length", "query_length", "document_length")  # an input module's lengths (per task: 6.3's)
 
 
-def apply_length(model, max_seq_length: int | None) -> None:
-    """``max_seq_length`` on every input module when given, else each module's own length back (a
-    Router's query route keeps its shorter length, as sentence-transformers loads it)."""
-    if max_seq_length:
-        if model.max_seq_length != int(max_seq_length) or len(_own_lengths(model)) > 1:
-            model.max_seq_length = int(max_seq_length)
+def _own_lengths(model) -> list[tuple[Any, str, int | None]]:
+    """``(module, attribute, value)`` of each input module's own lengths: a Router's routes may each
+    have their own ``max_seq_length``, a Transformer its per-task ``query_length``/``document_length``."""
+    found = [(m, attr, getattr(m, attr)) for m in model.modules() if type(m).__name__ == "Transformer"
+             for attr in LENGTHS if hasattr(m, attr)]
+    return found or [(model, "max_seq_length", model.max_seq_length)]
+
+
+def role_length(model, role: str) -> int | None:
+    """The length the model itself gives ``role``'s texts: its per-task length (``query_length`` /
+    ``document_length``) where it has one, else its ``max_seq_length``; None when its input modules
+    differ (a Router: each route its own)."""
+    own = getattr(model, "dist_data_own_lengths", None) or _own_lengths(model)
+    task = {v for _, attr, v in own if role and attr == f"{role}_length" and v}
+    plain = {v for _, attr, v in own if attr == "max_seq_length"}
+    lengths = task or plain
+    return lengths.pop() if len(lengths) == 1 else None
+
+
+def apply_length(model, max_seq_length: int | None, role: str = "") -> None:
+    """Each input module's own lengths back (a Router's query route keeps its shorter length, as
+    sentence-transformers loads it), then ``max_seq_length`` when given: on every input module, and
+    as ``role``'s per-task length where the module has one (so that it, not the module's, applies)."""
+    own = getattr(model, "dist_data_own_lengths", None) or []
+    for module, attr, value in own:
+        if getattr(module, attr) != value:
+            setattr(module, attr, value)
+    if not max_seq_length:
         return
-    for module, length in getattr(model, "dist_data_own_lengths", []):
-        if module.max_seq_length != length:
-            module.max_seq_length = length
+    if not own:
+        model.max_seq_length = int(max_seq_length)
+    for module, attr, value in own:
+        if attr == "max_seq_length" or (role and attr == f"{role}_length" and value is not None):
+            setattr(module, attr, int(max_seq_length))
 
 
 _LAST_MODEL: list = []  # [key, model]: the last model loaded in this process
@@ -188,8 +208,7 @@ def spec_for(model, model_name: str | None, revision: str | None, prompt: str | 
     pooling = " ".join(type(m).__name__ for m in model) + f" dim={embedding_dim(model)}"
     if prompt is None:
         prompt = resolve_prompt(model, None, None, role, "prompt")
-    lengths = {n for _, n in getattr(model, "dist_data_own_lengths", [])}
-    length = int(max_seq_length or (model.max_seq_length if len(lengths) <= 1 else 0) or 0)
+    length = int(max_seq_length or role_length(model, role) or 0)
     return EmbedSpec(model_name or DEFAULT_MODEL, revision, prompt or "", length, pooling, dtype, int(batch_size),
                      role=role, batch_tokens=int(batch_tokens or 0),
                      load=json.dumps(load, sort_keys=True) if load else "")
@@ -214,6 +233,15 @@ def _token_ids(model, texts: Sequence[str], prompt: str = "", max_length: int | 
 
 
 _BACKENDS: dict = {}
+
+
+def _prompt_features(model, spec: EmbedSpec) -> dict[str, int]:
+    """``{"prompt_length": n}`` for a pooling that leaves the prompt's tokens out (``include_prompt=False``)
+    when there is a prompt: the feature the model's own preprocessing adds (measured by it); else {}."""
+    if not spec.prompt or getattr(model[1], "include_prompt", True) or not hasattr(model, "preprocess"):
+        return {}
+    length = model.preprocess(["x"], prompt=spec.prompt).get("prompt_length")
+    return {} if length is None else {"prompt_length": int(length)}
 
 
 def _backend(tokenizer, max_length: int | None):
@@ -249,19 +277,16 @@ def fast_path_problem(model, spec: EmbedSpec) -> str | None:
     through the model's forward) would not give the vectors of the model's own ``encode`` for
     ``spec``; None when it gives them exactly.
 
-    The stack must be a Transformer, a Pooling that keeps the prompt's tokens and optional Normalize;
-    and the model's own preprocessing (``model.preprocess``: chat template, truncation side, per-task
+    The stack must be a Transformer, a Pooling and optional Normalize; and the model's own preprocessing (``model.preprocess``: chat template, truncation side, per-task
     lengths, prompt) must give the fast path's tokens on probe texts, a long one included."""
     if getattr(model[0], "plain_stack", False):  # the zero-cost encoder
         return None
     names = [type(m).__name__ for m in model]
     if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
         return f"its modules ({' + '.join(names)}) are not the fast path's Transformer + Pooling (+ Normalize)"
-    if not getattr(model[1], "include_prompt", True):
-        return "its pooling leaves the prompt's tokens out (include_prompt=False)"
     if not hasattr(model, "tokenizer") or not hasattr(model, "preprocess"):
         return "it has no tokenizer the fast path can run"
-    apply_length(model, spec.max_seq_length)
+    apply_length(model, spec.max_seq_length, spec.role)
     length = spec.max_seq_length or model.max_seq_length or 512
     probes = ["a", "The quick brown fox jumps over the lazy dog.", "naïve café, 3.14 résumé; ÅÄÖ 東京 🙂",
               " ".join(f"w{i} and more" for i in range(length + 16))]
@@ -272,6 +297,9 @@ def fast_path_problem(model, spec: EmbedSpec) -> str | None:
     extra = sorted(set(features) - FAST_FEATURES)
     if extra:
         return f"its preprocessing gives features the fast path does not pass ({', '.join(extra)})"
+    if not getattr(model[1], "include_prompt", True) and (
+            features.get("prompt_length") != _prompt_features(model, spec).get("prompt_length")):
+        return "its prompt's length in tokens is not the fast path's"
     theirs = [ids[mask.bool()].tolist() for ids, mask in zip(features["input_ids"], features["attention_mask"])]
     ours = _token_ids(model, probes, spec.prompt, spec.max_seq_length or model.max_seq_length)
     differ = sum(a != b for a, b in zip(ours, theirs))
@@ -356,9 +384,11 @@ class BlockEmbedder:
         self.cache_hits = 0  # blocks served from the cache since count_cache_hits last counted them
         self.texts_embedded = 0
         self.fast = False  # token-budget batches through our own tokens and the model's forward
+        self.fast_features: dict[str, int] = {}  # what the forward needs besides the tokens (prompt_length)
         if spec.batch_tokens:
             problem = fast_path_problem(model, spec)
             self.fast = problem is None
+            self.fast_features = _prompt_features(model, spec) if self.fast else {}
             if problem:
                 logger.info("--batch_tokens: %s%s; its texts go through its own encode (batched by tokens)",
                             f"{spec.role}s of " if spec.role else "", f"{spec.model_name}: {problem}")
@@ -407,7 +437,7 @@ class BlockEmbedder:
         if not texts:
             dim = embedding_dim(self.model)
             return np.zeros((0, dim), dtype=np.float32)
-        apply_length(self.model, self.spec.max_seq_length)  # one model serves queries and documents, each its length
+        apply_length(self.model, self.spec.max_seq_length, self.spec.role)  # one model: queries, documents, each its length
         encode = getattr(self.model, f"encode_{self.spec.role}", None) if self.spec.role else None
         encode = encode or self.model.encode
 
@@ -437,7 +467,8 @@ class BlockEmbedder:
         with torch.inference_mode():
             for batch in batches:
                 rows = batch.pop("rows")
-                emb = model.forward({k: v.to(model.device, non_blocking=True) for k, v in batch.items()})
+                emb = model.forward({**{k: v.to(model.device, non_blocking=True) for k, v in batch.items()},
+                                     **self.fast_features})
                 emb = emb["sentence_embedding"].float()
                 if getattr(model, "truncate_dim", None):  # Matryoshka: the first dimensions, then normalised
                     emb = emb[:, :model.truncate_dim]
