@@ -39,6 +39,8 @@ setup(
         # (--mode=openai80) and CLIP text towers; braceexpand for img2dataset's shard patterns (arrange)
         "captions": ["pyahocorasick>=2.0", "open_clip_torch>=2.24", "braceexpand"],
         "zstd": ["zstandard"],
+        # inputs by URL (core/remote.py): s3://, gs://, az:// through fsspec (http(s)://, file:// need only fsspec)
+        "cloud": ["fsspec>=2024.2", "s3fs>=2024.2", "gcsfs>=2024.2", "adlfs>=2024.2"],
         # the documentation site (docs/, mkdocs.yml): `mkdocs serve`, `mkdocs build --strict` (tested)
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5"],
         # mteb: the task registry checks; accelerate: a trainer reads our outputs in the contract tests
@@ -46,6 +48,7 @@ setup(
         # what open_clip's own training reader (open_clip_train.data) imports, to read our caption tables;
         # clip-anytorch (OpenAI's CLIP code) + ftfy: the independent reference of the CLIP text tower
         "dev": ["pytest>=7", "hypothesis>=6", "psutil>=5", "mteb>=2", "accelerate>=1.1", "nltk>=3.8", "braceexpand",
-                "webdataset>=0.2", "clip-anytorch>=2.6", "ftfy"],
+                "webdataset>=0.2", "clip-anytorch>=2.6", "ftfy",
+                "moto[server]>=5", "s3fs>=2024.2"],  # moto: a real S3 server for the URL-input tests
     },
 )

@@ -36,7 +36,7 @@ fi
 # Where pip is configured with a local CPU wheel of 2.13.0 (as on our CI) this is the CPU build;
 # elsewhere PyPI's torch==2.13.0 is its CUDA build (several GB), which also runs on CPU.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -c constraints.txt -e '.[cpu,dev,images,samples,captions,docs]'
+python -m pip install -q -c constraints.txt -e '.[cpu,dev,images,samples,captions,docs,cloud]'
 # FFCV builds from source (about 3 minutes) where OpenCV and libjpeg-turbo are there
 if pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
   python -m pip install -q -c constraints.txt -e '.[ffcv]'

@@ -12,7 +12,7 @@ python3 -m venv "$scratch/venv"
 . "$scratch/venv/bin/activate"
 echo "torch==2.13.0" > "$scratch/torch.txt"
 python -m pip install -q torch==2.13.0
-python -m pip install -q -c "$scratch/torch.txt" -e '.[cpu,dev,images,samples,captions,docs]'
+python -m pip install -q -c "$scratch/torch.txt" -e '.[cpu,dev,images,samples,captions,docs,cloud]'
 if pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
   python -m pip install -q -c "$scratch/torch.txt" -e '.[ffcv]'
 fi

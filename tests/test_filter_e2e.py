@@ -151,3 +151,24 @@ def test_output_dir_of_another_run_is_refused(runs, data):
                    "--batch_size=32", nproc=0, check=False)
     assert proc.returncode == 2
     assert "holds a finished run with other flags" in proc.stderr and "--k=3 (was 2)" in proc.stderr
+
+
+@pytest.mark.parametrize("point", ["embedded", "merge"])
+def test_a_lost_rank_restarts_by_itself_under_max_restarts(point, runs, data, tmp_path):
+    """A rank killed once (a preempted node): ``torchrun --max-restarts=1`` starts the ranks again and
+    the job finishes by itself, re-embedding only what was not cached, with the bytes of a clean run."""
+    import subprocess
+    import sys
+
+    _, _, path = data
+    out = tmp_path / "restarted"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DIST_DATA_FAULT": f"kill:{point}",
+           "DIST_DATA_FAULT_ONCE": str(tmp_path / "killed-once")}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "--max-restarts=1", "-m", "dist_data.filter", f"--dataset={path}", f"--output_dir={out}",
+                           "--write_ids=True", *COMMON], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.exists(tmp_path / "killed-once")  # the fault happened
+    assert "restart" in proc.stderr.lower() or "served from the cache" in proc.stderr
+    for name in ("filtered.jsonl", "ids_to_keep_0.json"):
+        assert (out / name).read_bytes() == open(os.path.join(runs["ws1"], name), "rb").read()

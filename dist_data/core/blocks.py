@@ -59,6 +59,21 @@ class Catalog:
                 yield Row(int(offsets[s] + idx), source.path, line, value, raw, error)
 
 
+def shared_sources(info: distributed.DistInfo, dataset: str, split: str) -> list[Source]:
+    """The inputs resolved once, on rank 0, and sent to every rank: one listing of a folder or a
+    bucket's prefix, not one per rank. Collective: an input that is not there is every rank's error."""
+    found, error = None, None
+    if info.is_main:
+        try:
+            found = resolve_sources(dataset, split)
+        except InputError as e:
+            error = e
+    found, error = distributed.broadcast_object((found, error))
+    if error is not None:
+        raise error
+    return found
+
+
 def build_catalog(sources: Sequence[Source], rank: int = 0, world_size: int = 1) -> Catalog:
     """Count rows per source, the sources dealt round-robin over ranks, then shared."""
     mine = {i: count_rows(s) for i, s in enumerate(sources) if i % world_size == rank}
@@ -137,7 +152,7 @@ def read_stage(info: distributed.DistInfo, stats: Stats, dataset: str, split: st
     with stats.stage(name) as rec:
         error, shard = None, None
         try:
-            catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
+            catalog = build_catalog(shared_sources(info, dataset, split), info.rank, info.world_size)
             selected = sample_positions(catalog.total, max_rows, seed)
             n_selected = catalog.total if selected is None else len(selected)
             lo, hi = distributed.shard_range(n_selected, info.rank, info.world_size, unit=block_rows)
@@ -193,7 +208,7 @@ def plan_blocks(info: distributed.DistInfo, stats: Stats, dataset: str, split: s
 
     Counts ``input_rows`` and ``dropped.not_sampled`` once (rank 0; zero elsewhere, same keys).
     """
-    catalog = build_catalog(resolve_sources(dataset, split), info.rank, info.world_size)
+    catalog = build_catalog(shared_sources(info, dataset, split), info.rank, info.world_size)
     selected = sample_positions(catalog.total, max_rows, seed)
     n = len(selected) if selected is not None else catalog.total
     lo, hi = distributed.shard_range(n, info.rank, info.world_size, unit=block_rows)

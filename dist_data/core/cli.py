@@ -126,6 +126,9 @@ class CommonOptions(Options):
                           result=False)
     timeout_minutes: int = flag(120, "process-group timeout (rank 0 may merge while others wait)", at_least(1),
                                 result=False)
+    storage_options: str | None = flag(None, "JSON of the filesystem's options for URL inputs (s3://, gs://, hf://...), "
+                                       "e.g. '{\"anon\": true}' or per protocol '{\"s3\": {...}}'; never recorded",
+                                       json_object, result=False)
 
 
 def _kind(annotation: Any) -> tuple[type, bool]:

@@ -60,9 +60,17 @@ def init(timeout_minutes: int = 120) -> DistInfo:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
+        timeout = datetime.timedelta(minutes=timeout_minutes)
+        # torchrun --max-restarts: the ranks of a restart meet under their own prefix of the job's store,
+        # never at the addresses the ranks of an earlier attempt left there (a lost rank's)
+        store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or "0"
         dist.init_process_group(
             backend=backend,
-            timeout=datetime.timedelta(minutes=timeout_minutes),
+            timeout=timeout,
+            store=dist.PrefixStore(f"dist_data/attempt_{restart}", store),
+            rank=rank,
+            world_size=world_size,
             **({"device_id": device} if backend == "nccl" else {}),
         )
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)

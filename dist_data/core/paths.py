@@ -17,6 +17,7 @@ import glob
 import os
 from typing import Any
 
+from . import remote
 from .manifests import manifest_paths
 
 INPUT = "input"  # a file or folder that must exist
@@ -45,6 +46,8 @@ def _input_problem(name: str, value: str, spec: bool, folder: bool = False) -> s
         parts = [p.strip() for p in value.split(",") if p.strip()]
     for raw in parts:
         part = os.path.expanduser(raw)
+        if remote.is_url(part):
+            continue  # listed (and named when missing) by the reader, on rank 0
         if spec and any(c in part for c in _PATTERN_CHARS) and not os.path.lexists(part):
             if "{" not in part and not glob.glob(part):
                 return f"--{name}: {raw!r} matches no file"
@@ -102,10 +105,18 @@ def input_files(opts: Any) -> list[str]:
 def inputs_signature(opts: Any, exclude: list[str] = ()) -> dict[str, list[int]]:
     """What the inputs looked like: per input file ``[size, mtime_ns]``; per input folder ``[files,
     bytes, newest mtime_ns]`` of the files below it (hidden ones and the ``exclude`` paths, the
-    command's own outputs, left out). A run or result made from inputs with another signature is
-    not served as "already complete". Hub names and URLs have none here (they are read as named)."""
+    command's own outputs, left out); per URL its objects' count, bytes and a digest of their etags.
+    A run or result made from inputs with another signature is not served as "already complete".
+    Hub names have none here (they are read as named)."""
     skip = [os.path.realpath(e) for e in exclude]
-    return {path: path_signature(path, skip) for path in input_files(opts)}
+    signatures = {path: path_signature(path, skip) for path in input_files(opts)}
+    for f in dataclasses.fields(opts):  # URLs: their objects' sizes and etags (remote.signature)
+        value = getattr(opts, f.name)
+        if f.metadata.get("path") in INPUT_ROLES and isinstance(value, str):
+            for part in value.split(","):
+                if remote.is_url(part.strip()):
+                    signatures[part.strip()] = remote.signature(part.strip())
+    return signatures
 
 
 def path_signature(path: str, skip: list[str] = ()) -> list[int] | None:
@@ -135,6 +146,9 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def _output_problem(name: str, value: str, inputs: list[tuple[str, str]]) -> str | None:
+    if remote.is_url(value):
+        return (f"--{name}={value}: outputs are written to a local or shared folder (URLs are read, not yet "
+                f"written); copy the folder there after the run")
     out = os.path.realpath(os.path.expanduser(value))
     if out == os.sep:
         return f"--{name}=/ is the root folder: give the run a folder of its own"

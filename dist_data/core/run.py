@@ -32,6 +32,7 @@ from .log import logger
 from .models import check_models
 from .options import ResultOptions, RunFolderOptions
 from .paths import inputs_signature, output_dirs
+from .remote import set_storage_options
 from .report import report_scores
 from .rundir import Results, RunDir, io_failure, locked_by_main, release_held_locks
 from .stages import Stages
@@ -66,6 +67,7 @@ def execute(opts: Options, body: Body, command: str = "") -> None:
     if not ranks and _env_rank("RANK") != 0:
         return  # a one-process command under torchrun: rank 0 does it
     signal.signal(signal.SIGTERM, terminated)
+    set_storage_options(json.loads(opts.storage_options) if getattr(opts, "storage_options", None) else None)
     if not getattr(opts, "progress", True) or _env_rank("LOCAL_RANK") != 0:  # bars on local rank 0 only
         quiet_progress()
     group = distributed.process_group(opts.timeout_minutes) if ranks else contextlib.nullcontext(

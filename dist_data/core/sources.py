@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import glob as globlib
 import gzip
+import io
 import json
 import os
 import zlib
@@ -15,6 +16,7 @@ from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
+from . import remote
 from .errors import InputError
 from .rows import Row, bad_unicode
 
@@ -54,8 +56,10 @@ def resolve_sources(spec: str | Sequence[str], split: str = "train") -> list[Sou
     """Turn ``--dataset`` into an ordered list of sources.
 
     Accepts a file, a folder (every supported file under it, sorted; e.g. nomic-style
-    ``shard-00000.jsonl.gz`` folders, whose ``counts.json`` and ``offsets.json.gz`` are not rows), a glob, a comma-separated list of those, a ``save_to_disk``
-    folder or a Hugging Face dataset name.
+    ``shard-00000.jsonl.gz`` folders, whose ``counts.json`` and ``offsets.json.gz`` are not rows), a
+    glob, a URL of any of those (:mod:`dist_data.core.remote`: ``s3://``, ``gs://``, ``hf://``,
+    ``https://``...), a comma-separated list of those, a ``save_to_disk`` folder or a Hugging Face
+    dataset name.
     """
     specs = [s for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
     if not specs:
@@ -63,6 +67,13 @@ def resolve_sources(spec: str | Sequence[str], split: str = "train") -> list[Sou
     sources: list[Source] = []
     for item in specs:
         item = os.path.expanduser(str(item).strip())
+        if remote.is_url(item):
+            files = [f for f in remote.list_files(item) if _kind_of(f) and f.rsplit("/", 1)[-1] not in FOLDER_METADATA
+                     and not f.rsplit("/", 1)[-1].startswith(".")]
+            if not files:
+                raise InputError(f"{item} holds no input files ({', '.join(SUFFIXES)})")
+            sources.extend(Source(f, _kind_of(f)) for f in files)
+            continue
         if os.path.isdir(item):
             if any(os.path.exists(os.path.join(item, m)) for m in _HF_DISK_MARKERS):
                 sources.append(Source(item, "hf_disk", split))
@@ -93,16 +104,26 @@ def resolve_sources(spec: str | Sequence[str], split: str = "train") -> list[Sou
     return sources
 
 
+def _open_binary(path: str) -> IO[bytes]:
+    """A local file or a URL (streamed), as stored."""
+    return remote.open_binary(path) if remote.is_url(path) else open(path, "rb")
+
+
+def _open_text(path: str, **kwargs) -> IO[str]:
+    """A local file or a URL as text (``kwargs``: ``encoding``, ``errors``, ``newline``)."""
+    return io.TextIOWrapper(_open_binary(path), **kwargs) if remote.is_url(path) else open(path, **kwargs)
+
+
 def _open_text_binary(path: str) -> IO[bytes]:
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.GzipFile(fileobj=_open_binary(path), mode="rb") if remote.is_url(path) else gzip.open(path, "rb")
     if path.endswith(".zst"):
         try:
             import zstandard
         except ImportError as e:  # pragma: no cover - optional
             raise InputError(f"{path}: reading .zst needs `pip install zstandard`") from e
-        return zstandard.open(path, "rb")
-    return open(path, "rb")
+        return zstandard.open(_open_binary(path), "rb")
+    return _open_binary(path)
 
 
 def _load_hf(source: Source):
@@ -142,9 +163,7 @@ def count_rows(source: Source) -> int:
     if source.kind in ("jsonl", "text"):
         return sum(1 for _, line in _lines(source) if line.strip())
     if source.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(source.path).metadata.num_rows
+        return _parquet_file(source.path).metadata.num_rows
     if source.kind in ("hf", "hf_disk"):
         return len(_load_hf(source))
     return sum(1 for _ in iter_source(source))
@@ -176,7 +195,7 @@ def _text_rows(source: Source, start: int) -> Iterator[tuple[int, Any, str | Non
 def _json_rows(source: Source, start: int) -> Iterator[tuple[int, Any, str | None, str | None]]:
     """A .json file holding a list of records (or ``{"data": [...]}``)."""
     # Undecodable bytes are kept as lone surrogates and make their record a bad row (below).
-    with open(source.path, encoding="utf-8-sig", errors="surrogateescape") as f:
+    with _open_text(source.path, encoding="utf-8-sig", errors="surrogateescape") as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
@@ -195,7 +214,7 @@ def _delimited_rows(source: Source, start: int) -> Iterator[tuple[int, Any, str 
     """csv and tsv with a header row; a row's line is its physical line."""
     # utf-8-sig: a byte-order mark is not part of the first column's name; undecodable bytes are
     # kept as lone surrogates so that their row (not the file) is bad, named by its line.
-    with open(source.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+    with _open_text(source.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f, delimiter="," if source.kind == "csv" else "\t")
         if bad_unicode(reader.fieldnames or []):
             raise InputError(f"{source.path}:1: the header is not valid UTF-8")
@@ -207,12 +226,17 @@ def _delimited_rows(source: Source, start: int) -> Iterator[tuple[int, Any, str 
                 yield reader.line_num, value, None, None
 
 
-def _parquet_rows(source: Source, start: int) -> Iterator[tuple[int, Any, str | None, str | None]]:
-    """parquet, by record batches; rows before ``start`` are counted, not converted."""
+def _parquet_file(path: str):
+    """A parquet file, local or by URL (row groups read as needed, not the whole file)."""
     import pyarrow.parquet as pq
 
+    return pq.ParquetFile(_open_binary(path) if remote.is_url(path) else path)
+
+
+def _parquet_rows(source: Source, start: int) -> Iterator[tuple[int, Any, str | None, str | None]]:
+    """parquet, by record batches; rows before ``start`` are counted, not converted."""
     i = 0
-    for batch in pq.ParquetFile(source.path).iter_batches(batch_size=8192):
+    for batch in _parquet_file(source.path).iter_batches(batch_size=8192):
         if i + batch.num_rows <= start:  # rows before this rank's slice: counted, not converted
             i += batch.num_rows
             continue

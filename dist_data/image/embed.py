@@ -138,7 +138,7 @@ def embed_split(info: distributed.DistInfo, backbone: Backbone, source: ImageSou
     block_iter = iter(todo)
     block = next(block_iter, None)
     filled = 0
-    with progress(len(indices), split, s.show_progress and info.is_main, unit="img") as bar:
+    with progress(len(indices), split, s.show_progress, unit="img") as bar:  # the run's: rank 0, --progress
         batches = _batches(source, indices, backbone, s)
         while True:
             start = time.perf_counter()

@@ -1,0 +1,126 @@
+"""Inputs where users keep them: a URL (``s3://``, ``gs://``, ``az://``, ``hf://``, ``http(s)://``,
+``file://``) names a file, a folder (a prefix) or a glob, read through fsspec, streamed.
+
+Credentials and endpoints come the standard way (the AWS environment variables, ``AWS_ENDPOINT_URL``
+included, ``~/.aws``, gcloud's and Azure's own) or from ``--storage_options`` (JSON: keyword arguments
+of the filesystem, e.g. ``{"anon": true}``, or ``{"s3": {...}, "gs": {...}}`` per protocol); they are
+never written into ``args.json``, the card or a log. Every failure is one line naming the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import IO, Any
+
+from .errors import InputError
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_OPTIONS: dict[str, Any] = {}  # --storage_options of this process's command
+
+
+def is_url(path: Any) -> bool:
+    return isinstance(path, str) and bool(_URL.match(path.strip()))
+
+
+def set_storage_options(options: dict[str, Any] | None) -> None:
+    """This command's ``--storage_options`` (the engine sets them before any input is read)."""
+    _OPTIONS.clear()
+    _OPTIONS.update(options or {})
+
+
+def _options_for(protocol: str) -> dict[str, Any]:
+    if any(isinstance(v, dict) for v in _OPTIONS.values()):  # per protocol
+        return dict(_OPTIONS.get(protocol, {}))
+    return dict(_OPTIONS)
+
+
+def filesystem(url: str):
+    """``(fs, path)`` of ``url`` (its protocol's filesystem, with the storage options)."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0].lower()
+    try:
+        return fsspec.core.url_to_fs(url, **_options_for(protocol))
+    except ImportError as e:
+        raise InputError(f"{url}: reading {protocol}:// needs {e.name or 'its fsspec package'} "
+                         f"(pip install 'dist_data[cloud]')") from None
+    except ValueError as e:
+        raise InputError(f"{url}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def problem(url: str, e: BaseException) -> InputError:
+    """One line for a failure on ``url``: no such key or bucket, no credentials, access denied, the
+    store unreachable (after the filesystem's own retries)."""
+    text = _first_line(e)
+    name = type(e).__name__
+    if isinstance(e, FileNotFoundError) or "NoSuchBucket" in text or "NoSuchKey" in text or "404" in text:
+        return InputError(f"{url}: no such file, folder or bucket")
+    if "NoCredentials" in name or "credentials" in text.lower():
+        return InputError(f"{url}: no credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, or "
+                          f"--storage_options)")
+    if isinstance(e, PermissionError) or "AccessDenied" in text or "403" in text:
+        return InputError(f"{url}: access denied ({text})")
+    return InputError(f"{url}: cannot be read ({name}: {text})")
+
+
+def list_files(url: str) -> list[str]:
+    """The files ``url`` names, as URLs, sorted: itself (a file), every file under it (a folder or
+    prefix) or the matches of a glob.
+
+    Raises:
+        InputError: nothing there, or it cannot be listed (one line).
+    """
+    fs, path = filesystem(url)
+    protocol = url.split("://", 1)[0]
+    try:
+        fs.invalidate_cache()  # a long-lived process (a collection) lists what is there now
+        if any(c in path for c in "*?["):
+            found = sorted(p for p in fs.glob(path) if not fs.isdir(p))
+            if not found:
+                raise InputError(f"glob {url} matches no input files")
+        elif fs.isdir(path):
+            found = sorted(fs.find(path))
+        elif fs.isfile(path):
+            return [url]
+        else:
+            raise InputError(f"{url}: no such file, folder or bucket")
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the store's errors, as one line
+        raise problem(url, e) from None
+    if protocol in ("http", "https"):
+        return found  # the HTTP filesystem lists full URLs
+    return [fs.unstrip_protocol(p) for p in found]
+
+
+def open_binary(url: str) -> IO[bytes]:
+    """``url`` opened for reading, streamed (the store's ranges, not a whole download)."""
+    fs, path = filesystem(url)
+    try:
+        return fs.open(path, "rb")
+    except Exception as e:  # noqa: BLE001 - the store's errors, as one line
+        raise problem(url, e) from None
+
+
+def signature(url: str) -> list[Any] | None:
+    """What ``url`` looked like: ``[files, bytes, digest of their sizes and etags or mtimes]`` over the
+    files it names (None where nothing is there): a changed object makes the run again."""
+    try:
+        files = list_files(url)
+    except InputError:
+        return None
+    fs, _ = filesystem(url)
+    h = hashlib.blake2b(digest_size=8)
+    size = 0
+    for f in files:
+        info = fs.info(filesystem(f)[1])
+        size += int(info.get("size") or 0)
+        stamp = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
+        h.update(f"{f}\0{info.get('size')}\0{stamp}\n".encode())
+    return [len(files), size, h.hexdigest()]
