@@ -159,3 +159,28 @@ def test_filter_keeps_the_brute_force_set_of_the_models_own_vectors(kind, nproc,
     card = (tmp_path / "out" / "README.md").read_text()
     if trust:  # the card names the code that ran
         assert "--trust_remote_code" in card and "1 Python file(s) in the model folder, content hash" in card
+
+
+def test_model_flags_that_cannot_apply_are_one_line(kinds_root):
+    from dist_data.core.cli import UsageError, parse
+    from dist_data.core.errors import InputError
+    from dist_data.filter import FilterOptions
+
+    plain, remote = build("plain", kinds_root), build("remote_code", kinds_root)
+    cases = [(plain, {"config_kwargs": {"hidden_dropout_probb": 0.2}}, "--config_kwargs: hidden_dropout_probb is not"),
+             (plain, {"tokenizer_kwargs": {"truncation_sid": "left"}}, "--tokenizer_kwargs: truncation_sid is not"),
+             (plain, {"model_kwargs": {"no_such_arg": 1}}, "unexpected keyword argument 'no_such_arg'"),
+             (remote, {}, "rerun with --trust_remote_code")]
+    for folder, load, message in cases:
+        with pytest.raises(InputError, match=message.replace("(", r"\(")):
+            load_model(folder, CPU, load=load)
+    # a setting transformers knows is taken (and is the model's then)
+    model = load_model(plain, CPU, load={"tokenizer_kwargs": {"truncation_side": "left"}})
+    assert model.tokenizer.truncation_side == "left"
+    with pytest.raises(UsageError, match="--model_kwargs must be a JSON object"):
+        parse(FilterOptions, ["--output_dir=x", "--model_kwargs={attn: sdpa}"])
+    opts = parse(FilterOptions, ["--output_dir=x", "--trust_remote_code", "--truncate_dim=64",
+                                 '--model_kwargs={"attn_implementation": "sdpa"}'])
+    assert opts.load_kwargs() == {"trust_remote_code": True, "truncate_dim": 64,
+                                  "model_kwargs": {"attn_implementation": "sdpa"}}
+    assert parse(FilterOptions, ["--output_dir=x"]).load_kwargs() == {}  # the defaults: the cache keys of before

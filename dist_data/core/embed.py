@@ -102,9 +102,34 @@ def _sentence_transformer(model_name: str | None, path: str, device: torch.devic
     if unknown:
         raise InputError(f"--config_kwargs: {', '.join(unknown)} is not a setting of the config of {name} "
                          f"({type(model[0].auto_model.config).__name__})")
+    unknown = _unknown_tokenizer_keys(model, load.get("tokenizer_kwargs", {}))
+    if unknown:
+        raise InputError(f"--tokenizer_kwargs: {', '.join(unknown)} is not a setting of the tokenizer of {name} "
+                         f"({type(model.tokenizer).__name__})")
     if "backend" in load:
         logger.info("model: %s backend (%s)", load["backend"], type(model[0].auto_model).__name__)
     return model
+
+
+# what every tokenizer's from_pretrained takes, besides its own class's arguments
+TOKENIZER_KEYS = frozenset({"model_max_length", "padding_side", "truncation_side", "model_input_names",
+                            "clean_up_tokenization_spaces", "split_special_tokens", "chat_template", "bos_token",
+                            "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
+                            "additional_special_tokens", "extra_special_tokens", "add_prefix_space", "add_bos_token",
+                            "add_eos_token", "use_fast", "legacy", "do_lower_case", "tokenizer_file", "subfolder",
+                            "revision", "cache_dir", "token", "local_files_only", "trust_remote_code"})
+
+
+def _unknown_tokenizer_keys(model, keys: dict[str, Any]) -> list[str]:
+    """The ``--tokenizer_kwargs`` keys neither its class nor every tokenizer takes (a typo would be kept
+    silently in its ``init_kwargs``)."""
+    import inspect
+
+    tokenizer = getattr(model, "tokenizer", None)
+    if not keys or tokenizer is None:
+        return []
+    own = set(inspect.signature(type(tokenizer).__init__).parameters) - {"self", "kwargs"}
+    return sorted(k for k in keys if k not in own | TOKENIZER_KEYS and not hasattr(tokenizer, k))
 
 
 def _unknown_config_keys(model, keys: dict[str, Any]) -> list[str]:
