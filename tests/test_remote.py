@@ -150,3 +150,22 @@ def test_http_folder_and_file_url_read_the_same_rows(shards, local_run, tmp_path
     run_cli("dist_data.filter", f"--dataset=file://{tmp_path / 'copy'}", f"--output_dir={tmp_path / 'file'}", *FLAGS,
             nproc=0)
     assert (tmp_path / "file" / "filtered.jsonl").read_bytes() == (local_run / "filtered.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("module, flags, result", [
+    ("dist_data.mine", ["--num_negatives=2", "--range_max=10", "--batch_size=32"], "mined.jsonl"),
+    ("dist_data.dedup", ["--on=document", "--threshold=0.9", "--batch_size=32"], "deduplicated.jsonl"),
+    ("dist_data.pretokenize", ["--text_key=document", "--seq_len=64", "--block_docs=32", "--output_format=parquet"],
+     "data")])
+def test_every_row_verb_reads_the_bucket_with_the_local_bytes(module, flags, result, s3, shards, tmp_path):
+    root, _ = shards
+    for name, dataset in (("local", str(root / "pairs")), ("s3", f"s3://{BUCKET}/pairs/")):
+        run_cli(module, f"--dataset={dataset}", f"--output_dir={tmp_path / name}", *flags, "--noprogress", nproc=0)
+    local, bucket = tmp_path / "local" / result, tmp_path / "s3" / result
+    if local.is_dir():
+        names = sorted(os.listdir(local))
+        assert names and names == sorted(os.listdir(bucket))
+        for n in names:
+            assert (local / n).read_bytes() == (bucket / n).read_bytes(), n
+    else:
+        assert local.read_bytes() == bucket.read_bytes()
