@@ -47,6 +47,8 @@ def _input_problem(name: str, value: str, spec: bool, folder: bool = False) -> s
     for raw in parts:
         part = os.path.expanduser(raw)
         if remote.is_url(part):
+            if not spec:
+                return f"--{name}: {raw} is a URL; this flag reads a local file or folder (row inputs take URLs)"
             continue  # listed (and named when missing) by the reader, on rank 0
         if spec and any(c in part for c in _PATTERN_CHARS) and not os.path.lexists(part):
             if "{" not in part and not glob.glob(part):
