@@ -76,27 +76,32 @@ def list_files(url: str) -> list[str]:
     Raises:
         InputError: nothing there, or it cannot be listed (one line).
     """
+    return sorted(_listing(url))
+
+
+def _listing(url: str) -> dict[str, dict[str, Any]]:
+    """``{file URL: the store's info (size, etag...)}`` of what ``url`` names, from one listing (no
+    request per object)."""
     fs, path = filesystem(url)
-    protocol = url.split("://", 1)[0]
     try:
         fs.invalidate_cache()  # a long-lived process (a collection) lists what is there now
         if any(c in path for c in "*?["):
-            found = sorted(p for p in fs.glob(path) if not fs.isdir(p))
-            if not found:
+            found = fs.glob(path, detail=True)
+            if not any(i.get("type") != "directory" for i in found.values()):
                 raise InputError(f"glob {url} matches no input files")
         elif fs.isdir(path):
-            found = sorted(fs.find(path))
+            found = fs.find(path, detail=True)
         elif fs.isfile(path):
-            return [url]
+            return {url: fs.info(path)}
         else:
             raise InputError(f"{url}: no such file, folder or bucket")
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - the store's errors, as one line
         raise problem(url, e) from None
-    if protocol in ("http", "https"):
-        return found  # the HTTP filesystem lists full URLs
-    return [fs.unstrip_protocol(p) for p in found]
+    http = url.split("://", 1)[0] in ("http", "https")  # the HTTP filesystem lists full URLs
+    return {(p if http else fs.unstrip_protocol(p)): info for p, info in found.items()
+            if info.get("type") != "directory"}
 
 
 def open_binary(url: str) -> IO[bytes]:
@@ -110,17 +115,14 @@ def open_binary(url: str) -> IO[bytes]:
 
 def signature(url: str) -> list[Any] | None:
     """What ``url`` looked like: ``[files, bytes, digest of their sizes and etags or mtimes]`` over the
-    files it names (None where nothing is there): a changed object makes the run again."""
+    files it names, from the same one listing (None where nothing is there): a changed object makes
+    the run again."""
     try:
-        files = list_files(url)
+        files = _listing(url)
     except InputError:
         return None
-    fs, _ = filesystem(url)
     h = hashlib.blake2b(digest_size=8)
-    size = 0
-    for f in files:
-        info = fs.info(filesystem(f)[1])
-        size += int(info.get("size") or 0)
+    for f, info in sorted(files.items()):
         stamp = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
         h.update(f"{f}\0{info.get('size')}\0{stamp}\n".encode())
-    return [len(files), size, h.hexdigest()]
+    return [len(files), sum(int(i.get("size") or 0) for i in files.values()), h.hexdigest()]
