@@ -46,8 +46,8 @@ from .core.log import logger
 from .core.run import Output, Run, run_main
 from .core.stats import Stats, peak_rss_mib
 from .core.rundir import remove_paths
-from .image.embed import (EmbedSettings, SplitCounts, embed_split, list_parts, log_split, part_path, stack_parts,
-                          write_split_meta)
+from .image.embed import (EmbedSettings, SplitCounts, embed_split, list_parts, log_split, part_path, reason_key,
+                          stack_parts, write_split_meta)
 from .image.sources import ImageSource, open_source
 
 DEFAULT_IMAGE_MODEL = "resnet50d.ra4_e3600_r224_in1k"
@@ -194,7 +194,7 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions, run: 
         if info.is_main:
             merged = _merge_counts(per_rank)
             for m in source.missing:  # samples without an image are set aside too: the split's counts add up
-                reason = m["reason"].split(" (")[0]
+                reason = reason_key(m["reason"])
                 merged["rejected"][reason] = merged["rejected"].get(reason, 0) + 1
             merged["seconds"]["wall"] = round(wall, 3)
             merged["images_per_s"] = round(merged["embedded"] / wall, 1) if wall > 0 else 0.0
@@ -232,7 +232,7 @@ def _count(stats: Stats, counts: SplitCounts, missing: list[dict[str, Any]]) -> 
     for reason, n in counts.rejected.items():
         stats.add("rejected", n, reason=reason)
     for m in missing:
-        stats.add("rejected", 1, reason=m["reason"].split(" (")[0])
+        stats.add("rejected", 1, reason=reason_key(m["reason"]))
 
 
 # ---------------------------------------------------------------- stack

@@ -53,6 +53,11 @@ class SplitCounts:
                                                                 "write": 0.0})
 
 
+def reason_key(message: str) -> str:
+    """The reason an image is counted under: its message without the detail in parentheses."""
+    return message.split(" (")[0]
+
+
 @dataclass(frozen=True)
 class EmbedSettings:
     batch_size: int
@@ -153,7 +158,7 @@ def embed_split(info: distributed.DistInfo, backbone: Backbone, source: ImageSou
                 if s.on_bad_rows == "error":
                     raise InputError(f"{source.locator(int(i))}: {error}; --on_bad_rows=skip sets such images "
                                      f"aside in rejects.jsonl")
-                reason = error.split(" (")[0]
+                reason = reason_key(error)
                 counts.rejected[reason] = counts.rejected.get(reason, 0) + 1
                 counts.rejects.append({"split": split, "index": int(i), "file": source.locator(int(i)), "reason": error})
             start = time.perf_counter()
