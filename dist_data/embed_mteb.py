@@ -238,11 +238,12 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions, run: None
     task_type, model_name = opts.task_type, opts.model_name
     refs = resolve_tasks(task_type, opts.dataset_name, opts.data_path)
     model_dir = os.path.join(opts.save_root_path, model_folder(model_name))
+    load = opts.load_kwargs()
     args = {"task_type": task_type, "model_name": model_name or DEFAULT_MODEL, "revision": opts.revision,
             "batch_size": opts.batch_size, **({"batch_tokens": opts.batch_tokens} if opts.batch_tokens else {}),
             "prompt": opts.prompt, "max_seq_length": opts.max_seq_length,
             "dtype": opts.dtype, "hf_subset": opts.hf_subset,
-            **({"reranking_layout": opts.reranking_layout} if task_type == "reranking" else {}), **opts.load_kwargs()}
+            **({"reranking_layout": opts.reranking_layout} if task_type == "reranking" else {}), **load}
     lock = FolderLock(model_dir)
     with distributed.same_error_on_every_rank(InputError, RunConflictError, OSError):
         if info.is_main:  # every refusal before anything is loaded or written; the model first
@@ -254,16 +255,15 @@ def run_embed_mteb(info: distributed.DistInfo, opts: EmbedMtebOptions, run: None
     folders = dataset_dirs(info, refs, opts.data_path, opts.cache_dir, opts.hf_subset)
     all_datasets = CommandStages(info, opts, os.path.join(model_dir, ".cache"))
     with all_datasets.stats.stage("model", done="loaded"):
-        model = load_model(model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision,
-                           load=opts.load_kwargs())
+        model = load_model(model_name, info.device, opts.dtype, opts.max_seq_length, opts.revision, load=load)
     prompts = prompts_for(opts.prompt)
     for ref, folder in zip(refs, folders):
         out_dir = os.path.join(model_dir, ref.name)
         stages = CommandStages(info, opts, all_datasets.cache_dir)
         prompt = prompts.get(ref.name, "") if isinstance(prompts, dict) else prompts
         embedder = BlockEmbedder(model, spec_for(model, model_name, opts.revision, prompt or None, opts.dtype,
-                                                 opts.batch_size, batch_tokens=opts.batch_tokens,
-                                                 load=opts.load_kwargs()), stages.cache_root)
+                                                 opts.batch_size, batch_tokens=opts.batch_tokens, load=load),
+                                 stages.cache_root)
         embed_dataset(stages, ref, folder, out_dir, embedder, {**args, "world_size": info.world_size},
                       opts.reranking_layout)
         merged = stages.finish(f"dist_data.embed_mteb {ref.name}", out_dir)
