@@ -27,7 +27,6 @@ Output ``mined.jsonl[.gz]`` in ``--output_format`` (see :mod:`dist_data.text.for
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,7 +239,7 @@ def run_mine(info: distributed.DistInfo, opts: MineOptions, run: Run) -> dict | 
     def nomic_folder(path: str) -> None:
         parts = [run.part("part", r) for r in range(info.world_size)]
         write_folder_atomically(path, lambda tmp: write_nomic_folder(
-            read_lines(parts), tmp, opts.shard_rows, opts.shard_url or os.path.abspath(path)))
+            read_lines(parts), tmp, opts.shard_rows, opts.shard_url or run.location(NOMIC_FOLDER)))
 
     return run.merge(result=Output(NOMIC_FOLDER, write=nomic_folder))
 

@@ -221,3 +221,44 @@ def assert_plot(path, *colors: str, base: str | None = "C0") -> None:
     for name in ((base,) if base else ()) + colors:
         want = MATPLOTLIB_COLORS[name]
         assert any(max(abs(a - b) for a, b in zip(p, want)) < 12 for p in pixels), f"{path}: nothing drawn in {name}"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """An S3 server, not a mock of the client: moto's on a local port, with s3fs and boto3 pointed at it
+    by ``AWS_ENDPOINT_URL`` (the environment a user sets), and ``DIST_DATA_STAGING`` per rank (each
+    rank stages a run at a URL in its own folder, as ranks on different hosts do). Yields a boto3 client."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+           "DIST_DATA_STAGING": str(tmp_path_factory.mktemp("staging") / "rank-{rank}")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import boto3
+
+    yield boto3.client("s3")
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def bucket_files(client, bucket: str, prefix: str) -> dict[str, bytes]:
+    """``{key under prefix: bytes}`` of what a bucket holds under ``prefix``."""
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
+        for obj in page.get("Contents", []):
+            out[obj["Key"][len(prefix.rstrip("/")) + 1:]] = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+    return out

@@ -216,6 +216,16 @@ def test_a_misplaced_output_folder_is_refused_before_anything_is_written(cmd, na
 
 
 @pytest.mark.parametrize("cmd,name", [pytest.param(c, n, id=f"{c.name}--{n}") for c in COMMANDS
+                                      for n in roles(c, paths.OUTPUT_DIR)
+                                      if not (n == "output_dir" and issubclass(c.options, RunFolderOptions))])
+def test_a_url_for_a_folder_that_is_not_a_run_folder_is_one_line(cmd, name, tmp_path, capsys):
+    """Only a run folder (--output_dir of a run-folder command) is published to a store; any other output
+    folder at a URL is refused before anything is written."""
+    code, _, err = invoke(cmd, {**valid_flags(cmd, tmp_path), name: "s3://bucket/out"}, capsys)
+    assert_one_line_refusal(code, err, f"--{name}=s3://bucket/out", "writes to a local or shared folder")
+
+
+@pytest.mark.parametrize("cmd,name", [pytest.param(c, n, id=f"{c.name}--{n}") for c in COMMANDS
                                       for n in roles(c, paths.OUTPUT_NAME)])
 @pytest.mark.parametrize("value", ["../escaped.tsv", "/tmp/abs.tsv", "..", "sub/name.tsv"])
 def test_an_output_name_stays_inside_the_output_folder(cmd, name, value, tmp_path, capsys):
@@ -228,34 +238,70 @@ def test_an_output_name_stays_inside_the_output_folder(cmd, name, value, tmp_pat
 RUN_FOLDER_COMMANDS = [c for c in COMMANDS if issubclass(c.options, RunFolderOptions)]
 
 
+class Place:
+    """A run folder where the case puts it: a local folder, or a prefix of a bucket in an S3 server
+    (``--output_dir=s3://...``, :mod:`dist_data.core.mirror`): files planted there and listed back."""
+
+    def __init__(self, where: str, tmp, request):
+        self.where, self.tmp = where, tmp
+        if where == "bucket":
+            self.client = request.getfixturevalue("s3_server")
+            self.bucket = "conformance"
+            self.client.create_bucket(Bucket=self.bucket)
+            self.prefix = f"{tmp.name}/out"
+            self.flag = f"s3://{self.bucket}/{self.prefix}"
+        else:
+            self.flag = str(tmp / "out")
+            (tmp / "out").mkdir()
+
+    def plant(self, name: str, text: str) -> None:
+        if self.where == "bucket":
+            self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}", Body=text.encode())
+        else:
+            os.makedirs(os.path.dirname(self.tmp / "out" / name), exist_ok=True)
+            (self.tmp / "out" / name).write_text(text, encoding="utf-8")
+
+    def files(self) -> dict[str, str]:
+        if self.where == "bucket":
+            from conftest import bucket_files
+
+            return {k: v.decode() for k, v in bucket_files(self.client, self.bucket, self.prefix).items()}
+        out = self.tmp / "out"
+        return {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+
+
+PLACES = ["folder", "bucket"]
+
+
+@pytest.mark.parametrize("where", PLACES)
 @pytest.mark.parametrize("cmd", [c for c in COMMANDS if roles(c, paths.OUTPUT_DIR)], ids=lambda c: c.name)
-def test_a_folder_locked_by_a_live_run_is_refused_and_left_alone(cmd, tmp_path, capsys):
-    flags = valid_flags(cmd, tmp_path)
-    out = tmp_path / "out"
-    flags = {**flags, **{name: str(out) for name in roles(cmd, paths.OUTPUT_DIR)}}
-    out.mkdir()
+def test_a_folder_locked_by_a_live_run_is_refused_and_left_alone(cmd, where, tmp_path, capsys, request):
+    if where == "bucket" and cmd not in RUN_FOLDER_COMMANDS:
+        pytest.skip(f"{cmd.name} writes a local or shared folder (its URL is refused: tested with the paths)")
+    place = Place(where, tmp_path, request)
+    flags = {**valid_flags(cmd, tmp_path), **{name: place.flag if where == "folder" or name == "output_dir" else
+                                              str(tmp_path / name) for name in roles(cmd, paths.OUTPUT_DIR)}}
     holder = {"host": os.uname().nodename, "pid": os.getppid(), "started": "2026-01-01T00:00:00", "command": "x"}
-    (out / LOCK_NAME).write_text(json.dumps(holder), encoding="utf-8")
+    place.plant(LOCK_NAME, json.dumps(holder))
     quiet = ["--noprogress"] if "progress" in {f.name for f in dataclasses.fields(cmd.options)} else []
     code, _, err = invoke(cmd, flags, capsys, *quiet)
     assert code == 2 and "Traceback" not in err, err
     assert "is being written by another dist_data run" in err and f"pid {os.getppid()}" in err, err
-    assert os.listdir(out) == [LOCK_NAME] and json.loads((out / LOCK_NAME).read_text()) == holder
+    assert place.files() == {LOCK_NAME: json.dumps(holder)}
 
 
+@pytest.mark.parametrize("where", PLACES)
 @pytest.mark.parametrize("cmd", RUN_FOLDER_COMMANDS, ids=lambda c: c.name)
-def test_overwrite_never_removes_files_no_manifest_lists(cmd, tmp_path, capsys):
-    flags = valid_flags(cmd, tmp_path)
-    out = tmp_path / "out"
-    (out / "cache").mkdir(parents=True)
-    mine = {"args.json": '{"my": "experiment"}', "cache/notes.txt": "keep me", "stats.json": "{}"}
+def test_overwrite_never_removes_files_no_manifest_lists(cmd, where, tmp_path, capsys, request):
+    place = Place(where, tmp_path, request)
+    flags = {**valid_flags(cmd, tmp_path), "output_dir": place.flag}
+    mine = {"args.json": '{"my": "experiment"}', "notes/keep.txt": "keep me", "stats.json": "{}"}
     for name, text in mine.items():
-        (out / name).write_text(text, encoding="utf-8")
+        place.plant(name, text)
     code, _, err = invoke(cmd, flags, capsys, "--overwrite", "--noprogress")
     assert code == 2 and "Traceback" not in err, err
     assert "no dist_data manifest" in err and "nothing was removed" in err, err
-    assert {name: (out / name).read_text() for name in mine} == mine
-    assert not (out / LOCK_NAME).exists()  # released on the way out
+    assert place.files() == mine  # and the lock released on the way out
 
 
 RESULT_COMMANDS = [c for c in COMMANDS if issubclass(c.options, ResultOptions)]
@@ -379,26 +425,26 @@ def test_a_run_folders_overwrite_removes_another_commands_result_recorded_there(
     assert not (out / "eval.npz").exists() and (out / "mine.txt").read_text() == "the user's own"
 
 
+@pytest.mark.parametrize("where", PLACES)
 @pytest.mark.parametrize("cmd", RUN_FOLDER_COMMANDS, ids=lambda c: c.name)
 @pytest.mark.parametrize("earlier", ["no run here", "an unfinished run here"])
-def test_a_users_file_at_any_name_the_run_may_write_is_refused_and_kept(cmd, earlier, tmp_path, capsys):
+def test_a_users_file_at_any_name_the_run_may_write_is_refused_and_kept(cmd, earlier, where, tmp_path, capsys, request):
     """Every name a command declares (result, sidecars, plots, lists; rejects and scores.png of the engine),
     whether or not a run of ours is in the folder already: a file of the user's there stops the run before
     anything is read, named, and stays as it was (not even --overwrite removes it)."""
-    flags = valid_flags(cmd, tmp_path)
+    place = Place(where, tmp_path, request)
+    flags = {**valid_flags(cmd, tmp_path), "output_dir": place.flag}
     opts = cli.parse(cmd.options, [f"--{k}={v}" for k, v in flags.items()])
-    out = tmp_path / "out"
-    out.mkdir()
     names = list(dict.fromkeys([*opts.outputs(), "rejects.jsonl", SCORES_PLOT]))
     for n in names:
-        (out / n).write_text(f"the user's {n}", encoding="utf-8")
+        place.plant(n, f"the user's {n}")
     if earlier != "no run here":
-        (out / "args.json").write_text(json.dumps(opts.result_args(), default=str), encoding="utf-8")
-        (out / "manifest.json").write_text(json.dumps({"paths": ["args.json", "manifest.json"]}), encoding="utf-8")
+        place.plant("args.json", json.dumps(opts.result_args(), default=str))
+        place.plant("manifest.json", json.dumps({"paths": ["args.json", "manifest.json"]}))
+    before = place.files()
     code, _, err = invoke(cmd, flags, capsys, "--overwrite", "--noprogress")
     assert_one_line_refusal(code, err, "no dist_data manifest", "nothing was removed", *names)
-    assert all((out / n).read_text(encoding="utf-8") == f"the user's {n}" for n in names)
-    assert not (out / LOCK_NAME).exists()
+    assert place.files() == before  # and the lock released on the way out
 
 
 @pytest.mark.parametrize("cmd", RUN_FOLDER_COMMANDS + RESULT_COMMANDS, ids=lambda c: c.name)
@@ -479,6 +525,28 @@ def test_a_live_lock_from_another_process_is_refused(tmp_path):
     (tmp_path / LOCK_NAME).write_text(json.dumps(holder))
     with pytest.raises(RunConflictError, match=f"pid {os.getppid()} on this host"):
         RunDir(str(tmp_path), {"a": 1}, "result.jsonl").prepare(overwrite=True)
+
+
+@pytest.mark.parametrize("where", PLACES)
+def test_a_lock_of_an_earlier_attempt_of_the_same_job_is_taken_over_from_any_host(where, tmp_path, monkeypatch,
+                                                                                  caplog, request):
+    """A requeued SLURM job (or a torchrun restart) may start on another node: its own earlier lock is
+    taken over there; another job's lock from another host is not."""
+    from dist_data.core.mirror import StoreLock
+
+    place = Place(where, tmp_path, request)
+    monkeypatch.setenv("SLURM_JOB_ID", "777")
+    other = {"host": "node-3", "pid": 12, "started": "then", "job": "slurm:778"}
+    place.plant(LOCK_NAME, json.dumps(other))
+    lock = StoreLock(place.flag) if where == "bucket" else FolderLock(place.flag)
+    with pytest.raises(RunConflictError, match="host node-3"):
+        lock.acquire()
+    place.plant(LOCK_NAME, json.dumps({**other, "job": "slurm:777"}))
+    lock.acquire()
+    assert "earlier attempt of this job" in caplog.text
+    assert json.loads(place.files()[LOCK_NAME])["pid"] == os.getpid()
+    lock.release()
+    assert LOCK_NAME not in place.files()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def test_quick_mode_trains_scores_and_shows_contamination(tmp_path):
     size = dict(n_train=64, n_test=32, n_distractors=200)
     report = quality.main(["--quick", "--recipes=base,contaminated,decontaminated", "--steps=8", "--batch_size=16",
                            "--lr=1e-4", "--contamination=1.0", f"--plot={tmp_path / 'quality.png'}",
-                           "--report=quality_test", *[f"--{k}={v}" for k, v in size.items()]])
+                           "--report=quality_test", f"--log={tmp_path / 'quality.jsonl'}", *[f"--{k}={v}" for k, v in size.items()]])
     by = {r["recipe"]: r for r in report["results"]}
     data = quality.task_data("lemma", **size)
     ours = brute_force(SentenceTransformer(resolve_model(None), device="cpu").float(), data)
@@ -43,5 +43,10 @@ def test_quick_mode_trains_scores_and_shows_contamination(tmp_path):
     assert by["contaminated"]["rows"] == 64 + 32 and by["decontaminated"]["rows"] <= 64
     assert by["contaminated"]["ndcg@10"] > by["decontaminated"]["ndcg@10"] + 0.02
     assert (tmp_path / "quality.png").stat().st_size > 0
+    # each result was logged as made: the same command again reuses them (a killed run resumes)
+    again = quality.main(["--quick", "--recipes=base,contaminated,decontaminated", f"--log={tmp_path / 'quality.jsonl'}",
+                          f"--plot={tmp_path / 'quality.png'}", "--report=quality_test",
+                          *[f"--{k}={v}" for k, v in size.items()]])
+    assert again["results"] == report["results"]
     saved = json.load(open(os.path.join(quality.HERE, "results", "quality_test.json")))
     assert [r["recipe"] for r in saved["summary"]] == ["base", "contaminated", "decontaminated"]

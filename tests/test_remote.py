@@ -8,24 +8,18 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import threading
 
 import pytest
 
-from conftest import run_cli, wordnet_pairs
+from conftest import bucket_files, run_cli, wordnet_pairs
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
 BUCKET = "pairs-bucket"
+OUT = "out-bucket"
 FLAGS = ["--k=2", "--batch_size=32", "--noprogress"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,31 +37,17 @@ def shards(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def s3(shards):
-    """A moto S3 server with the shards under ``s3://BUCKET/pairs/``; the environment a user sets."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import boto3
-
-    client = boto3.client("s3")
+def s3(shards, s3_server):
+    """The shards under ``s3://BUCKET/pairs/``, and an empty bucket OUT for outputs."""
+    client = s3_server
     client.create_bucket(Bucket=BUCKET)
+    client.create_bucket(Bucket=OUT)
     root, _ = shards
     for name in sorted(os.listdir(root / "pairs")):
         client.upload_file(str(root / "pairs" / name), BUCKET, f"pairs/{name}")
-    yield env, client
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                      "AWS_ENDPOINT_URL")}
+    return env, client
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +59,68 @@ def local_run(shards):
 
 
 @pytest.mark.parametrize("nproc, dataset", [(0, f"s3://{BUCKET}/pairs/"), (2, f"s3://{BUCKET}/pairs/shard-*.jsonl.gz")])
-def test_filter_reads_a_bucket_with_the_bytes_of_the_local_copy(nproc, dataset, s3, local_run, tmp_path):
-    env, _ = s3
-    proc = run_cli("dist_data.filter", f"--dataset={dataset}", f"--output_dir={tmp_path / 'out'}", *FLAGS,
+def test_filter_from_bucket_to_bucket_gives_the_bytes_of_the_local_run(nproc, dataset, s3, local_run):
+    """Input and output in the store; at 2 ranks each rank stages in its own folder (as on two hosts):
+    rank 1's parts reach rank 0 through the store."""
+    env, client = s3
+    prefix = f"filter-{nproc}"
+    proc = run_cli("dist_data.filter", f"--dataset={dataset}", f"--output_dir=s3://{OUT}/{prefix}", *FLAGS,
                    nproc=nproc)  # the fixture set the environment: a plain process runs in this one
-    assert (tmp_path / "out" / "filtered.jsonl").read_bytes() == (local_run / "filtered.jsonl").read_bytes()
+    stored = bucket_files(client, OUT, prefix)
+    assert stored["filtered.jsonl"] == (local_run / "filtered.jsonl").read_bytes()
+    assert {"_SUCCESS", "stats.json", "args.json", "manifest.json", "README.md", "rejects.jsonl"} <= set(stored)
+    assert not any(k.startswith("cache/") or k.endswith(".lock") or ".tmp" in k for k in stored), sorted(stored)
+    assert {f"parts/part-{r:05d}.jsonl" for r in range(max(nproc, 1))} <= set(stored)
     assert "300 rows in 3 file(s)" in proc.stderr  # counts.json is not rows
-    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"-> s3://{OUT}/{prefix}/filtered.jsonl" in proc.stderr
+    card = stored["README.md"].decode()
     assert dataset in card and "testing" not in card
-    # the same command again: complete; an object changed: made again, with a warning naming the input
-    if nproc:
-        again = run_cli("dist_data.filter", f"--dataset={dataset}", f"--output_dir={tmp_path / 'out'}", *FLAGS, nproc=0)
-        assert "already complete" in again.stderr
+    # the same command again, from a host that never saw the run: complete, nothing written
+    again = run_cli("dist_data.filter", f"--dataset={dataset}", f"--output_dir=s3://{OUT}/{prefix}", *FLAGS, nproc=0,
+                    env={"DIST_DATA_STAGING": str(local_run.parent / f"elsewhere-{nproc}")})
+    assert "already complete" in again.stderr
+    assert bucket_files(client, OUT, prefix) == stored
+
+
+def test_a_run_killed_before_publishing_resumes_from_the_bucket_with_the_same_bytes(s3, local_run, tmp_path):
+    """Killed after every part was written and uploaded, before anything was published: the store holds
+    the parts and no result, no _SUCCESS. The same command on a host with nothing staged (the node was
+    lost) takes over the dead run's lock, fetches the parts and publishes the same bytes."""
+    env, client = s3
+    flags = [f"--dataset=s3://{BUCKET}/pairs/", f"--output_dir=s3://{OUT}/killed", *FLAGS]
+    killed = run_cli("dist_data.filter", *flags, nproc=0, check=False,
+                     env={"DIST_DATA_FAULT": "kill:merge", "DIST_DATA_STAGING": str(tmp_path / "node-a")})
+    assert killed.returncode != 0
+    stored = bucket_files(client, OUT, "killed")
+    assert "parts/part-00000.jsonl" in stored and ".dist_data.lock" in stored
+    assert "_SUCCESS" not in stored and "filtered.jsonl" not in stored
+    again = run_cli("dist_data.filter", *flags, nproc=0, env={"DIST_DATA_STAGING": str(tmp_path / "node-b")})
+    assert "taking over the lock of a dead run" in again.stderr and "file(s) of an earlier run fetched" in again.stderr
+    stored = bucket_files(client, OUT, "killed")
+    assert stored["filtered.jsonl"] == (local_run / "filtered.jsonl").read_bytes() and "_SUCCESS" in stored
+    assert ".dist_data.lock" not in stored
+    # other flags: refused, the store as it was; with --overwrite the earlier run leaves the store first
+    other = run_cli("dist_data.filter", *flags[:2], "--k=1", *FLAGS[1:], nproc=0, check=False,
+                    env={"DIST_DATA_STAGING": str(tmp_path / "node-b")})
+    assert other.returncode == 2 and "--k" in other.stderr.strip().splitlines()[-1]
+    assert bucket_files(client, OUT, "killed") == stored
+    run_cli("dist_data.filter", *flags[:2], "--k=1", *FLAGS[1:], "--overwrite", nproc=0,
+            env={"DIST_DATA_STAGING": str(tmp_path / "node-c")})
+    replaced = bucket_files(client, OUT, "killed")
+    assert json.loads(replaced["args.json"])["k"] == 1 and "_SUCCESS" in replaced
+    assert len(replaced["filtered.jsonl"].splitlines()) < len(stored["filtered.jsonl"].splitlines())
+
+
+def test_a_bucket_run_folder_locked_by_another_host_is_refused_and_left_alone(s3, tmp_path):
+    env, client = s3
+    holder = {"host": "node-17", "pid": 4242, "started": "2026-01-01T00:00:00", "command": "x"}
+    client.put_object(Bucket=OUT, Key="locked/.dist_data.lock", Body=json.dumps(holder).encode())
+    proc = run_cli("dist_data.filter", f"--dataset=s3://{BUCKET}/pairs/", f"--output_dir=s3://{OUT}/locked", *FLAGS,
+                   nproc=0, check=False, env={"DIST_DATA_STAGING": str(tmp_path)})
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "is being written by another dist_data run" in last and "node-17" in last, last
+    assert f"delete s3://{OUT}/locked/.dist_data.lock" in last
+    assert bucket_files(client, OUT, "locked") == {".dist_data.lock": json.dumps(holder).encode()}
 
 
 def test_a_changed_object_makes_the_run_again(s3, shards, tmp_path):
@@ -128,9 +158,12 @@ def test_credentials_are_never_recorded_and_failures_are_one_line(s3, tmp_path):
     bad = run_cli("dist_data.filter", f"--dataset=s3://{BUCKET}/pairs/", f"--output_dir={tmp_path / 'nc'}", *FLAGS,
                   nproc=0, env=no_creds, check=False)
     assert bad.returncode == 2 and "no credentials" in bad.stderr.strip().splitlines()[-1], bad.stderr[-500:]
-    out = run_cli("dist_data.filter", f"--dataset=s3://{BUCKET}/pairs/", "--output_dir=s3://out-bucket/run", *FLAGS,
-                  nproc=0, check=False)
-    assert out.returncode == 2 and "outputs are written to a local or shared folder" in out.stderr
+    out = run_cli("dist_data.filter", f"--dataset=s3://{BUCKET}/pairs/", f"--output_dir=s3://{BUCKET}/pairs/out",
+                  *FLAGS, nproc=0, check=False)
+    assert out.returncode == 2 and "overlap" in out.stderr.strip().splitlines()[-1]
+    collection = run_cli("dist_data.filter", f"--dataset=s3://{BUCKET}/pairs/", f"--output_dir=s3://{OUT}/c",
+                         "--per_dataset", *FLAGS, nproc=0, check=False)
+    assert collection.returncode == 2 and "a collection is written to a local or shared folder" in collection.stderr
 
 
 def test_http_folder_and_file_url_read_the_same_rows(shards, local_run, tmp_path):
@@ -152,20 +185,31 @@ def test_http_folder_and_file_url_read_the_same_rows(shards, local_run, tmp_path
     assert (tmp_path / "file" / "filtered.jsonl").read_bytes() == (local_run / "filtered.jsonl").read_bytes()
 
 
-@pytest.mark.parametrize("module, flags, result", [
-    ("dist_data.mine", ["--num_negatives=2", "--range_max=10", "--batch_size=32"], "mined.jsonl"),
-    ("dist_data.dedup", ["--on=document", "--threshold=0.9", "--batch_size=32"], "deduplicated.jsonl"),
+@pytest.mark.parametrize("module, flags, result, nproc", [
+    ("dist_data.mine", ["--num_negatives=2", "--range_max=10", "--batch_size=32", "--output_format=nomic"], "mined", 2),
+    ("dist_data.dedup", ["--on=document", "--threshold=0.9", "--batch_size=32"], "deduplicated.jsonl", 0),
     ("dist_data.pretokenize", ["--text_key=document", "--seq_len=64", "--block_docs=32", "--output_format=parquet"],
-     "data")])
-def test_every_row_verb_reads_the_bucket_with_the_local_bytes(module, flags, result, s3, shards, tmp_path):
+     "data", 0)])
+def test_every_row_verb_from_bucket_to_bucket_gives_the_local_bytes(module, flags, result, nproc, s3, shards, tmp_path):
+    """The result (a file, or a folder: contrastors' nomic layout, a parquet dataset) in the store has the
+    bytes of the local run's."""
+    env, client = s3
     root, _ = shards
-    for name, dataset in (("local", str(root / "pairs")), ("s3", f"s3://{BUCKET}/pairs/")):
-        run_cli(module, f"--dataset={dataset}", f"--output_dir={tmp_path / name}", *flags, "--noprogress", nproc=0)
-    local, bucket = tmp_path / "local" / result, tmp_path / "s3" / result
-    if local.is_dir():
-        names = sorted(os.listdir(local))
-        assert names and names == sorted(os.listdir(bucket))
-        for n in names:
-            assert (local / n).read_bytes() == (bucket / n).read_bytes(), n
-    else:
-        assert local.read_bytes() == bucket.read_bytes()
+    run_cli(module, f"--dataset={root / 'pairs'}", f"--output_dir={tmp_path / 'local'}", *flags, "--noprogress", nproc=0)
+    prefix = module.split(".")[-1]
+    run_cli(module, f"--dataset=s3://{BUCKET}/pairs/", f"--output_dir=s3://{OUT}/{prefix}", *flags, "--noprogress",
+            nproc=nproc)
+    stored = bucket_files(client, OUT, prefix)
+    local = tmp_path / "local" / result
+    names = sorted(str(p.relative_to(tmp_path / "local")) for p in ([local] if local.is_file() else local.rglob("*"))
+                   if p.is_file())
+    def text(data: bytes, name: str) -> bytes:  # the nomic index names its shards where they are read
+        data = gzip.decompress(data) if name.endswith(".gz") else data
+        return data.replace(f"{tmp_path.name}/local/".encode(), f"{OUT}/{prefix}/".encode())
+
+    assert names and {n: text(stored[n], n) for n in names} == {n: text((tmp_path / "local" / n).read_bytes(), n)
+                                                                 for n in names}
+    assert "_SUCCESS" in stored
+    if result == "mined":
+        counts = json.loads(stored["mined/counts.json"])["count_per_file"]
+        assert list(counts) == [f"{OUT}/{prefix}/mined/shard-00000.jsonl.gz"]  # contrastors' key of the URL

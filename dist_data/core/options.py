@@ -23,13 +23,15 @@ class RunFolderOptions(CommonOptions):
     counts and says for it: ``counts`` and ``count_buckets`` (its own keys in stats.json, zero on
     every rank from the start; the engine's ``input_rows``, ``read``, ``kept``, ``dropped`` and
     ``rejected`` are always there), ``summary`` (the counts its last line names), ``kept_unit``
-    (what ``kept`` counts) and ``one_process`` (a table command: refused under torchrun)."""
+    (what ``kept`` counts), ``one_process`` (a table command: refused under torchrun) and ``url_output``
+    (``--output_dir`` may be a URL: :mod:`dist_data.core.mirror`)."""
 
     counts: ClassVar[tuple[str, ...]] = ()
     count_buckets: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[tuple[str, ...]] = ()
     kept_unit: ClassVar[str] = "rows"
     one_process: ClassVar[bool] = False
+    url_output: ClassVar[bool] = True  # --output_dir may be a URL (dist_data.core.mirror)
 
     output_dir: str = required("the run folder (refused if another run with other flags is there)", non_empty,
                                result=False, path=OUTPUT_DIR)

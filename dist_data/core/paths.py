@@ -147,10 +147,20 @@ def _inside(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _output_problem(name: str, value: str, inputs: list[tuple[str, str]]) -> str | None:
+def _output_problem(name: str, value: str, inputs: list[tuple[str, str]], opts: Any = None,
+                    urls: list[tuple[str, str]] = ()) -> str | None:
     if remote.is_url(value):
-        return (f"--{name}={value}: outputs are written to a local or shared folder (URLs are read, not yet "
-                f"written); copy the folder there after the run")
+        if getattr(opts, "is_collection", False):
+            return (f"--{name}={value}: a collection is written to a local or shared folder (one dataset, a run "
+                    f"folder, may be written to a URL)")
+        if not getattr(type(opts), "url_output", False) or name != "output_dir":
+            return (f"--{name}={value}: this command writes to a local or shared folder (a run folder, "
+                    f"--output_dir, may be at a URL); copy the folder there after the run")
+        out = value.rstrip("/") + "/"
+        for flag_name, url in urls:
+            if url.rstrip("/") + "/" == out or url.startswith(out) or out.startswith(url.rstrip("/") + "/"):
+                return f"--{name}={value} and the input --{flag_name}={url} overlap: write to another prefix"
+        return None
     out = os.path.realpath(os.path.expanduser(value))
     if out == os.sep:
         return f"--{name}=/ is the root folder: give the run a folder of its own"
@@ -191,9 +201,11 @@ def path_problems(opts: Any) -> list[str]:
     problems = [_input_problem(name, value, role == INPUT_SPEC, role == INPUT_DIR) for name, role, value in values
                 if role in INPUT_ROLES]
     inputs = _existing_inputs(values)
+    urls = [(name, v) for name, role, value in values if role in INPUT_ROLES
+            for v in str(value).split(",") if remote.is_url(v.strip())]
     for name, role, value in values:
         if role == OUTPUT_DIR:
-            problems.append(_output_problem(name, value, inputs))
+            problems.append(_output_problem(name, value, inputs, opts, urls))
         elif role == CACHE_DIR:
             problems.append(_cache_problem(name, value, inputs))
         elif role == OUTPUT_FILE:

@@ -54,9 +54,9 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def problem(url: str, e: BaseException) -> InputError:
-    """One line for a failure on ``url``: no such key or bucket, no credentials, access denied, the
-    store unreachable (after the filesystem's own retries)."""
+def problem(url: str, e: BaseException, doing: str = "read") -> InputError:
+    """One line for a failure on ``url`` (``doing``: read or written): no such key or bucket, no
+    credentials, access denied, the store unreachable (after the filesystem's own retries)."""
     text = _first_line(e)
     name = type(e).__name__
     if isinstance(e, FileNotFoundError) or "NoSuchBucket" in text or "NoSuchKey" in text or "404" in text:
@@ -66,7 +66,7 @@ def problem(url: str, e: BaseException) -> InputError:
                           f"--storage_options)")
     if isinstance(e, PermissionError) or "AccessDenied" in text or "403" in text:
         return InputError(f"{url}: access denied ({text})")
-    return InputError(f"{url}: cannot be read ({name}: {text})")
+    return InputError(f"{url}: cannot be {doing} ({name}: {text})")
 
 
 def list_files(url: str) -> list[str]:

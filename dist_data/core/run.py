@@ -29,10 +29,11 @@ from .errors import BadRowError, InputError, RunConflictError
 from .fault import fault
 from .files import read_lines
 from .log import logger
+from .mirror import Mirror
 from .models import check_models
 from .options import ResultOptions, RunFolderOptions
 from .paths import inputs_signature, output_dirs
-from .remote import set_storage_options
+from .remote import is_url, set_storage_options
 from .report import report_scores
 from .rundir import Results, RunDir, io_failure, locked_by_main, release_held_locks
 from .stages import Stages
@@ -147,7 +148,7 @@ def _in_run_folder(info: distributed.DistInfo, opts: RunFolderOptions, body: Bod
     run = Run.open(info, opts, opts.result_file(), command)
     if run.done is not None:
         return run.done, True
-    return body(info, opts, run), False
+    return body(info, run.opts, run), False  # run.opts: a URL's run folder is its local staging folder
 
 
 def _env_rank(name: str) -> int:
@@ -223,7 +224,8 @@ class Run(Stages, RunDir):
     (rank-local parts) or :meth:`publish` (one result written by rank 0), which writes the stats and
     ``_SUCCESS`` last and logs the run's summary line."""
 
-    def __init__(self, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = ""):
+    def __init__(self, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = "",
+                 mirror: Mirror | None = None):
         super().__init__(opts.output_dir, opts.result_args(), result_name, opts.outputs(),
                          canonical=opts.canonical_args)
         self.info = info
@@ -232,6 +234,7 @@ class Run(Stages, RunDir):
         self.done: dict[str, Any] | None = None
         self.started = time.perf_counter()
         self.stats = Stats.for_command(opts.counts, opts.count_buckets)
+        self.mirror = mirror  # --output_dir at a URL: the store's copy (opts.output_dir is the staging folder)
 
     @classmethod
     def open(cls, info: distributed.DistInfo, opts: RunFolderOptions, result_name: str, command: str = "") -> "Run":
@@ -240,19 +243,45 @@ class Run(Stages, RunDir):
         if opts.one_process and info.world_size > 1:
             raise ValueError(f"{command or type(opts).__name__} works on one table in one process: run it with "
                              f"python -m (torchrun is for the commands that embed or label)")
-        run = cls(info, opts, result_name, command)
+        mirror = Mirror(opts.output_dir) if is_url(opts.output_dir) else None
+        if mirror is not None:
+            opts = dataclasses.replace(opts, output_dir=mirror.local)
+        run = cls(info, opts, result_name, command, mirror)
         with distributed.same_error_on_every_rank(InputError, RunConflictError, OSError):
             if info.is_main:  # the models first: a model that cannot be found creates nothing
                 check_models(opts)
+                if mirror is not None:
+                    mirror.lock.acquire()
+                    fetched = mirror.pull()
+                    logger.info("%s%s", mirror.describe(), f"; {fetched} file(s) of an earlier run fetched" * bool(fetched))
                 run.inputs = inputs_signature(opts, exclude=[opts.output_dir])
                 run.prepare(opts.overwrite)
-        if run.is_complete() and not run.replace:
+        complete = run.is_complete() and not run.replace
+        if mirror is not None:  # ranks on other hosts have their own staging folder: rank 0 decides
+            complete = distributed.broadcast_object(complete)
+        if complete:
             if info.is_main:
-                logger.info("%s is already complete (same flags); nothing to do", opts.output_dir)
+                logger.info("%s is already complete (same flags); nothing to do", run.where())
+                if mirror is not None:
+                    mirror.push()  # a publish cut short is finished
+                    mirror.lock.release()
                 run.lock.release()
-            with open(run.file("stats.json"), encoding="utf-8") as f:
-                run.done = json.load(f)
+            done = None
+            if info.is_main or mirror is None:
+                with open(run.file("stats.json"), encoding="utf-8") as f:
+                    done = json.load(f)
+            run.done = distributed.broadcast_object(done) if mirror is not None else done
         return run
+
+    def location(self, name: str) -> str:
+        """Where a reader finds a file of the run once published: its URL, or its absolute path."""
+        return self.where(name) if self.mirror is not None else os.path.abspath(self.file(name))
+
+    def where(self, name: str = "") -> str:
+        """The run folder (or a file of it) as the user named it: the URL of a run at one."""
+        if self.mirror is not None:
+            return f"{self.mirror.url}/{name}" if name else self.mirror.url
+        return self.file(name) if name else self.path
 
     def begin(self) -> None:
         """After the inputs were read: rank 0 records the run and removes an earlier one it replaces;
@@ -261,9 +290,14 @@ class Run(Stages, RunDir):
         run is replaced only once the new result is ready."""
         if self.begun:
             return
-        with distributed.same_error_on_every_rank(OSError):
+        with distributed.same_error_on_every_rank(OSError, InputError):
             if self.info.is_main:
                 self.start()
+                if self.mirror is not None:
+                    self.mirror.push()  # what the run replaces leaves the store too, _SUCCESS first
+            elif self.mirror is not None:  # a rank on another host: its own staging folder
+                os.makedirs(self.parts_dir, exist_ok=True)
+                os.makedirs(self.cache_dir, exist_ok=True)
         self.begun = True
 
     def _require_begun(self, what: str) -> None:
@@ -302,10 +336,15 @@ class Run(Stages, RunDir):
         stats = self.stats
         rank, world_size = self.info.rank, self.info.world_size
         write_json(os.path.join(self.parts_dir, f"stats-{rank:05d}.json"), stats.to_dict())
+        if self.mirror is not None:
+            with distributed.same_error_on_every_rank(InputError):
+                self.mirror.push_rank(self.parts_dir, rank)
         distributed.barrier()
         merged = None
         if rank == 0:
             fault("merge")
+            if self.mirror is not None:
+                self.mirror.fetch_parts(self.parts_dir)
             result = result or Output(self.result_name + (".gz" if compress else ""), part="part")
             with stats.stage("merge") as rec:
                 self.record([result.name, "rejects.jsonl", "stats.json", "_SUCCESS", *(o.name for o in outputs)])
@@ -332,9 +371,12 @@ class Run(Stages, RunDir):
             if complete:
                 with open(self.file("_SUCCESS"), "w", encoding="utf-8"):
                     pass
+            if self.mirror is not None:
+                self.mirror.push()  # the result and outputs, then stats, card, manifest, _SUCCESS last
+                self.mirror.lock.release()
             self.lock.release()
             logger.info("%s", summary_line(self.command, merged, self.opts, time.perf_counter() - self.started,
-                                           self.file(result.name) if complete else self.parts_dir))
+                                           self.where(result.name) if complete else self.parts_dir))
         distributed.barrier()
         return merged
 

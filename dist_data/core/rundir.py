@@ -9,8 +9,9 @@ One rerun policy for every entry point:
   run's inputs and model have been checked;
 - a run that failed or was killed before it cached any work (a bad flag, a missing input, a wrong
   key, a model not found, a kill during reading) leaves nothing in the way of the next command;
-- two jobs never write one folder at once: a lock file names the holder (host, pid, start); a
-  lock left by a dead process on this host, or an empty one (the lock is created whole, so an
+- two jobs never write one folder at once: a lock file names the holder (host, pid, start, job); a
+  lock left by a dead process on this host, by an earlier attempt of the same job (a torchrun
+  restart, a requeued SLURM job, on any host), or an empty one (the lock is created whole, so an
   empty lock was never held), is taken over with a notice.
 
 The folder::
@@ -107,6 +108,16 @@ def _pid_alive(pid: int) -> bool:
 _HELD: set["FolderLock"] = set()  # the locks this process holds
 
 
+def job_id() -> str | None:
+    """The job this process belongs to, the same over its restarts: SLURM's job id (a requeued job keeps
+    it), or torchrun's run id (the same for every restart of one launch)."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm:{os.environ['SLURM_JOB_ID']}"
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun:{os.environ['TORCHELASTIC_RUN_ID']}"
+    return None
+
+
 def release_held_locks() -> None:
     """Release every lock this process holds: the way out of every run, finished or failed."""
     for lock in list(_HELD):
@@ -114,9 +125,12 @@ def release_held_locks() -> None:
 
 
 class FolderLock:
-    """An exclusive lock on a folder, held by this process until :meth:`release` (or exit)."""
+    """An exclusive lock on a folder, held by this process until :meth:`release` (or exit). The lock is
+    a file created whole or not at all; :class:`dist_data.core.mirror.StoreLock` is the same lock in an
+    object store (its primitives ``_create``, ``_holder``, ``_remove`` are the store's)."""
 
     def __init__(self, folder: str):
+        self.folder = folder
         self.path = os.path.join(folder, LOCK_NAME)
         self.held = False
 
@@ -127,7 +141,8 @@ class FolderLock:
         from another host cannot be checked from here, so the message says how to clear it.
         """
         me = {"host": socket.gethostname(), "pid": os.getpid(),
-              "started": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+              "started": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+              **({"job": job_id()} if job_id() else {})}
         for _ in range(2):
             if self._create(me):
                 self.held = True
@@ -138,19 +153,24 @@ class FolderLock:
             if not holder:  # every lock is created whole (see _create): an empty one was never taken
                 logger.warning("taking over the empty or unreadable lock %s (left by a run that could not write "
                                "it, e.g. on a full disk)", self.path)
-                os.remove(self.path)
+                self._remove()
                 continue
             if holder.get("host") == me["host"] and holder.get("pid") == me["pid"]:  # this process's own
-                os.remove(self.path)
+                self._remove()
+                continue
+            if holder.get("job") and holder.get("job") == me.get("job"):  # a restarted or requeued job's own
+                logger.warning("taking over the lock of an earlier attempt of this job in %s (%s, pid %s on %s)",
+                               self.folder, holder["job"], holder.get("pid"), holder.get("host"))
+                self._remove()
                 continue
             if holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1))):
                 logger.warning("taking over the lock of a dead run in %s (pid %s, started %s)",
-                               os.path.dirname(self.path), holder.get("pid"), holder.get("started"))
-                os.remove(self.path)
+                               self.folder, holder.get("pid"), holder.get("started"))
+                self._remove()
                 continue
             where = "this host" if holder.get("host") == me["host"] else f"host {holder.get('host')}"
             raise RunConflictError(
-                f"{os.path.dirname(self.path)} is being written by another dist_data run (pid {holder.get('pid')} "
+                f"{self.folder} is being written by another dist_data run (pid {holder.get('pid')} "
                 f"on {where}, started {holder.get('started')}); wait for it to end, or use another --output_dir"
                 + ("" if where == "this host" else f". If that run is dead, delete {self.path} and rerun"))
         raise RunConflictError(f"could not take the lock {self.path}")
@@ -178,13 +198,17 @@ class FolderLock:
         except (OSError, ValueError):
             return {}
 
+    def _remove(self) -> None:
+        os.remove(self.path)
+
     def release(self) -> None:
         _HELD.discard(self)
         if self.held:
             self.held = False
             try:
-                if self._holder().get("pid") == os.getpid():
-                    os.remove(self.path)
+                holder = self._holder()
+                if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                    self._remove()
             except OSError:
                 pass
 
