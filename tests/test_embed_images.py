@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import bucket_files, run_cli
 
 from PIL import Image  # noqa: E402
 
@@ -228,16 +228,21 @@ def test_resume_by_block_stack_and_a_missing_block(images, tmp_path):
     assert gap.returncode == 2 and "misses block(s) 1 of 3" in gap.stderr
 
 
-def test_two_ranks_give_the_bytes_of_one_process_augment_included(images, tmp_path):
+def test_two_ranks_give_the_bytes_of_one_process_augment_included(images, tmp_path, s3_server):
+    """Two ranks written to a bucket, each rank staging apart (as on two hosts): rank 1's blocks reach
+    rank 0 through the store, and the stacked arrays have the bytes of one process's."""
     common = [f"--train_data={images['folder']}", f"--eval_data={images['shards']}", f"--model_name={TINY}",
               f"--checkpoint={images['tiny']}", "--batch_size=2", "--train_transform=augment", "--seed=7"]
     # one CPU thread per process, as torchrun gives each of several ranks: a convolution's float sums
     # depend on its thread count (1e-8 apart), never on which rank or batch neighbours an image has
     embed(tmp_path / "one", *common, env={"OMP_NUM_THREADS": "1"})
-    embed(tmp_path / "two", *common, nproc=2)
+    s3_server.create_bucket(Bucket="images")
+    embed("s3://images/two", *common, nproc=2)
+    stored = bucket_files(s3_server, "images", "two")
     for split in ("train", "eval"):
-        assert (tmp_path / "one" / f"{split}.npz").read_bytes() == (tmp_path / "two" / f"{split}.npz").read_bytes()
-    stats = json.loads((tmp_path / "two" / "stats.json").read_text())
+        assert (tmp_path / "one" / f"{split}.npz").read_bytes() == stored[f"{split}.npz"]
+    assert not any(k.startswith("parts/train-") for k in stored)  # blocks stacked leave the store too
+    stats = json.loads(stored["stats.json"])
     assert stats["world_size"] == 2 and [r["images"] for r in stats["splits"]["train"]["ranks"]] == [16, 4]
     augmented, plain = load(tmp_path / "one" / "train.npz"), load(tmp_path / "one" / "eval.npz")
     assert not np.allclose(augmented["data"], plain["data"], atol=1e-3)  # train was augmented, eval was not

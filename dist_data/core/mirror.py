@@ -20,16 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from typing import Any
 
 from .card import CARD
 from .remote import filesystem, problem
-from .rundir import LOCK_NAME, MANIFEST, FolderLock
+from .rundir import LOCK_NAME, MANIFEST, FolderLock, read_manifest
 
 RECORD = ".dist_data.mirror.json"  # in the staging folder: what the store held at the last sync
 LAST = ("stats.json", CARD, MANIFEST, "_SUCCESS")  # uploaded last, in this order
 LOCAL_ONLY = ("cache",)  # folders that stay in the staging folder
+_RANKED = re.compile(r"-\d{5}\.")  # a part file of one rank: <name>-<rank:05d>.<ext>
 
 
 def staging_folder(url: str) -> str:
@@ -193,10 +195,13 @@ class Mirror:
 
     def push(self) -> int:
         """Rank 0: the store made to hold what the staging folder holds. First what the run removed here
-        is removed there (``_SUCCESS`` first); then each changed file is uploaded, the ones that vouch
+        (a file fetched or published before, or one under a name the manifest owns) is removed there
+        (``_SUCCESS`` first); a user's own object stays; then each changed file is uploaded, the ones that vouch
         for the others last (:data:`LAST`). How many were uploaded."""
         there, record, here = self._listing(), self._record(), self._here()
-        gone = sorted((n for n in there if n not in here and n in record), key=lambda n: n != "_SUCCESS")
+        owned = set((read_manifest(self.local) or {}).get("paths") or ())  # what runs of ours wrote here
+        gone = sorted((n for n in there if n not in here and (n in record or n.split("/")[0] in owned)),
+                      key=lambda n: n != "_SUCCESS")
         for name in gone:
             try:
                 self.fs.rm_file(self._key(name))
@@ -225,12 +230,22 @@ class Mirror:
         return len(uploads)
 
     def push_rank(self, parts_dir: str, rank: int) -> None:
-        """This rank's part files (``parts/<name>-<rank>.<ext>``), each uploaded whole as soon as it is
-        written."""
+        """This rank's part files (``parts/<name>-<rank>.<ext>``), each uploaded whole."""
         mark = f"-{rank:05d}."
         for f in sorted(os.listdir(parts_dir)) if os.path.isdir(parts_dir) else []:
             if mark in f and ".tmp" not in f:
-                self._upload(f"{os.path.relpath(parts_dir, self.local)}/{f}".replace(os.sep, "/"))
+                self._upload(self._name(parts_dir, f))
+
+    def push_unmarked(self, parts_dir: str) -> None:
+        """The part files that name no rank (embed_images' blocks) and the store lacks: uploaded by one
+        rank per host, once every rank there has written its own."""
+        there = self._listing()
+        for f in sorted(os.listdir(parts_dir)) if os.path.isdir(parts_dir) else []:
+            if not _RANKED.search(f) and ".tmp" not in f and self._name(parts_dir, f) not in there:
+                self._upload(self._name(parts_dir, f))
+
+    def _name(self, folder: str, f: str) -> str:
+        return f"{os.path.relpath(folder, self.local)}/{f}".replace(os.sep, "/")
 
     def fetch_parts(self, parts_dir: str) -> int:
         """Rank 0 before the merge: the parts other hosts' ranks uploaded, fetched."""

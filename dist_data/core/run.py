@@ -17,6 +17,7 @@ import dataclasses
 import heapq
 import json
 import os
+import socket
 import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -336,15 +337,11 @@ class Run(Stages, RunDir):
         stats = self.stats
         rank, world_size = self.info.rank, self.info.world_size
         write_json(os.path.join(self.parts_dir, f"stats-{rank:05d}.json"), stats.to_dict())
-        if self.mirror is not None:
-            with distributed.same_error_on_every_rank(InputError):
-                self.mirror.push_rank(self.parts_dir, rank)
+        self.share_parts()
         distributed.barrier()
         merged = None
         if rank == 0:
             fault("merge")
-            if self.mirror is not None:
-                self.mirror.fetch_parts(self.parts_dir)
             result = result or Output(self.result_name + (".gz" if compress else ""), part="part")
             with stats.stage("merge") as rec:
                 self.record([result.name, "rejects.jsonl", "stats.json", "_SUCCESS", *(o.name for o in outputs)])
@@ -379,6 +376,22 @@ class Run(Stages, RunDir):
                                            self.where(result.name) if complete else self.parts_dir))
         distributed.barrier()
         return merged
+
+    def share_parts(self) -> None:
+        """With the run folder in a store, every rank's part files reach rank 0's staging folder: each
+        rank uploads its own (the first rank of each staging folder those that name no rank), then rank 0 fetches what it
+        lacks. Collective; nothing to do for a local or shared folder."""
+        if self.mirror is None:
+            return
+        with distributed.same_error_on_every_rank(InputError):  # collective: every upload is done after it
+            self.mirror.push_rank(self.parts_dir, self.info.rank)
+        places = distributed.all_gather_object((socket.gethostname(), self.mirror.local))
+        with distributed.same_error_on_every_rank(InputError):  # the first rank of each staging folder
+            if places.index(places[self.info.rank]) == self.info.rank:
+                self.mirror.push_unmarked(self.parts_dir)
+        with distributed.same_error_on_every_rank(InputError):
+            if self.info.is_main:
+                self.mirror.fetch_parts(self.parts_dir)
 
     def _write_card(self, merged: dict[str, Any]) -> None:
         """``README.md``, the folder's dataset card (:mod:`dist_data.core.card`), unless the user has a
