@@ -124,13 +124,21 @@ def test_a_bucket_run_folder_locked_by_another_host_is_refused_and_left_alone(s3
 
 
 def test_a_changed_object_makes_the_run_again(s3, shards, tmp_path):
+    """A changed object is never served as complete: one of another size, and one of the same size (two
+    rows swapped: only its ETag tells)."""
     env, client = s3
     root, rows = shards
-    client.upload_file(str(root / "pairs" / "shard-00000.jsonl.gz"), BUCKET, "changing/shard-00000.jsonl.gz")
+    body = "".join(json.dumps(r) + "\n" for r in rows[:100]).encode()
+    client.put_object(Bucket=BUCKET, Key="changing/rows.jsonl", Body=body)
     flags = [f"--dataset=s3://{BUCKET}/changing/", f"--output_dir={tmp_path / 'out'}", *FLAGS]
     run_cli("dist_data.filter", *flags, nproc=0)
-    client.put_object(Bucket=BUCKET, Key="changing/shard-00000.jsonl.gz",
-                      Body=gzip.compress("".join(json.dumps(r) + "\n" for r in rows[:50]).encode()))
+    swapped = "".join(json.dumps(r) + "\n" for r in [rows[1], rows[0], *rows[2:100]]).encode()
+    assert len(swapped) == len(body) and swapped != body
+    client.put_object(Bucket=BUCKET, Key="changing/rows.jsonl", Body=swapped)
+    again = run_cli("dist_data.filter", *flags, nproc=0)
+    assert "already complete" not in again.stderr and "changed since the run" in again.stderr
+    client.put_object(Bucket=BUCKET, Key="changing/rows.jsonl",
+                      Body="".join(json.dumps(r) + "\n" for r in rows[:50]).encode())
     again = run_cli("dist_data.filter", *flags, nproc=0)
     assert "already complete" not in again.stderr and "50 rows in 1 file(s)" in again.stderr
 
