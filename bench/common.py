@@ -101,3 +101,19 @@ def write_report(name: str, report: dict) -> str:
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
     return path
+
+
+def moto_server() -> tuple[object, dict[str, str]]:
+    """moto's S3 server started on a free local port, and the environment a user sets for an endpoint
+    (``AWS_ENDPOINT_URL``, keys, region): ``(server, env)``; ``server.stop()`` ends it."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}

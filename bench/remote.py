@@ -24,7 +24,6 @@ import argparse
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from bench.common import make_pairs, timed, write_report  # noqa: E402
+from bench.common import make_pairs, moto_server, timed, write_report  # noqa: E402
 
 BUCKET = "bench"
 SHARDS = 8
@@ -65,20 +64,6 @@ def _shards(n_pairs: int, folder: str) -> None:
             f.writelines(lines[i * per:(i + 1) * per])
 
 
-def _server() -> tuple[object, dict[str, str]]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    os.environ.update(env)
-    return server, env
-
-
 def _upload(client, folder: str, prefix: str) -> None:
     for name in sorted(os.listdir(folder)):
         client.upload_file(os.path.join(folder, name), BUCKET, f"{prefix}/{name}")
@@ -107,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     import boto3
 
     work = tempfile.mkdtemp(prefix="bench_remote_")
-    server, env = _server()
+    server, env = moto_server()
+    os.environ.update(env)
     env["DIST_DATA_STAGING"] = os.path.join(work, "staging")
     client = boto3.client("s3")
     client.create_bucket(Bucket=BUCKET)

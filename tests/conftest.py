@@ -230,18 +230,12 @@ def s3_server(tmp_path_factory):
     rank stages a run at a URL in its own folder, as ranks on different hosts do). Yields a boto3 client."""
     pytest.importorskip("s3fs")
     pytest.importorskip("moto")
-    import socket
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from bench.common import moto_server
 
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-           "DIST_DATA_STAGING": str(tmp_path_factory.mktemp("staging") / "rank-{rank}")}
+    server, env = moto_server()
+    env["DIST_DATA_STAGING"] = str(tmp_path_factory.mktemp("staging") / "rank-{rank}")
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     import boto3
