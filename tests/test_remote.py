@@ -221,3 +221,47 @@ def test_every_row_verb_from_bucket_to_bucket_gives_the_local_bytes(module, flag
     if result == "mined":
         counts = json.loads(stored["mined/counts.json"])["count_per_file"]
         assert list(counts) == [f"{OUT}/{prefix}/mined/shard-00000.jsonl.gz"]  # contrastors' key of the URL
+
+
+def test_a_hub_dataset_is_streamed_by_rank_with_the_rows_of_the_local_copy(shards, local_run, tmp_path):
+    """``--dataset=ORG/NAME`` on a Hub (a local server speaking its API: tests/fake_hub.py): the split's
+    parquet files are found through datasets and read in byte ranges, each rank its row groups; the
+    result has the bytes of the run on the same rows from local files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fake_hub import serve
+
+    _, rows = shards
+    repo = tmp_path / "hub" / "org" / "pairs" / "data"
+    repo.mkdir(parents=True)
+    for i, (a, b) in enumerate([(0, 180), (180, 300)]):
+        pq.write_table(pa.Table.from_pylist(rows[a:b]), repo / f"train-{i:05d}-of-00002.parquet", row_group_size=30)
+    pq.write_table(pa.Table.from_pylist(rows[:20]), repo / "test-00000-of-00001.parquet")
+    server, log = serve(str(tmp_path / "hub"))
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}", "HF_HUB_OFFLINE": "0",
+           "HF_DATASETS_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf-home")}
+    try:
+        proc = run_cli("dist_data.filter", "--dataset=org/pairs", f"--output_dir={tmp_path / 'out'}", *FLAGS, nproc=2,
+                       env=env)
+        same = run_cli("dist_data.filter", "--dataset=org/pairs", f"--output_dir={tmp_path / 'out'}", *FLAGS, nproc=0,
+                       env=env)
+        server.sha = "1" * 40  # a new commit on the Hub: the run is made again
+        changed = run_cli("dist_data.filter", "--dataset=org/pairs", f"--output_dir={tmp_path / 'out'}", *FLAGS,
+                          nproc=0, env=env)
+        missing = run_cli("dist_data.filter", "--dataset=org/pairs", "--split=validation",
+                          f"--output_dir={tmp_path / 'bad'}", *FLAGS, nproc=0, env=env, check=False)
+    finally:
+        server.shutdown()
+    local = local_run.parent / "hub-local"
+    run_cli("dist_data.filter", f"--dataset={repo}/train-0000*-of-00002.parquet", f"--output_dir={local}", *FLAGS,
+            nproc=0)
+    assert (tmp_path / "out" / "filtered.jsonl").read_bytes() == (local / "filtered.jsonl").read_bytes()
+    assert "300 rows in 2 file(s)" in proc.stderr
+    reads = [(path, rng) for method, path, rng in log if method == "GET" and path.endswith(".parquet")]
+    assert reads and all(rng for _, rng in reads), reads  # byte ranges: nothing downloaded whole
+    assert not any("test-00000" in path for path, _ in reads)  # only the split asked for
+    assert "already complete" in same.stderr
+    assert "already complete" not in changed.stderr and "org/pairs changed since the run" in changed.stderr
+    assert missing.returncode == 2 and "has no split 'validation' (has ['test', 'train'])" in missing.stderr
+

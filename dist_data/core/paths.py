@@ -108,8 +108,8 @@ def inputs_signature(opts: Any, exclude: list[str] = ()) -> dict[str, list[int]]
     """What the inputs looked like: per input file ``[size, mtime_ns]``; per input folder ``[files,
     bytes, newest mtime_ns]`` of the files below it (hidden ones and the ``exclude`` paths, the
     command's own outputs, left out); per URL its objects' count, bytes and a digest of their etags.
-    A run or result made from inputs with another signature is not served as "already complete".
-    Hub names have none here (they are read as named)."""
+    per Hub dataset name the commit the Hub serves. A run or result made from inputs with another
+    signature is not served as "already complete"."""
     skip = [os.path.realpath(e) for e in exclude]
     signatures = {path: path_signature(path, skip) for path in input_files(opts)}
     for f in dataclasses.fields(opts):  # URLs: their objects' sizes and etags (remote.signature)
@@ -118,6 +118,8 @@ def inputs_signature(opts: Any, exclude: list[str] = ()) -> dict[str, list[int]]
             for part in value.split(","):
                 if remote.is_url(part.strip()):
                     signatures[part.strip()] = remote.signature(part.strip())
+                elif f.metadata["path"] == INPUT_SPEC and remote.is_hub_name(part):  # the Hub's commit
+                    signatures[part.strip()] = remote.hub_signature(part.strip())
     return signatures
 
 

@@ -126,3 +126,29 @@ def signature(url: str) -> list[Any] | None:
         stamp = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
         h.update(f"{f}\0{info.get('size')}\0{stamp}\n".encode())
     return [len(files), sum(int(i.get("size") or 0) for i in files.values()), h.hexdigest()]
+
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def is_hub_name(value: str) -> bool:
+    """Whether ``value`` reads as a Hugging Face Hub dataset name (``NAME`` or ``ORG/NAME``) rather than a
+    path: no local file or folder by that name, no URL, no file suffix."""
+    import os
+
+    value = value.strip()
+    return (bool(_HUB_NAME.match(value)) and not os.path.exists(value) and not is_url(value)
+            and os.path.splitext(value)[1].lower() not in (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".txt", ".gz",
+                                                           ".zst", ".ndjson"))
+
+
+def hub_signature(name: str) -> list[Any] | None:
+    """The commit the Hub serves for dataset ``name`` (a new commit makes the run again); None where the
+    Hub cannot be asked (offline: then the name is not compared)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return [HfApi().dataset_info(name).sha]
+    except Exception:  # noqa: BLE001 - no hub, no such dataset: nothing to compare (the reader says why)
+        return None
+

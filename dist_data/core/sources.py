@@ -100,8 +100,34 @@ def resolve_sources(spec: str | Sequence[str], split: str = "train") -> list[Sou
         elif _kind_of(item) or item.startswith((".", "/", "~")) or os.sep + os.sep in item:
             raise InputError(f"no such file or folder: {item}")
         else:
-            sources.append(Source(item, "hf", split))
+            sources.extend(hub_sources(item, split))
     return sources
+
+
+def hub_sources(name: str, split: str) -> list[Source]:
+    """A Hugging Face Hub dataset name: the data files of its ``split`` (``hf://datasets/NAME@COMMIT/...``,
+    pinned to the revision the Hub resolved), read like any URL: streamed, each rank reading only its
+    share (a parquet file by row groups), the rows in the order of the files. A split that is not a set
+    of files of a kind the reader knows (a loading script) is loaded by ``datasets`` instead, said in
+    the log."""
+    import datasets
+
+    from .log import logger
+
+    try:
+        builder = datasets.load_dataset_builder(name)
+    except Exception as e:  # noqa: BLE001 - turned into one clear line
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"could not load dataset {name!r}: {type(e).__name__}: {text}") from None
+    data_files = dict(builder.config.data_files or {})
+    if data_files and split not in data_files:
+        raise InputError(f"dataset {name} has no split {split!r} (has {sorted(data_files)})")
+    files = [str(f) for f in data_files.get(split, [])]
+    if files and all(_kind_of(f) for f in files):
+        return [Source(f, _kind_of(f)) for f in files]
+    logger.warning("%s: its %s split is not a set of data files the reader knows; datasets loads it whole", name,
+                   split)
+    return [Source(name, "hf", split)]
 
 
 def _open_binary(path: str) -> IO[bytes]:
