@@ -169,6 +169,10 @@ def test_credentials_are_never_recorded_and_failures_are_one_line(s3, tmp_path):
     out = run_cli("dist_data.filter", f"--dataset=s3://{BUCKET}/pairs/", f"--output_dir=s3://{BUCKET}/pairs/out",
                   *FLAGS, nproc=0, check=False)
     assert out.returncode == 2 and "overlap" in out.stderr.strip().splitlines()[-1]
+    nowhere = run_cli("dist_data.filter", f"--dataset=s3://{BUCKET}/pairs/", "--output_dir=s3://no-such-bucket-x/run",
+                      *FLAGS, nproc=0, check=False)
+    last = nowhere.stderr.strip().splitlines()[-1]
+    assert nowhere.returncode == 2 and "s3://no-such-bucket-x/run" in last and "no such file, folder or bucket" in last
     collection = run_cli("dist_data.filter", f"--dataset=s3://{BUCKET}/pairs/", f"--output_dir=s3://{OUT}/c",
                          "--per_dataset", *FLAGS, nproc=0, check=False)
     assert collection.returncode == 2 and "a collection is written to a local or shared folder" in collection.stderr
@@ -195,12 +199,12 @@ def test_http_folder_and_file_url_read_the_same_rows(shards, local_run, tmp_path
 
 @pytest.mark.parametrize("module, flags, result, nproc", [
     ("dist_data.mine", ["--num_negatives=2", "--range_max=10", "--batch_size=32", "--output_format=nomic"], "mined", 2),
-    ("dist_data.dedup", ["--on=document", "--threshold=0.9", "--batch_size=32"], "deduplicated.jsonl", 0),
+    ("dist_data.dedup", ["--on=document", "--threshold=0.9", "--batch_size=32"], "deduplicated.jsonl", 2),
     ("dist_data.pretokenize", ["--text_key=document", "--seq_len=64", "--block_docs=32", "--output_format=parquet"],
-     "data", 0)])
+     "data", 2)])
 def test_every_row_verb_from_bucket_to_bucket_gives_the_local_bytes(module, flags, result, nproc, s3, shards, tmp_path):
-    """The result (a file, or a folder: contrastors' nomic layout, a parquet dataset) in the store has the
-    bytes of the local run's."""
+    """At 2 ranks, each staging apart as on two hosts: the result (a file, or a folder: contrastors' nomic
+    layout, a parquet dataset) in the store has the bytes of the local one-process run's."""
     env, client = s3
     root, _ = shards
     run_cli(module, f"--dataset={root / 'pairs'}", f"--output_dir={tmp_path / 'local'}", *flags, "--noprogress", nproc=0)
