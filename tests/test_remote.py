@@ -80,6 +80,8 @@ def test_filter_from_bucket_to_bucket_gives_the_bytes_of_the_local_run(nproc, da
                     env={"DIST_DATA_STAGING": str(local_run.parent / f"elsewhere-{nproc}")})
     assert "already complete" in again.stderr
     assert bucket_files(client, OUT, prefix) == stored
+    fetched = {p.name for p in (local_run.parent / f"elsewhere-{nproc}").rglob("*") if p.is_file()}
+    assert "_SUCCESS" in fetched and "filtered.jsonl" not in fetched  # a complete run's result is not fetched
 
 
 def test_a_run_killed_before_publishing_resumes_from_the_bucket_with_the_same_bytes(s3, local_run, tmp_path):

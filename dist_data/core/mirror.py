@@ -30,6 +30,7 @@ from .rundir import LOCK_NAME, MANIFEST, FolderLock, read_manifest
 
 RECORD = ".dist_data.mirror.json"  # in the staging folder: what the store held at the last sync
 LAST = ("stats.json", CARD, MANIFEST, "_SUCCESS")  # uploaded last, in this order
+STATE = ("args.json", "stats.json", MANIFEST, "_SUCCESS")  # what the rerun policy reads of a complete run
 LOCAL_ONLY = ("cache",)  # folders that stay in the staging folder
 _RANKED = re.compile(r"-\d{5}\.")  # a part file of one rank: <name>-<rank:05d>.<ext>
 
@@ -107,6 +108,7 @@ class Mirror:
         self.root = root.rstrip("/")
         self.local = staging_folder(self.url)
         self.lock = StoreLock(self.url)
+        self.there: set[str] = set()  # what the store held at the last pull
 
     def _key(self, name: str) -> str:
         return f"{self.root}/{name}"
@@ -172,13 +174,18 @@ class Mirror:
         except Exception as e:  # noqa: BLE001 - the store's errors, as one line
             raise problem(f"{self.url}/{name}", e, "written") from None
 
-    def pull(self) -> int:
+    def pull(self, only: tuple[str, ...] | None = None) -> int:
         """Rank 0, before the rerun policy: the staging folder made to hold what the store holds (a
-        file fetched once; one removed from the store since is removed here). How many were fetched."""
+        file fetched once; one removed from the store since is removed here), or ``only`` those names
+        (:data:`STATE`: enough to tell a complete run with the same flags, which needs nothing else).
+        How many files were fetched; :attr:`there` is what the store held."""
         os.makedirs(self.local, exist_ok=True)
         there, record = self._listing(), self._record()
+        self.there = set(there)
         fetched = 0
         for name, info in there.items():
+            if only is not None and name not in only:
+                continue
             seen = record.get(name, {})
             if seen.get("etag") == _etag(info) and seen.get("stamp") == _stamp(os.path.join(self.local, name)):
                 continue

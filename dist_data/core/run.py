@@ -30,7 +30,7 @@ from .errors import BadRowError, InputError, RunConflictError
 from .fault import fault
 from .files import read_lines
 from .log import logger
-from .mirror import Mirror
+from .mirror import STATE, Mirror
 from .models import check_models
 from .options import ResultOptions, RunFolderOptions
 from .paths import inputs_signature, output_dirs
@@ -251,11 +251,13 @@ class Run(Stages, RunDir):
         with distributed.same_error_on_every_rank(InputError, RunConflictError, OSError):
             if info.is_main:  # the models first: a model that cannot be found creates nothing
                 check_models(opts)
+                run.inputs = inputs_signature(opts, exclude=[opts.output_dir])
                 if mirror is not None:
                     mirror.lock.acquire()
-                    fetched = mirror.pull()
+                    fetched = mirror.pull(STATE)  # a complete run with the same flags: nothing else is fetched
+                    if not run.complete_with_same_flags():
+                        fetched += mirror.pull()
                     logger.info("%s%s", mirror.describe(), f"; {fetched} file(s) of an earlier run fetched" * bool(fetched))
-                run.inputs = inputs_signature(opts, exclude=[opts.output_dir])
                 run.prepare(opts.overwrite)
         complete = run.is_complete() and not run.replace
         if mirror is not None:  # ranks on other hosts have their own staging folder: rank 0 decides
@@ -263,8 +265,8 @@ class Run(Stages, RunDir):
         if complete:
             if info.is_main:
                 logger.info("%s is already complete (same flags); nothing to do", run.where())
-                if mirror is not None:
-                    mirror.push()  # a publish cut short is finished
+                if mirror is not None and "_SUCCESS" not in mirror.there:
+                    mirror.push()  # a publish cut short (its _SUCCESS still only here) is finished
                     mirror.lock.release()
                 run.lock.release()
             done = None

@@ -400,6 +400,10 @@ class RunDir:
     def is_complete(self) -> bool:
         return os.path.exists(self.file("_SUCCESS"))
 
+    def complete_with_same_flags(self) -> bool:
+        """Whether the folder holds a complete run with these flags and inputs (nothing to do)."""
+        return self.is_complete() and not self.other_flags() and not self.changed_inputs()
+
 
 # ---------------------------------------------------------------- the manifest, and results in shared folders
 
