@@ -2,8 +2,8 @@
 shipped all-MiniLM-L6-v2 with sentence-transformers' own trainer, then retrieval is scored on held-out
 synsets with sentence-transformers' ``InformationRetrievalEvaluator``.
 
-    python bench/quality.py --quick                 # one seed, a few minutes: a check
-    python bench/quality.py                         # 3 seeds, both tasks (about an hour on 2 cores)
+    python bench/quality.py --quick                 # one seed, one task: a check
+    python bench/quality.py                         # 3 seeds, both tasks (about 70 minutes on 2 cores)
     python bench/quality.py --recipes=raw,noisy,filter_k2 --seeds=0,1,2
 
 Tasks (real WordNet text; held-out synsets never seen in training; the corpus padded with the glosses
@@ -20,15 +20,20 @@ Recipes (each a training set written by a verb, in the layout sentence-transform
 - ``filter_k1``, ``filter_k2``, ``filter_k5``: the noisy pairs after ``dist_data.filter --k=K``;
 - ``mine_top``: raw pairs + 1 mined negative (``dist_data.mine``, top-ranked);
   ``mine_skip``: ``--range_min=3`` (the nearest few skipped); ``mine_margin``: ``--relative_margin=0.05``;
+  ``mine_abs``: ``--absolute_margin=0.05``; ``mine_random``: one drawn from ranks 3-30; ``mine_3neg``: three
+  negatives (n-tuple); ``mine_ce``: rescored by ``--cross_encoder`` (only when one is given);
+- ``raw_cached``: the raw pairs with ``CachedMultipleNegativesRankingLoss`` (only when named);
 - ``contaminated``: raw pairs + ``--contamination`` of the test pairs planted in them;
   ``decontaminated``: that set after ``dist_data.dedup --against=TEST`` (the test queries).
 
-Every recipe trains with the same steps, batch size, learning rate and loss
-(``MultipleNegativesRankingLoss``; with a negative column it is used as a hard negative), for each
+The first task runs every recipe, the others :data:`CORE`. Every recipe trains with the same steps,
+batch size, learning rate and loss (``MultipleNegativesRankingLoss``; negative columns are its hard
+negatives), for each
 seed (training order and the noise draw). Reported: nDCG@10, MRR@10 and Recall@100 as mean ± std
 over the seeds, the rows used, the training time, and the difference to ``raw`` with its spread
 ("within noise" when the means differ by less than the larger std). Writes
-bench/results/quality.json and docs/quality.png.
+bench/results/quality.json and docs/quality.png; each result is appended to ``--log`` as it is made
+and reused by the same command (a killed run resumes).
 """
 
 from __future__ import annotations
@@ -265,8 +270,16 @@ def plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         mine = [r for r in rows if r["task"] == task]
-        ax.bar(range(len(mine)), [r["ndcg@10"][0] for r in mine], yerr=[r["ndcg@10"][1] for r in mine], capsize=3)
+        means, stds = [r["ndcg@10"][0] for r in mine], [r["ndcg@10"][1] for r in mine]
+        ax.errorbar(range(len(mine)), means, yerr=stds, fmt="o", capsize=4)
+        raw = [r["ndcg@10"][0] for r in mine if r["recipe"] == "raw"]
+        if raw:
+            ax.axhline(raw[0], color="grey", linestyle="--", linewidth=1, label="raw pairs")
+            ax.legend(loc="lower right")
+        low, high = min(m - s for m, s in zip(means, stds)), max(m + s for m, s in zip(means, stds))
+        ax.set_ylim(low - 0.1 * (high - low + 1e-3), high + 0.1 * (high - low + 1e-3))
         ax.set_xticks(range(len(mine)), [r["recipe"] for r in mine], rotation=45, ha="right")
+        ax.grid(axis="y", alpha=0.3)
         ax.set_ylabel("nDCG@10 (mean ± std over seeds)")
         ax.set_title(f"task: {task}")
     fig.tight_layout()
