@@ -189,7 +189,7 @@ def run_embed_images(info: distributed.DistInfo, opts: EmbedImagesOptions, run: 
         with distributed.same_error_on_every_rank(InputError):
             counts = embed_split(info, backbone, source, split, run.parts_dir, settings)
         if opts.stack:
-            run.share_parts()  # a run folder in a store: every rank's blocks to rank 0, which stacks them
+            run.share_parts(f"{split}-")  # a run folder in a store: every rank's blocks to rank 0 to stack
         _count(run.stats, counts, source.missing if info.is_main else [])
         per_rank = distributed.all_gather_object(counts)
         wall = time.perf_counter() - split_start

@@ -254,10 +254,12 @@ class Mirror:
     def _name(self, folder: str, f: str) -> str:
         return f"{os.path.relpath(folder, self.local)}/{f}".replace(os.sep, "/")
 
-    def fetch_parts(self, parts_dir: str) -> int:
-        """Rank 0 before the merge: the parts other hosts' ranks uploaded, fetched."""
-        prefix = os.path.relpath(parts_dir, self.local).replace(os.sep, "/") + "/"
-        missing = [n for n in self._listing() if n.startswith(prefix)
+    def fetch_parts(self, parts_dir: str, prefix: str | None = None) -> int:
+        """Rank 0: the part files other hosts' ranks uploaded and it lacks, fetched: the ranked ones
+        (``<name>-<rank>.<ext>``), or those whose name starts with ``prefix`` (one split's blocks)."""
+        folder = os.path.relpath(parts_dir, self.local).replace(os.sep, "/") + "/"
+        missing = [n for n in self._listing() if n.startswith(folder)
+                   and (n[len(folder):].startswith(prefix) if prefix else bool(_RANKED.search(n[len(folder):])))
                    and not os.path.exists(os.path.join(self.local, n))]
         for name in missing:
             self._download(name)

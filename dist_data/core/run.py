@@ -379,10 +379,11 @@ class Run(Stages, RunDir):
         distributed.barrier()
         return merged
 
-    def share_parts(self) -> None:
+    def share_parts(self, prefix: str | None = None) -> None:
         """With the run folder in a store, every rank's part files reach rank 0's staging folder: each
-        rank uploads its own (the first rank of each staging folder those that name no rank), then rank 0 fetches what it
-        lacks. Collective; nothing to do for a local or shared folder."""
+        rank uploads its own (the first rank of each staging folder those that name no rank), then
+        rank 0 fetches what it lacks of them: the ranked parts, or the files named ``prefix*`` (a
+        stage's own, e.g. one split's blocks). Collective; nothing to do for a local or shared folder."""
         if self.mirror is None:
             return
         with distributed.same_error_on_every_rank(InputError):  # collective: every upload is done after it
@@ -393,7 +394,7 @@ class Run(Stages, RunDir):
                 self.mirror.push_unmarked(self.parts_dir)
         with distributed.same_error_on_every_rank(InputError):
             if self.info.is_main:
-                self.mirror.fetch_parts(self.parts_dir)
+                self.mirror.fetch_parts(self.parts_dir, prefix)
 
     def _write_card(self, merged: dict[str, Any]) -> None:
         """``README.md``, the folder's dataset card (:mod:`dist_data.core.card`), unless the user has a
