@@ -85,15 +85,18 @@ def test_filter_from_bucket_to_bucket_gives_the_bytes_of_the_local_run(nproc, da
 
 
 def test_a_run_killed_before_publishing_resumes_from_the_bucket_with_the_same_bytes(s3, local_run, tmp_path):
-    """Killed after every part was written and uploaded, before anything was published: the store holds
-    the parts and no result, no _SUCCESS. The same command on a host with nothing staged (the node was
+    """Killed at its first embedded block, then again (resumed from the node's cache) after every part was
+    written and uploaded, before anything was published: the store holds the parts and no result, no
+    _SUCCESS. The same command on a host with nothing staged (the node was
     lost) takes over the dead run's lock, fetches the parts and publishes the same bytes."""
     env, client = s3
     flags = [f"--dataset=s3://{BUCKET}/pairs/", f"--output_dir=s3://{OUT}/killed", *FLAGS]
-    killed = run_cli("dist_data.filter", *flags, nproc=0, check=False,
-                     env={"DIST_DATA_FAULT": "kill:merge", "DIST_DATA_STAGING": str(tmp_path / "node-a")})
-    assert killed.returncode != 0
+    for point in ("embedded", "merge"):  # killed at its first cached block, then (resumed there) before publishing
+        killed = run_cli("dist_data.filter", *flags, nproc=0, check=False,
+                         env={"DIST_DATA_FAULT": f"kill:{point}", "DIST_DATA_STAGING": str(tmp_path / "node-a")})
+        assert killed.returncode != 0
     stored = bucket_files(client, OUT, "killed")
+    assert json.loads(stored["parts/stats-00000.json"])["counts"]["cached_blocks"] >= 1  # resumed from the cache
     assert "parts/part-00000.jsonl" in stored and ".dist_data.lock" in stored
     assert "_SUCCESS" not in stored and "filtered.jsonl" not in stored
     again = run_cli("dist_data.filter", *flags, nproc=0, env={"DIST_DATA_STAGING": str(tmp_path / "node-b")})
