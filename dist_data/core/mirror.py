@@ -21,12 +21,17 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import socket
 import tempfile
 from typing import Any
 
 from .card import CARD
-from .remote import filesystem, problem
+from .errors import InputError
+from .files import read_json
+from .remote import filesystem, open_binary, problem
 from .rundir import LOCK_NAME, MANIFEST, FolderLock, read_manifest
+from .write import atomic_open, write_json
 
 RECORD = ".dist_data.mirror.json"  # in the staging folder: what the store held at the last sync
 LAST = ("stats.json", CARD, MANIFEST, "_SUCCESS")  # uploaded last, in this order
@@ -39,8 +44,6 @@ def staging_folder(url: str) -> str:
     """The local folder a run at ``url`` works in on this host (the same one for the same URL), under
     ``$DIST_DATA_STAGING`` (``{host}`` and ``{rank}`` in it are this host's name and this process's
     rank: a folder on a shared file system per node, or per rank) or ``{tmp}/dist_data-staging``."""
-    import socket
-
     base = os.environ.get("DIST_DATA_STAGING") or os.path.join(tempfile.gettempdir(), "dist_data-staging")
     base = base.replace("{host}", socket.gethostname()).replace("{rank}", os.environ.get("RANK", "0"))
     name = url.rstrip("/").rsplit("/", 1)[-1] or "run"
@@ -145,28 +148,24 @@ class Mirror:
 
     def _record(self) -> dict[str, dict[str, Any]]:
         try:
-            with open(os.path.join(self.local, RECORD), encoding="utf-8") as f:
-                return json.load(f)
+            return read_json(os.path.join(self.local, RECORD)) or {}
         except (OSError, ValueError):
             return {}
 
     def _save_record(self, record: dict[str, dict[str, Any]]) -> None:
-        from .write import write_json
-
         write_json(os.path.join(self.local, RECORD), record)
 
     def _download(self, name: str) -> None:
+        """``name`` fetched into the staging folder, streamed, written atomically."""
         path = os.path.join(self.local, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
         try:
-            self.fs.get_file(self._key(name), tmp)
-            os.replace(tmp, path)
+            with open_binary(f"{self.url}/{name}") as src, atomic_open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except InputError:
+            raise
         except Exception as e:  # noqa: BLE001 - the store's errors, as one line
             raise problem(f"{self.url}/{name}", e) from None
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     def _upload(self, name: str) -> None:
         try:

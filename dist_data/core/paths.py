@@ -107,7 +107,7 @@ def input_files(opts: Any) -> list[str]:
 def inputs_signature(opts: Any, exclude: list[str] = ()) -> dict[str, list[int]]:
     """What the inputs looked like: per input file ``[size, mtime_ns]``; per input folder ``[files,
     bytes, newest mtime_ns]`` of the files below it (hidden ones and the ``exclude`` paths, the
-    command's own outputs, left out); per URL its objects' count, bytes and a digest of their etags.
+    command's own outputs, left out); per URL its objects' count, bytes and a digest of their etags;
     per Hub dataset name the commit the Hub serves. A run or result made from inputs with another
     signature is not served as "already complete"."""
     skip = [os.path.realpath(e) for e in exclude]

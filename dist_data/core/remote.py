@@ -46,10 +46,11 @@ def filesystem(url: str):
         raise InputError(f"{url}: reading {protocol}:// needs {e.name or 'its fsspec package'} "
                          f"(pip install 'dist_data[cloud]')") from None
     except ValueError as e:
-        raise InputError(f"{url}: {_first_line(e)}") from None
+        raise InputError(f"{url}: {first_line(e)}") from None
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an error's text (its type's name where it has none): one line for a message."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -57,7 +58,7 @@ def _first_line(e: BaseException) -> str:
 def problem(url: str, e: BaseException, doing: str = "read") -> InputError:
     """One line for a failure on ``url`` (``doing``: read or written): no such key or bucket, no
     credentials, access denied, the store unreachable (after the filesystem's own retries)."""
-    text = _first_line(e)
+    text = first_line(e)
     name = type(e).__name__
     if isinstance(e, FileNotFoundError) or "NoSuchBucket" in text or "NoSuchKey" in text or "404" in text:
         return InputError(f"{url}: no such file, folder or bucket")

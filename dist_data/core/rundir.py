@@ -140,9 +140,10 @@ class FolderLock:
         A lock whose holder is a dead process on this host is taken over (with a notice); a lock
         from another host cannot be checked from here, so the message says how to clear it.
         """
+        job = job_id()
         me = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-              **({"job": job_id()} if job_id() else {})}
+              **({"job": job} if job else {})}
         for _ in range(2):
             if self._create(me):
                 self.held = True

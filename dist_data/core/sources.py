@@ -117,8 +117,7 @@ def hub_sources(name: str, split: str) -> list[Source]:
     try:
         builder = datasets.load_dataset_builder(name)
     except Exception as e:  # noqa: BLE001 - turned into one clear line
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise InputError(f"could not load dataset {name!r}: {type(e).__name__}: {text}") from None
+        raise InputError(f"could not load dataset {name!r}: {type(e).__name__}: {remote.first_line(e)}") from None
     data_files = dict(builder.config.data_files or {})
     if data_files and split not in data_files:
         raise InputError(f"dataset {name} has no split {split!r} (has {sorted(data_files)})")
